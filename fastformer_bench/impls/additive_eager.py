@@ -1,0 +1,46 @@
+"""Linear-time additive attention in plain PyTorch (DESIGN §1): one softmax-pooled global vector per column.
+
+No N×N tensor anywhere: each aggregation is a score per token, a softmax over tokens and a weighted sum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fastformer_bench.impls import ADDITIVE, Impl
+from fastformer_bench.impls.checks import check_additive
+
+
+def additive_attention_core(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The computation alone, without input checks (torch.compile traces this)."""
+    C, B, N, D = x.shape
+    H, Dh = w.shape[1], w.shape[2]
+    scale = 1.0 / math.sqrt(Dh)
+    G = x[0].reshape(B, N, H, Dh)
+    for c in range(C - 1):
+        scores = torch.einsum("bnhd,hd->bhn", G, w[c]) * scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        # Softmax in fp32 at least: low-precision exp/sum over thousands of tokens loses the small weights.
+        a = torch.softmax(scores, dim=-1, dtype=torch.float32 if x.dtype != torch.float64 else torch.float64)
+        g = torch.einsum("bhn,bnhd->bhd", a.to(G.dtype), G)  # the global vector of column c
+        G = x[c + 1].reshape(B, N, H, Dh) * g[:, None, :, :]
+    out = G.reshape(B, N, D)
+    if mask is not None:
+        out = out * mask[..., None].to(out.dtype)
+    return out
+
+
+def eager_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    check_additive(x, w, mask)
+    return additive_attention_core(x, w, mask)
+
+
+EAGER = Impl(
+    name="eager",
+    family=ADDITIVE,
+    fn=eager_additive_attention,
+    description="linear-time plain PyTorch",
+)

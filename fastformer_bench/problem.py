@@ -1,0 +1,177 @@
+"""Problem: one point of a sweep — its parameters, its inputs, and the step the harness times."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from fastformer_bench import impls as registry
+from fastformer_bench.layers import FastformerLayer, SoftmaxAttentionLayer
+
+DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+MODES = ("fwd", "fwd_bwd")
+SCOPES = ("core", "layer")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Problem:
+    impl: str
+    batch: int
+    seq_len: int
+    width: int
+    heads: int
+    columns: int = 3
+    dtype: str = "float32"
+    device: str = "cpu"
+    mode: str = "fwd"
+    scope: str = "core"
+    masked: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        registry.get(self.impl)  # ValueError for an unknown name
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}.")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; known: {', '.join(MODES)}.")
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}; known: {', '.join(SCOPES)}.")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; known: {', '.join(DEVICES)}.")
+        for name in ("batch", "seq_len", "width", "heads", "columns"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.columns < 2:
+            raise ValueError(f"columns must be >= 2, got {self.columns}.")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}.")
+
+    # -- identity -------------------------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        return registry.get(self.impl).family
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def params(self) -> dict:
+        return asdict(self)
+
+    @property
+    def point_id(self) -> str:
+        """A stable hash of the parameters: the same point in two runs has the same id."""
+        blob = json.dumps(self.params(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def skip_reason(self) -> str | None:
+        """Why this combination makes no sense (skipped, not an error), or None."""
+        if self.family == registry.SOFTMAX and self.columns != 3:
+            return "softmax attention has exactly three columns (q, k, v)"
+        return None
+
+    def with_(self, **changes) -> Problem:
+        return Problem(**{**self.params(), **changes})
+
+
+@dataclass
+class Inputs:
+    """Everything one call needs. ``x`` is [C, B, N, D] (core) or [B, N, D] (layer)."""
+
+    x: torch.Tensor
+    w: torch.Tensor | None
+    mask: torch.Tensor | None
+    layer: torch.nn.Module | None = None
+    grad_out: torch.Tensor | None = None
+    leaves: list[torch.Tensor] = field(default_factory=list)
+
+
+def ragged_mask(batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """Row 0 is full; the others keep a random length in [N/2, N] (at least one token)."""
+    lengths = torch.randint(max(1, seq_len // 2), seq_len + 1, (batch,), generator=generator)
+    lengths[0] = seq_len
+    return torch.arange(seq_len)[None, :] < lengths[:, None]
+
+
+def make_inputs(problem: Problem, dtype: torch.dtype | None = None, device: str | None = None,
+                impl: str | None = None) -> Inputs:
+    """Deterministic inputs for ``problem`` (the same seed gives the same values in any dtype/device)."""
+    dtype = dtype or problem.torch_dtype
+    device = device or problem.device
+    impl = impl or problem.impl
+    gen = torch.Generator().manual_seed(problem.seed)
+    B, N, D, H, C = problem.batch, problem.seq_len, problem.width, problem.heads, problem.columns
+    mask = ragged_mask(B, N, gen).to(device) if problem.masked else None
+    needs_grad = problem.mode == "fwd_bwd"
+    if problem.scope == "core":
+        x = torch.randn(C, B, N, D, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+        w = (torch.randn(C - 1, H, D // H, generator=gen, dtype=torch.float64) / math.sqrt(D // H)).to(
+            device=device, dtype=dtype)
+        x.requires_grad_(needs_grad)
+        w.requires_grad_(needs_grad)
+        leaves, layer = [x, w], None
+    else:
+        layer_cls = FastformerLayer if problem.family == registry.ADDITIVE else SoftmaxAttentionLayer
+        kwargs = {"columns": C} if layer_cls is FastformerLayer else {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(problem.seed)
+            layer = layer_cls(D, H, impl=impl, **kwargs).to(dtype=torch.float64)
+        layer = layer.to(device=device, dtype=dtype)
+        x = torch.randn(B, N, D, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+        x.requires_grad_(needs_grad)
+        w = None
+        leaves = [x, *layer.parameters()]
+        for p in layer.parameters():
+            p.requires_grad_(needs_grad)
+    grad_out = None
+    if needs_grad:
+        grad_out = torch.randn(B, N, D, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    return Inputs(x=x, w=w, mask=mask, layer=layer, grad_out=grad_out, leaves=leaves)
+
+
+def forward(problem: Problem, inputs: Inputs, impl: str | None = None) -> torch.Tensor:
+    """One forward call of ``impl`` (default: the problem's) on ``inputs``."""
+    chosen = registry.get(impl or problem.impl)
+    if problem.scope == "layer":
+        return inputs.layer(inputs.x, inputs.mask)
+    return chosen.core(inputs.x, inputs.w, inputs.mask, problem.heads)
+
+
+def make_step(problem: Problem, inputs: Inputs, impl: str | None = None) -> Callable[[], torch.Tensor]:
+    """The callable the harness times: forward (no autograd graph) or forward + backward.
+
+    In ``fwd_bwd`` mode gradients are reset before every call, so they never accumulate across samples.
+    """
+    if problem.mode == "fwd":
+        def step() -> torch.Tensor:
+            with torch.no_grad():
+                return forward(problem, inputs, impl)
+        return step
+
+    def step_bwd() -> torch.Tensor:
+        for leaf in inputs.leaves:
+            leaf.grad = None
+        out = forward(problem, inputs, impl)
+        out.backward(inputs.grad_out)
+        return out
+    return step_bwd
+
+
+def gradients(inputs: Inputs) -> list[torch.Tensor | None]:
+    return [leaf.grad for leaf in inputs.leaves]
