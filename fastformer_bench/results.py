@@ -1,0 +1,180 @@
+"""The record contract (DESIGN §4), the crash-proof JSONL store, and loading to pandas.
+
+Pure Python + pandas: the report imports this module and must never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+SCHEMA = 1
+POINTS_FILE = "points.jsonl"
+RUN_FILE = "run.json"
+
+STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "error")
+
+IDENTITY = ("run_id", "point_id", "impl", "family", "device", "device_name", "dtype", "mode", "scope", "batch",
+            "seq_len", "width", "heads", "columns", "masked", "threads")
+OUTCOME = ("status", "reason")
+TIME = ("time_median", "time_p20", "time_p80", "samples", "compile_s")
+MEMORY = ("peak_bytes", "memory_method")
+WORK = ("flops", "flops_fvcore", "flops_counter", "bytes_min")
+ACCURACY = ("max_abs_err", "max_rel_err")
+ENERGY = ("energy_j",)
+#: fields beyond DESIGN §4's list, kept alongside (never required by readers)
+EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
+         "seed")
+FIELDS = ("schema", *IDENTITY, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY)
+REQUIRED = ("schema", "point_id", "impl", "family", "device", "dtype", "mode", "scope", "batch", "seq_len", "width",
+            "heads", "columns", "masked", "status")
+
+
+class ResultsError(ValueError):
+    """A results file or directory that cannot be read as fastformer-bench results (one sentence)."""
+
+
+def new_record(**fields) -> dict:
+    """A record with every contract field present (None where unknown), then ``fields``."""
+    record = {name: None for name in FIELDS}
+    record["schema"] = SCHEMA
+    record.update(fields)
+    return record
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class ResultStore:
+    """Appends one record per line to DIR/points.jsonl, each flushed and fsynced as it completes.
+
+    A run killed mid-write (kill -9) can leave a partial last line: opening the store cuts it off, so the file
+    always holds whole records only, and ``--resume`` re-runs that point instead of duplicating it.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / POINTS_FILE
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._drop_partial_tail()
+
+    def _drop_partial_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as fh:
+                fh.truncate(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def finished_ids(self) -> set[str]:
+        """point_ids already recorded (any status): what ``--resume`` skips."""
+        return {r["point_id"] for r in read_points(self.path)} if self.path.exists() else set()
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(_json_safe(record), sort_keys=True, allow_nan=False) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            # One write call per record: a kill can only leave a partial tail, which the next open removes.
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write_run(self, env: dict) -> None:
+        write_json_atomic(self.directory / RUN_FILE, env)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(_json_safe(payload), fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_points(path: str | os.PathLike) -> list[dict]:
+    """Records of one points.jsonl, validated; the last record wins for a repeated point_id."""
+    path = Path(path)
+    by_id: dict[str, dict] = {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"cannot read results file {path}: {exc}.") from None
+    lines = text.split("\n")
+    # The text after the last newline is a partial tail from a killed writer (or empty): not a record yet.
+    lines = lines[:-1]
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ResultsError(f"{path}:{number} is not valid JSON; is this a fastformer-bench results file?") from None
+        if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+            found = record.get("schema") if isinstance(record, dict) else type(record).__name__
+            raise ResultsError(f"{path}:{number} has schema {found!r}, expected fastformer-bench schema {SCHEMA}.")
+        missing = [name for name in REQUIRED if name not in record]
+        if missing:
+            raise ResultsError(f"{path}:{number} lacks required fields {', '.join(missing)}.")
+        if record["status"] not in STATUSES:
+            raise ResultsError(f"{path}:{number} has unknown status {record['status']!r}.")
+        by_id[record["point_id"]] = record
+    return list(by_id.values())
+
+
+def read_run(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / RUN_FILE
+    if not path.exists():
+        return {}
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"cannot read {path} as JSON: {exc}.") from None
+    if not isinstance(payload, dict):
+        raise ResultsError(f"{path} does not hold a JSON object.")
+    return payload
+
+
+def _points_path(entry: str | os.PathLike) -> Path:
+    path = Path(entry)
+    if path.is_dir():
+        path = path / POINTS_FILE
+    if not path.exists():
+        raise ResultsError(f"no results at {entry}: expected a directory holding {POINTS_FILE} or the file itself.")
+    return path
+
+
+def load_records(entries: Iterable[str | os.PathLike]) -> list[dict]:
+    records: list[dict] = []
+    for entry in entries:
+        records.extend(read_points(_points_path(entry)))
+    return records
+
+
+def load_frame(entries: Iterable[str | os.PathLike]):
+    """All records of the given result directories (or points.jsonl files) as one pandas DataFrame."""
+    import pandas as pd
+
+    records = load_records(entries)
+    if not records:
+        raise ResultsError("the results hold no records.")
+    frame = pd.DataFrame.from_records(records)
+    for name in FIELDS:
+        if name not in frame.columns:
+            frame[name] = None
+    return frame
