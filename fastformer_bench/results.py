@@ -45,13 +45,13 @@ def new_record(**fields) -> dict:
     return record
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -84,7 +84,7 @@ class ResultStore:
         return {r["point_id"] for r in read_points(self.path)} if self.path.exists() else set()
 
     def append(self, record: dict) -> None:
-        line = (json.dumps(_json_safe(record), sort_keys=True, allow_nan=False) + "\n").encode()
+        line = (json.dumps(json_safe(record), sort_keys=True, allow_nan=False) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             # One write call per record: a kill can only leave a partial tail, which the next open removes.
@@ -100,7 +100,7 @@ class ResultStore:
 def write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as fh:
-        json.dump(_json_safe(payload), fh, indent=2, sort_keys=True, allow_nan=False)
+        json.dump(json_safe(payload), fh, indent=2, sort_keys=True, allow_nan=False)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())

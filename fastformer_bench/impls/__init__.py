@@ -8,6 +8,7 @@ when it can). Adding an implementation is one file in this folder and one line i
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -68,6 +69,28 @@ _REGISTERED: dict[str, tuple[str, str]] = {
 }
 
 _loaded: dict[str, Impl] = {}
+
+#: extra implementations from outside the package, "module:ATTRIBUTE" separated by commas: how a user plugs in
+#: an implementation without editing this file (and how the tests add deliberately broken or slow ones; the
+#: variable reaches the processes of ``run --isolate`` and the gate's worktree runs too)
+PLUGIN_ENV = "FASTFORMER_BENCH_PLUGINS"
+
+
+def _load_plugins() -> None:
+    for entry in filter(None, (e.strip() for e in os.environ.get(PLUGIN_ENV, "").split(","))):
+        module, _, attr = entry.partition(":")
+        if not attr:
+            raise ValueError(f"{PLUGIN_ENV} entry {entry!r} must look like module:ATTRIBUTE.")
+        try:
+            impl = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"{PLUGIN_ENV} entry {entry!r} cannot be loaded: {exc}.") from None
+        if not isinstance(impl, Impl):
+            raise ValueError(f"{PLUGIN_ENV} entry {entry!r} is not an Impl.")
+        _REGISTERED.setdefault(impl.name, (module, attr))
+
+
+_load_plugins()
 
 
 def names() -> list[str]:

@@ -1,0 +1,3 @@
+from fastformer_bench.cli import main
+
+raise SystemExit(main())

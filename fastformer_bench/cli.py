@@ -1,0 +1,208 @@
+"""`fastformer-bench run | list | env | report | gate` (DESIGN §5).
+
+Exit codes: 0 done; 1 a check failed (an incorrect point, a regression); 2 the request itself is wrong
+(one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+AXIS_TYPES = {"impl": str, "seq_len": int, "width": int, "heads": int, "columns": int, "batch": int, "dtype": str,
+              "device": str, "mode": str, "scope": str, "masked": "bool"}
+
+
+class UsageError(Exception):
+    """The request is wrong: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; we promise one line
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parse_axis(name: str, text: str) -> list:
+    kind = AXIS_TYPES[name]
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            raise UsageError(f"--{name.replace('_', '-')} has an empty value in {text!r}.")
+        if kind is int:
+            try:
+                values.append(int(item))
+            except ValueError:
+                raise UsageError(f"--{name.replace('_', '-')} expects integers, got {item!r}.") from None
+        elif kind == "bool":
+            if item.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise UsageError(f"--masked expects true or false, got {item!r}.")
+            values.append(item.lower() in ("true", "1", "yes"))
+        else:
+            values.append(item)
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastformer-bench", description="Benchmark Fastformer-style additive attention.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a sweep preset into a results directory")
+    run.add_argument("--preset", default="quick", help="preset name (see `list`) or path to a TOML file")
+    run.add_argument("--out", required=True, help="results directory (points.jsonl + run.json)")
+    run.add_argument("--resume", action="store_true", help="skip points already recorded in --out")
+    run.add_argument("--isolate", action="store_true", help="measure each point in its own process")
+    run.add_argument("--threads", type=int, help="CPU threads (default: the preset's)")
+    run.add_argument("--min-time", type=float, dest="min_time_s", help="minimum measured seconds per point")
+    run.add_argument("--time-limit", type=float, dest="time_limit_s", help="seconds allowed per point")
+    run.add_argument("--no-flops", action="store_true", help="skip the fvcore/FlopCounterMode cross-checks")
+    run.add_argument("--no-progress", action="store_true", help="no progress output")
+    for axis in AXIS_TYPES:
+        run.add_argument(f"--{axis.replace('_', '-')}", dest=f"axis_{axis}", metavar="V[,V...]",
+                         help=f"override the {axis} axis (comma-separated)")
+
+    lst = sub.add_parser("list", help="list implementations and presets (or a preset's points)")
+    lst.add_argument("--preset", help="list this preset's points instead")
+
+    sub.add_parser("env", help="print the environment record (run.json's contents) as JSON")
+
+    rep = sub.add_parser("report", help="build figures and REPORT.md from stored results")
+    rep.add_argument("results", nargs="+", help="result directories (or points.jsonl files)")
+    rep.add_argument("--out", required=True, help="report directory")
+
+    try:
+        from fastformer_bench import gate
+    except ImportError:  # pragma: no cover - the gate lands in its own change
+        gate = None
+    if gate is not None:
+        gate.add_arguments(sub.add_parser("gate", help="compare a candidate with a baseline; exit 1 on regression"))
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from fastformer_bench import presets
+    from fastformer_bench.measure.env import collect_env
+    from fastformer_bench.measure.timing import configure_threads
+    from fastformer_bench.runner import run_sweep
+    from fastformer_bench.sweep import Settings
+
+    preset = presets.load(args.preset)
+    overrides = {axis: _parse_axis(axis, getattr(args, f"axis_{axis}"))
+                 for axis in AXIS_TYPES if getattr(args, f"axis_{axis}") is not None}
+    settings = Settings(**preset.settings)
+    changes = {k: getattr(args, k) for k in ("threads", "min_time_s", "time_limit_s") if getattr(args, k) is not None}
+    if args.no_flops:
+        changes["count_flops"] = False
+    if changes:
+        settings = Settings(**{**settings.__dict__, **changes})
+    problems, skipped = presets.expand(preset, overrides)
+    threads = configure_threads(settings.threads)
+    settings = Settings(**{**settings.__dict__, "threads": threads})
+    env = collect_env(threads=threads, argv=sys.argv)
+    env["copy_bytes_per_s"] = _copy_bandwidths(problems)
+    records = run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate,
+                        env=env, progress=not args.no_progress)
+    _print_table(records, skipped)
+    return 1 if any(r["status"] == "incorrect" for r in records) else 0
+
+
+def _copy_bandwidths(problems) -> dict:
+    from fastformer_bench.measure.env import copy_bandwidth
+
+    devices = sorted({p.device for p in problems})
+    found = {}
+    for device in devices:
+        try:
+            found[device] = copy_bandwidth(device)
+        except Exception:  # no such device here: its points are recorded unsupported
+            found[device] = None
+    return found
+
+
+def _print_table(records: list[dict], skipped: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} points measured, {len(skipped)} combinations skipped")
+    for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "status", "median ms", "p20–p80 %",
+                   "peak MiB", "GFLOP/s", "rel err"):
+        table.add_column(column, justify="right" if column[0].isupper() or " " in column else "left")
+    for r in records:
+        ok = r["status"] == "ok"
+        spread = (r["time_p80"] - r["time_p20"]) / r["time_median"] * 100 if ok and r["time_median"] else None
+        gflops = r["flops"] / r["time_median"] / 1e9 if ok and r.get("flops") and r["time_median"] else None
+        table.add_row(
+            r["impl"], r["dtype"], r["mode"], r["scope"], str(r["batch"]), str(r["seq_len"]), str(r["width"]),
+            str(r["columns"]), r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:40]}",
+            f"{r['time_median'] * 1e3:.3f}" if ok else "",
+            f"{spread:.1f}" if spread is not None else "",
+            f"{r['peak_bytes'] / 2**20:.1f}" if ok and r.get("peak_bytes") is not None else "",
+            f"{gflops:.2f}" if gflops is not None else "",
+            f"{r['max_rel_err']:.1e}" if r.get("max_rel_err") is not None else "",
+        )
+    Console(stderr=False, width=160).print(table)
+
+
+def _cmd_list(args) -> int:
+    from fastformer_bench import impls, presets
+
+    if args.preset:
+        problems, skipped = presets.expand(presets.load(args.preset))
+        for p in problems:
+            print(f"{p.point_id}  {p.impl:14s} {p.device} {p.dtype:8s} {p.mode:7s} {p.scope:5s} B={p.batch} "
+                  f"N={p.seq_len} D={p.width} H={p.heads} C={p.columns} masked={p.masked}")
+        for p, reason in skipped:
+            print(f"skipped {p.impl} C={p.columns}: {reason}")
+        return 0
+    import torch
+
+    print("implementations:")
+    for name in impls.names():
+        impl = impls.get(name)
+        reason = impl.unsupported_reason("cpu", torch.float32)
+        where = "cpu: yes" if reason is None else f"cpu: no ({reason})"
+        print(f"  {name:14s} {impl.family:8s} {impl.description}  [{where}]")
+    print("presets:")
+    for name in presets.names():
+        print(f"  {name:12s} {presets.load(name).description}")
+    return 0
+
+
+def _cmd_env(args) -> int:
+    from fastformer_bench.measure.env import collect_env
+
+    print(json.dumps(collect_env(argv=sys.argv), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from fastformer_bench.report import build_report
+
+    build_report(args.results, args.out)
+    print(f"report written to {args.out}/REPORT.md")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"run": _cmd_run, "list": _cmd_list, "env": _cmd_env, "report": _cmd_report}.get(args.command)
+        if handler is None:
+            from fastformer_bench import gate
+
+            return gate.main(args)
+        return handler(args)
+    except UsageError as exc:
+        print(str(exc).splitlines()[0], file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad preset, axis value, results file: the request is wrong
+        print(f"fastformer-bench: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastformer-bench: interrupted; finished points are saved (use --resume to continue).",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

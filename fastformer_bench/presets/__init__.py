@@ -1,0 +1,101 @@
+"""Sweep presets: TOML files in this folder, expanded to a list of Problems.
+
+A preset has ``name``, ``description``, a ``[settings]`` table (see :class:`fastformer_bench.sweep.Settings`)
+and one or more ``[[grid]]`` tables whose values are lists; each grid is the cartesian product of its axes.
+A grid may set ``token_budget`` instead of ``batch``: batch = token_budget // seq_len (the paper's Figure 2).
+Axis overrides from the CLI replace that axis in every grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+HERE = Path(__file__).parent
+AXES = ("impl", "seq_len", "width", "heads", "columns", "batch", "dtype", "device", "mode", "scope", "masked")
+GRID_KEYS = (*AXES, "token_budget")
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    settings: dict
+    grids: list[dict]
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.toml"))
+
+
+def load(name_or_path: str) -> Preset:
+    """A preset by name (this folder) or by path to a TOML file; ValueError with one sentence otherwise."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.exists()):
+        path = HERE / f"{name_or_path}.toml"
+        if not path.exists():
+            raise ValueError(f"unknown preset {name_or_path!r}; known: {', '.join(names())}.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"preset {path} is not valid TOML: {exc}.") from None
+    grids = data.get("grid")
+    if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) for g in grids):
+        raise ValueError(f"preset {path} needs at least one [[grid]] table.")
+    from fastformer_bench.sweep import Settings
+
+    settings = data.get("settings", {})
+    known = {f.name for f in fields(Settings)}
+    if not isinstance(settings, dict) or set(settings) - known:
+        raise ValueError(f"preset {path} has unknown settings {sorted(set(settings) - known)}; known: {sorted(known)}.")
+    for grid in grids:
+        unknown = set(grid) - set(GRID_KEYS)
+        if unknown:
+            raise ValueError(f"preset {path} has unknown grid axes {sorted(unknown)}; known: {', '.join(GRID_KEYS)}.")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"preset {path}: grid axis {key!r} must be a non-empty list.")
+    return Preset(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
+                  settings=settings, grids=grids)
+
+
+DEFAULTS = {"columns": [3], "dtype": ["float32"], "device": ["cpu"], "mode": ["fwd"], "scope": ["core"],
+            "masked": [False], "heads": [8], "batch": [1]}
+
+
+def expand(preset: Preset, overrides: dict[str, list] | None = None):
+    """The preset's Problems in grid order, without duplicates, and the combinations skipped with reasons."""
+    from fastformer_bench.problem import Problem
+
+    overrides = overrides or {}
+    problems, skipped, seen = [], [], set()
+    for grid in preset.grids:
+        axes = {**DEFAULTS, **grid, **overrides}
+        if "token_budget" in axes:
+            if "batch" in overrides:
+                axes.pop("token_budget")
+            else:
+                axes.pop("batch")
+        axis_names = list(axes)
+        for combo in itertools.product(*(axes[n] for n in axis_names)):
+            params = dict(zip(axis_names, combo))
+            budget = params.pop("token_budget", None)
+            if budget is not None:
+                params["batch"] = max(1, int(budget) // int(params["seq_len"]))
+            problem = Problem(**params)
+            if problem.point_id in seen:
+                continue
+            seen.add(problem.point_id)
+            reason = problem.skip_reason()
+            if reason:
+                skipped.append((problem, reason))
+            else:
+                problems.append(problem)
+    return problems, skipped

@@ -1,0 +1,142 @@
+"""Runs a list of Problems into a results directory: resume, isolation, memory cap, progress, summary table."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fastformer_bench.problem import Problem
+from fastformer_bench.results import ResultStore, new_record, read_run
+from fastformer_bench.sweep import Settings, measure_point
+
+#: share of the memory available at start a CPU sweep may address; beyond it allocations fail (status oom)
+#: instead of waking the kernel's OOM killer, which would end the whole sweep
+CPU_MEMORY_SHARE = 0.85
+
+
+def _meminfo_kib(key: str) -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _vm_size_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cap_cpu_memory(share: float = CPU_MEMORY_SHARE) -> int | None:
+    """Limit this process's address space so an oversized CPU allocation raises instead of being OOM-killed."""
+    available = _meminfo_kib("MemAvailable")
+    if available is None:
+        return None
+    limit = _vm_size_bytes() + int(available * 1024 * share)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
+
+
+def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | None) -> dict:
+    """Measure one point in a child process, so a crash or a hang costs that point only."""
+    payload = json.dumps({"problem": problem.params(), "settings": asdict(settings), "run_id": run_id,
+                          "preset": preset})
+    base = new_record(run_id=run_id, point_id=problem.point_id, **{k: v for k, v in problem.params().items()
+                                                                   if k != "seed"},
+                      family=problem.family, threads=settings.threads, preset=preset, seed=problem.seed)
+    limit = settings.time_limit_s + 60  # the child's own import and start-up are not the point's fault
+    try:
+        done = subprocess.run([sys.executable, "-m", "fastformer_bench.worker"], input=payload, text=True,
+                              capture_output=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {**base, "status": "timeout", "reason": f"killed after {limit:g} s in an isolated process"}
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        return {**base, "status": "crashed", "reason": f"the isolated process died with {name}"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {**base, "status": "crashed", "reason": f"the isolated process exited {done.returncode}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def new_run_id(preset: str) -> str:
+    return f"{preset}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, *, preset: str,
+              resume: bool = False, isolate: bool = False, env: dict | None = None,
+              progress: bool = True) -> list[dict]:
+    """Measure every problem not yet in ``out`` (with ``resume``), appending each record as it completes."""
+    store = ResultStore(out)
+    previous = read_run(out) if resume else {}
+    run_id = previous.get("run_id") or new_run_id(preset)
+    done = store.finished_ids() if resume else set()
+    if not resume and store.path.exists() and store.path.stat().st_size:
+        raise ValueError(f"{store.path} already holds results; pass --resume to continue it or choose a new --out.")
+    todo = [p for p in problems if p.point_id not in done]
+    if env is not None:
+        store.write_run({**previous, **env, "run_id": run_id, "preset": preset, "settings": asdict(settings)})
+    if not isolate and all(p.device == "cpu" for p in todo):
+        cap_cpu_memory()
+    records: list[dict] = []
+    with _progress(len(todo), progress) as advance:
+        for problem in todo:
+            started = time.monotonic()
+            if isolate:
+                record = _isolated(problem, settings, run_id, preset)
+            else:
+                record = measure_point(problem, settings, run_id=run_id, preset=preset)
+            store.append(record)
+            records.append(record)
+            advance(problem, record, time.monotonic() - started)
+    return records
+
+
+class _progress:
+    """A rich progress bar with ETA on a terminal; one plain line per point otherwise (CI logs)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.count = total, enabled, 0
+        self._bar = None
+
+    def __enter__(self):
+        if self.enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("sweep", total=self.total)
+        return self.advance
+
+    def advance(self, problem: Problem, record: dict, seconds: float) -> None:
+        self.count += 1
+        label = f"{problem.impl} N={problem.seq_len} D={problem.width} C={problem.columns} {problem.mode}"
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=f"{label}: {record['status']}")
+        elif self.enabled:
+            print(f"[{self.count}/{self.total}] {label} {problem.dtype} {problem.scope}: {record['status']} "
+                  f"({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()

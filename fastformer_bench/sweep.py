@@ -1,0 +1,208 @@
+"""One point of a sweep, start to end: supported? → inputs → correctness → warm-up → samples → memory → work.
+
+``measure_point`` turns a :class:`Problem` into one record (DESIGN §4) and never raises for a failure of the
+point itself: out-of-memory, a time limit, a wrong answer or an exception become the record's status.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import platform
+import time
+from dataclasses import dataclass
+
+import torch
+
+from fastformer_bench import impls as registry
+from fastformer_bench.measure import env as env_measure
+from fastformer_bench.measure import flops as flops_measure
+from fastformer_bench.measure import memory as memory_measure
+from fastformer_bench.measure import timing
+from fastformer_bench.problem import Inputs, Problem, forward, make_inputs, make_step
+from fastformer_bench.results import new_record
+
+#: max |out - ref| / max |ref| allowed, by the dtype the implementation ran in (the reference runs in float64)
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 5e-3, "bfloat16": 4e-2}
+#: the quadratic ground truth materialises B·H·N² float64 weights; above this it is not "affordable"
+REFERENCE_BUDGET_BYTES = 2 * 2**30
+#: when the quadratic reference is not affordable, the best trusted linear/fused one (run in float64)
+FALLBACK_REFERENCE = {registry.ADDITIVE: "eager", registry.SOFTMAX: "softmax_sdpa"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How each point is measured (from the preset's [settings] and the CLI)."""
+
+    threads: int | None = None
+    warmup_s: float = 0.2
+    min_time_s: float = 1.0
+    min_samples: int = 10
+    max_samples: int = 100
+    time_limit_s: float = 300.0
+    count_flops: bool = True
+    measure_energy: bool = True
+
+
+class PointTimeout(Exception):
+    pass
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "not enough memory",
+                                   "failed to allocate", "cannot allocate memory"))
+
+
+def device_name(device: str) -> str:
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return env_measure.cpu_model() if hasattr(env_measure, "cpu_model") else (platform.processor() or "cpu")
+
+
+def reference_for(problem: Problem) -> str:
+    """The implementation a point is checked against: the quadratic ground truth when affordable."""
+    impl = registry.get(problem.impl)
+    truth = impl.reference
+    pairwise = problem.batch * problem.heads * problem.seq_len**2 * 8
+    if registry.get(truth).quadratic and pairwise * 2 > REFERENCE_BUDGET_BYTES:
+        fallback = FALLBACK_REFERENCE[impl.family]
+        return truth if fallback == problem.impl else fallback
+    return truth
+
+
+def _reference_inputs(problem: Problem, inputs: Inputs, ref_impl: str) -> Inputs:
+    """The same values as ``inputs`` upcast to float64, so the comparison sees only the implementation's error."""
+    ref = make_inputs(problem, dtype=torch.float64, impl=ref_impl)
+    with torch.no_grad():
+        if problem.scope == "core":
+            ref.x.copy_(inputs.x.detach().double())
+            ref.w.copy_(inputs.w.detach().double())
+        else:
+            ref.x.copy_(inputs.x.detach().double())
+            for dst, src in zip(ref.layer.parameters(), inputs.layer.parameters()):
+                dst.copy_(src.detach().double())
+        if inputs.grad_out is not None:
+            ref.grad_out.copy_(inputs.grad_out.double())
+    return ref
+
+
+def _outputs(problem: Problem, inputs: Inputs, impl: str) -> list[torch.Tensor]:
+    step = make_step(problem, inputs, impl)
+    out = step()
+    tensors = [out.detach()]
+    if problem.mode == "fwd_bwd":
+        tensors += [leaf.grad.detach() if leaf.grad is not None else torch.zeros_like(leaf) for leaf in inputs.leaves]
+    return tensors
+
+
+def check_correctness(problem: Problem, inputs: Inputs) -> dict:
+    """Compare the point's outputs (and gradients in fwd_bwd) with its reference in float64."""
+    ref_impl = reference_for(problem)
+    ref_device = problem.device
+    ref_inputs = _reference_inputs(problem, inputs, ref_impl)
+    got = _outputs(problem, inputs, problem.impl)
+    want = _outputs(problem, ref_inputs, ref_impl)
+    max_abs, max_rel = 0.0, 0.0
+    for g, w in zip(got, want):
+        diff = (g.double() - w).abs().max().item() if g.numel() else 0.0
+        scale = w.abs().max().item() if w.numel() else 0.0
+        if not math.isfinite(diff):
+            max_abs, max_rel = math.inf, math.inf
+            break
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / scale if scale > 0 else diff)
+    tol = TOLERANCE[problem.dtype]
+    del ref_inputs, got, want
+    return {"max_abs_err": max_abs, "max_rel_err": max_rel, "tolerance": tol, "reference_impl": ref_impl,
+            "ok": max_rel <= tol, "reference_device": ref_device}
+
+
+def _work(problem: Problem, impl: registry.Impl, inputs: Inputs, settings: Settings) -> dict:
+    shape = dict(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
+                 columns=problem.columns)
+    work = {
+        "flops": flops_measure.analytic_flops(impl.family, impl.quadratic, problem.scope, problem.mode, **shape),
+        "bytes_min": flops_measure.minimal_bytes(impl.family, problem.scope, problem.mode,
+                                                 dtype_bytes=problem.torch_dtype.itemsize, **shape),
+        "flops_fvcore": None, "flops_counter": None, "flops_notes": {},
+    }
+    if not settings.count_flops:
+        return work
+    notes: dict = {}
+    # The counters see aten ops: a fused kernel is opaque to them and torch.compile's graph is eager's.
+    counted_impl = "eager" if problem.impl == "compiled" else problem.impl
+    if problem.impl == "triton":
+        notes["fvcore_skipped"] = notes["counter_missing"] = ["triton kernel (opaque to op-level counters)"]
+    else:
+        if problem.mode == "fwd":
+            def fwd_fn(*args):
+                return forward(problem, inputs, counted_impl)
+            count, skipped = flops_measure.fvcore_flops(fwd_fn, ())
+            work["flops_fvcore"], notes["fvcore_skipped"] = count, skipped
+        else:
+            notes["fvcore_skipped"] = ["fvcore counts forward graphs only"]
+        count, missing = flops_measure.counter_flops(make_step(problem, inputs, counted_impl))
+        work["flops_counter"], notes["counter_missing"] = count, missing
+    work["flops_notes"] = notes
+    return work
+
+
+def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset: str | None = None) -> dict:
+    """Measure one point and return its record; every failure of the point is a status, not an exception."""
+    impl = registry.get(problem.impl)
+    record = new_record(
+        run_id=run_id, point_id=problem.point_id, impl=problem.impl, family=impl.family, device=problem.device,
+        device_name=device_name(problem.device), dtype=problem.dtype, mode=problem.mode, scope=problem.scope,
+        batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
+        columns=problem.columns, masked=problem.masked, threads=torch.get_num_threads(), seed=problem.seed,
+        preset=preset,
+    )
+    reason = problem.skip_reason() or impl.unsupported_reason(problem.device, problem.torch_dtype)
+    if problem.device == "cuda" and not torch.cuda.is_available():
+        reason = "no CUDA device on this machine"
+    if reason is not None:
+        return {**record, "status": "unsupported", "reason": reason}
+    deadline = time.monotonic() + settings.time_limit_s
+    inputs = None
+    try:
+        inputs = make_inputs(problem)
+        step = make_step(problem, inputs)
+        if impl.compiles:
+            record["compile_s"] = timing.time_first_call(step, problem.device)
+        accuracy = check_correctness(problem, inputs)
+        record.update({k: accuracy[k] for k in ("max_abs_err", "max_rel_err", "tolerance", "reference_impl")})
+        record.update(_work(problem, impl, inputs, settings))
+        if not accuracy["ok"]:
+            # Correctness before speed: a wrong answer gets no time, memory or energy.
+            return {**record, "status": "incorrect", "compile_s": None,
+                    "reason": f"max relative error {accuracy['max_rel_err']:.3g} > tolerance {accuracy['tolerance']:g} "
+                              f"against {accuracy['reference_impl']}"}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"correctness check alone exceeded the {settings.time_limit_s:g} s point limit")
+        measured = timing.time_step(step, problem.device, warmup_s=settings.warmup_s, min_time_s=settings.min_time_s,
+                                    min_samples=settings.min_samples, max_samples=settings.max_samples,
+                                    deadline=deadline)
+        record.update(time_median=measured.median, time_p20=measured.p20, time_p80=measured.p80,
+                      samples=list(measured.samples), calls_per_sample=measured.calls_per_sample,
+                      timing_method=measured.method)
+        record["peak_bytes"], record["memory_method"] = memory_measure.peak_memory(step, problem.device)
+        if problem.device == "cuda":
+            record["gpu_clocks"] = timing.gpu_clock_state()
+            if settings.measure_energy:
+                record["energy_j"] = env_measure.energy_per_call(step, problem.device)
+        record["status"] = "ok"
+        return record
+    except TimeoutError as exc:
+        return {**record, "status": "timeout", "reason": str(exc) or f"exceeded {settings.time_limit_s:g} s"}
+    except Exception as exc:  # the point failed; the sweep goes on
+        status = "oom" if is_oom(exc) else "error"
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        return {**record, "status": status, "reason": f"{type(exc).__name__}: {first_line}"}
+    finally:
+        del inputs
+        gc.collect()
+        if problem.device == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,84 @@
+"""The CLI contract (DESIGN §5): bad requests are one line on stderr and exit 2; run/list/env work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastformer_bench", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "--preset", "no-such-preset", "--out", "X"], "unknown preset"),
+        (["run", "--preset", "quick", "--out", "X", "--seq-len", "12,abc"], "integers"),
+        (["run", "--preset", "quick", "--out", "X", "--impl", "bogus"], "unknown implementation"),
+        (["run", "--preset", "quick", "--out", "X", "--dtype", "float8"], "unknown dtype"),
+        (["run", "--preset", "quick", "--out", "X", "--masked", "maybe"], "true or false"),
+        (["run", "--preset", "quick", "--out", "X", "--width", "10", "--heads", "3"], "divisible"),
+        (["run", "--preset", "quick"], "required"),
+        (["frobnicate"], "invalid choice"),
+        (["report", "does-not-exist", "--out", "Y"], "no results"),
+    ],
+)
+def test_bad_request_is_one_line_and_exit_2(args, words, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fastformer_bench", *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert words in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "X").exists()
+
+
+def test_bad_preset_file_is_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[grid]]\nimpl = ['eager']\nsequence = [1]\n")
+    done = cli("run", "--preset", str(bad), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "unknown grid axes" in done.stderr
+    bad.write_text("this is = = not toml")
+    done = cli("run", "--preset", str(bad), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "not valid TOML" in done.stderr
+
+
+def test_run_writes_records_and_run_json_and_exits_0(tmp_path):
+    out = tmp_path / "r"
+    done = cli("run", "--preset", "quick", "--out", str(out), "--impl", "eager,triton,softmax_naive",
+               "--seq-len", "16", "--width", "8", "--heads", "2", "--columns", "2,3", "--min-time", "0.05",
+               "--no-progress")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    # softmax with C = 2 makes no sense: skipped, not recorded, not an error
+    assert sorted((r["impl"], r["columns"]) for r in records) == [
+        ("eager", 2), ("eager", 3), ("softmax_naive", 3), ("triton", 2), ("triton", 3)]
+    statuses = {r["impl"]: r["status"] for r in records}
+    assert statuses["eager"] == "ok" and statuses["softmax_naive"] == "ok"
+    run = json.loads((out / "run.json").read_text())
+    assert run["preset"] == "quick" and run["threads"] >= 1 and run["torch"]
+    assert "1 combinations skipped" in done.stdout
+
+
+@pytest.mark.usefixtures("test_impls")
+def test_incorrect_point_makes_run_exit_1(tmp_path):
+    done = cli("run", "--preset", "quick", "--out", str(tmp_path / "r"), "--impl", "test_wrong", "--seq-len", "16",
+               "--width", "8", "--heads", "2", "--no-progress", "--no-flops")
+    assert done.returncode == 1, done.stderr
+
+
+def test_list_and_env():
+    listed = cli("list")
+    assert listed.returncode == 0
+    for name in ("reference", "eager", "compiled", "triton", "softmax_naive", "softmax_sdpa", "quick", "paper-fig2"):
+        assert name in listed.stdout
+    points = cli("list", "--preset", "paper-fig2")
+    assert points.returncode == 0 and "N=65536" in points.stdout and "B=1 " in points.stdout
+    env = cli("env")
+    assert env.returncode == 0 and "torch" in json.loads(env.stdout)

@@ -1,0 +1,43 @@
+"""Presets: every shipped one expands; overrides, token budgets and skips behave."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastformer_bench import presets
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_every_shipped_preset_expands(name):
+    problems, skipped = presets.expand(presets.load(name))
+    assert problems
+    assert len({p.point_id for p in problems}) == len(problems)
+
+
+def test_required_presets_exist():
+    assert {"quick", "cpu", "gpu", "paper-fig2"} <= set(presets.names())
+
+
+def test_paper_fig2_keeps_the_token_budget():
+    problems, _ = presets.expand(presets.load("paper-fig2"))
+    assert {p.batch * p.seq_len for p in problems} == {65536}
+    assert min(p.seq_len for p in problems) == 128 and max(p.seq_len for p in problems) == 65536
+    assert {p.scope for p in problems} == {"layer"}
+
+
+def test_overrides_replace_an_axis_in_every_grid_and_softmax_needs_three_columns():
+    problems, skipped = presets.expand(presets.load("quick"), {"seq_len": [64], "columns": [2, 3]})
+    assert {p.seq_len for p in problems} == {64}
+    assert all(p.family == "additive" for p in problems if p.columns == 2)
+    assert {p.impl for p, _ in skipped} == {"softmax_naive", "softmax_sdpa"}
+
+
+def test_unknown_preset_and_bad_values_raise_value_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        presets.load("nope")
+    with pytest.raises(ValueError, match="positive integer"):
+        presets.expand(presets.load("quick"), {"seq_len": [0]})
+    path = tmp_path / "p.toml"
+    path.write_text("[settings]\nwarp_speed = 9\n[[grid]]\nimpl = ['eager']\n")
+    with pytest.raises(ValueError, match="unknown settings"):
+        presets.load(str(path))
