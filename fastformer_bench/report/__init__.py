@@ -1,0 +1,79 @@
+"""The report: figures, REPORT.md and summary.json regenerated from stored results (DESIGN §3).
+
+Never imports torch: it reads only points.jsonl/run.json through ``fastformer_bench.results``. Output is a pure
+function of the results (no timestamps, no absolute paths, sorted keys, fixed number formats), so regenerating
+gives byte-identical REPORT.md and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from fastformer_bench import results
+
+__all__ = ["build_report", "load"]
+
+
+def _clean(value):
+    """JSON-ready copy: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _copy_bandwidth(env: dict, device: str) -> float | None:
+    value = env.get("copy_bytes_per_s")
+    if isinstance(value, dict):  # the CLI records one bandwidth per device the run used
+        value = value.get(device)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+
+def load(inputs: list[str]):
+    """(prepared DataFrame, runs) for the given result directories or points.jsonl files."""
+    import pandas as pd
+
+    from fastformer_bench.report import analysis
+
+    if not inputs:
+        raise results.ResultsError("no results directories were given.")
+    frames, runs = [], []
+    for entry in inputs:
+        frame = results.load_frame([entry])
+        path = Path(entry)
+        env = results.read_run(path if path.is_dir() else path.parent)
+        ids = sorted({str(r) for r in frame["run_id"].dropna().unique() if str(r)})
+        label = ", ".join(ids) if ids else path.name
+        if label in {r["label"] for r in runs}:  # two inputs from one run id still need two columns
+            label = f"{label} (input {len(runs) + 1})"
+        runs.append({"label": label, "env": _clean(env)})
+        frame["copy_bw"] = [_copy_bandwidth(env, str(d)) for d in frame["device"]]
+        frames.append(frame)
+    return analysis.prepare(pd.concat(frames, ignore_index=True)), runs
+
+
+def build_report(inputs: list[str], out: str) -> dict:
+    """Write out/REPORT.md, out/summary.json and out/figures/*.png from the results; return the summary.
+
+    Raises results.ResultsError (a ValueError) with one sentence for missing, bad or foreign results.
+    """
+    from fastformer_bench.report import analysis, figures, markdown
+
+    frame, runs = load(inputs)
+    out_dir = Path(out)
+    summary = analysis.summarize(frame)
+    summary["figures"] = figures.render_all(frame, out_dir / "figures")
+    summary["inputs"] = [r["label"] for r in runs]
+    summary["environment"] = [{"label": r["label"], **r["env"]} for r in runs]
+    summary = _clean(summary)
+    (out_dir / "REPORT.md").write_text(markdown.render(summary, runs), encoding="utf-8")
+    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False)
+    (out_dir / "summary.json").write_text(text + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,364 @@
+"""The numbers behind the report: scaling fits, crossovers, memory limits, FLOP-counter checks, correctness.
+
+Pure pandas/numpy/scipy, no plotting and no torch, so it runs anywhere the results can be read. Every timing
+analysis uses ``status == "ok"`` points only: an incorrect point's time is never evidence of anything.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from fastformer_bench.results import ResultsError
+
+SLICE = ["device", "dtype", "mode", "scope"]
+SHAPE = ["batch", "width", "heads", "columns", "masked"]
+#: what must agree for an additive point and a softmax point to be compared (softmax has no column count)
+MATCH = ["device", "dtype", "mode", "scope", "batch", "seq_len", "width", "heads", "masked"]
+BASELINES = ("softmax_sdpa", "softmax_naive")
+MIN_FIT_POINTS = 3
+FIT_RULE = ("log-log OLS of the value against N over the large-N range: the top half of the distinct N values "
+            f"measured for that group (at least {MIN_FIT_POINTS}; groups with fewer distinct N are not fitted); "
+            "95% CI = slope +/- t(0.975, n-2) * stderr")
+#: expected time exponents at large N: (low, high), None = unbounded
+TARGETS = {"eager": (0.8, 1.2), "compiled": (0.8, 1.2), "reference": (1.7, None), "softmax_naive": (1.7, None)}
+FLOAT_COLUMNS = ["time_median", "time_p20", "time_p80", "compile_s", "peak_bytes", "flops", "flops_fvcore",
+                 "flops_counter", "bytes_min", "max_abs_err", "max_rel_err", "energy_j", "tolerance", "copy_bw"]
+INT_COLUMNS = ["batch", "seq_len", "width", "heads"]
+TEXT_COLUMNS = ["impl", "family", "device", "dtype", "mode", "scope", "status"]
+
+
+def num(value, digits: int = 6):
+    """A JSON-ready number with fixed significant digits (None for missing/non-finite), for stable output."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    value = float(value)
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """Typed copy of the loaded records; raises ResultsError for records the report cannot interpret."""
+    f = frame.copy()
+    for col in FLOAT_COLUMNS + ["columns", "preset", "point_id", "flops_notes", "reason"]:
+        if col not in f.columns:
+            f[col] = None
+    for col in TEXT_COLUMNS:
+        if f[col].isna().any():
+            raise ResultsError(f"a record has no value for {col!r}; the results are not fastformer-bench records.")
+        f[col] = f[col].astype(str)
+    for col in INT_COLUMNS:
+        values = pd.to_numeric(f[col], errors="coerce")
+        if values.isna().any() or (values <= 0).any() or (values != values.round()).any():
+            raise ResultsError(f"a record has a {col!r} that is not a positive integer.")
+        f[col] = values.astype("int64")
+    # Internally 0 means "no column count" (softmax records may carry none); outputs turn it back into None.
+    columns = pd.to_numeric(f["columns"], errors="coerce")
+    if (columns.dropna() < 0).any() or (columns.dropna() != columns.dropna().round()).any():
+        raise ResultsError("a record has a 'columns' value that is not a non-negative integer.")
+    f["columns"] = columns.fillna(0).astype("int64")
+    if not f["masked"].map(lambda v: isinstance(v, bool | np.bool_)).all():
+        raise ResultsError("a record has a 'masked' value that is not true or false.")
+    f["masked"] = f["masked"].astype(bool)
+    for col in FLOAT_COLUMNS:
+        f[col] = pd.to_numeric(f[col], errors="coerce").astype("float64")
+    f["preset"] = f["preset"].map(lambda v: v if isinstance(v, str) else "")
+    f["point_id"] = f["point_id"].astype(str)
+    return f.sort_values(SLICE + ["impl"] + SHAPE + ["seq_len", "point_id"], kind="stable").reset_index(drop=True)
+
+
+def timed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Points whose time may be used: status ok and a positive, finite median."""
+    t = frame["time_median"]
+    return frame[(frame["status"] == "ok") & np.isfinite(t) & (t > 0)]
+
+
+def key_dict(names: list[str], values) -> dict:
+    values = values if isinstance(values, tuple) else (values,)
+    out = {name: num(v) if not isinstance(v, str) else v for name, v in zip(names, values)}
+    if "columns" in out and out["columns"] == 0:
+        out["columns"] = None
+    return out
+
+
+def large_n(ns) -> list[int] | None:
+    """The N values a scaling fit uses (the top half, at least MIN_FIT_POINTS), or None if too few."""
+    ns = sorted({int(n) for n in ns})
+    if len(ns) < MIN_FIT_POINTS:
+        return None
+    return ns[-max(MIN_FIT_POINTS, math.ceil(len(ns) / 2)):]
+
+
+def fit_loglog(x, y) -> dict:
+    """OLS slope of log y on log x with its 95% confidence interval (t distribution, n - 2 dof)."""
+    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    res = stats.linregress(lx, ly)
+    dof = len(lx) - 2
+    half = float(stats.t.ppf(0.975, dof) * res.stderr) if dof > 0 else math.nan
+    return {"slope": num(res.slope, 4), "ci_low": num(res.slope - half, 4), "ci_high": num(res.slope + half, 4),
+            "stderr": num(res.stderr, 4), "r2": num(res.rvalue**2, 4), "n_points": len(lx)}
+
+
+def scaling_fits(frame: pd.DataFrame, quantity: str) -> list[dict]:
+    """Exponent of time ("time") or peak memory ("memory") in N per slice, implementation and shape."""
+    if quantity == "time":
+        data, value = timed(frame), "time_median"
+    else:
+        ok = frame[frame["status"] == "ok"]
+        data, value = ok[np.isfinite(ok["peak_bytes"]) & (ok["peak_bytes"] > 0)], "peak_bytes"
+    keys = SLICE + ["impl"] + SHAPE
+    rows = []
+    for key, g in data.groupby(keys, sort=True):
+        ns = large_n(g["seq_len"])
+        if ns is None:
+            continue
+        sel = g[g["seq_len"].isin(ns)]
+        rows.append({**key_dict(keys, key), "quantity": quantity, "n_min": ns[0], "n_max": ns[-1],
+                     "n_values": len(ns), **fit_loglog(sel["seq_len"], sel[value])})
+    return rows
+
+
+def crossing(ns: list[int], ratio: list[float]) -> dict:
+    """Where time(impl)/time(baseline) drops below 1 and stays there, log-interpolated in N."""
+    faster = [r < 1 for r in ratio]
+    if all(faster):
+        return {"crossover_n": None, "outcome": "always_faster",
+                "reason": f"faster at every matched N ({ns[0]}-{ns[-1]})"}
+    if not faster[-1]:
+        outcome = "never_faster" if not any(faster) else "not_staying_faster"
+        return {"crossover_n": None, "outcome": outcome,
+                "reason": f"slower at the largest matched N = {ns[-1]} (time ratio {ratio[-1]:.3g})"}
+    i = max(k for k, f in enumerate(faster) if not f)
+    x0, x1, r0, r1 = math.log(ns[i]), math.log(ns[i + 1]), math.log(ratio[i]), math.log(ratio[i + 1])
+    at = math.exp(x0 + (0.0 - r0) * (x1 - x0) / (r1 - r0)) if r1 != r0 else ns[i + 1]
+    return {"crossover_n": num(at, 4), "outcome": "crossed", "slower_at_n": ns[i], "faster_from_n": ns[i + 1],
+            "reason": None}
+
+
+def crossovers(frame: pd.DataFrame) -> list[dict]:
+    """Crossover N of every additive implementation against each softmax baseline, matched point by point."""
+    t = timed(frame)
+    keys = SLICE + ["impl"] + SHAPE
+    add = t[t["family"] == "additive"].groupby(keys + ["seq_len"])["time_median"].median().reset_index()
+    rows = []
+    for base in BASELINES:
+        b = t[t["impl"] == base].groupby(MATCH)["time_median"].median().rename("base_time").reset_index()
+        merged = add.merge(b, on=MATCH)
+        for key, g in merged.groupby(keys, sort=True):
+            g = g.sort_values("seq_len")
+            ns = [int(n) for n in g["seq_len"]]
+            if len(ns) < 2:  # one matched N says nothing about where the curves cross
+                continue
+            ratio = list(g["time_median"] / g["base_time"])
+            rows.append({**key_dict(keys, key), "baseline": base, "n_matched": len(ns),
+                         "time_ratio": [[n, num(r, 4)] for n, r in zip(ns, ratio)], **crossing(ns, ratio)})
+    return rows
+
+
+def oom_limits(frame: pd.DataFrame) -> list[dict]:
+    """Largest N that ran (status ok) below the smallest out-of-memory N, per implementation and shape."""
+    keys = SLICE + ["impl"] + SHAPE
+    rows = []
+    for key, g in frame[frame["status"].isin(["ok", "oom"])].groupby(keys, sort=True):
+        oom = g.loc[g["status"] == "oom", "seq_len"]
+        if oom.empty and g["seq_len"].nunique() < 2:  # a single-N group (a C or mask probe) has no N limit to show
+            continue
+        first_oom = int(oom.min()) if len(oom) else None
+        ok = g.loc[g["status"] == "ok", "seq_len"]
+        below = ok[ok < first_oom] if first_oom is not None else ok
+        rows.append({**key_dict(keys, key), "largest_ok_n": int(below.max()) if len(below) else None,
+                     "first_oom_n": first_oom, "largest_ok_peak_bytes": num(
+                         g.loc[(g["status"] == "ok") & (g["seq_len"] == below.max()), "peak_bytes"].max())
+                     if len(below) else None})
+    return rows
+
+
+def _ops(notes: pd.Series, field: str) -> list[str]:
+    found = set()
+    for note in notes:
+        if isinstance(note, dict) and isinstance(note.get(field), list):
+            found.update(str(op) for op in note[field])
+    return sorted(found)
+
+
+def _ratio_stats(ratio: pd.Series) -> dict:
+    ratio = ratio[np.isfinite(ratio)]
+    if ratio.empty:
+        return {"n": 0, "median": None, "min": None, "max": None}
+    return {"n": len(ratio), "median": num(ratio.median(), 4), "min": num(ratio.min(), 4),
+            "max": num(ratio.max(), 4)}
+
+
+def flop_counters(frame: pd.DataFrame) -> list[dict]:
+    """fvcore (x2, it counts one per multiply-add) and FlopCounterMode against the analytic count."""
+    keys = ["device", "impl", "mode", "scope"]
+    data = frame[np.isfinite(frame["flops"]) & (frame["flops"] > 0)]
+    rows = []
+    for key, g in data.groupby(keys, sort=True):
+        rows.append({**key_dict(keys, key),
+                     "fvcore_ratio": _ratio_stats(2 * g["flops_fvcore"] / g["flops"]),
+                     "counter_ratio": _ratio_stats(g["flops_counter"] / g["flops"]),
+                     "fvcore_skipped": _ops(g["flops_notes"], "fvcore_skipped"),
+                     "counter_missing": _ops(g["flops_notes"], "counter_missing")})
+    return rows
+
+
+def correctness(frame: pd.DataFrame) -> dict:
+    """Largest errors and status counts per implementation, and every incorrect point."""
+    per_impl = []
+    for impl, g in frame.groupby("impl", sort=True):
+        counts = g["status"].value_counts()
+        per_impl.append({"impl": impl, "points": len(g), "statuses": {s: int(c) for s, c in sorted(counts.items())},
+                         "max_abs_err": num(g["max_abs_err"].max(), 4), "max_rel_err": num(g["max_rel_err"].max(), 4),
+                         "tolerance_max": num(g["tolerance"].max(), 4)})
+    bad = frame[frame["status"] == "incorrect"]
+    incorrect = [{**key_dict(SLICE + ["impl"] + SHAPE + ["seq_len"], tuple(r[k] for k in
+                  SLICE + ["impl"] + SHAPE + ["seq_len"])), "point_id": r["point_id"],
+                  "max_abs_err": num(r["max_abs_err"], 4), "max_rel_err": num(r["max_rel_err"], 4),
+                  "tolerance": num(r["tolerance"], 4), "reason": r["reason"] if isinstance(r["reason"], str) else None}
+                 for _, r in bad.iterrows()]
+    return {"per_impl": per_impl, "incorrect": incorrect}
+
+
+def _miss_reason(fit: dict, low: float | None, high: float | None) -> str:
+    span = f"N = {fit['n_min']}-{fit['n_max']}"
+    if low is not None and fit["slope"] < low:
+        why = (f"the fitted range ({span}) probably did not reach the asymptotic regime: per-call overheads "
+               "(dispatch, launches, allocation) or lower-order terms still carry much of the time")
+    else:
+        why = (f"time grows faster than expected over {span}: likely the working set leaving a cache level, "
+               "allocator or memory-bandwidth effects, or timing noise")
+    lo_ci, hi_ci = fit["ci_low"], fit["ci_high"]
+    if lo_ci is not None and hi_ci is not None and (
+            (low is not None and lo_ci <= low <= hi_ci) or (high is not None and lo_ci <= high <= hi_ci)):
+        why += f"; the 95% CI [{lo_ci:.2f}, {hi_ci:.2f}] reaches the target, so noise alone could explain it"
+    return why
+
+
+def target_checks(time_fits: list[dict]) -> list[dict]:
+    """Each time fit of an implementation with an expected exponent, and whether it holds."""
+    rows = []
+    for fit in time_fits:
+        if fit["impl"] not in TARGETS:
+            continue
+        low, high = TARGETS[fit["impl"]]
+        holds = (low is None or fit["slope"] >= low) and (high is None or fit["slope"] <= high)
+        target = f"{low:g}-{high:g}" if high is not None else f">= {low:g}"
+        rows.append({**{k: fit[k] for k in SLICE + ["impl"] + SHAPE + ["n_min", "n_max", "slope", "ci_low",
+                                                                         "ci_high"]},
+                     "target": target, "holds": bool(holds), "reason": None if holds else _miss_reason(fit, low, high)})
+    return rows
+
+
+def throughput(frame: pd.DataFrame) -> list[dict]:
+    """Best achieved bandwidth (bytes_min / time) and FLOP/s per implementation, against the copy bandwidth."""
+    t = timed(frame).copy()
+    t["bw"] = t["bytes_min"] / t["time_median"]
+    t["flop_rate"] = t["flops"] / t["time_median"]
+    keys = SLICE + ["impl"]
+    rows = []
+    for key, g in t.groupby(keys, sort=True):
+        bw, rate = g.dropna(subset=["bw"]), g.dropna(subset=["flop_rate"])
+        best = bw.loc[bw["bw"].idxmax()] if len(bw) else None
+        copy = g["copy_bw"].max()
+        rows.append({**key_dict(keys, key),
+                     "best_bytes_per_s": num(best["bw"], 4) if best is not None else None,
+                     "best_bw_at": {"seq_len": int(best["seq_len"]), "width": int(best["width"])}
+                     if best is not None else None,
+                     "copy_bytes_per_s": num(copy, 4),
+                     "fraction_of_copy": num(best["bw"] / copy, 3) if best is not None and copy > 0 else None,
+                     "best_flops_per_s": num(rate["flop_rate"].max(), 4) if len(rate) else None})
+    return rows
+
+
+def fwd_bwd(frame: pd.DataFrame) -> list[dict]:
+    """Time of forward+backward over forward alone, at matching points."""
+    t = timed(frame)
+    keys = ["device", "dtype", "scope", "impl"] + SHAPE + ["seq_len"]
+    per = t.groupby(keys + ["mode"])["time_median"].median().unstack("mode")
+    if "fwd" not in per.columns or "fwd_bwd" not in per.columns:
+        return []
+    ratio = (per["fwd_bwd"] / per["fwd"]).dropna().rename("ratio").reset_index()
+    rows = []
+    for key, g in ratio.groupby(["device", "dtype", "scope", "impl"], sort=True):
+        rows.append({**key_dict(["device", "dtype", "scope", "impl"], key), **_ratio_stats(g["ratio"]),
+                     "n_values": sorted(int(n) for n in g["seq_len"].unique())})
+    return rows
+
+
+def column_effect(frame: pd.DataFrame) -> list[dict]:
+    """Time at the largest over the smallest column count C, at fixed shapes with at least two C."""
+    t = timed(frame)
+    t = t[(t["family"] == "additive") & (t["columns"] > 0)]
+    keys = SLICE + ["impl", "batch", "seq_len", "width", "heads", "masked"]
+    rows = []
+    for key, g in t.groupby(keys, sort=True):
+        per_c = g.groupby("columns")["time_median"].median()
+        if len(per_c) < 2:
+            continue
+        c0, c1 = int(per_c.index.min()), int(per_c.index.max())
+        rows.append({**key_dict(keys, key), "c_min": c0, "c_max": c1,
+                     "time_ratio": num(per_c[c1] / per_c[c0], 4),
+                     "steps_ratio": num((c1 - 1) / (c0 - 1), 4) if c0 > 1 else None,
+                     "times": [[int(c), num(v, 4)] for c, v in per_c.items()]})
+    return rows
+
+
+def token_budget(frame: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
+    """Layer-scope points at a fixed token budget B*N: the paper-fig2 preset, else the best such group."""
+    t = timed(frame)
+    t = t[t["scope"] == "layer"].assign(tokens=lambda d: d["batch"] * d["seq_len"])
+    fig2 = t[t["preset"] == "paper-fig2"]
+    if len(fig2):
+        t = fig2
+    best, best_rank = None, None
+    for tokens, g in t.groupby("tokens", sort=True):
+        count = g["seq_len"].nunique()
+        # Prefer the paper's 65,536 budget, then the budget with the most N values; B must vary with N.
+        rank = (int(tokens) == 65536, count)
+        if count >= 3 and g["batch"].nunique() > 1 and (best_rank is None or rank > best_rank):
+            best, best_rank = int(tokens), rank
+    if best is None:
+        return t.iloc[0:0], None
+    return t[t["tokens"] == best], best
+
+
+def budget_summary(frame: pd.DataFrame) -> dict | None:
+    data, tokens = token_budget(frame)
+    if tokens is None:
+        return None
+    keys = ["device", "dtype", "mode", "impl", "width", "heads", "columns", "masked"]
+    series = []
+    for key, g in data.groupby(keys, sort=True):
+        per = g.groupby(["seq_len", "batch"])["time_median"].median()
+        series.append({**key_dict(keys, key), "points": [[int(n), int(b), num(v, 4)] for (n, b), v in per.items()]})
+    return {"tokens": tokens, "series": series}
+
+
+def noise(frame: pd.DataFrame) -> dict:
+    """Relative p20-p80 spread of the timed points: how far apart two runs of one point may land."""
+    t = timed(frame)
+    spread = ((t["time_p80"] - t["time_p20"]) / t["time_median"]).dropna()
+    if spread.empty:
+        return {"n": 0, "median_spread": None, "max_spread": None}
+    return {"n": len(spread), "median_spread": num(spread.median(), 3), "max_spread": num(spread.max(), 3)}
+
+
+def summarize(frame: pd.DataFrame) -> dict:
+    """Every analysis above, as one JSON-ready dict (the body of summary.json)."""
+    time_fits = scaling_fits(frame, "time")
+    statuses = frame["status"].value_counts()
+    return {
+        "points": len(frame), "statuses": {s: int(c) for s, c in sorted(statuses.items())},
+        "fit_rule": FIT_RULE, "time_fits": time_fits, "memory_fits": scaling_fits(frame, "memory"),
+        "targets": target_checks(time_fits), "crossovers": crossovers(frame), "oom": oom_limits(frame),
+        "flop_counters": flop_counters(frame), "correctness": correctness(frame), "throughput": throughput(frame),
+        "fwd_bwd": fwd_bwd(frame), "columns": column_effect(frame), "token_budget": budget_summary(frame),
+        "noise": noise(frame),
+    }

@@ -1,0 +1,314 @@
+"""REPORT.md from the summary dict: environment, conclusions first, figures, tables, conventions.
+
+Everything here is a pure function of ``summary`` (no clock, no paths, fixed number formats), so the same
+results always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+_PREFIXES = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")]
+ENV_KEYS = ["python", "torch", "triton", "cpu_model", "threads", "gpu", "git_commit", "preset", "argv",
+            "copy_bytes_per_s"]
+#: figure kind -> (section title, what the figure shows), in report order
+FIGURE_SECTIONS = {
+    "time_vs_n": ("Time vs N", "Median time per call against N, one panel per width; the band spans the p20-p80 "
+                  "samples."),
+    "memory_vs_n": ("Peak memory vs N", "Peak memory the call needed beyond its inputs; a dashed line and X mark "
+                    "the smallest N at which an implementation ran out of memory."),
+    "speedup_vs_sdpa": ("Speedup over softmax_sdpa", "t(softmax_sdpa) / t(impl) at matching shapes; blue cells: "
+                        "the additive implementation is faster."),
+    "columns": ("Effect of the column count C", "Time per call against the column count C at fixed shapes."),
+    "throughput": ("Achieved bandwidth and FLOP/s", "Left: bytes_min / time against N with the measured copy "
+                   "bandwidth (dashed). Right: roofline view, analytic FLOP/s against flops / bytes_min with the "
+                   "copy-bandwidth line."),
+    "token_budget": ("Time per layer at a fixed token budget (paper Fig. 2)", "Time per layer call with B x N held "
+                     "fixed: linear attention should stay flat, quadratic attention grow with N."),
+    "fwd_vs_fwd_bwd": ("Forward vs forward+backward", "Top: fwd (solid) and fwd_bwd (dashed) times. Bottom: their "
+                       "ratio."),
+}
+
+
+def si(value, unit: str) -> str:
+    """3 significant digits with an SI prefix, e.g. 4.26 ms; '-' when missing."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return f"0 {unit}"
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale * 0.9995:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _x(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _slice(row: dict) -> str:
+    return " ".join(str(row[k]) for k in ("device", "dtype", "mode", "scope") if k in row)
+
+
+def _shape(row: dict) -> str:
+    parts = [f"B = {row['batch']}"] if "batch" in row else []
+    parts += [f"C = {row['columns']}"] if row.get("columns") else []
+    return ", ".join(parts + (["masked"] if row.get("masked") else []))
+
+
+def _ci(row: dict) -> str:
+    if row["ci_low"] is None:
+        return f"N^{row['slope']:.2f}"
+    return f"N^{row['slope']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+
+
+def _fit_sentence(row: dict, what: str, target: dict | None = None) -> str:
+    note = ""
+    if target is not None:
+        note = f"; expected {target['target']}: " + ("met" if target["holds"] else "**not met**")
+    return (f"{row['impl']} {what} grows as {_ci(row)} at width {row['width']} over N = {row['n_min']}–"
+            f"{row['n_max']} ({row['n_points']} points{note}).")
+
+
+def _grouped(rows: list[dict], sentence) -> list[str]:
+    """One bullet per slice and shape, the sentences about it nested below."""
+    out, header = [], None
+    for row in sorted(rows, key=lambda r: (_slice(r), _shape(r))):
+        if f"{_slice(row)}, {_shape(row)}" != header:
+            header = f"{_slice(row)}, {_shape(row)}"
+            out.append(f"- {header}:")
+        out.append(f"  - {sentence(row)}")
+    return out
+
+
+def _identity(row: dict) -> tuple:
+    return tuple(row.get(k) for k in ("device", "dtype", "mode", "scope", "impl", "batch", "width", "heads",
+                                      "columns", "masked"))
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "_No data._"
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def environment(runs: list[dict]) -> list[str]:
+    lines = ["## Environment", ""]
+    if not any(r["env"] for r in runs):
+        return lines + ["_No run.json was found next to the results._", ""]
+    rows = []
+    extra = sorted({k for r in runs for k, v in r["env"].items() if k not in ENV_KEYS
+                    and isinstance(v, str | int | float | bool)})
+    for key in ENV_KEYS + extra:
+        row = {"": key}
+        for r in runs:
+            value = r["env"].get(key)
+            if key == "copy_bytes_per_s" and isinstance(value, dict):
+                value = ", ".join(f"{d}: {si(v, 'B/s')}" for d, v in sorted(value.items()))
+            elif key == "copy_bytes_per_s" and isinstance(value, int | float):
+                value = si(value, "B/s")
+            elif isinstance(value, dict):
+                value = "; ".join(f"{k}={v}" for k, v in sorted(value.items()))
+            elif isinstance(value, list):
+                value = " ".join(str(v) for v in value)
+            row[r["label"]] = "-" if value is None else str(value).replace("|", "/")[:120]
+        rows.append(row)
+    return lines + [_table(rows), ""]
+
+
+def conclusions(s: dict) -> list[str]:
+    out = ["## Conclusions", ""]
+    statuses = ", ".join(f"{c} {k}" for k, c in s["statuses"].items())
+    out.append(f"- {s['points']} points: {statuses}.")
+    bad = s["correctness"]["incorrect"]
+    if bad:
+        where = "; ".join(f"{b['impl']} at N = {b['seq_len']}, width {b['width']} ({_slice(b)}, max rel err "
+                          f"{_x(b['max_rel_err'])} > tolerance {_x(b['tolerance'])})" for b in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        out.append(f"- {len(bad)} point{'s' if len(bad) > 1 else ''} failed the correctness check: {where}{more}. "
+                   "Incorrect points appear in no timing figure or fit.")
+    else:
+        out.append("- No point failed the correctness check.")
+    for t in s["targets"]:
+        if not t["holds"]:
+            out.append(f"- **Target not met:** {t['impl']} time grows as {_ci(t)} at width {t['width']} over "
+                       f"N = {t['n_min']}–{t['n_max']} ({_slice(t)}, {_shape(t)}), outside the expected "
+                       f"{t['target']}. Likely reason: {t['reason']}.")
+    if s["targets"] and all(t["holds"] for t in s["targets"]):
+        out.append(f"- All {len(s['targets'])} expected time exponents hold (eager/compiled 0.8–1.2, reference and "
+                   "softmax_naive >= 1.7).")
+    targets = {_identity(t): t for t in s["targets"]}
+    out += ["", "### Scaling in N", ""]
+    out += ["Time per call:", ""]
+    out += _grouped(s["time_fits"], lambda f: _fit_sentence(f, "time", targets.get(_identity(f))))
+    out += ["", "Peak memory:", ""]
+    out += _grouped(s["memory_fits"], lambda f: _fit_sentence(f, "peak memory"))
+    out += ["", "### Crossovers and memory limits", ""]
+    out += _grouped(s["crossovers"], _crossing_sentence)
+    out += _grouped([o for o in s["oom"] if o["first_oom_n"] is not None], _oom_sentence)
+    never = sorted({o["impl"] for o in s["oom"]} - {o["impl"] for o in s["oom"] if o["first_oom_n"] is not None})
+    if never:
+        out.append(f"- No out-of-memory failure for {', '.join(never)} up to the largest N measured.")
+    out += ["", "### Work, bandwidth, backward pass and columns", ""]
+    out += _flop_sentences(s["flop_counters"])
+    for t in s["throughput"]:
+        if t["best_bytes_per_s"] is None:
+            continue
+        frac = f" = {t['fraction_of_copy'] * 100:.0f}% of the copy bandwidth {si(t['copy_bytes_per_s'], 'B/s')}" \
+            if t["fraction_of_copy"] is not None else ""
+        if (t["fraction_of_copy"] or 0) > 1:
+            frac += ", above the copy bandwidth, so that working set likely stayed in cache"
+        out.append(f"- {t['impl']} ({_slice(t)}) reaches at most {si(t['best_bytes_per_s'], 'B/s')}{frac} "
+                   f"(at N = {t['best_bw_at']['seq_len']}, width {t['best_bw_at']['width']}); best "
+                   f"{si(t['best_flops_per_s'], 'FLOP/s')}.")
+    for r in s["fwd_bwd"]:
+        out.append(f"- {r['impl']} fwd_bwd takes {r['median']:.2f}x the fwd time ({r['device']} {r['dtype']} "
+                   f"{r['scope']}; median of {r['n']} shapes, range {r['min']:.2f}–{r['max']:.2f}).")
+    for c in s["columns"]:
+        steps = f" ({c['steps_ratio']:.3g}x as many aggregation steps)" if c["steps_ratio"] else ""
+        out.append(f"- {c['impl']} time grows {c['time_ratio']:.3g}x from C = {c['c_min']} to C = {c['c_max']}"
+                   f"{steps} at B = {c['batch']}, N = {c['seq_len']}, width {c['width']} ({_slice(c)}).")
+    budget = s["token_budget"]
+    for series in budget["series"] if budget else []:
+        pts = series["points"]
+        out.append(f"- At B x N = {budget['tokens']:,} (layer, {series['device']} {series['dtype']} "
+                   f"{series['mode']}, width {series['width']}), {series['impl']} takes {si(pts[0][2], 's')} "
+                   f"at N = {pts[0][0]} and {si(pts[-1][2], 's')} at N = {pts[-1][0]}.")
+    return out + [""]
+
+
+def _crossing_sentence(c: dict) -> str:
+    head = f"{c['impl']} vs {c['baseline']} at width {c['width']}:"
+    if c["outcome"] == "crossed":
+        return (f"{head} faster from N ≈ {c['crossover_n']:.0f} on (slower at N = {c['slower_at_n']}, faster "
+                f"from N = {c['faster_from_n']}).")
+    return f"{head} no crossover; {c['reason']}."
+
+
+def _oom_sentence(o: dict) -> str:
+    last = f"largest N that ran: {o['largest_ok_n']} ({si(o['largest_ok_peak_bytes'], 'B')} peak)" \
+        if o["largest_ok_n"] is not None else "no smaller N ran"
+    return f"{o['impl']} ran out of memory at N = {o['first_oom_n']} at width {o['width']}; {last}."
+
+
+def _flop_sentences(rows: list[dict]) -> list[str]:
+    out = []
+    for f in rows:
+        fv, fc = f["fvcore_ratio"], f["counter_ratio"]
+        off = [r for r in (fv, fc) if r["median"] is not None and abs(r["median"] - 1) > 0.01]
+        if off:
+            out.append(f"- FLOP counters for {f['impl']} ({f['device']} {f['mode']} {f['scope']}): 2 x fvcore / "
+                       f"analytic = {_x(fv['median'])}, FlopCounterMode / analytic = {_x(fc['median'])} (medians); "
+                       f"fvcore skips: {', '.join(f['fvcore_skipped']) or 'nothing'}; FlopCounterMode misses: "
+                       f"{', '.join(f['counter_missing']) or 'nothing'}.")
+    if rows and not out:
+        out.append("- fvcore (x2) and FlopCounterMode agree with the analytic FLOP count within 1% (medians).")
+    return out
+
+
+def figures(entries: list[dict]) -> list[str]:
+    out = ["## Figures", ""]
+    for kind, (title, text) in FIGURE_SECTIONS.items():
+        out += [f"### {title}", "", text, ""]
+        for e in (e for e in entries if e["kind"] == kind):
+            alt = (e["title"] or "").replace("\n", "; ")  # a line break would end the image syntax
+            out += [f"_Skipped: {e['skipped']}._" if e["file"] is None else f"![{alt}]({e['file']})", ""]
+    return out
+
+
+def _key_cols(row: dict) -> dict:
+    return {"slice": _slice(row), "impl": row["impl"], "B": row.get("batch", "-"), "D": row.get("width", "-"),
+            "H": row.get("heads", "-"), "C": row.get("columns") or "-", "masked": "yes" if row.get("masked") else "no"}
+
+
+def _fit_rows(fits: list[dict]) -> list[dict]:
+    return [{**_key_cols(f), "N range": f"{f['n_min']}-{f['n_max']}", "points": f["n_points"],
+             "exponent": f"{f['slope']:.3f}", "95% CI": "-" if f["ci_low"] is None else
+             f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}]", "r²": f"{f['r2']:.4f}"} for f in fits]
+
+
+def tables(s: dict) -> list[str]:
+    out = ["## Tables", "", f"Scaling fits: {s['fit_rule']}.", ""]
+    out += ["### Time exponent in N", "", _table(_fit_rows(s["time_fits"])), ""]
+    out += ["### Peak-memory exponent in N", "", _table(_fit_rows(s["memory_fits"])), ""]
+    out += ["### Expected exponents", "", _table([
+        {**_key_cols(t), "N range": f"{t['n_min']}-{t['n_max']}", "exponent": f"{t['slope']:.3f}",
+         "target": t["target"], "holds": "yes" if t["holds"] else "**no**"} for t in s["targets"]]), ""]
+    out += ["### Crossover N against softmax baselines", "", _table([
+        {**_key_cols(c), "baseline": c["baseline"], "crossover N": "-" if c["crossover_n"] is None else
+         f"{c['crossover_n']:.0f}", "outcome": c["outcome"], "matched N": c["n_matched"]}
+        for c in s["crossovers"]]), ""]
+    out += ["### Largest N before out-of-memory", "", _table([
+        {**_key_cols(o), "largest N that ran": o["largest_ok_n"] or "-", "first OOM N": o["first_oom_n"] or "none",
+         "peak at largest N": si(o["largest_ok_peak_bytes"], "B")} for o in s["oom"]]), ""]
+    out += ["### FLOP counters against the analytic count (ratios)", "", _table([
+        {"device": f["device"], "impl": f["impl"], "mode": f["mode"], "scope": f["scope"],
+         "2 x fvcore / analytic": _range(f["fvcore_ratio"]), "FlopCounterMode / analytic": _range(f["counter_ratio"]),
+         "fvcore skips": ", ".join(f["fvcore_skipped"]) or "-",
+         "FlopCounterMode misses": ", ".join(f["counter_missing"]) or "-"} for f in s["flop_counters"]]), ""]
+    out += ["### Correctness", "", _table([
+        {"impl": c["impl"], "points": c["points"], "statuses": ", ".join(f"{k} {v}" for k, v in c["statuses"].items()),
+         "max abs err": _x(c["max_abs_err"]), "max rel err": _x(c["max_rel_err"]),
+         "tolerance (rel)": _x(c["tolerance_max"])} for c in s["correctness"]["per_impl"]]), ""]
+    if s["correctness"]["incorrect"]:
+        out += ["Incorrect points (never timed, plotted or fitted):", "", _table([
+            {**_key_cols(b), "N": b["seq_len"], "max rel err": _x(b["max_rel_err"]), "tolerance": _x(b["tolerance"]),
+             "point_id": b["point_id"]} for b in s["correctness"]["incorrect"]]), ""]
+    out += ["### Achieved bandwidth and FLOP/s", "", _table([
+        {"slice": _slice(t), "impl": t["impl"], "best bytes_min / time": si(t["best_bytes_per_s"], "B/s"),
+         "copy bandwidth": si(t["copy_bytes_per_s"], "B/s"),
+         "fraction": "-" if t["fraction_of_copy"] is None else f"{t['fraction_of_copy']:.3f}",
+         "best FLOP/s": si(t["best_flops_per_s"], "FLOP/s")} for t in s["throughput"]]), ""]
+    out += ["### fwd_bwd / fwd time", "", _table([
+        {"device": r["device"], "dtype": r["dtype"], "scope": r["scope"], "impl": r["impl"], "shapes": r["n"],
+         "median": f"{r['median']:.3f}", "min-max": f"{r['min']:.3f}-{r['max']:.3f}"} for r in s["fwd_bwd"]]), ""]
+    out += ["### Column count C", "", _table([
+        {"slice": _slice(c), "impl": c["impl"], "B": c["batch"], "N": c["seq_len"], "D": c["width"],
+         "time by C": ", ".join(f"C={k}: {si(v, 's')}" for k, v in c["times"]), "t(Cmax)/t(Cmin)":
+         f"{c['time_ratio']:.3g}"} for c in s["columns"]]), ""]
+    budget = s["token_budget"]
+    if budget:
+        out += [f"### Time per layer at B x N = {budget['tokens']:,}", "", _table([
+            {"impl": b["impl"], "slice": f"{b['device']} {b['dtype']} {b['mode']}", "D": b["width"], "N": n, "B": bb,
+             "time": si(t, "s")} for b in budget["series"] for n, bb, t in b["points"]]), ""]
+    return out
+
+
+def _range(r: dict) -> str:
+    if r["median"] is None:
+        return "-"
+    return f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f}, {r['n']} points)"
+
+
+def caveats(s: dict, runs: list[dict]) -> list[str]:
+    threads = sorted({str(r["env"].get("threads")) for r in runs if r["env"].get("threads") is not None})
+    n = s["noise"]
+    spread = (f"the p20-p80 spread is {n['median_spread'] * 100:.1f}% of the median for the typical point "
+              f"(largest {n['max_spread'] * 100:.1f}%)") if n["median_spread"] is not None else "no spread recorded"
+    return ["## Conventions and caveats", "",
+            "- Units: times are seconds per call (median of the samples; bands p20-p80), memory and traffic bytes, "
+            "bandwidth bytes/s, work FLOP and FLOP/s; N is tokens per sequence, D the width, H the heads, C the "
+            "column count, B the batch.",
+            f"- Noise: {spread}. Differences smaller than that spread are not evidence.",
+            f"- Threads: {', '.join(threads) or 'not recorded'} (CPU timings depend on the thread count and on "
+            "other load on the machine).",
+            "- FLOP convention: the analytic count is 2 per multiply-add. fvcore counts 1 per multiply-add, so the "
+            "report compares 2 x fvcore with it; FlopCounterMode counts 2 per multiply-add. Ops a counter skips "
+            "or misses are listed in the tables.",
+            "- peak memory is what the call needed beyond its inputs; bytes_min is the minimal traffic (every "
+            "input read once, every output written once), so bytes_min / time is a lower bound on the bandwidth "
+            "achieved. The copy bandwidth counts read + write bytes, measured in the same run.",
+            f"- Scaling fits: {s['fit_rule']}. A fit over a short or small-N range can miss the asymptotic exponent; "
+            "the report states such misses instead of changing the range.",
+            "- Only status = ok points are timed, plotted or fitted; incorrect points are reported above and "
+            "excluded everywhere else.", ""]
+
+
+def render(summary: dict, runs: list[dict]) -> str:
+    """The whole REPORT.md text."""
+    labels = ", ".join(r["label"] for r in runs)
+    lines = ["# fastformer-bench report", "", f"Results: {labels}. Regenerate with `fastformer-bench report`; "
+             "do not edit by hand.", ""]
+    lines += environment(runs) + conclusions(summary) + figures(summary["figures"]) + tables(summary)
+    lines += caveats(summary, runs)
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -1,0 +1,124 @@
+"""The analysis recovers known exponents, crossovers and limits from synthetic results, and rejects bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from report_synthetic import CROSS_NAIVE, CROSS_SDPA, WILD_N, synthetic_records, write_results
+
+from fastformer_bench.report import analysis, load
+from fastformer_bench.results import ResultsError
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    frame, _runs = load([str(write_results(tmp_path_factory.mktemp("results")))])
+    return analysis.summarize(frame)
+
+
+def _pick(rows, **match):
+    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, (match, found)
+    return found[0]
+
+
+@pytest.mark.parametrize("impl,expected", [("eager", 1.0), ("reference", 2.0), ("softmax_sdpa", 2.0),
+                                           ("softmax_naive", 2.0)])
+@pytest.mark.parametrize("width", [64, 256])
+def test_time_exponents_are_recovered(summary, impl, expected, width):
+    fit = _pick(summary["time_fits"], impl=impl, width=width, mode="fwd", scope="core")
+    assert fit["slope"] == pytest.approx(expected, abs=0.05)
+    assert fit["ci_low"] <= fit["slope"] <= fit["ci_high"]
+    assert fit["n_points"] >= analysis.MIN_FIT_POINTS
+
+
+def test_memory_exponents_are_recovered(summary):
+    assert _pick(summary["memory_fits"], impl="eager", width=64, mode="fwd")["slope"] == pytest.approx(1.0, abs=0.05)
+    # B·H·N² weights plus a linear term: close to 2 over N = 128-512
+    assert _pick(summary["memory_fits"], impl="reference", width=256, mode="fwd")["slope"] > 1.75
+
+
+def test_incorrect_point_is_excluded_from_the_fit(summary):
+    fit = _pick(summary["time_fits"], impl="eager", width=64, mode="fwd", scope="core")
+    assert fit["n_max"] < WILD_N  # the wild 1000 s point at N = 4096 is status incorrect
+    assert fit["slope"] == pytest.approx(1.0, abs=0.05)
+    bad = summary["correctness"]["incorrect"]
+    assert [(b["impl"], b["seq_len"]) for b in bad] == [("eager", WILD_N)]
+
+
+@pytest.mark.parametrize("baseline,expected", [("softmax_sdpa", CROSS_SDPA), ("softmax_naive", CROSS_NAIVE)])
+def test_crossover_against_softmax(summary, baseline, expected):
+    row = _pick(summary["crossovers"], impl="eager", baseline=baseline, width=64, mode="fwd", scope="core")
+    assert row["outcome"] == "crossed"
+    assert row["crossover_n"] == pytest.approx(expected, rel=0.03)
+    never = _pick(summary["crossovers"], impl="reference", baseline=baseline, width=64, mode="fwd", scope="core")
+    assert never["crossover_n"] is None and never["outcome"] == "never_faster" and never["reason"]
+
+
+def test_crossing_outcomes():
+    assert analysis.crossing([1, 2, 4], [0.5, 0.4, 0.3])["outcome"] == "always_faster"
+    assert analysis.crossing([1, 2, 4], [2.0, 1.5, 1.2])["outcome"] == "never_faster"
+    assert analysis.crossing([1, 2, 4], [2.0, 0.5, 1.2])["outcome"] == "not_staying_faster"
+    # faster at 2, slower at 4, faster again from 8: the crossing that counts is the last one
+    got = analysis.crossing([1, 2, 4, 8], [2.0, 0.5, 2.0, 0.5])
+    assert got["slower_at_n"] == 4 and got["crossover_n"] == pytest.approx(5.657, rel=1e-3)
+
+
+def test_large_n_range_rule():
+    assert analysis.large_n([1, 2]) is None
+    assert analysis.large_n([4, 1, 2]) == [1, 2, 4]
+    assert analysis.large_n(range(1, 8)) == [4, 5, 6, 7]
+    assert analysis.large_n(range(1, 9)) == [5, 6, 7, 8]
+
+
+def test_oom_limits(summary):
+    ref = _pick(summary["oom"], impl="reference", width=64, mode="fwd", columns=3, scope="core")
+    assert (ref["largest_ok_n"], ref["first_oom_n"]) == (512, 1024)
+    eager = _pick(summary["oom"], impl="eager", width=64, mode="fwd", columns=3, scope="core")
+    assert eager["first_oom_n"] is None and eager["largest_ok_n"] == 2048
+
+
+def test_flop_counters_and_targets(summary):
+    flops = _pick(summary["flop_counters"], impl="softmax_sdpa", mode="fwd", scope="core")
+    assert flops["fvcore_ratio"]["median"] == pytest.approx(0.8)
+    assert flops["counter_ratio"]["median"] == pytest.approx(0.95)
+    assert flops["counter_missing"] == ["aten::_softmax"]
+    compiled = _pick(summary["targets"], impl="compiled", width=64, mode="fwd")
+    assert not compiled["holds"] and "asymptotic" in compiled["reason"]
+    assert _pick(summary["targets"], impl="eager", width=64, mode="fwd")["holds"]
+
+
+def test_other_summaries(summary):
+    assert _pick(summary["fwd_bwd"], impl="eager", scope="core")["median"] == pytest.approx(3.0, rel=0.01)
+    cols = _pick(summary["columns"], impl="eager", mode="fwd")
+    assert (cols["c_min"], cols["c_max"]) == (2, 6)
+    assert summary["token_budget"]["tokens"] == 65536
+    assert _pick(summary["throughput"], impl="eager", mode="fwd", scope="core")["fraction_of_copy"] > 0
+    json.dumps(summary, allow_nan=False)  # JSON-ready as it stands
+
+
+def test_foreign_schema_is_rejected(tmp_path):
+    (tmp_path / "points.jsonl").write_text(json.dumps({"schema": 99, "impl": "eager"}) + "\n")
+    with pytest.raises(ResultsError, match="schema"):
+        load([str(tmp_path)])
+
+
+def test_garbage_and_missing_results_are_rejected(tmp_path):
+    (tmp_path / "points.jsonl").write_text("this is not json\n")
+    with pytest.raises(ResultsError):
+        load([str(tmp_path)])
+    with pytest.raises(ResultsError):
+        load([str(tmp_path / "nowhere")])
+    with pytest.raises(ResultsError):
+        load([])
+
+
+def test_uninterpretable_record_is_rejected(tmp_path):
+    record = synthetic_records()[0]
+    write_results(tmp_path / "a", [{**record, "seq_len": "long"}])
+    with pytest.raises(ResultsError, match="seq_len"):
+        load([str(tmp_path / "a")])
+    write_results(tmp_path / "b", [{**record, "masked": "maybe"}])
+    with pytest.raises(ResultsError, match="masked"):
+        load([str(tmp_path / "b")])
