@@ -1,0 +1,230 @@
+"""The fused Triton implementation against the float64 quadratic reference: forward and gradients.
+
+Without a GPU the kernels run under TRITON_INTERPRET=1 (suites/conftest.py sets it), which is slow per
+program and per tile, so shapes are tiny and the chunk size is forced small to push several chunks of N
+through the split-N combine step. With a GPU the same tests run the compiled kernels on it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed; the fused kernel cannot run")
+
+from fastformer_bench import impls  # noqa: E402
+from fastformer_bench.impls import additive_triton as at  # noqa: E402
+from fastformer_bench.impls.additive_naive import quadratic_additive_attention  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_kernel = pytest.mark.skipif(
+    DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1",
+    reason="no CUDA device and TRITON_INTERPRET is not 1 (run through suites/conftest.py)",
+)
+# Error bound relative to the largest reference value: fp32 accumulates in fp32; fp16/bf16 round inputs' products
+# and outputs to 11 / 8 significant bits.
+TOL = {torch.float32: 3e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def make_inputs(C: int, B: int, N: int, H: int, Dh: int, dtype: torch.dtype, *, masked: bool, strided: bool,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(seed)
+    D = H * Dh
+    if strided:
+        # What a fused projection gives: [B, N, C*D] viewed as [C, B, N, D], no axis contiguous but the last.
+        x = torch.randn(B, N, C * D, generator=gen).view(B, N, C, D).permute(2, 0, 1, 3)
+    else:
+        x = torch.randn(C, B, N, D, generator=gen)
+    w = torch.randn(C - 1, H, Dh, generator=gen)
+    mask = None
+    if masked:
+        # Ragged: each row a different length of real tokens, plus scattered holes; row 0 stays full-length.
+        lengths = torch.randint(1, N + 1, (B,), generator=gen)
+        lengths[0] = N
+        mask = torch.arange(N)[None, :] < lengths[:, None]
+        mask &= torch.rand(B, N, generator=gen) > 0.2
+        mask[:, 0] = True
+    x = x.to(DEVICE, dtype)
+    if strided:
+        assert not x.is_contiguous()
+    return x, w.to(DEVICE, dtype), None if mask is None else mask.to(DEVICE)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str) -> None:
+    scale = expected.abs().max().item()
+    err = (actual.double() - expected).abs().max().item()
+    assert err <= tol * max(scale, 1e-6), f"{what}: max abs error {err:.3e} > {tol:.0e} × max |ref| {scale:.3e}"
+
+
+def check_against_reference(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, **plan) -> None:
+    """Forward and both gradients of the fused kernel against the float64 reference on the same inputs."""
+    tol = TOL[x.dtype]
+    gen = torch.Generator().manual_seed(1)
+    grad_out = torch.randn(x.shape[1:], generator=gen).to(x.device, x.dtype)
+
+    xt, wt = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    out = at.triton_additive_attention(xt, wt, mask, **plan)
+    out.backward(grad_out)
+
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    ref = quadratic_additive_attention(x64, w64, mask)
+    ref.backward(grad_out.double())
+
+    assert out.dtype == x.dtype and out.shape == ref.shape
+    assert xt.grad.dtype == x.dtype and wt.grad.dtype == w.dtype
+    assert_close(out, ref, tol, "out")
+    assert_close(xt.grad, x64.grad, tol, "dx")
+    assert_close(wt.grad, w64.grad, tol, "dw")
+    if mask is not None:
+        pad = ~mask
+        assert (out[pad] == 0).all(), "padding rows of the output must be exactly zero"
+        assert (xt.grad[:, pad] == 0).all(), "padding tokens must get exactly zero gradient"
+
+
+# (C, B, N, H, Dh, dtype, masked, strided, plan). plan forces split-N: chunk_n tokens per program.
+CASES = [
+    (2, 1, 1, 1, 5, torch.float32, False, False, {}),
+    (3, 2, 37, 3, 5, torch.float32, True, False, dict(chunk_n=8, block_n=8)),
+    (4, 2, 129, 1, 24, torch.float32, True, True, dict(chunk_n=32, block_n=32)),
+    (6, 1, 37, 3, 24, torch.float32, True, True, dict(chunk_n=16, block_n=16)),
+    (3, 2, 129, 3, 24, torch.float32, False, True, {}),
+    (3, 2, 129, 3, 24, torch.float16, True, True, dict(chunk_n=32, block_n=32)),
+    (4, 1, 37, 1, 5, torch.float16, False, False, dict(chunk_n=16, block_n=16)),
+    (3, 1, 37, 3, 24, torch.bfloat16, True, False, dict(chunk_n=16, block_n=16)),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("C,B,N,H,Dh,dtype,masked,strided,plan", CASES,
+                         ids=[f"C{c[0]}-B{c[1]}-N{c[2]}-H{c[3]}-Dh{c[4]}-{str(c[5])[6:]}"
+                              f"{'-mask' if c[6] else ''}{'-strided' if c[7] else ''}"
+                              f"{'-chunk' + str(c[8]['chunk_n']) if c[8] else ''}" for c in CASES])
+def test_matches_reference(C, B, N, H, Dh, dtype, masked, strided, plan):
+    if plan:
+        # The forced plan really splits N: several chunks go through the combine step.
+        assert at._plan(B, H, N, Dh, torch.device(DEVICE), plan["block_n"], plan["chunk_n"])[3] > 1
+    check_against_reference(*make_inputs(C, B, N, H, Dh, dtype, masked=masked, strided=strided), **plan)
+
+
+@needs_kernel
+def test_all_padding_chunks_and_uneven_chunks(monkeypatch):
+    # Row 0: real tokens only at the start; row 1: only at the end; with 8-token chunks most chunks of each
+    # row hold no real token (their running max stays -inf), and chunk_n = 6 is not a multiple of block_n = 4.
+    # Combining 2 chunk partials per step makes every combine loop run several steps.
+    monkeypatch.setattr(at, "_COMBINE_BLOCK", 2)
+    C, B, N, H, Dh = 3, 2, 40, 1, 8
+    x, w, _ = make_inputs(C, B, N, H, Dh, torch.float32, masked=False, strided=False, seed=3)
+    mask = torch.zeros(B, N, dtype=torch.bool, device=DEVICE)
+    mask[0, :3] = True
+    mask[1, -2:] = True
+    check_against_reference(x, w, mask, chunk_n=8, block_n=8)
+    check_against_reference(x, w, mask, chunk_n=6, block_n=4)
+
+
+@needs_kernel
+def test_padding_values_are_never_read():
+    # NaN in every padded position of x must not reach the output or the gradients: masked tokens are not loaded.
+    x, w, mask = make_inputs(3, 2, 37, 1, 8, torch.float32, masked=True, strided=False, seed=4)
+    assert (~mask).any()
+    clean = x.clone()
+    clean[:, ~mask] = 0
+    dirty = x.clone()
+    dirty[:, ~mask] = float("nan")
+    results = []
+    for xin in (clean, dirty):
+        xin = xin.requires_grad_()
+        wt = w.clone().requires_grad_()
+        out = at.triton_additive_attention(xin, wt, mask, chunk_n=16, block_n=16)
+        out.sum().backward()  # grad_out is a stride-0 expanded tensor: the kernels take any strides
+        results.append((out, xin.grad, wt.grad))
+    for a, b in zip(*results):
+        assert torch.isfinite(b).all()
+        assert torch.equal(a, b)
+
+
+@needs_kernel
+def test_gradient_for_w_only_and_no_grad_forward():
+    x, w, mask = make_inputs(3, 2, 37, 3, 5, torch.float32, masked=True, strided=True, seed=5)
+    with torch.no_grad():
+        plain = at.triton_additive_attention(x, w, mask, chunk_n=16, block_n=16)
+    ref = quadratic_additive_attention(x.double(), w.double(), mask)
+    assert_close(plain, ref, TOL[torch.float32], "no-grad out")
+
+    wt = w.clone().requires_grad_()
+    at.triton_additive_attention(x, wt, mask, chunk_n=16, block_n=16).square().sum().backward()
+    w64 = w.double().requires_grad_()
+    quadratic_additive_attention(x.double(), w64, mask).square().sum().backward()
+    assert_close(wt.grad, w64.grad, TOL[torch.float32], "dw (x without grad)")
+
+
+@needs_kernel
+def test_registry_entry_runs_and_validates_input():
+    impl = impls.get("triton")
+    assert impl is at.TRITON and impl.family == impls.ADDITIVE and impl.compiles
+    x, w, mask = make_inputs(2, 1, 9, 1, 4, torch.float32, masked=True, strided=False)
+    ref = quadratic_additive_attention(x.double(), w.double(), mask)
+    assert_close(impl.fn(x, w, mask), ref, TOL[torch.float32], "registry fn")
+    with pytest.raises(ValueError, match="width D"):
+        impl.fn(x, w[:, :, :3], mask)
+    with pytest.raises(ValueError, match="float64"):
+        impl.fn(x.double(), w.double(), mask)
+    with pytest.raises(ValueError, match="chunk_n"):
+        at.triton_additive_attention(x, w, mask, chunk_n=0)
+
+
+def test_default_plan_splits_long_sequences():
+    # One (batch, head) and a long sequence: the automatic plan must still spread N over several programs.
+    block_n, block_d, chunk_n, n_chunks = at._plan(1, 1, 1 << 16, 64, torch.device("cpu"), None, None)
+    assert block_d == 64 and chunk_n % block_n == 0
+    assert n_chunks == at._PROGRAMS_PER_SM and n_chunks * chunk_n >= 1 << 16
+    # Many (batch, head) pairs already fill the machine: no split; a short sequence is not split into slivers.
+    assert at._plan(64, 16, 1024, 64, torch.device("cpu"), None, None)[3] == 1
+    assert at._plan(1, 1, 100, 64, torch.device("cpu"), None, None)[3] == 1
+
+
+def test_supports_cpu_only_with_interpreter(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    reason = at.TRITON.unsupported_reason(cpu, torch.float32)
+    assert reason is not None and "CUDA" in reason and "TRITON_INTERPRET=1" in reason
+    assert at.TRITON.unsupported_reason(cuda, torch.bfloat16) is None
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert at.TRITON.unsupported_reason(cpu, dtype) is None
+    assert "float64" in at.TRITON.unsupported_reason(cpu, torch.float64)
+    assert "float64" in at.TRITON.unsupported_reason(cuda, torch.float64)
+    assert at.TRITON.unsupported_reason(torch.device("meta"), torch.float32) is not None
+
+
+def test_supports_reports_missing_triton(monkeypatch):
+    monkeypatch.setattr(at, "_triton_import_error", lambda: "triton is not importable (ImportError: gone)")
+    assert "triton is not importable" in at.TRITON.unsupported_reason(torch.device("cuda"), torch.float32)
+
+
+def test_gpu_check_is_importable_and_refuses_without_cuda(monkeypatch, capsys):
+    from fastformer_bench import gpu_check
+
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.main(["--help"])
+    assert exc.value.code == 0 and "--quick" in capsys.readouterr().out
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--quick"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "CUDA" in err
+
+
+def test_registry_loads_without_triton():
+    # sys.modules[name] = None makes `import triton` raise ImportError, as on a machine without it.
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import torch\n"
+            "from fastformer_bench import impls\n"
+            "print(impls.get('triton').unsupported_reason(torch.device('cuda'), torch.float32))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "triton is not importable" in proc.stdout
