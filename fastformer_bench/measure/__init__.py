@@ -1,0 +1,1 @@
+"""Measurement: timing, memory, work counts and the environment. Each module stands alone."""

@@ -1,0 +1,235 @@
+"""The machine a run happened on (versions, CPU, GPU via NVML, threads, allocator settings, git state),
+plus two device-level measurements reports need: energy per call (NVML) and copy bandwidth (roofline ceiling).
+
+Everything degrades quietly: no GPU, no pynvml, NVML failing or no git gives None fields, never a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+_ENV_PREFIXES = ("PYTORCH_", "MALLOC_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_", "TORCHINDUCTOR_",
+                 "TRITON_", "LD_PRELOAD", "NVIDIA_TF32")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@contextmanager
+def _nvml():
+    """Yield the pynvml module with NVML initialised, or None; never raises, never warns."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pynvml
+        pynvml.nvmlInit()
+    except Exception:
+        yield None
+        return
+    try:
+        yield pynvml
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _handle(pynvml, index: int):
+    # NVML numbers devices ignoring CUDA_VISIBLE_DEVICES: match torch's device by UUID when it can tell.
+    try:
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    except Exception:
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
+def _try(fn: Callable[[], object]):
+    try:
+        value = fn()
+    except Exception:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _cpu_contention() -> dict:
+    """Load average and CPU pressure (PSI): other work on the machine is the main source of CPU timing noise."""
+    load = _try(os.getloadavg)
+    pressure = None
+    try:
+        with open("/proc/pressure/cpu") as f:
+            fields = dict(item.split("=") for item in f.readline().split()[1:])
+        pressure = float(fields["avg10"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return {"load_avg_1m": None if load is None else load[0], "cpu_pressure_some_avg10": pressure}
+
+
+def _parallel_summary() -> dict:
+    """torch.__config__.parallel_info() as key -> value, the library banner lines under "libraries"."""
+    summary: dict = {"libraries": []}
+    try:
+        text = torch.__config__.parallel_info()
+    except Exception:
+        return summary
+    for line in (raw.strip() for raw in text.splitlines()):
+        key, colon, value = line.rpartition(":")  # "at::get_num_threads() : 2"
+        if colon and value.strip():
+            summary[key.strip()] = value.strip()
+        elif line and not colon:
+            summary["libraries"].append(line)
+    return summary
+
+
+def _git_state() -> dict:
+    root = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def _gpu(index: int = 0) -> dict:
+    fields = dict.fromkeys(("gpu_name", "gpu_driver", "gpu_memory_bytes", "gpu_sm_clock_mhz", "gpu_mem_clock_mhz",
+                            "gpu_max_sm_clock_mhz", "gpu_max_mem_clock_mhz", "gpu_power_limit_w", "gpu_l2_bytes"))
+    cuda_ok = _try(torch.cuda.is_available) is True
+    if cuda_ok:
+        props = _try(lambda: torch.cuda.get_device_properties(index))
+        if props is not None:
+            fields.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory,
+                          gpu_l2_bytes=getattr(props, "L2_cache_size", None))
+    with _nvml() as nv:
+        if nv is None:
+            return fields
+        handle = _try(lambda: _handle(nv, index))
+        if handle is None:
+            return fields
+        limit_mw = _try(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(handle))
+        fields.update(
+            gpu_name=_try(lambda: nv.nvmlDeviceGetName(handle)) or fields["gpu_name"],
+            gpu_driver=_try(nv.nvmlSystemGetDriverVersion),
+            gpu_memory_bytes=_try(lambda: nv.nvmlDeviceGetMemoryInfo(handle).total) or fields["gpu_memory_bytes"],
+            gpu_sm_clock_mhz=_try(lambda: nv.nvmlDeviceGetClockInfo(handle, nv.NVML_CLOCK_SM)),
+            gpu_mem_clock_mhz=_try(lambda: nv.nvmlDeviceGetClockInfo(handle, nv.NVML_CLOCK_MEM)),
+            gpu_max_sm_clock_mhz=_try(lambda: nv.nvmlDeviceGetMaxClockInfo(handle, nv.NVML_CLOCK_SM)),
+            gpu_max_mem_clock_mhz=_try(lambda: nv.nvmlDeviceGetMaxClockInfo(handle, nv.NVML_CLOCK_MEM)),
+            gpu_power_limit_w=None if limit_mw is None else limit_mw / 1000,
+        )
+    return fields
+
+
+def collect_env(threads: int | None = None, argv: list[str] | None = None) -> dict:
+    """A JSON-serialisable description of this machine and process (GPU fields None without a GPU)."""
+    cuda_ok = _try(torch.cuda.is_available) is True
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "numpy": _version("numpy"),
+        "pandas": _version("pandas"),
+        "fvcore": _version("fvcore"),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "threads_requested": threads,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "parallel_info": _parallel_summary(),
+        "cuda_available": cuda_ok,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": _try(torch.backends.cudnn.version) if cuda_ok else None,
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
+        "argv": list(sys.argv if argv is None else argv),
+    }
+    env.update(_cpu_contention())
+    env.update(_gpu())
+    env.update(_git_state())
+    return env
+
+
+def energy_per_call(step: Callable[[], object], device: str, min_window_s: float = 1.0) -> float | None:
+    """Joules per call from NVML's energy counter over >= min_window_s of back-to-back calls; None off-GPU."""
+    if not str(device).startswith("cuda") or _try(torch.cuda.is_available) is not True:
+        return None
+    dev = torch.device(device)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    with _nvml() as nv:
+        if nv is None:
+            return None
+        try:
+            handle = _handle(nv, index)
+            step()  # not counted: lazy initialisation
+            torch.cuda.synchronize(dev)
+            start_mj = nv.nvmlDeviceGetTotalEnergyConsumption(handle)
+            begin, calls = time.perf_counter(), 0
+            # The counter updates every few ms: a window well above that keeps its granularity negligible.
+            while calls == 0 or time.perf_counter() - begin < min_window_s:
+                step()
+                calls += 1
+                if calls % 8 == 0:
+                    torch.cuda.synchronize(dev)  # keep the clock and the GPU together
+            torch.cuda.synchronize(dev)
+            end_mj = nv.nvmlDeviceGetTotalEnergyConsumption(handle)
+        except Exception:
+            return None  # unsupported on this board (NVML_ERROR_NOT_SUPPORTED) or NVML lost
+    return (end_mj - start_mj) / 1000 / calls
+
+
+def copy_bandwidth(device: str, nbytes: int = 256 * 2**20) -> float:
+    """Bytes/s of ``dst.copy_(src)`` on ``device``, counting the read and the write (2·nbytes per copy); median."""
+    dev = torch.device(device)
+    src = torch.ones(nbytes, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    cuda = dev.type == "cuda"
+    dst.copy_(src)  # first touch: page faults / lazy init are not bandwidth
+    rates = []
+    for _ in range(7):
+        if cuda:
+            with torch.cuda.device(dev):  # events record on the current device's stream
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                dst.copy_(src)
+                end.record()
+                end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            seconds = time.perf_counter() - t0
+        rates.append(2 * nbytes / seconds)
+    rates.sort()
+    return float(rates[len(rates) // 2])

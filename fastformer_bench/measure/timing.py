@@ -1,0 +1,219 @@
+"""Wall-clock timing of one step: warm-up, repeated samples, robust summary (median, p20, p80).
+
+CPU: ``time.perf_counter`` around a batch of calls, the Python garbage collector off while sampling, the batch
+size chosen so a sample is long enough for the timer and scheduler noise to average out.
+CUDA: ``torch.cuda.Event`` pairs around each call, with the L2 cache overwritten before every sample so each
+call starts cold, as it would inside a model.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Bytes written between GPU samples: well above the largest L2 of current parts (H100: 50 MB, H200: 60 MB).
+_L2_FLUSH_BYTES = 256 * 2**20
+
+
+@dataclass
+class Timing:
+    samples: list[float]  # seconds per call, one entry per sample
+    median: float
+    p20: float
+    p80: float
+    calls_per_sample: int
+    warmup_calls: int
+    method: str
+
+    @property
+    def spread(self) -> float:
+        """(p80 - p20) / median: the relative width of the middle 60 % of samples."""
+        return (self.p80 - self.p20) / self.median if self.median > 0 else math.nan
+
+
+def _is_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _sync(device: str) -> None:
+    if _is_cuda(device):
+        torch.cuda.synchronize(torch.device(device))
+
+
+def configure_threads(threads: int | None) -> int:
+    """Fix torch's intra-op thread count (and the inter-op count while it can still be set); return it."""
+    if threads is None:
+        return torch.get_num_threads()
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass  # only settable before the first inter-op parallel work; intra-op is what the kernels use
+    return torch.get_num_threads()
+
+
+def time_first_call(step: Callable[[], object], device: str) -> float:
+    """Seconds of one synchronised call (the first call of a compiled step includes its compilation)."""
+    _sync(device)
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+@contextmanager
+def _gc_paused():
+    """No pending garbage at the start, and no collector pause inside a sample; restored even on TimeoutError."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _check_deadline(deadline: float | None, phase: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeoutError(f"timing ran past the point's time limit during {phase}.")
+
+
+def _summarise(samples: list[float], calls: int, warmup_calls: int, method: str) -> Timing:
+    p20, median, p80 = (float(v) for v in np.percentile(samples, [20, 50, 80]))
+    return Timing(samples=list(samples), median=median, p20=p20, p80=p80, calls_per_sample=calls,
+                  warmup_calls=warmup_calls, method=method)
+
+
+def _warm_up(step: Callable[[], object], device: str, warmup_s: float, deadline: float | None) -> list[float]:
+    """Call until warmup_s has passed (at least twice: the first call pays lazy initialisation)."""
+    durations: list[float] = []
+    start = time.perf_counter()
+    while len(durations) < 2 or time.perf_counter() - start < warmup_s:
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        durations.append(time.perf_counter() - t0)
+        _check_deadline(deadline, "warm-up")
+    return durations
+
+
+def _enough(n: int, elapsed: float, min_time_s: float, min_samples: int, max_samples: int,
+            max_time_s: float) -> bool:
+    if n >= max_samples or (n >= 1 and elapsed >= max_time_s):
+        return True
+    return n >= min_samples and elapsed >= min_time_s
+
+
+def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2, min_time_s: float = 1.0,
+              min_samples: int = 10, max_samples: int = 100, max_time_s: float = 30.0,
+              deadline: float | None = None) -> Timing:
+    """Time ``step`` on ``device``; ``deadline`` is a ``time.monotonic()`` value past which TimeoutError is raised."""
+    if min_samples < 1 or max_samples < min_samples:
+        raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples} and {max_samples}.")
+    warm = _warm_up(step, device, warmup_s, deadline)
+    if _is_cuda(device):
+        return _time_cuda(step, device, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
+    # The later half of the warm-up is closest to steady state (allocator and caches settled).
+    per_call = float(np.median(warm[len(warm) // 2:]))
+    target = min_time_s / min_samples
+    calls = max(1, int(math.ceil(target / per_call))) if per_call > 0 else 1
+    samples: list[float] = []
+    with _gc_paused():
+        begin = time.perf_counter()
+        while not _enough(len(samples), time.perf_counter() - begin, min_time_s, min_samples, max_samples,
+                          max_time_s):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                step()
+            samples.append((time.perf_counter() - t0) / calls)
+            _check_deadline(deadline, "sampling")
+    return _summarise(samples, calls, len(warm), "perf_counter")
+
+
+def _time_cuda(step: Callable[[], object], device: str, warmup_calls: int, min_time_s: float, min_samples: int,
+               max_samples: int, max_time_s: float, deadline: float | None) -> Timing:
+    dev = torch.device(device)
+    l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0) or 0
+    flush = torch.empty(max(_L2_FLUSH_BYTES, 4 * l2), dtype=torch.uint8, device=dev)
+    samples: list[float] = []
+    # Events are recorded on the current device's stream: make the timed device the current one.
+    with _gc_paused(), torch.cuda.device(dev):
+        begin = time.perf_counter()
+        while not _enough(len(samples), time.perf_counter() - begin, min_time_s, min_samples, max_samples,
+                          max_time_s):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            flush.zero_()  # evict the previous call's operands from L2; queued ahead, it also hides launch latency
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)  # ms -> s
+            _check_deadline(deadline, "sampling")
+    del flush
+    return _summarise(samples, 1, warmup_calls, "cuda_event+l2_flush")
+
+
+def _nvml_handle(pynvml, device_index: int):
+    """NVML's handle for torch's CUDA device ``device_index`` (NVML ignores CUDA_VISIBLE_DEVICES; match by UUID)."""
+    try:
+        uuid = str(torch.cuda.get_device_properties(device_index).uuid)
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    except Exception:
+        return pynvml.nvmlDeviceGetHandleByIndex(device_index)
+
+
+def _throttle_reasons(pynvml, handle) -> list[str]:
+    getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)  # the newer name
+    mask = (getter or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons)(handle)
+    prefix = "nvmlClocksThrottleReason"
+    names = []
+    for attr in dir(pynvml):
+        if attr.startswith(prefix) and attr not in (prefix + "All", prefix + "None"):
+            bit = getattr(pynvml, attr)
+            if isinstance(bit, int) and bit and (mask & bit) == bit:
+                names.append(attr[len(prefix):])
+    return sorted(set(names))
+
+
+def gpu_clock_state(device_index: int = 0) -> dict:
+    """NVML's current SM and memory clocks (MHz) and the active clock-limiting reasons; {} when unavailable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pynvml
+        pynvml.nvmlInit()
+    except Exception:
+        return {}
+    state: dict = {}
+    try:
+        handle = _nvml_handle(pynvml, device_index)
+        readers = {
+            "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+            "temperature_c": lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            "throttle_reasons": lambda: _throttle_reasons(pynvml, handle),
+        }
+        for key, read in readers.items():
+            try:
+                state[key] = read()
+            except Exception:
+                state[key] = None  # one query unsupported on this board should not hide the others
+        return state
+    except Exception:
+        return {}
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass

@@ -1,0 +1,71 @@
+"""measure.env: a JSON-able environment that degrades quietly, energy off-GPU, copy bandwidth."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastformer_bench.measure.env import collect_env, copy_bandwidth, energy_per_call
+
+REPO = Path(__file__).resolve().parents[2]
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
+
+
+def test_collect_env_is_json_and_describes_this_process():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quiet means no warnings at all
+        env = collect_env(threads=2, argv=["fastformer-bench", "env"])
+    assert json.loads(json.dumps(env)) == env
+    assert env["torch"] == torch.__version__
+    assert env["logical_cores"] == os.cpu_count()
+    assert env["torch_threads"] == torch.get_num_threads() and env["threads_requested"] == 2
+    assert env["argv"] == ["fastformer-bench", "env"]
+    assert env["parallel_info"].get("ATen parallel backend")
+    assert env["load_avg_1m"] is None or env["load_avg_1m"] >= 0
+    commit = env["git_commit"]
+    assert commit is None or (len(commit) == 40 and isinstance(env["git_dirty"], bool))
+
+
+@NO_GPU
+def test_gpu_fields_are_none_without_a_gpu():
+    env = collect_env()
+    gpu = {k: v for k, v in env.items() if k.startswith("gpu_")}
+    assert gpu and all(v is None for v in gpu.values())
+    assert env["cuda_available"] is False
+
+
+def test_allocator_and_thread_variables_are_recorded(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    env = collect_env()["env"]
+    assert env["MALLOC_ARENA_MAX"] == "2" and env["OMP_NUM_THREADS"] == "2"
+    assert "UNRELATED_SECRET" not in env
+
+
+def test_no_warnings_even_under_w_error():
+    code = ("from fastformer_bench.measure.env import collect_env; "
+            "from fastformer_bench.measure.timing import gpu_clock_state; collect_env(); gpu_clock_state()")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr
+
+
+def test_energy_is_none_off_gpu():
+    assert energy_per_call(lambda: None, "cpu") is None
+
+
+@NO_GPU
+def test_energy_is_none_for_cuda_without_a_gpu():
+    assert energy_per_call(lambda: None, "cuda") is None
+
+
+def test_copy_bandwidth_is_a_plausible_rate():
+    rate = copy_bandwidth("cpu", nbytes=16 * 2**20)
+    assert 1e8 < rate < 1e13  # between 100 MB/s and 10 TB/s: catches a unit slip either way
