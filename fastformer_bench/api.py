@@ -13,7 +13,7 @@ def resolve(impl: str, family: str) -> registry.Impl:
     if not isinstance(impl, str):
         raise ValueError(f"impl must be an implementation name, got {impl!r}.")
     name = impl
-    if family == registry.SOFTMAX and not impl.startswith("softmax_"):
+    if family == registry.SOFTMAX and not impl.startswith("softmax_") and impl not in registry.names():
         name = f"softmax_{impl}"
     found = registry.get(name)
     if found.family != family:

@@ -16,9 +16,14 @@ counter is a net total, while the CPU profiler ignores frees of blocks allocated
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable
 
 import torch
+
+# Kineto (the profiler's backend) logs every profiler start/stop to stderr at its default level, which
+# buries a sweep's output; level 6 is above its highest (USDT = 5). Read when the profiler first starts.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 def peak_memory(step: Callable[[], object], device: str, *, warmup: bool = True) -> tuple[int | None, str]:

@@ -11,9 +11,9 @@ REPO = HERE.parent.parent
 @pytest.fixture
 def test_impls(monkeypatch):
     """Registers the misbehaving implementations of plugins_for_tests (in this process and its children)."""
-    from fastformer_bench import impls
-
     import plugins_for_tests  # noqa: F401  (importable: this folder is on sys.path below)
+
+    from fastformer_bench import impls
 
     spec = plugins_for_tests.plugin_spec()
     monkeypatch.setenv(impls.PLUGIN_ENV, spec)
