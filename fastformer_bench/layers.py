@@ -45,7 +45,7 @@ class FastformerLayer(nn.Module):
         self.out = nn.Linear(width, width)
 
     def columns_of(self, x: torch.Tensor) -> torch.Tensor:
-        """The stacked columns [C, B, N, D] (a strided view of the projection, not a copy)."""
+        """The stacked columns [C, B, N, D]: a strided view of the projection (a copy when share_qv appends x_0)."""
         B, N, D = x.shape
         cols = self.project(x).view(B, N, -1, D).permute(2, 0, 1, 3)
         if self.share_qv:
