@@ -20,12 +20,13 @@ def additive_attention_core(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor
     scale = 1.0 / math.sqrt(Dh)
     G = x[0].reshape(B, N, H, Dh)
     for c in range(C - 1):
-        scores = torch.einsum("bnhd,hd->bhn", G, w[c]) * scale
+        # A batched matrix-vector product reads G once with no temporary (einsum permutes G into a copy).
+        scores = (G.unsqueeze(-2) @ w[c].unsqueeze(-1)).view(B, N, H) * scale
         if mask is not None:
-            scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+            scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
         # Softmax in fp32 at least: low-precision exp/sum over thousands of tokens loses the small weights.
-        a = torch.softmax(scores, dim=-1, dtype=torch.float32 if x.dtype != torch.float64 else torch.float64)
-        g = torch.einsum("bhn,bnhd->bhd", a.to(G.dtype), G)  # the global vector of column c
+        a = torch.softmax(scores, dim=1, dtype=torch.float32 if x.dtype != torch.float64 else torch.float64)
+        g = torch.einsum("bnh,bnhd->bhd", a.to(G.dtype), G)  # the global vector of column c
         G = x[c + 1].reshape(B, N, H, Dh) * g[:, None, :, :]
     out = G.reshape(B, N, D)
     if mask is not None:
