@@ -51,7 +51,8 @@ def compiled_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.Te
     except Exception as exc:  # dynamo wraps graph breaks / limits in several exception types
         name = type(exc).__name__
         if "Unsupported" in name or "RecompileLimit" in name or "CacheLimit" in name or "graph break" in str(exc):
-            raise CompileFallbackError(f"torch.compile fell back to eager ({name}): {str(exc).splitlines()[0]}") from exc
+            first_line = (str(exc).splitlines() or [""])[0]
+            raise CompileFallbackError(f"torch.compile fell back to eager ({name}): {first_line}") from exc
         raise
 
 
