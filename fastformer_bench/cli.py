@@ -99,6 +99,7 @@ def _cmd_run(args) -> int:
     threads = configure_threads(settings.threads)
     settings = Settings(**{**settings.__dict__, "threads": threads})
     env = collect_env(threads=threads, argv=sys.argv)
+    env["threads"] = threads
     env["copy_bytes_per_s"] = _copy_bandwidths(problems)
     records = run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate,
                         env=env, progress=not args.no_progress)
