@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from fractions import Fraction
 
 import torch
 
@@ -46,3 +47,47 @@ ALL = "WRONG,HUGE,SLOW,ABORT,TWICE"
 
 def plugin_spec() -> str:
     return ",".join(f"plugins_for_tests:{name}" for name in ALL.split(","))
+
+
+# -- deliberately slowed candidates for the gate's self-test --------------------------------------------------
+#: the slowdown factor of test_slowdown and test_extra, read once when this module is imported (in each process)
+SLOWDOWN_ENV = "FASTFORMER_BENCH_TEST_SLOWDOWN"
+
+
+def _factor() -> Fraction:
+    factor = Fraction(os.environ.get(SLOWDOWN_ENV, "1.25")).limit_denominator(1000)
+    if factor < 1:
+        raise ValueError(f"{SLOWDOWN_ENV} must be >= 1, got {factor}.")
+    return factor
+
+
+_FACTOR = _factor()
+_debt = [0]  # extra work owed by test_extra, in units of 1 / denominator of an eager call
+
+
+def _slowed(x, w, mask=None):
+    # Idles (busy, like a slower kernel) for (FACTOR - 1) x this call's own time: every call, every size, is
+    # FACTOR x slower in wall time, so the median moves by FACTOR too.
+    start = time.perf_counter()
+    out = eager_additive_attention(x, w, mask)
+    until = start + (time.perf_counter() - start) * float(_FACTOR)
+    while time.perf_counter() < until:
+        pass
+    return out
+
+
+def _extra(x, w, mask=None):
+    # Integer arithmetic (not floats) so that any run of `denominator` calls does exactly FACTOR x the work:
+    # deterministic instruction counts when the counted calls are a multiple of the denominator.
+    out = eager_additive_attention(x, w, mask)
+    _debt[0] += _FACTOR.numerator - _FACTOR.denominator
+    while _debt[0] >= _FACTOR.denominator:
+        eager_additive_attention(x, w, mask)
+        _debt[0] -= _FACTOR.denominator
+    return out
+
+
+SLOWDOWN = Impl(name="test_slowdown", family=ADDITIVE, fn=_slowed,
+                description=f"eager, {SLOWDOWN_ENV} (default 1.25) x its wall time")
+EXTRA = Impl(name="test_extra", family=ADDITIVE, fn=_extra,
+             description=f"eager, {SLOWDOWN_ENV} (default 1.25) x its work over many calls")

@@ -1,0 +1,140 @@
+"""Pair the baseline's and the candidate's points and give each pair a verdict (one table row).
+
+Correctness before speed: a point that is not ``ok`` on either side is reported, never compared; an incorrect
+candidate point, or a candidate point that fails (error, crash, timeout, oom) where the baseline's ran, fails
+the gate like a regression does.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fastformer_bench.gate_stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_INSTRUCTION_PERCENT,
+    DEFAULT_THRESHOLD,
+    REGRESSION,
+    compare_counts,
+    compare_samples,
+)
+
+#: the parameters that make two records "the same point" (run_id, point_id, threads, device name differ by run)
+KEY_FIELDS = ("impl", "device", "dtype", "mode", "scope", "batch", "seq_len", "width", "heads", "columns", "masked",
+              "seed")
+FAILED = ("error", "crashed", "timeout", "oom")
+INCORRECT, BROKEN, NOT_COMPARED = "incorrect", "broken", "not compared"
+
+
+@dataclass
+class Side:
+    """One point as one side measured it (several rounds pooled)."""
+
+    label: str
+    status: str
+    reason: str | None = None
+    samples: tuple[float, ...] = ()
+    count: float | None = None  # instructions per call (instruction mode)
+
+
+@dataclass
+class Row:
+    label: str
+    baseline: float | None  # median seconds per call, or instructions per call
+    candidate: float | None
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    verdict: str
+    note: str = ""
+
+    @property
+    def fails(self) -> bool:
+        return self.verdict in (REGRESSION, INCORRECT, BROKEN)
+
+
+def point_key(record: dict, rename: dict[str, str] | None = None) -> tuple:
+    """The pairing key; ``rename`` maps a candidate implementation to the baseline one it is compared with."""
+    values = {name: record.get(name) for name in KEY_FIELDS}
+    values["impl"] = (rename or {}).get(values["impl"], values["impl"])
+    return tuple(values[name] for name in KEY_FIELDS)
+
+
+def point_label(record: dict) -> str:
+    extra = "" if record.get("scope", "core") == "core" else f" {record['scope']}"
+    masked = " masked" if record.get("masked") else ""
+    return (f"{record['impl']} {record['device']} {record['dtype']} {record['mode']}{extra} B={record['batch']} "
+            f"N={record['seq_len']} D={record['width']} H={record['heads']} C={record['columns']}{masked}")
+
+
+def pool(rounds: Iterable[Iterable[dict]], rename: dict[str, str] | None = None) -> dict[tuple, Side]:
+    """Merge records of several rounds per point: samples concatenated; one failing round fails the point."""
+    pooled: dict[tuple, Side] = {}
+    for records in rounds:
+        for record in records:
+            key = point_key(record, rename)
+            side = pooled.setdefault(key, Side(label=point_label(record), status="ok"))
+            if record["status"] != "ok":
+                if side.status == "ok":
+                    side.status, side.reason = record["status"], record.get("reason")
+                continue
+            side.samples = side.samples + tuple(record.get("samples") or ())
+            if record.get("instructions") is not None:
+                side.count = record["instructions"]
+    return pooled
+
+
+def _not_compared(base: Side | None, cand: Side | None) -> Row:
+    label = (cand or base).label
+    if cand is None:
+        return Row(label, None, None, None, None, None, None, NOT_COMPARED, "missing from the candidate")
+    if base is None:
+        return Row(label, None, None, None, None, None, None, NOT_COMPARED, "missing from the baseline")
+    if cand.status == "incorrect":
+        return Row(label, None, None, None, None, None, None, INCORRECT, f"candidate: {cand.reason}")
+    if cand.status in FAILED and base.status == "ok":
+        return Row(label, None, None, None, None, None, None, BROKEN, f"candidate {cand.status}: {cand.reason}")
+    which = "candidate" if cand.status != "ok" else "baseline"
+    side = cand if cand.status != "ok" else base
+    return Row(label, None, None, None, None, None, None, NOT_COMPARED, f"{which} {side.status}: {side.reason}")
+
+
+def _matches(baseline: dict, candidate: dict, pairs: list[tuple[str, str]] | None) -> list[tuple]:
+    """(baseline key or None, candidate key or None) for every point to report."""
+    if pairs is None:
+        return [(k, k if k in candidate else None) for k in baseline] + [(None, k) for k in candidate
+                                                                         if k not in baseline]
+    found, used = [], set()
+    for base_impl, cand_impl in pairs:
+        for key in baseline:
+            if key[0] == base_impl:
+                cand_key = (cand_impl, *key[1:])
+                found.append((key, cand_key if cand_key in candidate else None))
+                used.add(cand_key)
+    return found + [(None, k) for k in candidate if k not in used]
+
+
+def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
+            pairs: list[tuple[str, str]] | None = None, instructions: bool = False,
+            threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
+            percent: float = DEFAULT_INSTRUCTION_PERCENT) -> list[Row]:
+    """One row per point, baseline order first; ``pairs`` (baseline impl, candidate impl) compares across impls."""
+    rows = []
+    for base_key, cand_key in _matches(baseline, candidate, pairs):
+        base, cand = baseline.get(base_key), candidate.get(cand_key)
+        if base is None or cand is None or base.status != "ok" or cand.status != "ok":
+            rows.append(_not_compared(base, cand))
+            continue
+        if instructions:
+            result = compare_counts(base.count, cand.count, percent)
+            b_value, c_value, note = base.count, cand.count, ""
+        else:
+            result = compare_samples(list(base.samples), list(cand.samples), threshold, alpha)
+            b_value, c_value = statistics.median(base.samples), statistics.median(cand.samples)
+            note = f"{len(base.samples)} vs {len(cand.samples)} samples"
+        label = base.label if cand.label == base.label else f"{base.label} vs {cand.label.split()[0]}"
+        rows.append(Row(label, b_value, c_value, result.ratio, result.ci_low, result.ci_high, result.p_value,
+                        result.verdict, note))
+    return rows

@@ -1,0 +1,151 @@
+"""Measures the gate's own error rates on this machine: repeated A/B gates of unchanged code (false alarms)
+and of a deliberately slowed candidate (misses), plus instruction-count gates (2 % more work; unchanged).
+
+    python -m fastformer_bench.gate_selftest --repeats 20 --out results/gate-selftest
+
+The candidate tree is a temporary clone of this working tree (uncommitted changes included, committed there),
+so the baseline revision ("HEAD" of the clone) is exactly the candidate's code. The slowed candidate is the
+test plugin ``test_slowdown`` (suites/harness/plugins_for_tests.py), paired with ``eager`` in the same gate:
+one gate run gives one unchanged trial (every eager/eager and softmax/softmax point) and one slowed trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fastformer_bench.gate_ab import package_tree
+
+PLUGINS = "plugins_for_tests:SLOWDOWN,plugins_for_tests:EXTRA"
+SLOWDOWN_ENV = "FASTFORMER_BENCH_TEST_SLOWDOWN"
+
+
+def snapshot(source: Path, dest: Path) -> Path:
+    """A git clone of ``source`` whose HEAD holds ``source``'s working tree as it is now (tracked + untracked)."""
+    git = ["git", "-c", "user.name=gate-selftest", "-c", "user.email=gate@selftest", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "clone", "--quiet", "--shared", str(source), str(dest)], check=True)
+    listed = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        src = source / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    subprocess.run([*git, "-C", str(dest), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(dest), "commit", "--quiet", "--allow-empty", "-m", "gate self-test snapshot"],
+                   check=True)
+    return dest
+
+
+def plugin_env(factor: str) -> dict[str, str]:
+    """The environment that registers the slowed test implementations in every process of a gate."""
+    harness = package_tree() / "suites" / "harness"
+    env = dict(os.environ, FASTFORMER_BENCH_PLUGINS=PLUGINS, **{SLOWDOWN_ENV: factor})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(harness), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def run_gate(repo: Path, args: list[str], env: dict[str, str], workdir: Path) -> dict:
+    """One `fastformer-bench gate` against the clone's HEAD; its exit code, wall time and JSON rows."""
+    report = workdir / "gate.json"
+    report.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "fastformer_bench", "gate", "--repo", str(repo), "--baseline-rev", "HEAD",
+               "--json", str(report), *args]
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=package_tree())
+    result = {"exit": done.returncode, "wall_s": time.monotonic() - started}
+    if report.exists():
+        result["rows"] = json.loads(report.read_text())["rows"]
+    else:
+        result["stderr"] = done.stderr[-2000:]
+    return result
+
+
+def _rows(result: dict, slowed: bool, impl: str) -> list[dict]:
+    return [r for r in result.get("rows", []) if (f"vs {impl}" in r["label"]) == slowed]
+
+
+def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str]) -> list[dict]:
+    """Default A/B gates, each with the preset's points unchanged plus eager vs test_slowdown (1.25x)."""
+    args = ["--impl", "eager,softmax_sdpa,eager", "--candidate-impl", "eager,softmax_sdpa,test_slowdown", *extra]
+    trials = []
+    for number in range(repeats):
+        result = run_gate(repo, args, plugin_env("1.25"), workdir)
+        unchanged, slowed = _rows(result, False, "test_slowdown"), _rows(result, True, "test_slowdown")
+        trial = {"n": number, "wall_s": result["wall_s"], "exit": result["exit"],
+                 "false_alarm": any(r["fails"] for r in unchanged),
+                 "caught": bool(slowed) and all(r["verdict"] == "regression" for r in slowed),
+                 "rows": result.get("rows"), "stderr": result.get("stderr")}
+        trials.append(trial)
+        print(f"wall trial {number}: false alarm {trial['false_alarm']}, caught {trial['caught']}, "
+              f"{trial['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    return trials
+
+
+def instruction_trials(repo: Path, repeats: int, workdir: Path) -> list[dict]:
+    """Instruction gates (forward: test_extra adds forward work only): eager vs test_extra at 1.02x the work."""
+    args = ["--instructions", "--mode", "fwd", "--impl", "eager,softmax_sdpa,eager", "--candidate-impl",
+            "eager,softmax_sdpa,test_extra"]
+    trials = []
+    for number in range(repeats):
+        result = run_gate(repo, args, plugin_env("1.02"), workdir)
+        unchanged, slowed = _rows(result, False, "test_extra"), _rows(result, True, "test_extra")
+        trial = {"n": number, "wall_s": result["wall_s"], "exit": result["exit"],
+                 "false_alarm": any(r["fails"] for r in unchanged),
+                 "caught": bool(slowed) and all(r["verdict"] == "regression" for r in slowed),
+                 "rows": result.get("rows"), "stderr": result.get("stderr")}
+        trials.append(trial)
+        print(f"instruction trial {number}: false alarm {trial['false_alarm']}, caught {trial['caught']}",
+              file=sys.stderr, flush=True)
+    return trials
+
+
+def _summary(trials: list[dict]) -> dict:
+    walls = sorted(t["wall_s"] for t in trials)
+    return {"trials": len(trials), "false_alarms": sum(t["false_alarm"] for t in trials),
+            "caught": sum(t["caught"] for t in trials), "wall_s_median": walls[len(walls) // 2] if walls else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20, help="A/B wall-time gates (default 20)")
+    parser.add_argument("--instruction-repeats", type=int, default=3, help="instruction gates (default 3)")
+    parser.add_argument("--out", default="results/gate-selftest", help="where the JSON results go")
+    parser.add_argument("--gate-args", default="", help="extra gate options for the wall-time trials")
+    parser.add_argument("--repo", help="use this git clone as the candidate (its HEAD is the baseline) instead of "
+                                       "a fresh snapshot of this working tree")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ffb-selftest-") as tmp:
+        repo = Path(args.repo).resolve() if args.repo else snapshot(package_tree(), Path(tmp) / "clone")
+        load_before = os.getloadavg()
+        wall = wall_trials(repo, args.repeats, Path(tmp), args.gate_args.split())
+        instr = instruction_trials(repo, args.instruction_repeats, Path(tmp))
+    payload = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+        "cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "command": " ".join([sys.executable, "-m", "fastformer_bench.gate_selftest", *(argv or sys.argv[1:])]),
+        "wall": {"summary": _summary(wall), "trials": wall},
+        "instructions": {"summary": _summary(instr), "trials": instr},
+    }
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (out / f"selftest-{stamp}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    print(json.dumps({"wall": payload["wall"]["summary"], "instructions": payload["instructions"]["summary"]}))
+    wall_ok = payload["wall"]["summary"]["false_alarms"] == 0 and payload["wall"]["summary"]["caught"] == len(wall)
+    instr_ok = (payload["instructions"]["summary"]["false_alarms"] == 0
+                and payload["instructions"]["summary"]["caught"] == len(instr))
+    return 0 if wall_ok and instr_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""A stored baseline: committed results compared only with results from the same hardware and software.
+
+The fingerprint is what makes two wall times comparable at all: the device kind(s) measured, the CPU model
+(CPU points) or GPU name (CUDA points), the torch version, and the CPU thread count (CPU points). Anything else
+in run.json (hostname, git commit, library versions the kernels never call) may differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastformer_bench.results import POINTS_FILE, read_points, read_run
+
+FINGERPRINT = ("device", "cpu_model", "gpu_name", "torch", "threads")
+
+
+def fingerprint(run: dict, records: list[dict]) -> dict:
+    """The fingerprint of one results directory (its run.json and its records)."""
+    devices = sorted({r["device"] for r in records})
+    torch_version = run.get("torch")
+    if isinstance(torch_version, dict):
+        torch_version = torch_version.get("version")
+    found = {"device": ",".join(devices), "torch": torch_version}
+    if "cpu" in devices:
+        found["cpu_model"] = run.get("cpu_model")
+        threads = sorted({r["threads"] for r in records if r["device"] == "cpu" and r.get("threads")})
+        found["threads"] = ",".join(map(str, threads)) or run.get("torch_threads")
+    if "cuda" in devices:
+        names = sorted({r["device_name"] for r in records if r["device"] == "cuda" and r.get("device_name")})
+        found["gpu_name"] = ",".join(names) or run.get("gpu_name")
+    return found
+
+
+def differences(baseline: dict, candidate: dict) -> list[str]:
+    return [f"{key} {baseline.get(key)!r} vs {candidate.get(key)!r}" for key in FINGERPRINT
+            if (key in baseline or key in candidate) and baseline.get(key) != candidate.get(key)]
+
+
+def load(directory: str | Path) -> tuple[dict, list[dict]]:
+    """run.json and the records of a results directory; ValueError (exit 2) when it holds none."""
+    path = Path(directory)
+    if not (path / POINTS_FILE).exists():
+        raise ValueError(f"no results at {directory}: expected a directory holding {POINTS_FILE}.")
+    return read_run(path), read_points(path / POINTS_FILE)
+
+
+def check_comparable(baseline_dir: str | Path, base_run: dict, base_records: list[dict], cand_run: dict,
+                     cand_records: list[dict]) -> None:
+    """ValueError (one line, exit 2) naming every fingerprint field that differs."""
+    diff = differences(fingerprint(base_run, base_records), fingerprint(cand_run, cand_records))
+    if diff:
+        raise ValueError(f"the stored baseline {baseline_dir} was measured elsewhere (baseline vs candidate: "
+                         f"{'; '.join(diff)}); re-measure the baseline here or use --baseline-rev.")

@@ -1,0 +1,148 @@
+"""The regression gate: its statistics on synthetic samples, its refusals, and end to end on this machine —
+an unchanged candidate passes and a deliberately slowed one fails, in wall time (A/B) and in instruction counts.
+
+The end-to-end tests compare implementations in one gate run (``--impl eager,eager --candidate-impl
+eager,<slowed>``): the eager/eager rows are the unchanged candidate, the other row the slowed one, measured in
+the same interleaved job — one gate run instead of two keeps the file within CI's time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastformer_bench import gate_compare, gate_instructions, gate_stats
+from fastformer_bench.gate_selftest import plugin_env, snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--seq-len", "64", "--width", "32", "--heads", "2", "--batch", "1"]
+
+
+# -- statistics ------------------------------------------------------------------------------------------------
+def _noisy(center: float, n: int, spread: float, seed: int) -> list[float]:
+    return list(center * (1 + spread * np.random.default_rng(seed).standard_normal(n)))
+
+
+def test_large_ratio_without_significance_passes():
+    base, cand = [1.0, 0.6, 1.4], [1.3, 0.7, 1.5]
+    result = gate_stats.compare_samples(base, cand)
+    assert result.ratio > gate_stats.DEFAULT_THRESHOLD and result.p_value >= gate_stats.DEFAULT_ALPHA
+    assert result.verdict == gate_stats.SAME
+
+
+def test_significant_but_small_slowdown_passes():
+    result = gate_stats.compare_samples(_noisy(1.0, 60, 0.01, 1), _noisy(1.05, 60, 0.01, 2))
+    assert result.p_value < 1e-6 and result.ratio < gate_stats.DEFAULT_THRESHOLD
+    assert result.verdict == gate_stats.SAME
+
+
+def test_large_and_significant_slowdown_is_a_regression_with_its_interval():
+    result = gate_stats.compare_samples(_noisy(1.0, 40, 0.05, 3), _noisy(1.3, 40, 0.05, 4))
+    assert result.verdict == gate_stats.REGRESSION and result.regressed
+    assert result.ci_low < result.ratio < result.ci_high and result.ci_low > 1.1
+    faster = gate_stats.compare_samples(_noisy(1.0, 40, 0.05, 5), _noisy(0.7, 40, 0.05, 6))
+    assert faster.verdict == gate_stats.FASTER
+
+
+def test_instruction_counts_use_a_plain_percentage():
+    assert gate_stats.compare_counts(1e6, 1.02e6).verdict == gate_stats.REGRESSION
+    assert gate_stats.compare_counts(1e6, 1.005e6).verdict == gate_stats.SAME
+    assert gate_stats.compare_counts(1e6, 1.005e6, percent=0.1).verdict == gate_stats.REGRESSION
+
+
+def _record(impl="eager", status="ok", samples=(1.0, 1.1, 0.9), **extra) -> dict:
+    return {"impl": impl, "device": "cpu", "dtype": "float32", "mode": "fwd", "scope": "core", "batch": 1,
+            "seq_len": 64, "width": 32, "heads": 2, "columns": 3, "masked": False, "seed": 0, "status": status,
+            "reason": None if status == "ok" else "because", "samples": list(samples), **extra}
+
+
+def test_incorrect_or_broken_candidate_fails_and_a_bad_baseline_is_only_reported():
+    base = gate_compare.pool([[_record(), _record("softmax_sdpa"), _record("triton", status="incorrect")]])
+    cand = gate_compare.pool([[_record(status="incorrect"), _record("softmax_sdpa", status="crashed"),
+                               _record("triton")]])
+    verdicts = [row.verdict for row in gate_compare.compare(base, cand)]
+    assert verdicts == [gate_compare.INCORRECT, gate_compare.BROKEN, gate_compare.NOT_COMPARED]
+    assert [row.fails for row in gate_compare.compare(base, cand)] == [True, True, False]
+
+
+# -- stored baselines: the fingerprint --------------------------------------------------------------------------
+def _results(path: Path, cpu_model: str, torch_version: str, status: str = "ok") -> Path:
+    path.mkdir()
+    record = {"schema": 1, "point_id": "p1", "threads": 2, "device_name": cpu_model, "run_id": "r",
+              "family": "additive", "time_median": 1.0, **_record(status=status)}
+    (path / "points.jsonl").write_text(json.dumps(record) + "\n")
+    (path / "run.json").write_text(json.dumps({"cpu_model": cpu_model, "torch": torch_version, "torch_threads": 2,
+                                               "preset": "gate"}))
+    return path
+
+
+def _gate(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastformer_bench", "gate", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=timeout)
+
+
+def test_stored_baseline_from_another_machine_is_refused_in_one_line(tmp_path):
+    base = _results(tmp_path / "base", "AMD EPYC", "2.13.0+cpu")
+    cand = _results(tmp_path / "cand", "Intel Xeon", "2.14.0+cpu")
+    done = _gate("--baseline-results", str(base), "--candidate-results", str(cand))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert "cpu_model 'AMD EPYC' vs 'Intel Xeon'" in lines[0] and "torch" in lines[0]
+
+
+def test_stored_baseline_with_the_same_fingerprint_is_compared(tmp_path):
+    base = _results(tmp_path / "base", "AMD EPYC", "2.13.0+cpu")
+    same = _results(tmp_path / "same", "AMD EPYC", "2.13.0+cpu")
+    wrong = _results(tmp_path / "wrong", "AMD EPYC", "2.13.0+cpu", status="incorrect")
+    markdown = tmp_path / "gate.md"
+    done = _gate("--baseline-results", str(base), "--candidate-results", str(same), "--markdown", str(markdown))
+    assert done.returncode == 0, done.stderr
+    assert "| eager cpu float32 fwd" in markdown.read_text() and "PASS" in markdown.read_text()
+    assert _gate("--baseline-results", str(base), "--candidate-results", str(wrong)).returncode == 1
+
+
+def test_a_wrong_request_is_exit_2():
+    done = _gate("--baseline-rev", "no-such-revision-xyz")
+    assert done.returncode == 2 and "names no commit" in done.stderr
+
+
+# -- end to end on this machine --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A clone of the repository under test whose HEAD is its current working tree: baseline = candidate code."""
+    return snapshot(REPO, tmp_path_factory.mktemp("gate") / "clone")
+
+
+def _rows(report: Path) -> dict[str, dict]:
+    rows = json.loads(report.read_text())["rows"]
+    return {"slowed" if " vs test_" in row["label"] else "unchanged": row for row in rows}
+
+
+def test_ab_wall_time_passes_unchanged_code_and_catches_a_slowed_candidate(clone, tmp_path):
+    report = tmp_path / "gate.json"
+    done = _gate("--repo", str(clone), "--baseline-rev", "HEAD", "--impl", "eager,eager", "--candidate-impl",
+                 "eager,test_slowdown", *TINY, "--rounds", "2", "--min-time", "0.4", "--json", str(report),
+                 env=plugin_env("1.5"))
+    assert done.returncode == 1, done.stderr[-2000:]
+    rows = _rows(report)
+    assert rows["unchanged"]["verdict"] != "regression", rows
+    assert rows["slowed"]["verdict"] == "regression", rows
+
+
+@pytest.mark.skipif(gate_instructions.valgrind_missing() is not None,
+                    reason=f"instruction counts need valgrind: {gate_instructions.valgrind_missing()}")
+def test_instruction_counts_flag_two_percent_more_work_and_not_unchanged_code(clone, tmp_path):
+    report = tmp_path / "gate.json"
+    done = _gate("--repo", str(clone), "--baseline-rev", "HEAD", "--instructions", "--impl", "eager,eager",
+                 "--candidate-impl", "eager,test_extra", *TINY, "--mode", "fwd", "--json", str(report),
+                 env=plugin_env("1.02"))
+    assert done.returncode == 1, done.stderr[-2000:]
+    rows = _rows(report)
+    assert rows["unchanged"]["verdict"] == "same" and abs(rows["unchanged"]["ratio"] - 1) < 0.005, rows
+    assert rows["slowed"]["verdict"] == "regression" and rows["slowed"]["ratio"] > 1.01, rows
