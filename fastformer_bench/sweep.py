@@ -68,8 +68,9 @@ def reference_for(problem: Problem) -> str:
     truth = impl.reference
     pairwise = problem.batch * problem.heads * problem.seq_len**2 * 8
     if registry.get(truth).quadratic and pairwise * 2 > REFERENCE_BUDGET_BYTES:
-        fallback = FALLBACK_REFERENCE[impl.family]
-        return truth if fallback == problem.impl else fallback
+        # The fallback may be the point's own implementation: then the float64 run checks the low-precision
+        # one's numerics, and the correctness suite is what ties that implementation to the reference.
+        return FALLBACK_REFERENCE[impl.family]
     return truth
 
 

@@ -132,3 +132,16 @@ def test_kill_9_then_resume_gives_every_point_once(tmp_path):
     after = {r["point_id"]: r["samples"] for r in lines}
     assert all(after[k] == v for k, v in before.items()), "resume must not re-measure finished points"
     assert len({r["run_id"] for r in lines}) == 1
+
+
+@pytest.mark.parametrize("impl, small, large", [("eager", "reference", "eager"), ("reference", "reference", "eager"),
+                                                ("softmax_naive", "softmax_naive", "softmax_sdpa"),
+                                                ("softmax_sdpa", "softmax_naive", "softmax_sdpa")])
+def test_quadratic_ground_truth_only_where_affordable(impl, small, large):
+    from fastformer_bench.sweep import REFERENCE_BUDGET_BYTES, reference_for
+
+    assert reference_for(tiny(impl, seq_len=1024, heads=8, width=512)) == small
+    # B·H·N² float64 weights far beyond the budget: the float64 run of the best trusted linear/fused one instead
+    huge = tiny(impl, seq_len=16384, heads=8, width=512, batch=1)
+    assert huge.batch * huge.heads * huge.seq_len**2 * 8 > REFERENCE_BUDGET_BYTES
+    assert reference_for(huge) == large
