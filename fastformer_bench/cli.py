@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from fastformer_bench.results import POINTS_FILE, read_points
 
 AXIS_TYPES = {"impl": str, "seq_len": int, "width": int, "heads": int, "columns": int, "batch": int, "dtype": str,
               "device": str, "mode": str, "scope": str, "masked": "bool"}
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from fastformer_bench import presets
     from fastformer_bench.measure.env import collect_env
-    from fastformer_bench.measure.timing import configure_threads
+    from fastformer_bench.measure.timing import configure_allocator, configure_threads
     from fastformer_bench.runner import run_sweep
     from fastformer_bench.sweep import Settings
 
@@ -100,9 +103,13 @@ def _cmd_run(args) -> int:
     settings = Settings(**{**settings.__dict__, "threads": threads})
     env = collect_env(threads=threads, argv=sys.argv)
     env["threads"] = threads
+    env["allocator"] = configure_allocator()
     env["copy_bytes_per_s"] = _copy_bandwidths(problems)
-    records = run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate,
-                        env=env, progress=not args.no_progress)
+    run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate, env=env,
+              progress=not args.no_progress)
+    # The whole directory, not this session's share: a resumed run still reports (and fails on) earlier points.
+    wanted = {p.point_id for p in problems}
+    records = [r for r in read_points(Path(args.out) / POINTS_FILE) if r["point_id"] in wanted]
     _print_table(records, skipped)
     return 1 if any(r["status"] == "incorrect" for r in records) else 0
 
@@ -124,7 +131,7 @@ def _print_table(records: list[dict], skipped: list) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(records)} points measured, {len(skipped)} combinations skipped")
+    table = Table(title=f"{len(records)} points recorded, {len(skipped)} combinations skipped")
     for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "status", "median ms", "p20–p80 %",
                    "peak MiB", "GFLOP/s", "rel err"):
         table.add_column(column, justify="right" if column[0].isupper() or " " in column else "left")
@@ -198,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValueError as exc:  # bad preset, axis value, results file: the request is wrong
         print(f"fastformer-bench: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable --out, a file where a directory should be
+        print(f"fastformer-bench: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastformer-bench: interrupted; finished points are saved (use --resume to continue).",

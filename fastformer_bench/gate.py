@@ -175,6 +175,12 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("gate needs exactly one baseline: --baseline-rev REV or --baseline-results DIR.")
     if args.candidate_results and not args.baseline_results:
         raise ValueError("--candidate-results goes with --baseline-results.")
+    if not args.threshold > 1:
+        raise ValueError(f"--threshold is a slowdown ratio and must be > 1, got {args.threshold:g}.")
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha is a significance level and must lie in (0, 1), got {args.alpha:g}.")
+    if not args.instr_threshold > 0:
+        raise ValueError(f"--instr-threshold must be a positive percentage, got {args.instr_threshold:g}.")
     repo = Path(args.repo).resolve() if args.repo else gate_ab.package_tree()
     base_impls, cand_impls, pairs = _impls(args)
     if args.baseline_rev:
@@ -182,16 +188,18 @@ def main(args: argparse.Namespace) -> int:
     mode = _instructions if args.instructions else _wall_ab if args.baseline_rev else _stored
     try:
         baseline, candidate, title = mode(args, repo, base_impls, cand_impls, pairs)
-    except gate_ab.GateError as exc:
+    except (gate_ab.GateError, gate_instructions.InstructionError) as exc:
         print(f"fastformer-bench gate: {exc}", file=sys.stderr)
         return 1  # a side that cannot be measured at all fails the check; it is not a wrong request
     rows = gate_compare.compare(baseline, candidate, pairs=pairs, instructions=args.instructions,
                                 threshold=args.threshold, alpha=args.alpha, percent=args.instr_threshold)
     failed = [r for r in rows if r.fails]
+    compared = [r for r in rows if r.ratio is not None]
     rule = (f"regression: more than {args.instr_threshold:g} % more instructions" if args.instructions else
             f"regression: ratio > {args.threshold:g} and one-sided Mann-Whitney p < {args.alpha:g}; "
             "CI: percentile bootstrap of the ratio of medians")
-    summary = (f"{'FAIL' if failed else 'PASS'}: {len(failed)} of {len(rows)} points fail ({rule}); "
+    verdict = "FAIL" if failed or not compared else "PASS"
+    summary = (f"{verdict}: {len(failed)} of {len(rows)} points fail, {len(compared)} compared ({rule}); "
                f"{time.monotonic() - started:.0f} s")
     instructions = bool(args.instructions)
     gate_table.print_table(rows, title, instructions)
@@ -201,6 +209,6 @@ def main(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).write_text(gate_table.markdown(rows, title, instructions, summary))
     if args.json:
-        gate_table.write_json(args.json, rows, {"title": title, "passed": not failed, "mode": mode.__name__[1:],
+        gate_table.write_json(args.json, rows, {"title": title, "passed": verdict == "PASS", "mode": mode.__name__[1:],
                                                 "wall_s": time.monotonic() - started, "summary": summary})
-    return 1 if failed else 0
+    return 1 if failed or not compared else 0

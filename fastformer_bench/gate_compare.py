@@ -89,12 +89,14 @@ def pool(rounds: Iterable[Iterable[dict]], rename: dict[str, str] | None = None)
 def _not_compared(base: Side | None, cand: Side | None) -> Row:
     label = (cand or base).label
     if cand is None:
-        return Row(label, None, None, None, None, None, None, NOT_COMPARED, "missing from the candidate")
+        # A point the baseline measured and the candidate lost is a failure, not a silent skip.
+        verdict = BROKEN if base.status == "ok" else NOT_COMPARED
+        return Row(label, None, None, None, None, None, None, verdict, "missing from the candidate")
     if base is None:
         return Row(label, None, None, None, None, None, None, NOT_COMPARED, "missing from the baseline")
     if cand.status == "incorrect":
         return Row(label, None, None, None, None, None, None, INCORRECT, f"candidate: {cand.reason}")
-    if cand.status in FAILED and base.status == "ok":
+    if cand.status != "ok" and base.status == "ok":
         return Row(label, None, None, None, None, None, None, BROKEN, f"candidate {cand.status}: {cand.reason}")
     which = "candidate" if cand.status != "ok" else "baseline"
     side = cand if cand.status != "ok" else base

@@ -28,11 +28,13 @@ from pathlib import Path
 import torch
 
 from fastformer_bench import impls
+from fastformer_bench.sweep import TOLERANCE
 
 COLUMNS = 3
 WIDTH, HEADS, BATCH = 1024, 16, 8
 IMPLS = ("triton", "compiled", "eager")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def bytes_min(mode: str, columns: int, elems: int, elem_size: int) -> int:
@@ -80,6 +82,27 @@ def _time_call(fn, mode: str, x: torch.Tensor, w: torch.Tensor, grad_out: torch.
     return _bench(call, grad_to_none=grads)
 
 
+def _outputs(fn, mode: str, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor) -> list[torch.Tensor]:
+    if mode == "fwd":
+        with torch.no_grad():
+            return [fn(x, w)]
+    xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
+    out = fn(xg, wg)
+    out.backward(grad_out)
+    return [out.detach(), xg.grad, wg.grad]
+
+
+def relative_error(fn, mode: str, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor) -> float:
+    """Largest |got - want| / max |want| over the output (and gradients) against eager in float64."""
+    got = _outputs(fn, mode, x, w, grad_out)
+    want = _outputs(impls.get("eager").fn, mode, x.double(), w.double(), grad_out.double())
+    worst = 0.0
+    for g, r in zip(got, want):
+        worst = max(worst, ((g.double() - r).abs().max() / r.abs().max().clamp_min(1e-30)).item())
+    del got, want
+    return worst
+
+
 def sweep(exponents: list[int], dtypes: list[str], device: str = "cuda") -> list[dict]:
     points = []
     for dname in dtypes:
@@ -95,22 +118,23 @@ def sweep(exponents: list[int], dtypes: list[str], device: str = "cuda") -> list
             copy_ms = _bench(lambda dst=dst, src=src: dst.copy_(src))
             copy_gbs = 2 * src.numel() * src.element_size() / copy_ms / 1e6
             del src, dst
-            # A correctness spot check at every size: the fused forward against eager (which rounds g to the dtype).
-            with torch.no_grad():
-                fused, eager = impls.get("triton").fn(x, w).float(), impls.get("eager").fn(x, w).float()
-                diff = ((fused - eager).abs().max() / eager.abs().max()).item()
-                del fused, eager
             base = {"dtype": dname, "elems": elems, "batch": BATCH, "seq_len": seq_len, "width": WIDTH,
-                    "heads": HEADS, "columns": COLUMNS, "copy_ms": copy_ms, "copy_gbs": copy_gbs,
-                    "max_rel_diff_triton_vs_eager": diff}
-            print(f"{dname} B·N·D=2^{k} (N={seq_len}): copy {copy_gbs:7.1f} GB/s, "
-                  f"max|triton - eager| / max|eager| = {diff:.1e}", flush=True)
+                    "heads": HEADS, "columns": COLUMNS, "copy_ms": copy_ms, "copy_gbs": copy_gbs}
+            print(f"{dname} B·N·D=2^{k} (N={seq_len}): copy {copy_gbs:7.1f} GB/s", flush=True)
             for mode in ("fwd", "fwd_bwd"):
                 nbytes = bytes_min(mode, COLUMNS, elems, x.element_size())
                 row_ms = {}
                 for name in IMPLS:
                     point = dict(base, impl=name, mode=mode, bytes_min=nbytes)
                     try:
+                        # Correctness before speed: output and gradients against eager in float64 first.
+                        err = relative_error(impls.get(name).fn, mode, x, w, grad_out)
+                        point["max_rel_err"] = err
+                        if not err <= TOLERANCE[DTYPE_NAMES[dname]]:
+                            point.update(status="incorrect", reason=f"max relative error {err:.3g} against eager "
+                                                                    f"float64 > {TOLERANCE[DTYPE_NAMES[dname]]:g}")
+                            points.append(point)
+                            continue
                         ms = _time_call(impls.get(name).fn, mode, x, w, grad_out)
                         gbs = nbytes / ms / 1e6
                         row_ms[name] = ms
@@ -176,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     exponents = [22, 24, 26] if args.quick else list(range(22, 28))
     report["points"] = sweep(exponents, dtypes)
     ok = ok and all(p["status"] == "ok" for p in report["points"] if p["impl"] == "triton")
+    ok = ok and not any(p["status"] == "incorrect" for p in report["points"])
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

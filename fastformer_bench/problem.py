@@ -40,7 +40,6 @@ class Problem:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        registry.get(self.impl)  # ValueError for an unknown name
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}.")
         if self.mode not in MODES:
@@ -49,6 +48,13 @@ class Problem:
             raise ValueError(f"unknown scope {self.scope!r}; known: {', '.join(SCOPES)}.")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; known: {', '.join(DEVICES)}.")
+        if not isinstance(self.impl, str):
+            raise ValueError(f"impl must be an implementation name, got {self.impl!r}.")
+        registry.get(self.impl)  # ValueError for an unknown name
+        if not isinstance(self.masked, bool):
+            raise ValueError(f"masked must be true or false, got {self.masked!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
         for name in ("batch", "seq_len", "width", "heads", "columns"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -149,7 +155,12 @@ def forward(problem: Problem, inputs: Inputs, impl: str | None = None) -> torch.
     """One forward call of ``impl`` (default: the problem's) on ``inputs``."""
     chosen = registry.get(impl or problem.impl)
     if problem.scope == "layer":
-        return inputs.layer(inputs.x, inputs.mask)
+        layer = inputs.layer
+        built_with, layer.impl = layer.impl, chosen.name  # the same weights through another core
+        try:
+            return layer(inputs.x, inputs.mask)
+        finally:
+            layer.impl = built_with
     return chosen.core(inputs.x, inputs.w, inputs.mask, problem.heads)
 
 

@@ -75,27 +75,46 @@ def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | N
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
         return {**base, "status": "crashed", "reason": f"the isolated process exited {done.returncode}: {tail}"}
-    return json.loads(lines[-1])
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {**base, "status": "crashed", "reason": "the isolated process printed a malformed record"}
 
 
 def new_run_id(preset: str) -> str:
     return f"{preset}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
+def _check_resumable(previous: dict, preset: str, settings: Settings) -> None:
+    """A resumed run must measure the way it started, or its points would not be comparable."""
+    if previous.get("preset") not in (None, preset):
+        raise ValueError(f"cannot resume: the results were made with preset {previous['preset']!r}, not {preset!r}.")
+    if previous.get("settings") not in (None, asdict(settings)):
+        changed = sorted(k for k, v in asdict(settings).items() if previous["settings"].get(k) != v)
+        raise ValueError(f"cannot resume with different settings ({', '.join(changed)}); use a new --out.")
+
+
 def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, *, preset: str,
               resume: bool = False, isolate: bool = False, env: dict | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, cap_memory: bool = True) -> list[dict]:
     """Measure every problem not yet in ``out`` (with ``resume``), appending each record as it completes."""
     store = ResultStore(out)
     previous = read_run(out) if resume else {}
+    if resume:
+        _check_resumable(previous, preset, settings)
     run_id = previous.get("run_id") or new_run_id(preset)
     done = store.finished_ids() if resume else set()
     if not resume and store.path.exists() and store.path.stat().st_size:
         raise ValueError(f"{store.path} already holds results; pass --resume to continue it or choose a new --out.")
     todo = [p for p in problems if p.point_id not in done]
     if env is not None:
-        store.write_run({**previous, **env, "run_id": run_id, "preset": preset, "settings": asdict(settings)})
-    if not isolate and all(p.device == "cpu" for p in todo):
+        if previous:
+            # The environment that measured the first points stays the run's; each resume is appended.
+            sessions = previous.get("resumed_sessions", []) + [env]
+            store.write_run({**previous, "resumed_sessions": sessions})
+        else:
+            store.write_run({**env, "run_id": run_id, "preset": preset, "settings": asdict(settings)})
+    if cap_memory and not isolate and all(p.device == "cpu" for p in todo):
         cap_cpu_memory()
     records: list[dict] = []
     with _progress(len(todo), progress) as advance:

@@ -26,8 +26,6 @@ from fastformer_bench.results import new_record
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 5e-3, "bfloat16": 4e-2}
 #: the quadratic ground truth materialises B·H·N² float64 weights; above this it is not "affordable"
 REFERENCE_BUDGET_BYTES = 2 * 2**30
-#: when the quadratic reference is not affordable, the best trusted linear/fused one (run in float64)
-FALLBACK_REFERENCE = {registry.ADDITIVE: "eager", registry.SOFTMAX: "softmax_sdpa"}
 
 
 @dataclass(frozen=True)
@@ -59,19 +57,18 @@ def is_oom(exc: BaseException) -> bool:
 def device_name(device: str) -> str:
     if device == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    return env_measure.cpu_model() if hasattr(env_measure, "cpu_model") else (platform.processor() or "cpu")
+    return env_measure.cpu_model() or platform.processor() or "cpu"
 
 
 def reference_for(problem: Problem) -> str:
     """The implementation a point is checked against: the quadratic ground truth when affordable."""
-    impl = registry.get(problem.impl)
-    truth = impl.reference
+    truth = registry.get(registry.get(problem.impl).reference)
     pairwise = problem.batch * problem.heads * problem.seq_len**2 * 8
-    if registry.get(truth).quadratic and pairwise * 2 > REFERENCE_BUDGET_BYTES:
+    if truth.quadratic and truth.fallback_reference and pairwise * 2 > REFERENCE_BUDGET_BYTES:
         # The fallback may be the point's own implementation: then the float64 run checks the low-precision
         # one's numerics, and the correctness suite is what ties that implementation to the reference.
-        return FALLBACK_REFERENCE[impl.family]
-    return truth
+        return truth.fallback_reference
+    return truth.name
 
 
 def _reference_inputs(problem: Problem, inputs: Inputs, ref_impl: str) -> Inputs:
@@ -134,9 +131,9 @@ def _work(problem: Problem, impl: registry.Impl, inputs: Inputs, settings: Setti
         return work
     notes: dict = {}
     # The counters see aten ops: a fused kernel is opaque to them and torch.compile's graph is eager's.
-    counted_impl = "eager" if problem.impl == "compiled" else problem.impl
-    if problem.impl == "triton":
-        notes["fvcore_skipped"] = notes["counter_missing"] = ["triton kernel (opaque to op-level counters)"]
+    counted_impl = impl.counted_as or problem.impl
+    if impl.opaque_to_counters:
+        notes["fvcore_skipped"] = notes["counter_missing"] = [f"{problem.impl} kernel (opaque to op-level counters)"]
     else:
         if problem.mode == "fwd":
             def fwd_fn(*args):

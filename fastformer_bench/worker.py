@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fastformer_bench.measure.timing import configure_threads
+from fastformer_bench.measure.timing import configure_allocator, configure_threads
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import json_safe
 from fastformer_bench.runner import cap_cpu_memory
@@ -17,6 +17,7 @@ def main() -> None:
     problem = Problem(**job["problem"])
     settings = Settings(**job["settings"])
     configure_threads(settings.threads)
+    configure_allocator()
     if problem.device == "cpu":
         cap_cpu_memory()
     record = measure_point(problem, settings, run_id=job["run_id"], preset=job["preset"])

@@ -41,6 +41,12 @@ class Impl:
     compiles: bool = False
     #: the work grows as N^2 (quadratic reference, materialised softmax): used by FLOP counts and reports
     quadratic: bool = False
+    #: for a ground truth too large to run (B·H·N² weights): the trusted implementation run in float64 instead
+    fallback_reference: str | None = None
+    #: op-level FLOP counters run this implementation instead (torch.compile's graph is eager's ops)
+    counted_as: str | None = None
+    #: a fused kernel that op-level FLOP counters cannot see into
+    opaque_to_counters: bool = False
     extra: dict = field(default_factory=dict)
 
     def unsupported_reason(self, device: torch.device | str, dtype: torch.dtype) -> str | None:

@@ -44,4 +44,5 @@ REFERENCE = Impl(
     fn=quadratic_additive_attention,
     description="quadratic pairwise form (materialised N×N weights), float64 inside: the ground truth",
     quadratic=True,
+    fallback_reference="eager",
 )

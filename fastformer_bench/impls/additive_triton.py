@@ -262,4 +262,5 @@ TRITON = Impl(
     description="fused Triton kernels: split-N online-softmax pooling per column, recomputing backward",
     supports=_supports,
     compiles=True,
+    opaque_to_counters=True,
 )

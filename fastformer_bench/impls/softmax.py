@@ -51,6 +51,7 @@ SOFTMAX_NAIVE = Impl(
     description="multi-head softmax attention with the N×N score matrix materialised",
     reference="softmax_naive",
     quadratic=True,
+    fallback_reference="softmax_sdpa",
 )
 
 SOFTMAX_SDPA = Impl(

@@ -68,7 +68,7 @@ def _try(fn: Callable[[], object]):
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -163,7 +163,7 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
         "fvcore": _version("fvcore"),
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),
         "threads_requested": threads,
         "torch_threads": torch.get_num_threads(),

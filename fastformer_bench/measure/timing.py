@@ -62,6 +62,36 @@ def configure_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def configure_allocator() -> dict:
+    """Keep freed heap memory in the process (glibc), so every call does not page-fault fresh memory in.
+
+    By default glibc serves blocks above a threshold with fresh mmap()s and returns them on free: each call
+    of a step with large intermediates then pays the kernel's page faults and zeroing again, which on this
+    2-core VM doubled some timings and made them vary with memory pressure. With mmap off and the heap never
+    trimmed, memory freed by one call is reused by the next, as with jemalloc/tcmalloc. Returns the settings
+    applied ({} where the C library is not glibc), for run.json.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return {}
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return {}
+    applied = {}
+    for name, param, value in (("M_MMAP_MAX", _M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, 2**31 - 1)):
+        if libc.mallopt(param, value) == 1:
+            applied[name] = value
+    return {"glibc_mallopt": applied} if applied else {}
+
+
 def time_first_call(step: Callable[[], object], device: str) -> float:
     """Seconds of one synchronised call (the first call of a compiled step includes its compilation)."""
     _sync(device)

@@ -52,9 +52,16 @@ def load(name_or_path: str) -> Preset:
     from fastformer_bench.sweep import Settings
 
     settings = data.get("settings", {})
-    known = {f.name for f in fields(Settings)}
-    if not isinstance(settings, dict) or set(settings) - known:
-        raise ValueError(f"preset {path} has unknown settings {sorted(set(settings) - known)}; known: {sorted(known)}.")
+    if not isinstance(settings, dict):
+        raise ValueError(f"preset {path}: [settings] must be a table.")
+    types = {f.name: f.type for f in fields(Settings)}
+    if set(settings) - set(types):
+        raise ValueError(f"preset {path} has unknown settings {sorted(set(settings) - set(types))}; "
+                         f"known: {sorted(types)}.")
+    for key, value in settings.items():
+        wanted = (bool,) if "bool" in types[key] else (int, float) if "float" in types[key] else (int,)
+        if isinstance(value, bool) != (bool in wanted) or not isinstance(value, wanted):
+            raise ValueError(f"preset {path}: setting {key!r} must be {types[key]}, got {value!r}.")
     for grid in grids:
         unknown = set(grid) - set(GRID_KEYS)
         if unknown:
@@ -62,6 +69,8 @@ def load(name_or_path: str) -> Preset:
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"preset {path}: grid axis {key!r} must be a non-empty list.")
+            if not all(isinstance(v, str | int | float) for v in values):
+                raise ValueError(f"preset {path}: grid axis {key!r} must list plain values, got {values!r}.")
     return Preset(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                   settings=settings, grids=grids)
 

@@ -53,7 +53,7 @@ def test_wrong_answer_is_recorded_incorrect_without_any_timing():
 @pytest.mark.usefixtures("test_impls")
 def test_out_of_memory_is_a_status_and_the_sweep_goes_on(tmp_path):
     problems = [tiny("test_huge"), tiny("eager")]
-    records = run_sweep(problems, FAST, tmp_path, preset="t", progress=False)
+    records = run_sweep(problems, FAST, tmp_path, preset="t", progress=False, cap_memory=False)
     assert [r["status"] for r in records] == ["oom", "ok"]
     assert "allocate" in records[0]["reason"]
     assert len(read_points(tmp_path / "points.jsonl")) == 2
@@ -95,9 +95,14 @@ def test_store_cuts_a_partial_tail_left_by_a_killed_writer(tmp_path):
 
 
 def test_rerun_into_a_full_directory_refuses_instead_of_mixing(tmp_path):
-    run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False)
+    run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False, cap_memory=False, env={"x": 1})
     with pytest.raises(ValueError, match="--resume"):
-        run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False)
+        run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False, cap_memory=False)
+    other = Settings(**{**FAST.__dict__, "min_time_s": 9.0})
+    with pytest.raises(ValueError, match="min_time_s"):
+        run_sweep([tiny("eager")], other, tmp_path, preset="t", resume=True, progress=False, cap_memory=False)
+    with pytest.raises(ValueError, match="preset"):
+        run_sweep([tiny("eager")], FAST, tmp_path, preset="u", resume=True, progress=False, cap_memory=False)
 
 
 def _run_cli(args, **kw):
@@ -132,6 +137,8 @@ def test_kill_9_then_resume_gives_every_point_once(tmp_path):
     after = {r["point_id"]: r["samples"] for r in lines}
     assert all(after[k] == v for k, v in before.items()), "resume must not re-measure finished points"
     assert len({r["run_id"] for r in lines}) == 1
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["resumed_sessions"]) == 1, "the first session's environment stays; the resume is appended"
 
 
 @pytest.mark.parametrize("impl, small, large", [("eager", "reference", "eager"), ("reference", "reference", "eager"),

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastformer_bench.measure.timing import Timing, configure_threads, gpu_clock_state, time_first_call, time_step
+from fastformer_bench.measure.timing import (
+    Timing,
+    configure_allocator,
+    configure_threads,
+    gpu_clock_state,
+    time_first_call,
+    time_step,
+)
 
 FAST = {"warmup_s": 0.02, "min_time_s": 0.2, "min_samples": 10}
 
@@ -118,3 +125,13 @@ def test_cuda_event_timing():
     assert t.method == "cuda_event+l2_flush" and t.calls_per_sample == 1
     assert 0 < t.median < 0.1 and len(t.samples) >= 10
     assert {"sm_clock_mhz", "mem_clock_mhz", "throttle_reasons"} <= set(gpu_clock_state())
+
+
+def test_configure_allocator_applies_glibc_settings_where_glibc():
+    import platform
+
+    applied = configure_allocator()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied == {"glibc_mallopt": {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1}}
+    else:
+        assert applied == {}
