@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from correctness_helpers import make_assert_close
 
 import fastformer_bench as fb
 from fastformer_bench.impls import additive_compiled
@@ -38,13 +39,7 @@ LOW_DTYPES = [pytest.param(dt, id=str(dt).removeprefix("torch."),
               for dt in (torch.float32, torch.bfloat16, torch.float16)]
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    actual, expected = actual.detach().double(), expected.detach().double()
-    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
-    tol = TOL[dtype]
-    scale = float(expected.abs().max()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1e-12), msg=lambda m: f"{what}: {m}")
+assert_close = make_assert_close(TOL)
 
 
 def make_mask(batch: int, seq_len: int, kind: str | None, gen: torch.Generator) -> torch.Tensor | None:

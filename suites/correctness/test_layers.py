@@ -15,19 +15,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from correctness_helpers import make_assert_close
 
 import fastformer_bench as fb
 
 TOL = {torch.float64: 1e-11, torch.float32: 1e-5}
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    actual, expected = actual.detach().double(), expected.detach().double()
-    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
-    tol = TOL[dtype]
-    scale = float(expected.abs().max()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1e-12), msg=lambda m: f"{what}: {m}")
+assert_close = make_assert_close(TOL)
 
 
 def ragged(B: int, N: int, gen: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,22 @@
+"""Comparison helper shared by the correctness tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def make_assert_close(tolerances: dict[torch.dtype, float]) -> Callable[..., None]:
+    """An ``assert_close(actual, expected, dtype, what)`` whose tolerance, relative to max |expected|, is by dtype."""
+
+    def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
+        assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+        actual, expected = actual.detach().double(), expected.detach().double()
+        assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+        tol = tolerances[dtype]
+        scale = float(expected.abs().max()) if expected.numel() else 1.0
+        torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1e-12),
+                                   msg=lambda m: f"{what}: {m}")
+
+    return assert_close
