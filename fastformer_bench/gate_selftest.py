@@ -74,39 +74,35 @@ def _rows(result: dict, slowed: bool, impl: str) -> list[dict]:
     return [r for r in result.get("rows", []) if (f"vs {impl}" in r["label"]) == slowed]
 
 
-def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str]) -> list[dict]:
-    """Default A/B gates, each with the preset's points unchanged plus eager vs test_slowdown (1.25x)."""
-    args = ["--impl", "eager,softmax_sdpa,eager", "--candidate-impl", "eager,softmax_sdpa,test_slowdown", *extra]
+def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: str, slowed_impl: str,
+            kind: str) -> list[dict]:
+    """``repeats`` gates of ``args``: each a false alarm if an unchanged row fails, caught if every slowed row
+    (``slowed_impl`` at ``factor``) is a regression."""
     trials = []
     for number in range(repeats):
-        result = run_gate(repo, args, plugin_env("1.25"), workdir)
-        unchanged, slowed = _rows(result, False, "test_slowdown"), _rows(result, True, "test_slowdown")
+        result = run_gate(repo, args, plugin_env(factor), workdir)
+        unchanged, slowed = _rows(result, False, slowed_impl), _rows(result, True, slowed_impl)
         trial = {"n": number, "wall_s": result["wall_s"], "exit": result["exit"],
                  "false_alarm": any(r["fails"] for r in unchanged),
                  "caught": bool(slowed) and all(r["verdict"] == "regression" for r in slowed),
                  "rows": result.get("rows"), "stderr": result.get("stderr")}
         trials.append(trial)
-        print(f"wall trial {number}: false alarm {trial['false_alarm']}, caught {trial['caught']}, "
+        print(f"{kind} trial {number}: false alarm {trial['false_alarm']}, caught {trial['caught']}, "
               f"{trial['wall_s']:.0f} s", file=sys.stderr, flush=True)
     return trials
+
+
+def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str]) -> list[dict]:
+    """Default A/B gates, each with the preset's points unchanged plus eager vs test_slowdown (1.25x)."""
+    args = ["--impl", "eager,softmax_sdpa,eager", "--candidate-impl", "eager,softmax_sdpa,test_slowdown", *extra]
+    return _trials(repo, repeats, workdir, args, "1.25", "test_slowdown", "wall")
 
 
 def instruction_trials(repo: Path, repeats: int, workdir: Path) -> list[dict]:
     """Instruction gates (forward: test_extra adds forward work only): eager vs test_extra at 1.02x the work."""
     args = ["--instructions", "--mode", "fwd", "--impl", "eager,softmax_sdpa,eager", "--candidate-impl",
             "eager,softmax_sdpa,test_extra"]
-    trials = []
-    for number in range(repeats):
-        result = run_gate(repo, args, plugin_env("1.02"), workdir)
-        unchanged, slowed = _rows(result, False, "test_extra"), _rows(result, True, "test_extra")
-        trial = {"n": number, "wall_s": result["wall_s"], "exit": result["exit"],
-                 "false_alarm": any(r["fails"] for r in unchanged),
-                 "caught": bool(slowed) and all(r["verdict"] == "regression" for r in slowed),
-                 "rows": result.get("rows"), "stderr": result.get("stderr")}
-        trials.append(trial)
-        print(f"instruction trial {number}: false alarm {trial['false_alarm']}, caught {trial['caught']}",
-              file=sys.stderr, flush=True)
-    return trials
+    return _trials(repo, repeats, workdir, args, "1.02", "test_extra", "instruction")
 
 
 def _summary(trials: list[dict]) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -47,7 +47,6 @@ class Impl:
     counted_as: str | None = None
     #: a fused kernel that op-level FLOP counters cannot see into
     opaque_to_counters: bool = False
-    extra: dict = field(default_factory=dict)
 
     def unsupported_reason(self, device: torch.device | str, dtype: torch.dtype) -> str | None:
         """A sentence saying why this implementation cannot run here, or None when it can."""
@@ -113,6 +112,3 @@ def get(name: str) -> Impl:
         _loaded[name] = getattr(importlib.import_module(module), attr)
     return _loaded[name]
 
-
-def family_of(name: str) -> str:
-    return get(name).family

@@ -12,13 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from fastformer_bench.measure import nvml
 
 _ENV_PREFIXES = ("PYTORCH_", "MALLOC_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_", "TORCHINDUCTOR_",
                  "TRITON_", "LD_PRELOAD", "NVIDIA_TF32")
@@ -29,35 +29,6 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-@contextmanager
-def _nvml():
-    """Yield the pynvml module with NVML initialised, or None; never raises, never warns."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pynvml
-        pynvml.nvmlInit()
-    except Exception:
-        yield None
-        return
-    try:
-        yield pynvml
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-
-
-def _handle(pynvml, index: int):
-    # NVML numbers devices ignoring CUDA_VISIBLE_DEVICES: match torch's device by UUID when it can tell.
-    try:
-        uuid = str(torch.cuda.get_device_properties(index).uuid)
-        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-    except Exception:
-        return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
 def _try(fn: Callable[[], object]):
@@ -131,10 +102,10 @@ def _gpu(index: int = 0) -> dict:
         if props is not None:
             fields.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory,
                           gpu_l2_bytes=getattr(props, "L2_cache_size", None))
-    with _nvml() as nv:
+    with nvml.session() as nv:
         if nv is None:
             return fields
-        handle = _try(lambda: _handle(nv, index))
+        handle = _try(lambda: nvml.handle(nv, index))
         if handle is None:
             return fields
         limit_mw = _try(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(handle))
@@ -187,11 +158,11 @@ def energy_per_call(step: Callable[[], object], device: str, min_window_s: float
         return None
     dev = torch.device(device)
     index = dev.index if dev.index is not None else torch.cuda.current_device()
-    with _nvml() as nv:
+    with nvml.session() as nv:
         if nv is None:
             return None
         try:
-            handle = _handle(nv, index)
+            handle = nvml.handle(nv, index)
             step()  # not counted: lazy initialisation
             torch.cuda.synchronize(dev)
             start_mj = nv.nvmlDeviceGetTotalEnergyConsumption(handle)

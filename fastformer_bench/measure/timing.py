@@ -11,13 +11,14 @@ from __future__ import annotations
 import gc
 import math
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from fastformer_bench.measure import nvml
 
 # Bytes written between GPU samples: well above the largest L2 of current parts (H100: 50 MB, H200: 60 MB).
 _L2_FLUSH_BYTES = 256 * 2**20
@@ -194,15 +195,6 @@ def _time_cuda(step: Callable[[], object], device: str, warmup_calls: int, min_t
     return _summarise(samples, 1, warmup_calls, "cuda_event+l2_flush")
 
 
-def _nvml_handle(pynvml, device_index: int):
-    """NVML's handle for torch's CUDA device ``device_index`` (NVML ignores CUDA_VISIBLE_DEVICES; match by UUID)."""
-    try:
-        uuid = str(torch.cuda.get_device_properties(device_index).uuid)
-        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-    except Exception:
-        return pynvml.nvmlDeviceGetHandleByIndex(device_index)
-
-
 def _throttle_reasons(pynvml, handle) -> list[str]:
     getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)  # the newer name
     mask = (getter or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons)(handle)
@@ -218,32 +210,23 @@ def _throttle_reasons(pynvml, handle) -> list[str]:
 
 def gpu_clock_state(device_index: int = 0) -> dict:
     """NVML's current SM and memory clocks (MHz) and the active clock-limiting reasons; {} when unavailable."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pynvml
-        pynvml.nvmlInit()
-    except Exception:
-        return {}
-    state: dict = {}
-    try:
-        handle = _nvml_handle(pynvml, device_index)
+    with nvml.session() as pynvml:
+        if pynvml is None:
+            return {}
+        try:
+            handle = nvml.handle(pynvml, device_index)
+        except Exception:
+            return {}
         readers = {
             "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
             "mem_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
             "temperature_c": lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
             "throttle_reasons": lambda: _throttle_reasons(pynvml, handle),
         }
+        state: dict = {}
         for key, read in readers.items():
             try:
                 state[key] = read()
             except Exception:
                 state[key] = None  # one query unsupported on this board should not hide the others
         return state
-    except Exception:
-        return {}
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import torch
+
+
+def low_dtype_params(cpu_supports: Callable[[torch.dtype], bool]) -> list:
+    """float32, bfloat16, float16 as pytest params, each skipped where ``cpu_supports`` says the CPU lacks it."""
+    return [pytest.param(dt, id=str(dt).removeprefix("torch."),
+                         marks=pytest.mark.skipif(not cpu_supports(dt), reason=f"{dt} not supported on CPU"))
+            for dt in (torch.float32, torch.bfloat16, torch.float16)]
 
 
 def make_assert_close(tolerances: dict[torch.dtype, float]) -> Callable[..., None]:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from correctness_helpers import make_assert_close
+from correctness_helpers import low_dtype_params, make_assert_close
 
 import fastformer_bench as fb
 
@@ -29,9 +29,7 @@ def cpu_supports(dtype: torch.dtype) -> bool:
         return False
 
 
-LOW_DTYPES = [pytest.param(dt, id=str(dt).removeprefix("torch."),
-                           marks=pytest.mark.skipif(not cpu_supports(dt), reason=f"{dt} not supported on CPU"))
-              for dt in (torch.float32, torch.bfloat16, torch.float16)]
+LOW_DTYPES = low_dtype_params(cpu_supports)
 
 
 assert_close = make_assert_close(TOL)
