@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from fastformer_bench import presets
     from fastformer_bench.measure.env import collect_env
-    from fastformer_bench.measure.timing import configure_allocator, configure_threads
+    from fastformer_bench.measure.timing import configure_affinity, configure_allocator, configure_threads
     from fastformer_bench.runner import run_sweep
     from fastformer_bench.sweep import Settings
 
@@ -104,6 +104,7 @@ def _cmd_run(args) -> int:
     env = collect_env(threads=threads, argv=sys.argv)
     env["threads"] = threads
     env["allocator"] = configure_allocator()
+    env["cpu_affinity"] = configure_affinity(threads) if settings.pin_cpus else None
     env["copy_bytes_per_s"] = _copy_bandwidths(problems)
     run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate, env=env,
               progress=not args.no_progress)
@@ -133,7 +134,7 @@ def _print_table(records: list[dict], skipped: list) -> None:
 
     table = Table(title=f"{len(records)} points recorded, {len(skipped)} combinations skipped")
     for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "status", "median ms", "p20–p80 %",
-                   "peak MiB", "GFLOP/s", "rel err"):
+                   "windows", "peak MiB", "GFLOP/s", "rel err"):
         table.add_column(column, justify="right" if column[0].isupper() or " " in column else "left")
     for r in records:
         ok = r["status"] == "ok"
@@ -144,6 +145,7 @@ def _print_table(records: list[dict], skipped: list) -> None:
             str(r["columns"]), r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:40]}",
             f"{r['time_median'] * 1e3:.3f}" if ok else "",
             f"{spread:.1f}" if spread is not None else "",
+            str(r.get("timing_attempts") or "") if ok else "",
             f"{r['peak_bytes'] / 2**20:.1f}" if ok and r.get("peak_bytes") is not None else "",
             f"{gflops:.2f}" if gflops is not None else "",
             f"{r['max_rel_err']:.1e}" if r.get("max_rel_err") is not None else "",

@@ -40,6 +40,20 @@ class Settings:
     time_limit_s: float = 300.0
     count_flops: bool = True
     measure_energy: bool = True
+    #: re-measure a sampling window whose (p80 - p20) / median exceeds this, up to max_attempts windows
+    max_spread: float | None = None
+    max_attempts: int = 1
+    #: pin the process to its last `threads` CPUs (timing.configure_affinity); CPU presets on small machines
+    pin_cpus: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_samples <= self.max_samples:
+            raise ValueError(f"settings need 1 <= min_samples <= max_samples, got {self.min_samples} and "
+                             f"{self.max_samples}.")
+        if self.max_attempts < 1:
+            raise ValueError(f"setting max_attempts must be at least 1, got {self.max_attempts}.")
+        if self.max_spread is not None and not self.max_spread > 0:
+            raise ValueError(f"setting max_spread must be a positive fraction (0.05 = 5 %), got {self.max_spread}.")
 
 
 class PointTimeout(Exception):
@@ -181,10 +195,12 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
             raise TimeoutError(f"correctness check alone exceeded the {settings.time_limit_s:g} s point limit")
         measured = timing.time_step(step, problem.device, warmup_s=settings.warmup_s, min_time_s=settings.min_time_s,
                                     min_samples=settings.min_samples, max_samples=settings.max_samples,
+                                    max_spread=settings.max_spread, max_attempts=settings.max_attempts,
                                     deadline=deadline)
         record.update(time_median=measured.median, time_p20=measured.p20, time_p80=measured.p80,
                       samples=list(measured.samples), calls_per_sample=measured.calls_per_sample,
-                      timing_method=measured.method)
+                      timing_method=measured.method, timing_attempts=measured.attempts,
+                      rejected_samples=measured.rejected)
         record["peak_bytes"], record["memory_method"] = memory_measure.peak_memory(step, problem.device)
         if problem.device == "cuda":
             record["gpu_clocks"] = timing.gpu_clock_state()
@@ -201,5 +217,6 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
     finally:
         del inputs
         gc.collect()
+        timing.release_heap()
         if problem.device == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -4,16 +4,25 @@ CPU: ``time.perf_counter`` around a batch of calls, the Python garbage collector
 size chosen so a sample is long enough for the timer and scheduler noise to average out.
 CUDA: ``torch.cuda.Event`` pairs around each call, with the L2 cache overwritten before every sample so each
 call starts cold, as it would inside a model.
+
+Stability: on a shared machine (a VM whose host runs other tenants) a step's speed drifts by 10-50 % over
+seconds as neighbours load the shared L3 cache and memory bus; no setting inside the guest removes that. With
+``max_spread`` set, a sampling window whose p20-p80 spread exceeds it is measured again (up to
+``max_attempts`` windows, a batched step's samples 2x then 4x longer): the first window within the target
+is kept, else the tightest one. Every rejected window's raw samples stay in the result, so the selection is
+visible: a re-measured point reports a quiet window, and its median may sit below what a loaded machine
+gives by up to the drift.
 """
 
 from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -33,6 +42,8 @@ class Timing:
     calls_per_sample: int
     warmup_calls: int
     method: str
+    attempts: int = 1  # sampling windows measured (see the module docstring)
+    rejected: list[list[float]] = field(default_factory=list)  # raw samples of the windows not kept
 
     @property
     def spread(self) -> float:
@@ -63,8 +74,40 @@ def configure_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def configure_affinity(threads: int) -> list[int] | None:
+    """Pin this process (and the threads it starts) to its last ``threads`` allowed CPUs; return them.
+
+    A pinned process keeps its caches and is not migrated between cores mid-sample; the CPUs left over take
+    the OS, interrupts and the harness's own bookkeeping. Nothing is pinned (None) where the OS has no
+    affinity call or no CPU would be left over.
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}.")
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) <= threads:
+        return None
+    chosen = allowed[-threads:]
+    os.sched_setaffinity(0, chosen)
+    return chosen
+
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 def configure_allocator() -> dict:
@@ -73,24 +116,37 @@ def configure_allocator() -> dict:
     By default glibc serves blocks above a threshold with fresh mmap()s and returns them on free: each call
     of a step with large intermediates then pays the kernel's page faults and zeroing again, which on this
     2-core VM doubled some timings and made them vary with memory pressure. With mmap off and the heap never
-    trimmed, memory freed by one call is reused by the next, as with jemalloc/tcmalloc. Returns the settings
-    applied ({} where the C library is not glibc), for run.json.
+    trimmed (M_TRIM_THRESHOLD = -1 is SIZE_MAX: a finite threshold still returned the 4 GiB of a softmax_naive
+    N = 8192 call to the OS every call, a million page faults and 2.7x the steady time), memory freed by one
+    call is reused by the next, as with jemalloc/tcmalloc; ``release_heap`` hands it back between points.
+    Returns the settings applied ({} where the C library is not glibc), for run.json.
     """
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return {}
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+    libc = _libc()
+    if libc is None:
         return {}
     applied = {}
-    for name, param, value in (("M_MMAP_MAX", _M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, 2**31 - 1)):
+    for name, param, value in (("M_MMAP_MAX", _M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, -1)):
         if libc.mallopt(param, value) == 1:
             applied[name] = value
     return {"glibc_mallopt": applied} if applied else {}
+
+
+def release_heap() -> bool:
+    """Return the free heap memory to the OS (glibc malloc_trim); True if any was released.
+
+    Called between points: a point's heap then starts from what it needs, not from the largest point so far,
+    and its warm-up (not its samples) pays the page faults of growing it again.
+    """
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def _minor_faults() -> int:
+    try:
+        import resource
+    except ImportError:  # not on this OS: warm-up falls back to time alone
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def time_first_call(step: Callable[[], object], device: str) -> float:
@@ -126,17 +182,34 @@ def _summarise(samples: list[float], calls: int, warmup_calls: int, method: str)
                   warmup_calls=warmup_calls, method=method)
 
 
+#: extra warm-up calls allowed while a CPU step still page-faults its heap in (see _warm_up)
+MAX_SETTLING_CALLS = 8
+
+
 def _warm_up(step: Callable[[], object], device: str, warmup_s: float, deadline: float | None) -> list[float]:
-    """Call until warmup_s has passed (at least twice: the first call pays lazy initialisation)."""
+    """Call until warmup_s has passed (at least twice: the first call pays lazy initialisation).
+
+    On a CPU, also until a call no longer page-faults (at most MAX_SETTLING_CALLS more): a step with large
+    intermediates grows and re-arranges the heap over its first few calls (seen: N = 8192 softmax_naive
+    faulted 4 GiB in its 3rd and 2 GiB in its 4th call, then none), and those calls are not steady state.
+    """
     durations: list[float] = []
+    faults: list[int] = []
+    settling_calls = 0
     start = time.perf_counter()
-    while len(durations) < 2 or time.perf_counter() - start < warmup_s:
+    while True:
+        before = _minor_faults()
         t0 = time.perf_counter()
         step()
         _sync(device)
         durations.append(time.perf_counter() - t0)
+        faults.append(_minor_faults() - before)
         _check_deadline(deadline, "warm-up")
-    return durations
+        if len(durations) < 2 or time.perf_counter() - start < warmup_s:
+            continue
+        if _is_cuda(device) or faults[-1] <= max(16, faults[0] // 200) or settling_calls >= MAX_SETTLING_CALLS:
+            return durations
+        settling_calls += 1
 
 
 def _enough(n: int, elapsed: float, min_time_s: float, min_samples: int, max_samples: int,
@@ -148,17 +221,54 @@ def _enough(n: int, elapsed: float, min_time_s: float, min_samples: int, max_sam
 
 def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2, min_time_s: float = 1.0,
               min_samples: int = 10, max_samples: int = 100, max_time_s: float = 30.0,
-              deadline: float | None = None) -> Timing:
-    """Time ``step`` on ``device``; ``deadline`` is a ``time.monotonic()`` value past which TimeoutError is raised."""
+              max_spread: float | None = None, max_attempts: int = 1, deadline: float | None = None) -> Timing:
+    """Time ``step`` on ``device``; ``deadline`` is a ``time.monotonic()`` value past which TimeoutError is raised.
+
+    With ``max_spread`` set, up to ``max_attempts`` sampling windows are measured until one has a p20-p80
+    spread within it (module docstring). A retry starts only if the deadline leaves room for a window as long
+    as the last one, and one that overruns it is dropped: retrying never turns a measured point into a timeout.
+    """
     if min_samples < 1 or max_samples < min_samples:
         raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples} and {max_samples}.")
+    if max_attempts < 1 or (max_spread is not None and not max_spread > 0):
+        raise ValueError(f"need max_attempts >= 1 and max_spread > 0, got {max_attempts} and {max_spread}.")
     warm = _warm_up(step, device, warmup_s, deadline)
     if _is_cuda(device):
-        return _time_cuda(step, device, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
-    # The later half of the warm-up is closest to steady state (allocator and caches settled).
-    per_call = float(np.median(warm[len(warm) // 2:]))
-    target = min_time_s / min_samples
-    calls = max(1, int(math.ceil(target / per_call))) if per_call > 0 else 1
+        def window() -> Timing:
+            return _time_cuda(step, device, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
+    else:
+        # The later half of the warm-up is closest to steady state (allocator and caches settled).
+        per_call = float(np.median(warm[len(warm) // 2:]))
+        calls = max(1, int(math.ceil(min_time_s / min_samples / per_call))) if per_call > 0 else 1
+
+        def window() -> Timing:
+            # A batched step whose window was noisy gets longer samples next time (2x, then 4x the calls):
+            # call-to-call noise (cache contention) then averages out within a sample.
+            batch = calls * min(4, 2 ** len(windows)) if calls > 1 else 1
+            return _time_cpu(step, batch, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
+
+    windows: list[Timing] = []
+    while True:
+        started = time.monotonic()
+        try:
+            windows.append(window())
+        except TimeoutError:
+            if not windows:
+                raise
+            break  # a retry that overran keeps the windows already measured
+        took = time.monotonic() - started
+        if max_spread is None or windows[-1].spread <= max_spread or len(windows) >= max_attempts:
+            break
+        if deadline is not None and time.monotonic() + 1.5 * took > deadline:
+            break
+    within = [w for w in windows if w.spread <= max_spread] if max_spread is not None else windows
+    kept = within[0] if within else min(windows, key=lambda w: w.spread)
+    rejected = [w.samples for w in windows if w is not kept]
+    return replace(kept, attempts=len(windows), rejected=rejected)
+
+
+def _time_cpu(step: Callable[[], object], calls: int, warmup_calls: int, min_time_s: float, min_samples: int,
+              max_samples: int, max_time_s: float, deadline: float | None) -> Timing:
     samples: list[float] = []
     with _gc_paused():
         begin = time.perf_counter()
@@ -169,7 +279,7 @@ def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2,
                 step()
             samples.append((time.perf_counter() - t0) / calls)
             _check_deadline(deadline, "sampling")
-    return _summarise(samples, calls, len(warm), "perf_counter")
+    return _summarise(samples, calls, warmup_calls, "perf_counter")
 
 
 def _time_cuda(step: Callable[[], object], device: str, warmup_calls: int, min_time_s: float, min_samples: int,

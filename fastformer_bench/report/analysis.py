@@ -341,13 +341,39 @@ def budget_summary(frame: pd.DataFrame) -> dict | None:
     return {"tokens": tokens, "series": series}
 
 
+#: the harness's CPU noise target: (p80 - p20) / median within one run, for points above 1 ms
+SPREAD_TARGET, SPREAD_FLOOR_S = 0.05, 1e-3
+
+
 def noise(frame: pd.DataFrame) -> dict:
-    """Relative p20-p80 spread of the timed points: how far apart two runs of one point may land."""
+    """Relative p20-p80 spread of the timed points, per device, and what re-measuring noisy windows did.
+
+    ``above_floor``/``within_target`` count points above 1 ms and those whose kept window is within 5 %.
+    For points measured in several windows, ``kept_vs_pooled`` is the median over points of the kept window's
+    median / the median of every sample of every window: how far choosing a quiet window moved the figure.
+    """
     t = timed(frame)
-    spread = ((t["time_p80"] - t["time_p20"]) / t["time_median"]).dropna()
-    if spread.empty:
-        return {"n": 0, "median_spread": None, "max_spread": None}
-    return {"n": len(spread), "median_spread": num(spread.median(), 3), "max_spread": num(spread.max(), 3)}
+    if t.empty:
+        return {"n": 0, "median_spread": None, "max_spread": None, "devices": []}
+    spread = (t["time_p80"] - t["time_p20"]) / t["time_median"]
+    attempts = t["timing_attempts"].fillna(1) if "timing_attempts" in t else pd.Series(1, index=t.index)
+    devices = []
+    for device, idx in t.groupby("device", sort=True).groups.items():
+        rows, above = t.loc[idx], t.loc[idx, "time_median"] > SPREAD_FLOOR_S
+        shifts = []
+        for _, r in rows[attempts.loc[idx] > 1].iterrows():
+            pooled = list(r["samples"]) + [v for window in (r.get("rejected_samples") or []) for v in window]
+            shifts.append(r["time_median"] / float(np.median(pooled)))
+        devices.append({
+            "device": device, "n": len(rows), "above_floor": int(above.sum()),
+            "within_target": int((spread.loc[idx][above] <= SPREAD_TARGET).sum()),
+            "median_spread_above_floor": num(spread.loc[idx][above].median(), 3) if above.any() else None,
+            "remeasured": int((attempts.loc[idx] > 1).sum()), "max_windows": int(attempts.loc[idx].max()),
+            "kept_vs_pooled": num(float(np.median(shifts)), 3) if shifts else None,
+            "kept_vs_pooled_min": num(min(shifts), 3) if shifts else None,
+        })
+    return {"n": len(spread), "median_spread": num(spread.median(), 3), "max_spread": num(spread.max(), 3),
+            "target": SPREAD_TARGET, "floor_s": SPREAD_FLOOR_S, "devices": devices}
 
 
 def summarize(frame: pd.DataFrame) -> dict:

@@ -280,6 +280,24 @@ def _range(r: dict) -> str:
     return f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f}, {r['n']} points)"
 
 
+def _noise_lines(n: dict) -> list[str]:
+    lines = []
+    for d in n.get("devices", []):
+        if not d["above_floor"]:
+            continue
+        line = (f"{d['device']}: {d['within_target']} of {d['above_floor']} points above "
+                f"{n['floor_s'] * 1e3:g} ms are within the {n['target'] * 100:g}% p20-p80 target "
+                f"(median {d['median_spread_above_floor'] * 100:.1f}%).")
+        if d["remeasured"]:
+            line += (f" {d['remeasured']} points had a noisy sampling window and were measured again (up to "
+                     f"{d['max_windows']} windows; the first window within the target, else the tightest, is "
+                     "kept and every sample stays in the record); "
+                     f"the kept median is {d['kept_vs_pooled']:.3f}x the median of all their samples (lowest "
+                     f"{d['kept_vs_pooled_min']:.3f}x), which is how much choosing a quiet window moved them.")
+        lines.append(line)
+    return lines
+
+
 def caveats(s: dict, runs: list[dict]) -> list[str]:
     threads = sorted({str(r["env"].get("threads")) for r in runs if r["env"].get("threads") is not None})
     n = s["noise"]
@@ -290,6 +308,7 @@ def caveats(s: dict, runs: list[dict]) -> list[str]:
             "bandwidth bytes/s, work FLOP and FLOP/s; N is tokens per sequence, D the width, H the heads, C the "
             "column count, B the batch.",
             f"- Noise: {spread}. Differences smaller than that spread are not evidence.",
+            *[f"  - {line}" for line in _noise_lines(n)],
             f"- Threads: {', '.join(threads) or 'not recorded'} (CPU timings depend on the thread count and on "
             "other load on the machine).",
             "- FLOP convention: the analytic count is 2 per multiply-add. fvcore counts 1 per multiply-add, so the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -47,6 +48,12 @@ def test_bad_preset_file_is_exit_2(tmp_path):
     bad.write_text("this is = = not toml")
     done = cli("run", "--preset", str(bad), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "not valid TOML" in done.stderr
+    for setting, words in (("max_attempts = 0", "max_attempts"), ("max_spread = -0.5", "max_spread"),
+                           ("min_samples = 9\nmax_samples = 3", "min_samples")):
+        bad.write_text(f"[settings]\n{setting}\n[[grid]]\nimpl = ['eager']\n")
+        done = cli("run", "--preset", str(bad), "--out", str(tmp_path / "o"))
+        assert done.returncode == 2 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_run_writes_records_and_run_json_and_exits_0(tmp_path):
@@ -64,6 +71,11 @@ def test_run_writes_records_and_run_json_and_exits_0(tmp_path):
         ("eager", 2): "ok", ("eager", 3): "ok", ("softmax_naive", 3): "ok", ("triton", 2): "ok", ("triton", 3): "ok"}
     run = json.loads((out / "run.json").read_text())
     assert run["preset"] == "quick" and run["threads"] >= 1 and run["torch"]
+    # quick pins its one thread to the last CPU where another is left over, and may re-measure noisy windows
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    assert run["cpu_affinity"] == (allowed[-1:] if len(allowed) > 1 else None)
+    assert all(1 <= r["timing_attempts"] <= 3 and len(r["rejected_samples"]) == r["timing_attempts"] - 1
+               for r in records)
     assert "1 combinations skipped" in done.stdout
 
 

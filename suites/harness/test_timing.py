@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from fastformer_bench.measure import timing
 from fastformer_bench.measure.timing import (
+    MAX_SETTLING_CALLS,
     Timing,
+    configure_affinity,
     configure_allocator,
     configure_threads,
     gpu_clock_state,
+    release_heap,
     time_first_call,
     time_step,
 )
@@ -132,6 +136,151 @@ def test_configure_allocator_applies_glibc_settings_where_glibc():
 
     applied = configure_allocator()
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert applied == {"glibc_mallopt": {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1}}
+        assert applied == {"glibc_mallopt": {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": -1}}  # -1: never trim
     else:
         assert applied == {}
+
+
+def _scripted_windows(monkeypatch, spreads, seconds_each=0.0):
+    """Replace the CPU sampling window with windows of the given p20-p80 spreads (median 1 ms), in order."""
+    made = []
+
+    def window(step, calls, warmup_calls, *args):
+        time.sleep(seconds_each)
+        half = spreads[len(made)] / 2
+        # p20 and p80 of these five (linear interpolation) are 1 -+ half ms: the spread asked for
+        samples = [1e-3 * (1 + f * half / 1.05) for f in (-1.25, -1.0, 0.0, 1.0, 1.25)]
+        made.append(samples)
+        return timing._summarise(samples, calls, warmup_calls, "perf_counter")
+
+    monkeypatch.setattr(timing, "_time_cpu", window)
+    return made
+
+
+def test_noisy_window_is_measured_again_and_the_first_within_target_kept(monkeypatch):
+    made = _scripted_windows(monkeypatch, [0.30, 0.02, 0.01])
+    t = time_step(lambda: None, "cpu", warmup_s=0, max_spread=0.05, max_attempts=5)
+    assert t.attempts == 2 and t.samples == made[1] and t.rejected == [made[0]]
+    assert t.spread == pytest.approx(0.02, rel=1e-6)
+
+
+def test_when_no_window_meets_the_target_the_tightest_is_kept_and_all_are_recorded(monkeypatch):
+    made = _scripted_windows(monkeypatch, [0.30, 0.10, 0.20, 0.01])
+    t = time_step(lambda: None, "cpu", warmup_s=0, max_spread=0.05, max_attempts=3)
+    assert t.attempts == 3 and t.samples == made[1] and t.rejected == [made[0], made[2]]
+
+
+def test_retries_of_a_batched_step_use_longer_samples(monkeypatch):
+    batches = []
+    _scripted_windows(monkeypatch, [0.9] * 7)
+    scripted = timing._time_cpu
+
+    def recording(step, calls, *args):
+        batches.append(calls)
+        return scripted(step, calls, *args)
+
+    monkeypatch.setattr(timing, "_time_cpu", recording)
+    time_step(_sleeper(0.001), "cpu", warmup_s=0.01, min_time_s=0.1, min_samples=5, max_spread=0.05,
+              max_attempts=4)
+    first = batches[0]
+    assert first > 1 and batches == [first, 2 * first, 4 * first, 4 * first]
+    batches.clear()
+    time_step(_sleeper(0.03), "cpu", warmup_s=0.01, min_time_s=0.1, min_samples=5, max_spread=0.05,
+              max_attempts=3)
+    assert batches == [1, 1, 1]  # a call long enough to be its own sample stays one call per sample
+
+
+def test_without_a_target_one_window_is_measured(monkeypatch):
+    _scripted_windows(monkeypatch, [0.9, 0.01])
+    t = time_step(lambda: None, "cpu", warmup_s=0, max_attempts=5)
+    assert t.attempts == 1 and t.rejected == []
+
+
+def test_a_retry_never_starts_when_the_deadline_leaves_no_room_for_it(monkeypatch):
+    _scripted_windows(monkeypatch, [0.9, 0.01], seconds_each=0.2)
+    t = time_step(lambda: None, "cpu", warmup_s=0, max_spread=0.05, max_attempts=5,
+                  deadline=time.monotonic() + 0.4)
+    assert t.attempts == 1 and t.spread > 0.05  # measured, not a timeout
+
+
+def test_a_retry_that_overruns_the_deadline_keeps_the_windows_already_measured(monkeypatch):
+    made = _scripted_windows(monkeypatch, [0.9, 0.5])
+    scripted = timing._time_cpu
+
+    def second_overruns(*args):
+        if made:
+            raise TimeoutError("timing ran past the point's time limit during sampling.")
+        return scripted(*args)
+
+    monkeypatch.setattr(timing, "_time_cpu", second_overruns)
+    t = time_step(lambda: None, "cpu", warmup_s=0, max_spread=0.05, max_attempts=5)
+    assert t.attempts == 1 and t.samples == made[0]
+
+
+def test_bad_stability_settings_are_rejected():
+    for kwargs in ({"max_attempts": 0}, {"max_spread": 0.0}, {"max_spread": -0.1}):
+        with pytest.raises(ValueError):
+            time_step(lambda: None, "cpu", **kwargs)
+
+
+def test_real_windows_carry_their_attempt_count():
+    t = time_step(_sleeper(0.002), "cpu", warmup_s=0.01, min_time_s=0.05, min_samples=5, max_spread=1e-9,
+                  max_attempts=2)
+    assert t.attempts == 2 and len(t.rejected) == 1 and len(t.rejected[0]) >= 5
+
+
+def test_configure_affinity_pins_to_the_last_cpus_in_a_child_process():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this OS")
+    code = ("import json, os; from fastformer_bench.measure.timing import configure_affinity; "
+            "got = configure_affinity(1); print(json.dumps([got, sorted(os.sched_getaffinity(0))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    got, now = json.loads(out.strip().splitlines()[-1])
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) > 1:
+        assert got == now == allowed[-1:]
+    else:
+        assert got is None and now == allowed
+    with pytest.raises(ValueError):
+        configure_affinity(0)
+
+
+def _faulting_step(faulting_calls: int):
+    """A step whose first ``faulting_calls`` calls touch 16 MiB of fresh memory (its own mapping, kept)."""
+    import mmap
+
+    kept = []
+
+    def step():
+        if len(kept) < faulting_calls:
+            block = mmap.mmap(-1, 2**24)
+            np.frombuffer(block, dtype=np.uint8)[::mmap.PAGESIZE] = 1  # one write per page: a fault each
+            kept.append(block)
+        else:
+            kept.append(None)
+    return step
+
+
+def test_warm_up_goes_on_while_calls_still_page_fault():
+    t = time_step(_faulting_step(3), "cpu", warmup_s=0, min_time_s=0.001, min_samples=1)
+    assert 4 <= t.warmup_calls <= 5  # calls 1-3 fault; the first quiet call ends the warm-up
+
+
+def test_warm_up_settling_is_capped():
+    t = time_step(_faulting_step(10**6), "cpu", warmup_s=0, min_time_s=0.001, min_samples=1, max_samples=1)
+    assert t.warmup_calls == 2 + MAX_SETTLING_CALLS
+
+
+def test_release_heap_returns_freed_memory_where_glibc():
+    import platform
+
+    configure_allocator()
+    block = np.ones(2**25)  # 256 MiB from the heap (mmap is off)
+    del block
+    released = release_heap()
+    assert released is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
