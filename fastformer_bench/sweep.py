@@ -47,13 +47,7 @@ class Settings:
     pin_cpus: bool = False
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_samples <= self.max_samples:
-            raise ValueError(f"settings need 1 <= min_samples <= max_samples, got {self.min_samples} and "
-                             f"{self.max_samples}.")
-        if self.max_attempts < 1:
-            raise ValueError(f"setting max_attempts must be at least 1, got {self.max_attempts}.")
-        if self.max_spread is not None and not self.max_spread > 0:
-            raise ValueError(f"setting max_spread must be a positive fraction (0.05 = 5 %), got {self.max_spread}.")
+        timing.check_sampling(self.min_samples, self.max_samples, self.max_spread, self.max_attempts)
 
 
 class PointTimeout(Exception):

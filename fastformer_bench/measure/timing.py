@@ -42,8 +42,12 @@ class Timing:
     calls_per_sample: int
     warmup_calls: int
     method: str
-    attempts: int = 1  # sampling windows measured (see the module docstring)
     rejected: list[list[float]] = field(default_factory=list)  # raw samples of the windows not kept
+
+    @property
+    def attempts(self) -> int:
+        """Sampling windows measured: the kept one and every rejected one (see the module docstring)."""
+        return len(self.rejected) + 1
 
     @property
     def spread(self) -> float:
@@ -219,6 +223,16 @@ def _enough(n: int, elapsed: float, min_time_s: float, min_samples: int, max_sam
     return n >= min_samples and elapsed >= min_time_s
 
 
+def check_sampling(min_samples: int, max_samples: int, max_spread: float | None, max_attempts: int) -> None:
+    """ValueError (one sentence naming the setting) unless the sampling bounds make sense."""
+    if not 1 <= min_samples <= max_samples:
+        raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples} and {max_samples}.")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}.")
+    if max_spread is not None and not max_spread > 0:
+        raise ValueError(f"max_spread must be a positive fraction (0.05 = 5 %), got {max_spread}.")
+
+
 def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2, min_time_s: float = 1.0,
               min_samples: int = 10, max_samples: int = 100, max_time_s: float = 30.0,
               max_spread: float | None = None, max_attempts: int = 1, deadline: float | None = None) -> Timing:
@@ -228,10 +242,7 @@ def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2,
     spread within it (module docstring). A retry starts only if the deadline leaves room for a window as long
     as the last one, and one that overruns it is dropped: retrying never turns a measured point into a timeout.
     """
-    if min_samples < 1 or max_samples < min_samples:
-        raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples} and {max_samples}.")
-    if max_attempts < 1 or (max_spread is not None and not max_spread > 0):
-        raise ValueError(f"need max_attempts >= 1 and max_spread > 0, got {max_attempts} and {max_spread}.")
+    check_sampling(min_samples, max_samples, max_spread, max_attempts)
     warm = _warm_up(step, device, warmup_s, deadline)
     if _is_cuda(device):
         def window() -> Timing:
@@ -261,10 +272,10 @@ def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2,
             break
         if deadline is not None and time.monotonic() + 1.5 * took > deadline:
             break
-    within = [w for w in windows if w.spread <= max_spread] if max_spread is not None else windows
-    kept = within[0] if within else min(windows, key=lambda w: w.spread)
+    # Sampling stops at the first window within the target, so the tightest window is that one when it exists.
+    kept = min(windows, key=lambda w: w.spread)
     rejected = [w.samples for w in windows if w is not kept]
-    return replace(kept, attempts=len(windows), rejected=rejected)
+    return replace(kept, rejected=rejected)
 
 
 def _time_cpu(step: Callable[[], object], calls: int, warmup_calls: int, min_time_s: float, min_samples: int,

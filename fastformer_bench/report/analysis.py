@@ -372,7 +372,8 @@ def noise(frame: pd.DataFrame) -> dict:
             "kept_vs_pooled": num(float(np.median(shifts)), 3) if shifts else None,
             "kept_vs_pooled_min": num(min(shifts), 3) if shifts else None,
         })
-    return {"n": len(spread), "median_spread": num(spread.median(), 3), "max_spread": num(spread.max(), 3),
+    return {"n": int(spread.notna().sum()), "median_spread": num(spread.median(), 3),
+            "max_spread": num(spread.max(), 3),
             "target": SPREAD_TARGET, "floor_s": SPREAD_FLOOR_S, "devices": devices}
 
 
