@@ -43,11 +43,15 @@ class Settings:
     #: re-measure a sampling window whose (p80 - p20) / median exceeds this, up to max_attempts windows
     max_spread: float | None = None
     max_attempts: int = 1
+    #: passes at the end of the sweep that measure again each point still above max_spread (runner.run_sweep)
+    revisits: int = 0
     #: pin the process to its last `threads` CPUs (timing.configure_affinity); CPU presets on small machines
     pin_cpus: bool = False
 
     def __post_init__(self) -> None:
         timing.check_sampling(self.min_samples, self.max_samples, self.max_spread, self.max_attempts)
+        if not isinstance(self.revisits, int) or isinstance(self.revisits, bool) or self.revisits < 0:
+            raise ValueError(f"revisits must be a whole number of passes (0 or more), got {self.revisits!r}.")
 
 
 class PointTimeout(Exception):

@@ -9,9 +9,9 @@ Stability: on a shared machine (a VM whose host runs other tenants) a step's spe
 seconds as neighbours load the shared L3 cache and memory bus; no setting inside the guest removes that. With
 ``max_spread`` set, a sampling window whose p20-p80 spread exceeds it is measured again (up to
 ``max_attempts`` windows, a batched step's samples 2x then 4x longer): the first window within the target
-is kept, else the tightest one. Every rejected window's raw samples stay in the result, so the selection is
-visible: a re-measured point reports a quiet window, and its median may sit below what a loaded machine
-gives by up to the drift.
+is kept, else the tightest one (runner.run_sweep may also revisit a point still noisy at the end of the
+sweep). Every rejected window's raw samples stay in the result, so the selection is visible: a re-measured
+point reports a quiet window, and its median may sit below what a loaded machine gives by up to the drift.
 """
 
 from __future__ import annotations

@@ -348,7 +348,8 @@ SPREAD_TARGET, SPREAD_FLOOR_S = 0.05, 1e-3
 def noise(frame: pd.DataFrame) -> dict:
     """Relative p20-p80 spread of the timed points, per device, and what re-measuring noisy windows did.
 
-    ``above_floor``/``within_target`` count points above 1 ms and those whose kept window is within 5 %.
+    ``above_floor``/``within_target`` count points above 1 ms and those whose kept window is within 5 %;
+    ``revisited`` counts points measured again at the end of the sweep (runner.revisit).
     For points measured in several windows, ``kept_vs_pooled`` is the median over points of the kept window's
     median / the median of every sample of every window: how far choosing a quiet window moved the figure.
     """
@@ -357,6 +358,7 @@ def noise(frame: pd.DataFrame) -> dict:
         return {"n": 0, "median_spread": None, "max_spread": None, "devices": []}
     spread = (t["time_p80"] - t["time_p20"]) / t["time_median"]
     attempts = t["timing_attempts"].fillna(1) if "timing_attempts" in t else pd.Series(1, index=t.index)
+    revisits = t["revisits"].fillna(0) if "revisits" in t else pd.Series(0, index=t.index)
     devices = []
     for device, idx in t.groupby("device", sort=True).groups.items():
         rows, above = t.loc[idx], t.loc[idx, "time_median"] > SPREAD_FLOOR_S
@@ -369,6 +371,7 @@ def noise(frame: pd.DataFrame) -> dict:
             "within_target": int((spread.loc[idx][above] <= SPREAD_TARGET).sum()),
             "median_spread_above_floor": num(spread.loc[idx][above].median(), 3) if above.any() else None,
             "remeasured": int((attempts.loc[idx] > 1).sum()), "max_windows": int(attempts.loc[idx].max()),
+            "revisited": int((revisits.loc[idx] > 0).sum()),
             "kept_vs_pooled": num(float(np.median(shifts)), 3) if shifts else None,
             "kept_vs_pooled_min": num(min(shifts), 3) if shifts else None,
         })

@@ -290,10 +290,13 @@ def _noise_lines(n: dict) -> list[str]:
                 f"(median {d['median_spread_above_floor'] * 100:.1f}%).")
         if d["remeasured"]:
             line += (f" {d['remeasured']} points had a noisy sampling window and were measured again (up to "
-                     f"{d['max_windows']} windows; the first window within the target, else the tightest, is "
-                     "kept and every sample stays in the record); "
+                     f"{d['max_windows']} windows; the tightest window is kept and every sample stays in the "
+                     "record); "
                      f"the kept median is {d['kept_vs_pooled']:.3f}x the median of all their samples (lowest "
                      f"{d['kept_vs_pooled_min']:.3f}x), which is how much choosing a quiet window moved them.")
+        if d.get("revisited"):
+            line += (f" {d['revisited']} of them were still noisy after their windows and were measured again "
+                     "at the end of the sweep, minutes later; the tighter of the two measurements is kept.")
         lines.append(line)
     return lines
 

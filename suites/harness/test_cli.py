@@ -49,6 +49,7 @@ def test_bad_preset_file_is_exit_2(tmp_path):
     done = cli("run", "--preset", str(bad), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "not valid TOML" in done.stderr
     for setting, words in (("max_attempts = 0", "max_attempts"), ("max_spread = -0.5", "max_spread"),
+                           ("revisits = -1", "revisits"),
                            ("min_samples = 9\nmax_samples = 3", "min_samples")):
         bad.write_text(f"[settings]\n{setting}\n[[grid]]\nimpl = ['eager']\n")
         done = cli("run", "--preset", str(bad), "--out", str(tmp_path / "o"))
