@@ -13,6 +13,9 @@ from pathlib import Path
 
 SCHEMA = 1
 POINTS_FILE = "points.jsonl"
+#: records of points measured but still waiting for a revisit at the end of the sweep (runner.run_sweep);
+#: it exists only while a sweep runs or after one was killed, and --resume takes it up
+HELD_FILE = "held.jsonl"
 RUN_FILE = "run.json"
 
 STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "error")
@@ -62,9 +65,9 @@ class ResultStore:
     always holds whole records only, and ``--resume`` re-runs that point instead of duplicating it.
     """
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, name: str = POINTS_FILE) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / POINTS_FILE
+        self.path = self.directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self._drop_partial_tail()
 
@@ -79,9 +82,19 @@ class ResultStore:
                 fh.flush()
                 os.fsync(fh.fileno())
 
+    def records(self) -> list[dict]:
+        """The records stored so far (the last one wins for a repeated point_id)."""
+        return read_points(self.path) if self.path.exists() else []
+
     def finished_ids(self) -> set[str]:
         """point_ids already recorded (any status): what ``--resume`` skips."""
-        return {r["point_id"] for r in read_points(self.path)} if self.path.exists() else set()
+        return {r["point_id"] for r in self.records()}
+
+    def is_empty(self) -> bool:
+        return not self.path.exists() or self.path.stat().st_size == 0
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
     def append(self, record: dict) -> None:
         line = (json.dumps(json_safe(record), sort_keys=True, allow_nan=False) + "\n").encode()

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fastformer_bench.problem import Problem
-from fastformer_bench.results import ResultStore, new_record, read_run
+from fastformer_bench.results import HELD_FILE, ResultStore, new_record, read_run
 from fastformer_bench.sweep import Settings, measure_point
 
 #: share of the memory available at start a CPU sweep may address; beyond it allocations fail (status oom)
@@ -97,16 +97,26 @@ def _check_resumable(previous: dict, preset: str, settings: Settings) -> None:
 def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, *, preset: str,
               resume: bool = False, isolate: bool = False, env: dict | None = None,
               progress: bool = True, cap_memory: bool = True) -> list[dict]:
-    """Measure every problem not yet in ``out`` (with ``resume``), appending each record as it completes."""
-    store = ResultStore(out)
+    """Measure every problem not yet in ``out`` (with ``resume``), appending each record as it completes.
+
+    With ``settings.revisits``, a point still above ``max_spread`` is held (in DIR/held.jsonl, so a killed run
+    loses nothing and ``resume`` takes it up) and measured again after the other points; see :func:`revisit`.
+    """
+    store, held_store = ResultStore(out), ResultStore(out, HELD_FILE)
     previous = read_run(out) if resume else {}
     if resume:
         _check_resumable(previous, preset, settings)
     run_id = previous.get("run_id") or new_run_id(preset)
     done = store.finished_ids() if resume else set()
-    if not resume and store.path.exists() and store.path.stat().st_size:
-        raise ValueError(f"{store.path} already holds results; pass --resume to continue it or choose a new --out.")
-    todo = [p for p in problems if p.point_id not in done]
+    if not resume and not (store.is_empty() and held_store.is_empty()):
+        raise ValueError(f"{store.path.parent} already holds results; pass --resume to continue it or choose a new "
+                         "--out.")
+    # A killed run's points that were waiting for a revisit go straight to it, their first measurement kept.
+    waiting = {r["point_id"]: r for r in held_store.records()} if resume else {}
+    todo = [p for p in problems if p.point_id not in done and p.point_id not in waiting]
+    # Points waiting for a revisit, in order, and the best record of each so far (not yet in the store).
+    queue = [p for p in problems if p.point_id in waiting and p.point_id not in done]
+    best = {p.point_id: waiting[p.point_id] for p in queue}
     if env is not None:
         if previous:
             # The environment that measured the first points stays the run's; each resume is appended.
@@ -114,7 +124,7 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
             store.write_run({**previous, "resumed_sessions": sessions})
         else:
             store.write_run({**env, "run_id": run_id, "preset": preset, "settings": asdict(settings)})
-    if cap_memory and not isolate and all(p.device == "cpu" for p in todo):
+    if cap_memory and not isolate and all(p.device == "cpu" for p in todo + queue):
         cap_cpu_memory()
     records: list[dict] = []
 
@@ -126,35 +136,43 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
     def keep(record: dict) -> None:
         store.append(record)
         records.append(record)
+        best.pop(record["point_id"], None)
 
-    # Points still noisy after their windows wait for a revisit at the end of the sweep: the host's noisy
+    def hold(problem: Problem, record: dict) -> None:
+        held_store.append(record)  # fsynced like a result: a kill -9 loses no measurement
+        best[problem.point_id] = record
+        queue.append(problem)
+
+    # A point still noisy after its windows waits for a revisit at the end of the sweep: the host's noisy
     # episodes last seconds, so minutes later is an independent chance (see revisit()).
-    held: list[tuple[Problem, dict]] = []
     try:
         with _progress(len(todo), progress) as advance:
             for problem in todo:
                 started = time.monotonic()
                 record = measure(problem)
                 if settings.revisits and too_noisy(record, settings.max_spread):
-                    held.append((problem, record))
+                    hold(problem, record)
                 else:
                     keep(record)
                 advance(problem, record, time.monotonic() - started)
-            for _ in range(settings.revisits):
-                still_noisy = []
-                for problem, first in held:
+            # One pass over the held points after another: a point still noisy goes to the back of the queue.
+            while queue:
+                problem = queue[0]
+                record = best[problem.point_id]
+                if record.get("revisits", 0) < settings.revisits and too_noisy(record, settings.max_spread):
                     started = time.monotonic()
-                    record = revisit(first, measure(problem))
+                    record = revisit(record, measure(problem))
                     advance(problem, record, time.monotonic() - started, revisit=True)
-                    if too_noisy(record, settings.max_spread):
-                        still_noisy.append((problem, record))
-                    else:
-                        keep(record)
-                held = still_noisy
+                if record.get("revisits", 0) < settings.revisits and too_noisy(record, settings.max_spread):
+                    hold(problem, record)
+                else:
+                    keep(record)
+                queue.pop(0)  # only now: an interrupt before this line still finds the point in `best`
     finally:
-        # Interrupted or out of revisits: a held point keeps its best measurement so far; nothing is lost.
-        for _, record in held:
+        # Done, or interrupted (Ctrl-C): every held point is stored once, with its best measurement so far.
+        for record in list(best.values()):
             keep(record)
+        held_store.remove()
     return records
 
 

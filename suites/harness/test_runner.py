@@ -241,3 +241,38 @@ def test_an_interrupted_revisit_still_stores_the_held_point_once(monkeypatch, tm
 def test_revisits_must_be_a_whole_number_of_passes():
     with pytest.raises(ValueError, match="revisits"):
         Settings(revisits=-1)
+
+
+def test_a_point_held_for_revisit_survives_kill_9_and_resume_revisits_it(monkeypatch, tmp_path):
+    import fastformer_bench.runner as runner
+    from fastformer_bench.results import HELD_FILE
+
+    # The child holds the N=8 point as noisy, then dies at once (no finally, like kill -9) after measuring N=16.
+    child = f"""
+import os, sys
+from fastformer_bench import runner
+from fastformer_bench.problem import Problem
+from fastformer_bench.sweep import Settings
+runner.too_noisy = lambda record, max_spread: os._exit(9) if record["seq_len"] == 16 else True
+problems = [Problem(impl="eager", batch=2, seq_len=n, width=8, heads=2) for n in (8, 16)]
+runner.run_sweep(problems, Settings(**{REVISIT.__dict__!r}), {str(tmp_path)!r}, preset="t", progress=False,
+                 cap_memory=False)
+"""
+    died = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert died.returncode == 9, died.stderr
+    (held,) = read_points(tmp_path / HELD_FILE)
+    assert held["seq_len"] == 8 and not (tmp_path / "points.jsonl").exists()
+    # Resumed: N=8 is revisited once (noisy until then), N=16 is measured for the first time.
+    monkeypatch.setattr(runner, "too_noisy",
+                        lambda record, max_spread: record["seq_len"] == 8 and not record.get("revisits"))
+    problems = [tiny("eager", seq_len=n) for n in (8, 16)]
+    records = run_sweep(problems, REVISIT, tmp_path, preset="t", resume=True, progress=False, cap_memory=False)
+    stored = {r["seq_len"]: r for r in read_points(tmp_path / "points.jsonl")}
+    assert len(records) == 2 and set(stored) == {8, 16} and not (tmp_path / HELD_FILE).exists()
+    revisited = stored[8]
+    assert revisited["revisits"] == 1 and stored[16].get("revisits") is None
+    windows = [revisited["samples"], *revisited["rejected_samples"]]
+    assert held["samples"] in windows, "the killed run's measurement is kept, as the result or among the rejected"
+    assert revisited["timing_attempts"] == len(windows) > held["timing_attempts"] == 1 + len(held["rejected_samples"])
+    with pytest.raises(ValueError, match="--resume"):
+        run_sweep(problems, REVISIT, tmp_path, preset="t", progress=False, cap_memory=False)
