@@ -296,7 +296,7 @@ def _noise_lines(n: dict) -> list[str]:
                      f"{d['kept_vs_pooled_min']:.3f}x), which is how much choosing a quiet window moved them.")
         if d.get("revisited"):
             line += (f" {d['revisited']} of them were still noisy after their windows and were measured again "
-                     "at the end of the sweep, minutes later; the tighter of the two measurements is kept.")
+                     "at the end of the sweep, minutes later; the tightest measurement is kept.")
         lines.append(line)
     return lines
 

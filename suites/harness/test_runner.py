@@ -124,7 +124,7 @@ def test_kill_9_then_resume_gives_every_point_once(tmp_path):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # reaps it and closes its pipes
     first = read_points(points)
     assert 2 <= len(first) < 12, "the kill should land mid-sweep"
     done = _run_cli([*args, "--resume"])
