@@ -345,6 +345,11 @@ def budget_summary(frame: pd.DataFrame) -> dict | None:
 SPREAD_TARGET, SPREAD_FLOOR_S = 0.05, 1e-3
 
 
+def _point_label(r: pd.Series) -> str:
+    label = f"{r['impl']} {r['mode']} {r['scope']} N={int(r['seq_len'])} D={int(r['width'])} C={int(r['columns'])}"
+    return label + (f" B={int(r['batch'])}" if int(r["batch"]) != 1 else "") + (" masked" if r["masked"] else "")
+
+
 def noise(frame: pd.DataFrame) -> dict:
     """Relative p20-p80 spread of the timed points, per device, and what re-measuring noisy windows did.
 
@@ -362,10 +367,12 @@ def noise(frame: pd.DataFrame) -> dict:
     devices = []
     for device, idx in t.groupby("device", sort=True).groups.items():
         rows, above = t.loc[idx], t.loc[idx, "time_median"] > SPREAD_FLOOR_S
-        shifts = []
+        shifts, shifted = [], []
         for _, r in rows[attempts.loc[idx] > 1].iterrows():
             pooled = list(r["samples"]) + [v for window in (r.get("rejected_samples") or []) for v in window]
             shifts.append(r["time_median"] / float(np.median(pooled)))
+            shifted.append(_point_label(r))
+        outside = spread.loc[idx][above & (spread.loc[idx] > SPREAD_TARGET)].sort_values(ascending=False)
         devices.append({
             "device": device, "n": len(rows), "above_floor": int(above.sum()),
             "within_target": int((spread.loc[idx][above] <= SPREAD_TARGET).sum()),
@@ -374,6 +381,9 @@ def noise(frame: pd.DataFrame) -> dict:
             "revisited": int((revisits.loc[idx] > 0).sum()),
             "kept_vs_pooled": num(float(np.median(shifts)), 3) if shifts else None,
             "kept_vs_pooled_min": num(min(shifts), 3) if shifts else None,
+            "kept_vs_pooled_min_point": shifted[int(np.argmin(shifts))] if shifts else None,
+            # the points whose figures carry more noise than the target: named, so a reader can discount them
+            "outside_target": [[_point_label(t.loc[i]), num(v, 3)] for i, v in outside.items()],
         })
     return {"n": int(spread.notna().sum()), "median_spread": num(spread.median(), 3),
             "max_spread": num(spread.max(), 3),

@@ -293,10 +293,15 @@ def _noise_lines(n: dict) -> list[str]:
                      f"{d['max_windows']} windows; the tightest window is kept and every sample stays in the "
                      "record); "
                      f"the kept median is {d['kept_vs_pooled']:.3f}x the median of all their samples (lowest "
-                     f"{d['kept_vs_pooled_min']:.3f}x), which is how much choosing a quiet window moved them.")
+                     f"{d['kept_vs_pooled_min']:.3f}x, {d['kept_vs_pooled_min_point']}), which is how much choosing "
+                     "a quiet window moved them.")
         if d.get("revisited"):
-            line += (f" {d['revisited']} of them were still noisy after their windows and were measured again "
+            were = "was" if d["revisited"] == 1 else "were"
+            line += (f" {d['revisited']} of them {were} still noisy after their windows and {were} measured again "
                      "at the end of the sweep, minutes later; the tightest measurement is kept.")
+        if d.get("outside_target"):
+            named = "; ".join(f"{label} ({value * 100:.1f}%)" for label, value in d["outside_target"])
+            line += f" Outside the target, so read with that noise: {named}."
         lines.append(line)
     return lines
 

@@ -124,32 +124,44 @@ def test_uninterpretable_record_is_rejected(tmp_path):
         load([str(tmp_path / "b")])
 
 
-def _timed_record(point: str, samples: list[float], *, attempts: int = 1, rejected=None, status: str = "ok"):
+def _timed_record(point: str, samples: list[float], *, attempts: int = 1, rejected=None, status: str = "ok",
+                  seq_len: int = 1024, revisits: int | None = None):
     import numpy as np
 
     from fastformer_bench.results import new_record
 
     p20, p50, p80 = (float(v) for v in np.percentile(samples, [20, 50, 80]))
     return new_record(point_id=point, impl="eager", family="additive", device="cpu", dtype="float32", mode="fwd",
-                      scope="core", batch=1, seq_len=1024, width=64, heads=2, columns=3, masked=False,
+                      scope="core", batch=1, seq_len=seq_len, width=64, heads=2, columns=3, masked=False,
                       status=status, time_median=p50, time_p20=p20, time_p80=p80, samples=samples,
-                      timing_attempts=attempts, rejected_samples=rejected or [])
+                      timing_attempts=attempts, rejected_samples=rejected or [], revisits=revisits)
 
 
 def test_noise_counts_the_spread_target_and_the_shift_from_keeping_a_quiet_window():
     import pandas as pd
 
     tight = [2e-3 * (1 + 0.002 * k) for k in range(10)]            # spread about 1 %: within 5 %
-    noisy = [5e-3 * (1 + 0.02 * k) for k in range(10)]             # spread about 12 %: not within
+    noisy = [5e-3 * (1 + 0.02 * k) for k in range(10)]             # spread about 10 %: not within
     loud = [[6e-3 * (1 + 0.1 * k) for k in range(10)]] * 2         # the two windows it replaced
     fast = [0.5e-3 * (1 + 0.1 * k) for k in range(10)]             # below 1 ms: not counted against the target
     wrong = [9e-3 * (1 + 0.5 * k) for k in range(10)]              # incorrect: never counted
-    frame = pd.DataFrame([_timed_record("a", tight), _timed_record("b", noisy, attempts=3, rejected=loud),
+    frame = pd.DataFrame([_timed_record("a", tight), _timed_record("b", noisy, attempts=3, rejected=loud,
+                                                                   seq_len=2048, revisits=1),
                           _timed_record("c", fast), _timed_record("d", wrong, status="incorrect")])
     got = analysis.noise(frame)
     (cpu,) = got["devices"]
     assert (cpu["n"], cpu["above_floor"], cpu["within_target"]) == (3, 2, 1)
-    assert (cpu["remeasured"], cpu["max_windows"]) == (1, 3)
+    assert (cpu["remeasured"], cpu["max_windows"], cpu["revisited"]) == (1, 3, 1)
+    # the noisy point is named, with its spread, and so is the point choosing a quiet window moved most
+    ((label, spread),) = cpu["outside_target"]
+    assert "N=2048" in label and 0.09 < spread < 0.11
+    assert "N=2048" in cpu["kept_vs_pooled_min_point"]
     pooled = sorted(noisy + loud[0] + loud[1])
     expected = float(pd.Series(noisy).median() / pd.Series(pooled).median())
     assert cpu["kept_vs_pooled"] == pytest.approx(expected, rel=1e-3) and expected < 1
+    # the report's caveat says all of it in words: counts, the revisit, and the named point with its spread
+    from fastformer_bench.report import markdown
+
+    (line,) = markdown._noise_lines(got)
+    assert line.startswith("cpu: 1 of 2 points above 1 ms are within the 5% p20-p80 target")
+    assert "1 of them was still noisy" in line and "eager fwd core N=2048 D=64 C=3 (9.9%)" in line
