@@ -30,7 +30,7 @@ ACCURACY = ("max_abs_err", "max_rel_err")
 ENERGY = ("energy_j",)
 #: fields beyond DESIGN §4's list, kept alongside (never required by readers)
 EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
-         "seed", "timing_attempts", "rejected_samples", "revisits", "revisit_note")
+         "seed", "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention")
 FIELDS = ("schema", *IDENTITY, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY)
 REQUIRED = ("schema", "point_id", "impl", "family", "device", "dtype", "mode", "scope", "batch", "seq_len", "width",
             "heads", "columns", "masked", "status")

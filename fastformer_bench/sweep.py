@@ -191,6 +191,7 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
                               f"against {accuracy['reference_impl']}"}
         if time.monotonic() > deadline:
             raise TimeoutError(f"correctness check alone exceeded the {settings.time_limit_s:g} s point limit")
+        before = env_measure.contention_counters()
         measured = timing.time_step(step, problem.device, warmup_s=settings.warmup_s, min_time_s=settings.min_time_s,
                                     min_samples=settings.min_samples, max_samples=settings.max_samples,
                                     max_spread=settings.max_spread, max_attempts=settings.max_attempts,
@@ -198,7 +199,7 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
         record.update(time_median=measured.median, time_p20=measured.p20, time_p80=measured.p80,
                       samples=list(measured.samples), calls_per_sample=measured.calls_per_sample,
                       timing_method=measured.method, timing_attempts=measured.attempts,
-                      rejected_samples=measured.rejected)
+                      rejected_samples=measured.rejected, contention=env_measure.contention_since(before))
         record["peak_bytes"], record["memory_method"] = memory_measure.peak_memory(step, problem.device)
         if problem.device == "cuda":
             record["gpu_clocks"] = timing.gpu_clock_state()

@@ -63,6 +63,45 @@ def _cpu_contention() -> dict:
     return {"load_avg_1m": None if load is None else load[0], "cpu_pressure_some_avg10": pressure}
 
 
+def contention_counters() -> dict:
+    """Cumulative counters of CPU contention now: PSI's "some" stall time and the hypervisor's steal ticks.
+
+    Read before and after a point's sampling and turned into shares by :func:`contention_since`; a counter the
+    OS lacks (no PSI, not Linux) is simply absent.
+    """
+    counters: dict = {"wall_s": time.monotonic()}
+    try:
+        with open("/proc/pressure/cpu") as f:
+            fields = dict(item.split("=") for item in f.readline().split()[1:])
+        counters["stall_us"] = int(fields["total"])
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        counters["steal_ticks"], counters["all_ticks"] = ticks[7], sum(ticks)
+    except (OSError, ValueError, IndexError):
+        pass
+    return counters
+
+
+def contention_since(start: dict) -> dict:
+    """Shares of the time since ``start`` with some task waiting for a CPU (PSI) and stolen by the hypervisor.
+
+    ``cpu_pressure`` is what the p20-p80 spread cannot show: a steady competitor on the timed CPU slows every
+    sample alike, so a point can be tight and still inflated. None where the counter is missing.
+    """
+    end = contention_counters()
+    wall = end["wall_s"] - start["wall_s"]
+    shares: dict = {"cpu_pressure": None, "cpu_steal": None}
+    if wall > 0 and "stall_us" in start and "stall_us" in end:
+        shares["cpu_pressure"] = round(min(1.0, (end["stall_us"] - start["stall_us"]) / 1e6 / wall), 4)
+    if "all_ticks" in start and "all_ticks" in end and end["all_ticks"] > start["all_ticks"]:
+        stolen = (end["steal_ticks"] - start["steal_ticks"]) / (end["all_ticks"] - start["all_ticks"])
+        shares["cpu_steal"] = round(stolen, 4)
+    return shares
+
+
 def _parallel_summary() -> dict:
     """torch.__config__.parallel_info() as key -> value, the library banner lines under "libraries"."""
     summary: dict = {"libraries": []}

@@ -343,6 +343,13 @@ def budget_summary(frame: pd.DataFrame) -> dict | None:
 
 #: the harness's CPU noise target: (p80 - p20) / median within one run, for points above 1 ms
 SPREAD_TARGET, SPREAD_FLOOR_S = 0.05, 1e-3
+#: share of a point's timing during which some other task waited for a CPU (PSI) above which the report warns
+CONTENTION_LIMIT = 0.05
+
+
+def _pressure(contention) -> float:
+    value = contention.get("cpu_pressure") if isinstance(contention, dict) else None
+    return math.nan if value is None else float(value)
 
 
 def _point_label(r: pd.Series) -> str:
@@ -373,6 +380,8 @@ def noise(frame: pd.DataFrame) -> dict:
             shifts.append(r["time_median"] / float(np.median(pooled)))
             shifted.append(_point_label(r))
         outside = spread.loc[idx][above & (spread.loc[idx] > SPREAD_TARGET)].sort_values(ascending=False)
+        pressure = (rows["contention"].map(_pressure) if "contention" in rows else pd.Series(math.nan, rows.index))
+        contended = pressure[pressure > CONTENTION_LIMIT].sort_values(ascending=False)
         devices.append({
             "device": device, "n": len(rows), "above_floor": int(above.sum()),
             "within_target": int((spread.loc[idx][above] <= SPREAD_TARGET).sum()),
@@ -384,10 +393,14 @@ def noise(frame: pd.DataFrame) -> dict:
             "kept_vs_pooled_min_point": shifted[int(np.argmin(shifts))] if shifts else None,
             # the points whose figures carry more noise than the target: named, so a reader can discount them
             "outside_target": [[_point_label(t.loc[i]), num(v, 3)] for i, v in outside.items()],
+            # a steady competitor slows every sample alike: tight spread, inflated time (measure.env.contention_since)
+            "pressure_measured": int(pressure.notna().sum()),
+            "contended": [[_point_label(t.loc[i]), num(v, 3)] for i, v in contended.items()],
         })
     return {"n": int(spread.notna().sum()), "median_spread": num(spread.median(), 3),
             "max_spread": num(spread.max(), 3),
-            "target": SPREAD_TARGET, "floor_s": SPREAD_FLOOR_S, "devices": devices}
+            "target": SPREAD_TARGET, "floor_s": SPREAD_FLOOR_S, "contention_limit": CONTENTION_LIMIT,
+            "devices": devices}
 
 
 def summarize(frame: pd.DataFrame) -> dict:

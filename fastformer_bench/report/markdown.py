@@ -299,6 +299,14 @@ def _noise_lines(n: dict) -> list[str]:
             were = "was" if d["revisited"] == 1 else "were"
             line += (f" {d['revisited']} of them {were} still noisy after their windows and {were} measured again "
                      "at the end of the sweep, minutes later; the tightest measurement is kept.")
+        if d.get("pressure_measured"):
+            limit = f"{n['contention_limit'] * 100:g}%"
+            if d["contended"]:
+                named = "; ".join(f"{label} ({value * 100:.0f}%)" for label, value in d["contended"])
+                line += (f" Other tasks waited for a CPU during more than {limit} of the timing of: {named}; "
+                         "such load slows every sample alike, so these times may be inflated beyond their spread.")
+            else:
+                line += f" No point was timed while other tasks waited for a CPU more than {limit} of the time (PSI)."
         if d.get("outside_target"):
             named = "; ".join(f"{label} ({value * 100:.1f}%)" for label, value in d["outside_target"])
             line += f" Outside the target, so read with that noise: {named}."

@@ -125,7 +125,7 @@ def test_uninterpretable_record_is_rejected(tmp_path):
 
 
 def _timed_record(point: str, samples: list[float], *, attempts: int = 1, rejected=None, status: str = "ok",
-                  seq_len: int = 1024, revisits: int | None = None):
+                  seq_len: int = 1024, revisits: int | None = None, pressure: float | None = 0.0):
     import numpy as np
 
     from fastformer_bench.results import new_record
@@ -134,7 +134,8 @@ def _timed_record(point: str, samples: list[float], *, attempts: int = 1, reject
     return new_record(point_id=point, impl="eager", family="additive", device="cpu", dtype="float32", mode="fwd",
                       scope="core", batch=1, seq_len=seq_len, width=64, heads=2, columns=3, masked=False,
                       status=status, time_median=p50, time_p20=p20, time_p80=p80, samples=samples,
-                      timing_attempts=attempts, rejected_samples=rejected or [], revisits=revisits)
+                      timing_attempts=attempts, rejected_samples=rejected or [], revisits=revisits,
+                      contention={"cpu_pressure": pressure, "cpu_steal": None})
 
 
 def test_noise_counts_the_spread_target_and_the_shift_from_keeping_a_quiet_window():
@@ -147,15 +148,18 @@ def test_noise_counts_the_spread_target_and_the_shift_from_keeping_a_quiet_windo
     wrong = [9e-3 * (1 + 0.5 * k) for k in range(10)]              # incorrect: never counted
     frame = pd.DataFrame([_timed_record("a", tight), _timed_record("b", noisy, attempts=3, rejected=loud,
                                                                    seq_len=2048, revisits=1),
-                          _timed_record("c", fast), _timed_record("d", wrong, status="incorrect")])
+                          _timed_record("c", fast, pressure=0.4), _timed_record("d", wrong, status="incorrect"),
+                          _timed_record("e", tight, seq_len=4096, pressure=None)])
     got = analysis.noise(frame)
     (cpu,) = got["devices"]
-    assert (cpu["n"], cpu["above_floor"], cpu["within_target"]) == (3, 2, 1)
+    assert (cpu["n"], cpu["above_floor"], cpu["within_target"]) == (4, 3, 2)
     assert (cpu["remeasured"], cpu["max_windows"], cpu["revisited"]) == (1, 3, 1)
     # the noisy point is named, with its spread, and so is the point choosing a quiet window moved most
     ((label, spread),) = cpu["outside_target"]
     assert "N=2048" in label and 0.09 < spread < 0.11
     assert "N=2048" in cpu["kept_vs_pooled_min_point"]
+    # a point timed while another task waited for the CPU is named even though its spread is fine
+    assert cpu["pressure_measured"] == 3 and cpu["contended"] == [["eager fwd core N=1024 D=64 C=3", 0.4]]
     pooled = sorted(noisy + loud[0] + loud[1])
     expected = float(pd.Series(noisy).median() / pd.Series(pooled).median())
     assert cpu["kept_vs_pooled"] == pytest.approx(expected, rel=1e-3) and expected < 1
@@ -163,5 +167,6 @@ def test_noise_counts_the_spread_target_and_the_shift_from_keeping_a_quiet_windo
     from fastformer_bench.report import markdown
 
     (line,) = markdown._noise_lines(got)
-    assert line.startswith("cpu: 1 of 2 points above 1 ms are within the 5% p20-p80 target")
+    assert line.startswith("cpu: 2 of 3 points above 1 ms are within the 5% p20-p80 target")
+    assert "more than 5% of the timing of: eager fwd core N=1024 D=64 C=3 (40%)" in line
     assert "1 of them was still noisy" in line and "eager fwd core N=2048 D=64 C=3 (9.9%)" in line
