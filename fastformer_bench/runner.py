@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import signal
@@ -201,7 +202,11 @@ def revisit(first: dict, again: dict) -> dict:
     if again.get("status") != "ok":
         note = f"a revisit ended {again.get('status')}: {again.get('reason')}"
         return {**first, "revisits": first.get("revisits", 0) + 1, "revisit_note": note}
-    kept, other = (again, first) if spread_of(again) < spread_of(first) else (first, again)
+    def spread(record: dict) -> float:
+        value = spread_of(record)
+        return math.inf if value is None else value
+
+    kept, other = (again, first) if spread(again) < spread(first) else (first, again)
     return {**kept,
             "rejected_samples": [*(kept.get("rejected_samples") or []), other["samples"],
                                  *(other.get("rejected_samples") or [])],
