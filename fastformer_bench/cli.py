@@ -132,19 +132,21 @@ def _print_table(records: list[dict], skipped: list) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from fastformer_bench.runner import spread_of
+
     table = Table(title=f"{len(records)} points recorded, {len(skipped)} combinations skipped")
     for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "status", "median ms", "p20–p80 %",
                    "windows", "peak MiB", "GFLOP/s", "rel err"):
         table.add_column(column, justify="right" if column[0].isupper() or " " in column else "left")
     for r in records:
         ok = r["status"] == "ok"
-        spread = (r["time_p80"] - r["time_p20"]) / r["time_median"] * 100 if ok and r["time_median"] else None
+        spread = spread_of(r)
         gflops = r["flops"] / r["time_median"] / 1e9 if ok and r.get("flops") and r["time_median"] else None
         table.add_row(
             r["impl"], r["dtype"], r["mode"], r["scope"], str(r["batch"]), str(r["seq_len"]), str(r["width"]),
             str(r["columns"]), r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:40]}",
             f"{r['time_median'] * 1e3:.3f}" if ok else "",
-            f"{spread:.1f}" if spread is not None else "",
+            f"{spread * 100:.1f}" if spread is not None else "",
             str(r.get("timing_attempts") or "") if ok else "",
             f"{r['peak_bytes'] / 2**20:.1f}" if ok and r.get("peak_bytes") is not None else "",
             f"{gflops:.2f}" if gflops is not None else "",

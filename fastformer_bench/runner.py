@@ -144,6 +144,9 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
         best[problem.point_id] = record
         queue.append(problem)
 
+    def wants_revisit(record: dict) -> bool:
+        return record.get("revisits", 0) < settings.revisits and too_noisy(record, settings.max_spread)
+
     # A point still noisy after its windows waits for a revisit at the end of the sweep: the host's noisy
     # episodes last seconds, so minutes later is an independent chance (see revisit()).
     try:
@@ -151,20 +154,19 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
             for problem in todo:
                 started = time.monotonic()
                 record = measure(problem)
-                if settings.revisits and too_noisy(record, settings.max_spread):
+                if wants_revisit(record):
                     hold(problem, record)
                 else:
                     keep(record)
                 advance(problem, record, time.monotonic() - started)
-            # One pass over the held points after another: a point still noisy goes to the back of the queue.
+            # One pass over the held points after another (every queued point wants a revisit, resumed ones
+            # too: a resume keeps the settings); a point still noisy goes to the back of the queue.
             while queue:
                 problem = queue[0]
-                record = best[problem.point_id]
-                if record.get("revisits", 0) < settings.revisits and too_noisy(record, settings.max_spread):
-                    started = time.monotonic()
-                    record = revisit(record, measure(problem))
-                    advance(problem, record, time.monotonic() - started, revisit=True)
-                if record.get("revisits", 0) < settings.revisits and too_noisy(record, settings.max_spread):
+                started = time.monotonic()
+                record = revisit(best[problem.point_id], measure(problem))
+                advance(problem, record, time.monotonic() - started, revisit=True)
+                if wants_revisit(record):
                     hold(problem, record)
                 else:
                     keep(record)
@@ -197,11 +199,13 @@ def revisit(first: dict, again: dict) -> dict:
     every window of both. A revisit that failed keeps the first measurement, with the failure in ``revisit_note``,
     except a wrong answer, which is never covered by an earlier timing (correctness before speed).
     """
+    count = first.get("revisits", 0) + 1
     if again.get("status") == "incorrect":
-        return {**again, "revisits": first.get("revisits", 0) + 1}
+        return {**again, "revisits": count}
     if again.get("status") != "ok":
         note = f"a revisit ended {again.get('status')}: {again.get('reason')}"
-        return {**first, "revisits": first.get("revisits", 0) + 1, "revisit_note": note}
+        return {**first, "revisits": count, "revisit_note": note}
+
     def spread(record: dict) -> float:
         value = spread_of(record)
         return math.inf if value is None else value
@@ -211,7 +215,7 @@ def revisit(first: dict, again: dict) -> dict:
             "rejected_samples": [*(kept.get("rejected_samples") or []), other["samples"],
                                  *(other.get("rejected_samples") or [])],
             "timing_attempts": (kept.get("timing_attempts") or 1) + (other.get("timing_attempts") or 1),
-            "revisits": first.get("revisits", 0) + 1}
+            "revisits": count}
 
 
 class _progress:

@@ -50,16 +50,20 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _psi_cpu_some() -> dict[str, float]:
+    """The "some" line of Linux's CPU pressure (PSI) as {"avg10": ..., "total": ...}; {} where there is none."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return {key: float(value) for key, value in (item.split("=") for item in f.readline().split()[1:])}
+    except (OSError, ValueError):
+        return {}
+
+
 def _cpu_contention() -> dict:
     """Load average and CPU pressure (PSI): other work on the machine is the main source of CPU timing noise."""
     load = _try(os.getloadavg)
-    pressure = None
-    try:
-        with open("/proc/pressure/cpu") as f:
-            fields = dict(item.split("=") for item in f.readline().split()[1:])
-        pressure = float(fields["avg10"])
-    except (OSError, KeyError, ValueError):
-        pass
+    psi = _psi_cpu_some()
+    pressure = psi.get("avg10")
     return {"load_avg_1m": None if load is None else load[0], "cpu_pressure_some_avg10": pressure}
 
 
@@ -70,12 +74,9 @@ def contention_counters() -> dict:
     OS lacks (no PSI, not Linux) is simply absent.
     """
     counters: dict = {"wall_s": time.monotonic()}
-    try:
-        with open("/proc/pressure/cpu") as f:
-            fields = dict(item.split("=") for item in f.readline().split()[1:])
-        counters["stall_us"] = int(fields["total"])
-    except (OSError, KeyError, ValueError):
-        pass
+    psi = _psi_cpu_some()
+    if "total" in psi:
+        counters["stall_us"] = int(psi["total"])
     try:
         with open("/proc/stat") as f:
             ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal

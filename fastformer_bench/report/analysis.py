@@ -373,19 +373,19 @@ def noise(frame: pd.DataFrame) -> dict:
     revisits = t["revisits"].fillna(0) if "revisits" in t else pd.Series(0, index=t.index)
     devices = []
     for device, idx in t.groupby("device", sort=True).groups.items():
-        rows, above = t.loc[idx], t.loc[idx, "time_median"] > SPREAD_FLOOR_S
+        rows, above, spreads = t.loc[idx], t.loc[idx, "time_median"] > SPREAD_FLOOR_S, spread.loc[idx]
         shifts, shifted = [], []
         for _, r in rows[attempts.loc[idx] > 1].iterrows():
             pooled = list(r["samples"]) + [v for window in (r.get("rejected_samples") or []) for v in window]
             shifts.append(r["time_median"] / float(np.median(pooled)))
             shifted.append(_point_label(r))
-        outside = spread.loc[idx][above & (spread.loc[idx] > SPREAD_TARGET)].sort_values(ascending=False)
+        outside = spreads[above & (spreads > SPREAD_TARGET)].sort_values(ascending=False)
         pressure = (rows["contention"].map(_pressure) if "contention" in rows else pd.Series(math.nan, rows.index))
         contended = pressure[pressure > CONTENTION_LIMIT].sort_values(ascending=False)
         devices.append({
             "device": device, "n": len(rows), "above_floor": int(above.sum()),
-            "within_target": int((spread.loc[idx][above] <= SPREAD_TARGET).sum()),
-            "median_spread_above_floor": num(spread.loc[idx][above].median(), 3) if above.any() else None,
+            "within_target": int((spreads[above] <= SPREAD_TARGET).sum()),
+            "median_spread_above_floor": num(spreads[above].median(), 3) if above.any() else None,
             "remeasured": int((attempts.loc[idx] > 1).sum()), "max_windows": int(attempts.loc[idx].max()),
             "revisited": int((revisits.loc[idx] > 0).sum()),
             "kept_vs_pooled": num(float(np.median(shifts)), 3) if shifts else None,
