@@ -5,7 +5,7 @@ PYTHON ?= python3
 BOOT = .tox-bootstrap
 TOX = $(BOOT)/bin/tox
 
-.PHONY: bench test perf gate
+.PHONY: bench test perf gate gpu-check
 bench: $(TOX)
 	$(TOX) -e bench
 test: $(TOX)
@@ -14,6 +14,14 @@ perf: $(TOX)
 	$(TOX) -e perf
 gate: $(TOX)
 	$(TOX) -e gate
+
+# On a CUDA machine, with the Python that already holds its torch and triton (no tox: GPU machines often have no
+# network): the correctness suite with the Triton kernels compiled for the GPU, then the gpu-check preset
+# (triton, compiled, eager against the run's copy bandwidth) and its report.
+gpu-check:
+	env -u TRITON_INTERPRET $(PYTHON) -m pytest -W error suites/correctness -q -p no:cacheprovider
+	$(PYTHON) -m fastformer_bench run --preset gpu-check --out results/gpu-check-local --resume
+	$(PYTHON) -m fastformer_bench report results/gpu-check-local --out reports/gpu-check-local
 
 $(TOX):
 	$(PYTHON) -m venv $(BOOT)

@@ -22,7 +22,7 @@ def resolve(impl: str, family: str) -> registry.Impl:
 
 
 def additive_attention(
-    x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None, impl: str = "eager"
+    x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None, impl: str = registry.DEFAULT_ADDITIVE
 ) -> torch.Tensor:
     """C-column additive attention (DESIGN §1): x [C, B, N, D], w [C-1, H, Dh], mask [B, N] -> [B, N, D]."""
     chosen = resolve(impl, registry.ADDITIVE)
@@ -33,7 +33,7 @@ def additive_attention(
 
 def softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None,
-    impl: str = "sdpa",
+    impl: str = registry.DEFAULT_SOFTMAX,
 ) -> torch.Tensor:
     """Multi-head softmax attention: q, k, v [B, N, D] -> [B, N, D]; masked query rows are zero."""
     chosen = resolve(impl, registry.SOFTMAX)

@@ -11,10 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from fastformer_bench import axes
 from fastformer_bench.results import POINTS_FILE, read_points
-
-AXIS_TYPES = {"impl": str, "seq_len": int, "width": int, "heads": int, "columns": int, "batch": int, "dtype": str,
-              "device": str, "mode": str, "scope": str, "masked": "bool"}
 
 
 class UsageError(Exception):
@@ -24,26 +22,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage + message; we promise one line
         raise UsageError(f"{self.prog}: {message}")
-
-
-def _parse_axis(name: str, text: str) -> list:
-    kind = AXIS_TYPES[name]
-    values = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            raise UsageError(f"--{name.replace('_', '-')} has an empty value in {text!r}.")
-        if kind is int:
-            try:
-                values.append(int(item))
-            except ValueError:
-                raise UsageError(f"--{name.replace('_', '-')} expects integers, got {item!r}.") from None
-        elif kind == "bool":
-            if item.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise UsageError(f"--masked expects true or false, got {item!r}.")
-            values.append(item.lower() in ("true", "1", "yes"))
-        else:
-            values.append(item)
-    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-limit", type=float, dest="time_limit_s", help="seconds allowed per point")
     run.add_argument("--no-flops", action="store_true", help="skip the fvcore/FlopCounterMode cross-checks")
     run.add_argument("--no-progress", action="store_true", help="no progress output")
-    for axis in AXIS_TYPES:
-        run.add_argument(f"--{axis.replace('_', '-')}", dest=f"axis_{axis}", metavar="V[,V...]",
-                         help=f"override the {axis} axis (comma-separated)")
+    axes.add_overrides(run, axes.NAMES)
 
     lst = sub.add_parser("list", help="list implementations and presets (or a preset's points)")
     lst.add_argument("--preset", help="list this preset's points instead")
@@ -73,25 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+", help="result directories (or points.jsonl files)")
     rep.add_argument("--out", required=True, help="report directory")
 
-    try:
-        from fastformer_bench import gate
-    except ImportError:  # pragma: no cover - the gate lands in its own change
-        gate = None
-    if gate is not None:
-        gate.add_arguments(sub.add_parser("gate", help="compare a candidate with a baseline; exit 1 on regression"))
+    from fastformer_bench import gate
+
+    gate.add_arguments(sub.add_parser("gate", help="compare a candidate with a baseline; exit 1 on regression"))
     return parser
 
 
 def _cmd_run(args) -> int:
     from fastformer_bench import presets
     from fastformer_bench.measure.env import collect_env
-    from fastformer_bench.measure.timing import configure_affinity, configure_allocator, configure_threads
+    from fastformer_bench.measure.host import prepare_process
+    from fastformer_bench.point import Settings
     from fastformer_bench.runner import run_sweep
-    from fastformer_bench.sweep import Settings
 
     preset = presets.load(args.preset)
-    overrides = {axis: _parse_axis(axis, getattr(args, f"axis_{axis}"))
-                 for axis in AXIS_TYPES if getattr(args, f"axis_{axis}") is not None}
+    overrides = axes.overrides(args)
     settings = Settings(**preset.settings)
     changes = {k: getattr(args, k) for k in ("threads", "min_time_s", "time_limit_s") if getattr(args, k) is not None}
     if args.no_flops:
@@ -99,12 +71,14 @@ def _cmd_run(args) -> int:
     if changes:
         settings = Settings(**{**settings.__dict__, **changes})
     problems, skipped = presets.expand(preset, overrides)
-    threads = configure_threads(settings.threads)
+    # An oversized CPU allocation must fail as out-of-memory in the process that makes it; isolated points
+    # are capped in their own worker.
+    cap = not args.isolate and all(p.device == "cpu" for p in problems)
+    applied = prepare_process(settings.threads, pin_cpus=settings.pin_cpus, cap_memory=cap)
+    threads = applied["threads"]
     settings = Settings(**{**settings.__dict__, "threads": threads})
     env = collect_env(threads=threads, argv=sys.argv)
-    env["threads"] = threads
-    env["allocator"] = configure_allocator()
-    env["cpu_affinity"] = configure_affinity(threads) if settings.pin_cpus else None
+    env.update({k: applied[k] for k in ("threads", "allocator", "cpu_affinity")})
     env["copy_bytes_per_s"] = _copy_bandwidths(problems)
     run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate, env=env,
               progress=not args.no_progress)

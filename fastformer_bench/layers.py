@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from fastformer_bench import impls as registry
 from fastformer_bench.api import resolve
 from fastformer_bench.impls import ADDITIVE, SOFTMAX
 
@@ -31,7 +32,8 @@ class FastformerLayer(nn.Module):
     With ``share_qv=True`` the last column reuses the first (x_{C-1} = x_0; for C = 3 the paper's value = query).
     """
 
-    def __init__(self, width: int, heads: int, columns: int = 3, share_qv: bool = False, impl: str = "eager"):
+    def __init__(self, width: int, heads: int, columns: int = 3, share_qv: bool = False,
+                 impl: str = registry.DEFAULT_ADDITIVE):
         super().__init__()
         _check_width(width, heads)
         if not isinstance(columns, int) or columns < 2:
@@ -65,7 +67,7 @@ class SoftmaxAttentionLayer(nn.Module):
     No residual, as in ``torch.nn.MultiheadAttention``.
     """
 
-    def __init__(self, width: int, heads: int, impl: str = "softmax_sdpa"):
+    def __init__(self, width: int, heads: int, impl: str = registry.DEFAULT_SOFTMAX):
         super().__init__()
         _check_width(width, heads)
         self.width, self.heads = width, heads

@@ -10,57 +10,37 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from fastformer_bench import axes
 from fastformer_bench import impls as registry
 from fastformer_bench.layers import FastformerLayer, SoftmaxAttentionLayer
 
-DTYPES: dict[str, torch.dtype] = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-MODES = ("fwd", "fwd_bwd")
-SCOPES = ("core", "layer")
-DEVICES = ("cpu", "cuda")
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in axes.DTYPES}
+
+
+def _default(name: str):
+    return axes.get(name).default
 
 
 @dataclass(frozen=True)
 class Problem:
+    """One point: a value for every axis of ``axes.AXES`` (the field names are the axis names)."""
+
     impl: str
     batch: int
     seq_len: int
     width: int
     heads: int
-    columns: int = 3
-    dtype: str = "float32"
-    device: str = "cpu"
-    mode: str = "fwd"
-    scope: str = "core"
-    masked: bool = False
-    seed: int = 0
+    columns: int = _default("columns")
+    dtype: str = _default("dtype")
+    device: str = _default("device")
+    mode: str = _default("mode")
+    scope: str = _default("scope")
+    masked: bool = _default("masked")
+    seed: int = _default("seed")
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}.")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; known: {', '.join(MODES)}.")
-        if self.scope not in SCOPES:
-            raise ValueError(f"unknown scope {self.scope!r}; known: {', '.join(SCOPES)}.")
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; known: {', '.join(DEVICES)}.")
-        if not isinstance(self.impl, str):
-            raise ValueError(f"impl must be an implementation name, got {self.impl!r}.")
+        axes.validate(self.params())
         registry.get(self.impl)  # ValueError for an unknown name
-        if not isinstance(self.masked, bool):
-            raise ValueError(f"masked must be true or false, got {self.masked!r}.")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
-        for name in ("batch", "seq_len", "width", "heads", "columns"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if self.columns < 2:
-            raise ValueError(f"columns must be >= 2, got {self.columns}.")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}.")
 

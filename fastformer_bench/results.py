@@ -1,6 +1,7 @@
 """The record contract (DESIGN §4), the crash-proof JSONL store, and loading to pandas.
 
-Pure Python + pandas: the report imports this module and must never import torch.
+Pure Python + pandas: the report imports this module and must never import torch (so the facts that schema-1
+records lack are read from a data file, never from the registry).
 """
 
 from __future__ import annotations
@@ -9,31 +10,53 @@ import json
 import math
 import os
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
-SCHEMA = 1
+from fastformer_bench import axes
+
+SCHEMA = 2
+#: schemas ``read_points`` accepts; older ones are upgraded on read (``upgrade``)
+READABLE = (1, 2)
 POINTS_FILE = "points.jsonl"
 #: records of points measured but still waiting for a revisit at the end of the sweep (runner.run_sweep);
 #: it exists only while a sweep runs or after one was killed, and --resume takes it up
 HELD_FILE = "held.jsonl"
 RUN_FILE = "run.json"
+#: the facts of each implementation as they stood while schema 1 was current, for upgrading its records
+SCHEMA1_FACTS = Path(__file__).parent / "impls" / "schema1.json"
 
 STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "error")
+COMPLEXITIES = ("linear", "quadratic")
 
-IDENTITY = ("run_id", "point_id", "impl", "family", "device", "device_name", "dtype", "mode", "scope", "batch",
-            "seq_len", "width", "heads", "columns", "masked", "threads")
+#: facts about the implementation, copied from the registry into every record, so that the report reads data:
+#: complexity (linear | quadratic); baseline_rank (int: a softmax baseline, 1 = the primary one; or None);
+#: expected_exponent ([low, high or None] of time in N at large N, or None); display_order (registry position)
+IMPL_FACTS = ("complexity", "baseline_rank", "expected_exponent", "display_order")
+#: every axis but the seed, which is a point's input rather than what tells points apart (point_id covers it)
+IDENTITY = ("run_id", "point_id", *axes.names(axes.IMPLEMENTATION, axes.SLICE, axes.LENGTH, axes.SHAPE), "family",
+            "device_name", "threads", *IMPL_FACTS, "compute_dtype", "settings_hash")
+#: the axes that are a point's inputs rather than its identity (the seed): every record holds every axis
+INPUTS = tuple(axes.names(axes.SEED))
 OUTCOME = ("status", "reason")
 TIME = ("time_median", "time_p20", "time_p80", "samples", "compile_s")
 MEMORY = ("peak_bytes", "memory_method")
 WORK = ("flops", "flops_fvcore", "flops_counter", "bytes_min")
 ACCURACY = ("max_abs_err", "max_rel_err")
 ENERGY = ("energy_j",)
+#: field -> {"label", "unit", "per_token"}: the fields of this record that a meter asked the report to show
+#: (only those with a value in this record); a plugin meter adds its own fields this way
+SHOWN = ("quantities",)
 #: fields beyond DESIGN §4's list, kept alongside (never required by readers)
 EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
-         "seed", "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention")
-FIELDS = ("schema", *IDENTITY, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY)
-REQUIRED = ("schema", "point_id", "impl", "family", "device", "dtype", "mode", "scope", "batch", "seq_len", "width",
-            "heads", "columns", "masked", "status")
+         "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention")
+FIELDS = ("schema", *IDENTITY, *INPUTS, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY, *SHOWN)
+#: IDENTITY's own optional fields: absent from some writers' records and never needed to read one
+_OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash")
+#: what every record of any readable schema must hold
+REQUIRED = ("schema", *(name for name in IDENTITY if name not in _OPTIONAL + IMPL_FACTS), "status")
+#: what a schema-2 record must hold besides (a schema-1 record gets them from SCHEMA1_FACTS on read)
+REQUIRED_2 = (*IMPL_FACTS, *SHOWN)
 
 
 class ResultsError(ValueError):
@@ -44,6 +67,7 @@ def new_record(**fields) -> dict:
     """A record with every contract field present (None where unknown), then ``fields``."""
     record = {name: None for name in FIELDS}
     record["schema"] = SCHEMA
+    record["quantities"] = {}
     record.update(fields)
     return record
 
@@ -138,16 +162,42 @@ def read_points(path: str | os.PathLike) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             raise ResultsError(f"{path}:{number} is not valid JSON; is this a fastformer-bench results file?") from None
-        if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        schema = record.get("schema") if isinstance(record, dict) else None
+        if type(schema) is not int or schema not in READABLE:  # type(): JSON true must not pass for 1
             found = record.get("schema") if isinstance(record, dict) else type(record).__name__
-            raise ResultsError(f"{path}:{number} has schema {found!r}, expected fastformer-bench schema {SCHEMA}.")
-        missing = [name for name in REQUIRED if name not in record]
+            raise ResultsError(f"{path}:{number} has schema {found!r}, expected fastformer-bench schema "
+                               f"{' or '.join(map(str, READABLE))}.")
+        required = REQUIRED + (REQUIRED_2 if schema >= 2 else ())
+        missing = [name for name in required if name not in record]
         if missing:
             raise ResultsError(f"{path}:{number} lacks required fields {', '.join(missing)}.")
         if record["status"] not in STATUSES:
             raise ResultsError(f"{path}:{number} has unknown status {record['status']!r}.")
+        record = upgrade(record)
         by_id[record["point_id"]] = record
     return list(by_id.values())
+
+
+@cache
+def _schema1() -> dict:
+    return json.loads(SCHEMA1_FACTS.read_text(encoding="utf-8"))
+
+
+def upgrade(record: dict) -> dict:
+    """A schema-1 record with the schema-2 fields filled in (a schema-2 record as it is).
+
+    Schema 1 records carried no implementation facts: they come from the frozen table of the implementations
+    that existed then, so old results keep their colours, baselines and targets (an implementation not in it
+    gets none). ``quantities`` lists what schema 1's one shown meter (energy) measured in that record. The
+    ``schema`` number stays 1: it says the facts were filled on read, not recorded.
+    """
+    if record["schema"] != 1:
+        return record
+    table = _schema1()
+    facts = table["impls"].get(record["impl"], dict.fromkeys(IMPL_FACTS))
+    # copies: the table is cached, and a caller editing one record must not edit every other
+    shown = {field: dict(spec) for field, spec in table["quantities"].items() if record.get(field) is not None}
+    return {**record, **{name: json.loads(json.dumps(facts[name])) for name in IMPL_FACTS}, "quantities": shown}
 
 
 def read_run(directory: str | os.PathLike) -> dict:

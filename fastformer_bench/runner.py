@@ -1,68 +1,31 @@
-"""Runs a list of Problems into a results directory: resume, isolation, memory cap, progress, summary table."""
+"""A sweep: runs a list of Problems into a results directory, with resume, revisits, isolation and progress.
+
+Each point is measured by ``point.measure_point`` (in this process, or in a child with ``isolate``); the
+process itself is set up once by its caller (``measure.host.prepare_process``).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import resource
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
 
+from fastformer_bench.point import Settings, base_record, measure_point
 from fastformer_bench.problem import Problem
-from fastformer_bench.results import HELD_FILE, ResultStore, new_record, read_run
-from fastformer_bench.sweep import Settings, measure_point
-
-#: share of the memory available at start a CPU sweep may address; beyond it allocations fail (status oom)
-#: instead of waking the kernel's OOM killer, which would end the whole sweep
-CPU_MEMORY_SHARE = 0.85
-
-
-def _meminfo_kib(key: str) -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _vm_size_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def cap_cpu_memory(share: float = CPU_MEMORY_SHARE) -> int | None:
-    """Limit this process's address space so an oversized CPU allocation raises instead of being OOM-killed."""
-    available = _meminfo_kib("MemAvailable")
-    if available is None:
-        return None
-    limit = _vm_size_bytes() + int(available * 1024 * share)
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    return limit
+from fastformer_bench.results import HELD_FILE, ResultStore, read_run
 
 
 def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | None) -> dict:
     """Measure one point in a child process, so a crash or a hang costs that point only."""
     payload = json.dumps({"problem": problem.params(), "settings": asdict(settings), "run_id": run_id,
                           "preset": preset})
-    base = new_record(run_id=run_id, point_id=problem.point_id, **{k: v for k, v in problem.params().items()
-                                                                   if k != "seed"},
-                      family=problem.family, threads=settings.threads, preset=preset, seed=problem.seed)
+    base = base_record(problem, run_id, preset, threads=settings.threads)
     limit = settings.time_limit_s + 60  # the child's own import and start-up are not the point's fault
     try:
         done = subprocess.run([sys.executable, "-m", "fastformer_bench.worker"], input=payload, text=True,
@@ -97,7 +60,7 @@ def _check_resumable(previous: dict, preset: str, settings: Settings) -> None:
 
 def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, *, preset: str,
               resume: bool = False, isolate: bool = False, env: dict | None = None,
-              progress: bool = True, cap_memory: bool = True) -> list[dict]:
+              progress: bool = True) -> list[dict]:
     """Measure every problem not yet in ``out`` (with ``resume``), appending each record as it completes.
 
     With ``settings.revisits``, a point still above ``max_spread`` is held (in DIR/held.jsonl, so a killed run
@@ -125,8 +88,6 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
             store.write_run({**previous, "resumed_sessions": sessions})
         else:
             store.write_run({**env, "run_id": run_id, "preset": preset, "settings": asdict(settings)})
-    if cap_memory and not isolate and all(p.device == "cpu" for p in todo + queue):
-        cap_cpu_memory()
     records: list[dict] = []
 
     def measure(problem: Problem) -> dict:

@@ -2,20 +2,24 @@
 
 Every implementation is an :class:`Impl`: a name, a family (``additive`` or ``softmax``), the function that
 computes the core, and a ``supports`` check that says, for a device and a dtype, why it cannot run (or ``None``
-when it can). Adding an implementation is one file in this folder and one line in ``_REGISTERED`` below.
+when it can). Adding an implementation is one file in this folder and one line in ``REGISTRY`` below; from
+outside the package, FASTFORMER_BENCH_PLUGINS or ``registered(impl)`` for a block of code.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from fastformer_bench.plugins import Registry
+
 ADDITIVE = "additive"
 SOFTMAX = "softmax"
+#: what the public API and the layers run when no implementation is named
+DEFAULT_ADDITIVE = "eager"
+DEFAULT_SOFTMAX = "softmax_sdpa"
 
 
 def _always(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -47,6 +51,14 @@ class Impl:
     counted_as: str | None = None
     #: a fused kernel that op-level FLOP counters cannot see into
     opaque_to_counters: bool = False
+    #: a softmax baseline the report compares additive implementations with (1 = the primary one), or None
+    baseline_rank: int | None = None
+    #: the time exponent in N expected at large N, (low, high or None); None: no expectation to check
+    expected_exponent: tuple[float, float | None] | None = None
+
+    @property
+    def complexity(self) -> str:
+        return "quadratic" if self.quadratic else "linear"
 
     def unsupported_reason(self, device: torch.device | str, dtype: torch.dtype) -> str | None:
         """A sentence saying why this implementation cannot run here, or None when it can."""
@@ -62,53 +74,25 @@ class Impl:
         return self.fn(x[0], x[1], x[2], heads, mask)
 
 
-# name -> (module, attribute). Modules are imported lazily so that a missing optional dependency (triton)
-# makes that one implementation unsupported instead of breaking the registry.
-_REGISTERED: dict[str, tuple[str, str]] = {
+#: implementations from outside the package: "module:ATTRIBUTE" separated by commas (how the tests add
+#: deliberately broken or slow ones; the variable reaches ``run --isolate`` workers and the gate's sides too)
+PLUGIN_ENV = "FASTFORMER_BENCH_PLUGINS"
+
+# Adding an implementation: one file in this folder and one line here (name -> module, attribute).
+REGISTRY: Registry[Impl] = Registry("implementation", Impl, PLUGIN_ENV, {
     "reference": ("fastformer_bench.impls.additive_naive", "REFERENCE"),
     "eager": ("fastformer_bench.impls.additive_eager", "EAGER"),
     "compiled": ("fastformer_bench.impls.additive_compiled", "COMPILED"),
     "triton": ("fastformer_bench.impls.additive_triton", "TRITON"),
     "softmax_naive": ("fastformer_bench.impls.softmax", "SOFTMAX_NAIVE"),
     "softmax_sdpa": ("fastformer_bench.impls.softmax", "SOFTMAX_SDPA"),
-}
-
-_loaded: dict[str, Impl] = {}
-
-#: extra implementations from outside the package, "module:ATTRIBUTE" separated by commas: how a user plugs in
-#: an implementation without editing this file (and how the tests add deliberately broken or slow ones; the
-#: variable reaches the processes of ``run --isolate`` and the gate's worktree runs too)
-PLUGIN_ENV = "FASTFORMER_BENCH_PLUGINS"
+})
+names, get, registered = REGISTRY.names, REGISTRY.get, REGISTRY.registered
 
 
-def _load_plugins() -> None:
-    for entry in filter(None, (e.strip() for e in os.environ.get(PLUGIN_ENV, "").split(","))):
-        module, _, attr = entry.partition(":")
-        if not attr:
-            raise ValueError(f"{PLUGIN_ENV} entry {entry!r} must look like module:ATTRIBUTE.")
-        try:
-            impl = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"{PLUGIN_ENV} entry {entry!r} cannot be loaded: {exc}.") from None
-        if not isinstance(impl, Impl):
-            raise ValueError(f"{PLUGIN_ENV} entry {entry!r} is not an Impl.")
-        _REGISTERED.setdefault(impl.name, (module, attr))
-
-
-_load_plugins()
-
-
-def names() -> list[str]:
-    """Every registered implementation name, in a stable order."""
-    return list(_REGISTERED)
-
-
-def get(name: str) -> Impl:
-    """The implementation called ``name``; ``ValueError`` for an unknown name."""
-    if name not in _REGISTERED:
-        raise ValueError(f"unknown implementation {name!r}; known: {', '.join(_REGISTERED)}.")
-    if name not in _loaded:
-        module, attr = _REGISTERED[name]
-        _loaded[name] = getattr(importlib.import_module(module), attr)
-    return _loaded[name]
-
+def facts(name: str) -> dict:
+    """What the report needs to know about an implementation, copied into each of its records (DESIGN §4)."""
+    impl = get(name)
+    return {"family": impl.family, "complexity": impl.complexity, "baseline_rank": impl.baseline_rank,
+            "expected_exponent": list(impl.expected_exponent) if impl.expected_exponent else None,
+            "display_order": names().index(name)}

@@ -74,5 +74,6 @@ COMPILED = Impl(
     description="torch.compile(fullgraph=True, dynamic=False) of eager; graph breaks and recompile limits raise",
     supports=_supports,
     compiles=True,
+    expected_exponent=(0.8, 1.2),
     counted_as="eager",
 )

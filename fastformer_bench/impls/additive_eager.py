@@ -44,4 +44,5 @@ EAGER = Impl(
     family=ADDITIVE,
     fn=eager_additive_attention,
     description="linear-time plain PyTorch",
+    expected_exponent=(0.8, 1.2),
 )

@@ -51,6 +51,8 @@ SOFTMAX_NAIVE = Impl(
     description="multi-head softmax attention with the N×N score matrix materialised",
     reference="softmax_naive",
     quadratic=True,
+    baseline_rank=2,
+    expected_exponent=(1.7, None),
     fallback_reference="softmax_sdpa",
 )
 
@@ -61,4 +63,5 @@ SOFTMAX_SDPA = Impl(
     description="torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient kernels)",
     reference="softmax_naive",
     quadratic=True,
+    baseline_rank=1,
 )

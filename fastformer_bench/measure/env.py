@@ -1,5 +1,5 @@
-"""The machine a run happened on (versions, CPU, GPU via NVML, threads, allocator settings, git state),
-plus two device-level measurements reports need: energy per call (NVML) and copy bandwidth (roofline ceiling).
+"""The machine a run happened on (versions, CPU, GPU via NVML, threads, allocator settings, git state), for
+run.json, plus the run-level machine measurement the report's roofline needs: the copy bandwidth.
 
 Everything degrades quietly: no GPU, no pynvml, NVML failing or no git gives None fields, never a warning.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from fastformer_bench.measure import nvml
+from fastformer_bench.measure import host, nvml
 
 _ENV_PREFIXES = ("PYTORCH_", "MALLOC_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_", "TORCHINDUCTOR_",
                  "TRITON_", "LD_PRELOAD", "NVIDIA_TF32")
@@ -48,59 +48,6 @@ def cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
-
-
-def _psi_cpu_some() -> dict[str, float]:
-    """The "some" line of Linux's CPU pressure (PSI) as {"avg10": ..., "total": ...}; {} where there is none."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return {key: float(value) for key, value in (item.split("=") for item in f.readline().split()[1:])}
-    except (OSError, ValueError):
-        return {}
-
-
-def _cpu_contention() -> dict:
-    """Load average and CPU pressure (PSI): other work on the machine is the main source of CPU timing noise."""
-    load = _try(os.getloadavg)
-    psi = _psi_cpu_some()
-    pressure = psi.get("avg10")
-    return {"load_avg_1m": None if load is None else load[0], "cpu_pressure_some_avg10": pressure}
-
-
-def contention_counters() -> dict:
-    """Cumulative counters of CPU contention now: PSI's "some" stall time and the hypervisor's steal ticks.
-
-    Read before and after a point's sampling and turned into shares by :func:`contention_since`; a counter the
-    OS lacks (no PSI, not Linux) is simply absent.
-    """
-    counters: dict = {"wall_s": time.monotonic()}
-    psi = _psi_cpu_some()
-    if "total" in psi:
-        counters["stall_us"] = int(psi["total"])
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        counters["steal_ticks"], counters["all_ticks"] = ticks[7], sum(ticks)
-    except (OSError, ValueError, IndexError):
-        pass
-    return counters
-
-
-def contention_since(start: dict) -> dict:
-    """Shares of the time since ``start`` with some task waiting for a CPU (PSI) and stolen by the hypervisor.
-
-    ``cpu_pressure`` is what the p20-p80 spread cannot show: a steady competitor on the timed CPU slows every
-    sample alike, so a point can be tight and still inflated. None where the counter is missing.
-    """
-    end = contention_counters()
-    wall = end["wall_s"] - start["wall_s"]
-    shares: dict = {"cpu_pressure": None, "cpu_steal": None}
-    if wall > 0 and "stall_us" in start and "stall_us" in end:
-        shares["cpu_pressure"] = round(min(1.0, (end["stall_us"] - start["stall_us"]) / 1e6 / wall), 4)
-    if "all_ticks" in start and "all_ticks" in end and end["all_ticks"] > start["all_ticks"]:
-        stolen = (end["steal_ticks"] - start["steal_ticks"]) / (end["all_ticks"] - start["all_ticks"])
-        shares["cpu_steal"] = round(stolen, 4)
-    return shares
 
 
 def _parallel_summary() -> dict:
@@ -186,38 +133,10 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
         "argv": list(sys.argv if argv is None else argv),
     }
-    env.update(_cpu_contention())
+    env.update(host.cpu_contention())
     env.update(_gpu())
     env.update(_git_state())
     return env
-
-
-def energy_per_call(step: Callable[[], object], device: str, min_window_s: float = 1.0) -> float | None:
-    """Joules per call from NVML's energy counter over >= min_window_s of back-to-back calls; None off-GPU."""
-    if not str(device).startswith("cuda") or _try(torch.cuda.is_available) is not True:
-        return None
-    dev = torch.device(device)
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    with nvml.session() as nv:
-        if nv is None:
-            return None
-        try:
-            handle = nvml.handle(nv, index)
-            step()  # not counted: lazy initialisation
-            torch.cuda.synchronize(dev)
-            start_mj = nv.nvmlDeviceGetTotalEnergyConsumption(handle)
-            begin, calls = time.perf_counter(), 0
-            # The counter updates every few ms: a window well above that keeps its granularity negligible.
-            while calls == 0 or time.perf_counter() - begin < min_window_s:
-                step()
-                calls += 1
-                if calls % 8 == 0:
-                    torch.cuda.synchronize(dev)  # keep the clock and the GPU together
-            torch.cuda.synchronize(dev)
-            end_mj = nv.nvmlDeviceGetTotalEnergyConsumption(handle)
-        except Exception:
-            return None  # unsupported on this board (NVML_ERROR_NOT_SUPPORTED) or NVML lost
-    return (end_mj - start_mj) / 1000 / calls
 
 
 def copy_bandwidth(device: str, nbytes: int = 256 * 2**20) -> float:

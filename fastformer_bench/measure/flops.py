@@ -48,6 +48,8 @@ from collections.abc import Callable
 
 import torch
 
+from fastformer_bench.measure import Meter, Subject
+
 ADDITIVE, SOFTMAX = "additive", "softmax"
 
 
@@ -290,3 +292,42 @@ def fvcore_flops(fn: Callable, inputs: tuple) -> tuple[int | None, list[str]]:
     except Exception as exc:
         return None, [f"fvcore failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
     return int(round(total)), skipped
+
+
+def _measure(subject: Subject) -> dict:
+    """The analytic counts, and (with the count_flops setting) what the two op-level counters see."""
+    from fastformer_bench.problem import forward, make_step
+
+    problem, impl, inputs = subject.problem, subject.impl, subject.inputs
+    shape = dict(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
+                 columns=problem.columns)
+    work = {
+        "flops": analytic_flops(impl.family, impl.quadratic, problem.scope, problem.mode, **shape),
+        "bytes_min": minimal_bytes(impl.family, problem.scope, problem.mode,
+                                   dtype_bytes=problem.torch_dtype.itemsize, **shape),
+        "flops_fvcore": None, "flops_counter": None, "flops_notes": {},
+    }
+    if not subject.settings.count_flops:
+        return work
+    notes: dict = {}
+    # The counters see aten ops: a fused kernel is opaque to them and torch.compile's graph is eager's.
+    counted_impl = impl.counted_as or problem.impl
+    if impl.opaque_to_counters:
+        notes["fvcore_skipped"] = notes["counter_missing"] = [f"{problem.impl} kernel (opaque to op-level counters)"]
+    else:
+        if problem.mode == "fwd":
+            def fwd_fn(*args):
+                return forward(problem, inputs, counted_impl)
+            count, skipped = fvcore_flops(fwd_fn, ())
+            work["flops_fvcore"], notes["fvcore_skipped"] = count, skipped
+        else:
+            notes["fvcore_skipped"] = ["fvcore counts forward graphs only"]
+        count, missing = counter_flops(make_step(problem, inputs, counted_impl))
+        work["flops_counter"], notes["counter_missing"] = count, missing
+    work["flops_notes"] = notes
+    return work
+
+
+#: analytic work describes the problem, not the run: it is recorded for an incorrect point too
+METER = Meter(name="work", fields=("flops", "bytes_min", "flops_fvcore", "flops_counter", "flops_notes"),
+              measure=_measure, needs_correct=False)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 
+from fastformer_bench.measure import Meter, Subject, host
+
 # Kineto (the profiler's backend) logs every profiler start/stop to stderr at its default level, which
 # buries a sweep's output; level 6 is above its highest (USDT = 5). Read when the profiler first starts.
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -86,34 +88,21 @@ def _profiler_peak(step: Callable[[], object]) -> int:
     return peak
 
 
-def _read_vmhwm() -> int | None:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def _release_free_heap() -> None:
-    """Hand glibc's free heap pages back to the OS, so the call must touch fresh pages that RSS can see."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: the fallback may then miss memory reused from free lists
-
-
 def _vmhwm_peak(step: Callable[[], object]) -> int | None:
-    _release_free_heap()
-    try:
-        with open("/proc/self/status") as f:
-            rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        out = step()
-        del out
-        high = _read_vmhwm()
-    except (OSError, StopIteration, ValueError):
+    # glibc's free heap pages go back to the OS first, so the call must touch fresh pages that RSS can see.
+    host.release_heap()
+    rss = host.process_status_bytes("VmRSS")
+    if not host.reset_rss_high_water_mark():
         return None
-    return None if high is None else max(0, high - rss)
+    out = step()
+    del out
+    high = host.process_status_bytes("VmHWM")
+    return None if high is None or rss is None else max(0, high - rss)
+
+
+def _measure(subject: Subject) -> dict:
+    peak, method = peak_memory(subject.step, subject.problem.device)
+    return {"peak_bytes": peak, "memory_method": method}
+
+
+METER = Meter(name="memory", fields=("peak_bytes", "memory_method"), measure=_measure)

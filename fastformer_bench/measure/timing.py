@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from fastformer_bench.measure import nvml
+from fastformer_bench.measure import Meter, Subject, host, nvml
 
 # Bytes written between GPU samples: well above the largest L2 of current parts (H100: 50 MB, H200: 60 MB).
 _L2_FLUSH_BYTES = 256 * 2**20
@@ -62,95 +61,6 @@ def _is_cuda(device: str) -> bool:
 def _sync(device: str) -> None:
     if _is_cuda(device):
         torch.cuda.synchronize(torch.device(device))
-
-
-def configure_threads(threads: int | None) -> int:
-    """Fix torch's intra-op thread count (and the inter-op count while it can still be set); return it."""
-    if threads is None:
-        return torch.get_num_threads()
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError:
-        pass  # only settable before the first inter-op parallel work; intra-op is what the kernels use
-    return torch.get_num_threads()
-
-
-def configure_affinity(threads: int) -> list[int] | None:
-    """Pin this process (and the threads it starts) to its last ``threads`` allowed CPUs; return them.
-
-    A pinned process keeps its caches and is not migrated between cores mid-sample; the CPUs left over take
-    the OS, interrupts and the harness's own bookkeeping. Nothing is pinned (None) where the OS has no
-    affinity call or no CPU would be left over.
-    """
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}.")
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) <= threads:
-        return None
-    chosen = allowed[-threads:]
-    os.sched_setaffinity(0, chosen)
-    return chosen
-
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def configure_allocator() -> dict:
-    """Keep freed heap memory in the process (glibc), so every call does not page-fault fresh memory in.
-
-    By default glibc serves blocks above a threshold with fresh mmap()s and returns them on free: each call
-    of a step with large intermediates then pays the kernel's page faults and zeroing again, which on this
-    2-core VM doubled some timings and made them vary with memory pressure. With mmap off and the heap never
-    trimmed (M_TRIM_THRESHOLD = -1 is SIZE_MAX: a finite threshold still returned the 4 GiB of a softmax_naive
-    N = 8192 call to the OS every call, a million page faults and 2.7x the steady time), memory freed by one
-    call is reused by the next, as with jemalloc/tcmalloc; ``release_heap`` hands it back between points.
-    Returns the settings applied ({} where the C library is not glibc), for run.json.
-    """
-    libc = _libc()
-    if libc is None:
-        return {}
-    applied = {}
-    for name, param, value in (("M_MMAP_MAX", _M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, -1)):
-        if libc.mallopt(param, value) == 1:
-            applied[name] = value
-    return {"glibc_mallopt": applied} if applied else {}
-
-
-def release_heap() -> bool:
-    """Return the free heap memory to the OS (glibc malloc_trim); True if any was released.
-
-    Called between points: a point's heap then starts from what it needs, not from the largest point so far,
-    and its warm-up (not its samples) pays the page faults of growing it again.
-    """
-    libc = _libc()
-    return bool(libc.malloc_trim(0)) if libc is not None else False
-
-
-def _minor_faults() -> int:
-    try:
-        import resource
-    except ImportError:  # not on this OS: warm-up falls back to time alone
-        return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def time_first_call(step: Callable[[], object], device: str) -> float:
@@ -202,12 +112,12 @@ def _warm_up(step: Callable[[], object], device: str, warmup_s: float, deadline:
     settling_calls = 0
     start = time.perf_counter()
     while True:
-        before = _minor_faults()
+        before = host.minor_faults()
         t0 = time.perf_counter()
         step()
         _sync(device)
         durations.append(time.perf_counter() - t0)
-        faults.append(_minor_faults() - before)
+        faults.append(host.minor_faults() - before)
         _check_deadline(deadline, "warm-up")
         if len(durations) < 2 or time.perf_counter() - start < warmup_s:
             continue
@@ -351,3 +261,24 @@ def gpu_clock_state(device_index: int = 0) -> dict:
             except Exception:
                 state[key] = None  # one query unsupported on this board should not hide the others
         return state
+
+
+def _measure(subject: Subject) -> dict:
+    settings, device = subject.settings, subject.problem.device
+    before = host.contention_counters()
+    measured = time_step(subject.step, device, warmup_s=settings.warmup_s, min_time_s=settings.min_time_s,
+                         min_samples=settings.min_samples, max_samples=settings.max_samples,
+                         max_spread=settings.max_spread, max_attempts=settings.max_attempts,
+                         deadline=subject.deadline)
+    found = {"time_median": measured.median, "time_p20": measured.p20, "time_p80": measured.p80,
+             "samples": list(measured.samples), "calls_per_sample": measured.calls_per_sample,
+             "timing_method": measured.method, "timing_attempts": measured.attempts,
+             "rejected_samples": measured.rejected, "contention": host.contention_since(before)}
+    if device == "cuda":
+        found["gpu_clocks"] = gpu_clock_state()
+    return found
+
+
+METER = Meter(name="time", measure=_measure,
+              fields=("time_median", "time_p20", "time_p80", "samples", "calls_per_sample", "timing_method",
+                      "timing_attempts", "rejected_samples", "contention", "gpu_clocks"))

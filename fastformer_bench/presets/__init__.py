@@ -1,7 +1,8 @@
 """Sweep presets: TOML files in this folder, expanded to a list of Problems.
 
-A preset has ``name``, ``description``, a ``[settings]`` table (see :class:`fastformer_bench.sweep.Settings`)
-and one or more ``[[grid]]`` tables whose values are lists; each grid is the cartesian product of its axes.
+A preset has ``name``, ``description``, a ``[settings]`` table (see :class:`fastformer_bench.point.Settings`)
+and one or more ``[[grid]]`` tables whose values are lists (axes from ``fastformer_bench.axes``, an axis a grid
+leaves out takes the axis's default); each grid is the cartesian product of its axes.
 A grid may set ``token_budget`` instead of ``batch``: batch = token_budget // seq_len (the paper's Figure 2).
 Axis overrides from the CLI replace that axis in every grid.
 """
@@ -13,14 +14,15 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from fastformer_bench import axes
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 HERE = Path(__file__).parent
-AXES = ("impl", "seq_len", "width", "heads", "columns", "batch", "dtype", "device", "mode", "scope", "masked")
-GRID_KEYS = (*AXES, "token_budget")
+GRID_KEYS = (*axes.NAMES, "token_budget")
 
 
 @dataclass
@@ -49,7 +51,7 @@ def load(name_or_path: str) -> Preset:
     grids = data.get("grid")
     if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) for g in grids):
         raise ValueError(f"preset {path} needs at least one [[grid]] table.")
-    from fastformer_bench.sweep import Settings
+    from fastformer_bench.point import Settings
 
     settings = data.get("settings", {})
     if not isinstance(settings, dict):
@@ -75,8 +77,7 @@ def load(name_or_path: str) -> Preset:
                   settings=settings, grids=grids)
 
 
-DEFAULTS = {"columns": [3], "dtype": ["float32"], "device": ["cpu"], "mode": ["fwd"], "scope": ["core"],
-            "masked": [False], "heads": [8], "batch": [1]}
+DEFAULTS = {name: [value] for name, value in axes.defaults().items()}
 
 
 def expand(preset: Preset, overrides: dict[str, list] | None = None):

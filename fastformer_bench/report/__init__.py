@@ -64,12 +64,12 @@ def build_report(inputs: list[str], out: str) -> dict:
 
     Raises results.ResultsError (a ValueError) with one sentence for missing, bad or foreign results.
     """
-    from fastformer_bench.report import analysis, figures, markdown
+    from fastformer_bench.report import analysis, markdown, quantities, spec
 
     frame, runs = load(inputs)
     out_dir = Path(out)
-    summary = analysis.summarize(frame)
-    summary["figures"] = figures.render_all(frame, out_dir / "figures")
+    summary = {**analysis.summarize(frame), **quantities.summarize(frame)}
+    summary["figures"] = spec.render_all(frame, out_dir / "figures")
     summary["inputs"] = [r["label"] for r in runs]
     summary["environment"] = [{"label": r["label"], **r["env"]} for r in runs]
     summary = _clean(summary)

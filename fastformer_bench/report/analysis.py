@@ -2,6 +2,8 @@
 
 Pure pandas/numpy/scipy, no plotting and no torch, so it runs anywhere the results can be read. Every timing
 analysis uses ``status == "ok"`` points only: an incorrect point's time is never evidence of anything.
+What an implementation is (its baseline rank, expected exponent, display order) comes from its records'
+facts (``results.IMPL_FACTS``), never from its name.
 """
 
 from __future__ import annotations
@@ -12,41 +14,30 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fastformer_bench.results import ResultsError
+from fastformer_bench import axes
+from fastformer_bench.report.noise import noise
+from fastformer_bench.report.numbers import num, timed
+from fastformer_bench.results import IMPL_FACTS, ResultsError
 
-SLICE = ["device", "dtype", "mode", "scope"]
-SHAPE = ["batch", "width", "heads", "columns", "masked"]
+SLICE = axes.names(axes.SLICE)
+SHAPE = axes.names(axes.SHAPE)
 #: what must agree for an additive point and a softmax point to be compared (softmax has no column count)
-MATCH = ["device", "dtype", "mode", "scope", "batch", "seq_len", "width", "heads", "masked"]
-BASELINES = ("softmax_sdpa", "softmax_naive")
+MATCH = [name for name in axes.names(axes.SLICE, axes.LENGTH, axes.SHAPE) if name != "columns"]
 MIN_FIT_POINTS = 3
 FIT_RULE = ("log-log OLS of the value against N over the large-N range: the top half of the distinct N values "
             f"measured for that group (at least {MIN_FIT_POINTS}; groups with fewer distinct N are not fitted); "
             "95% CI = slope +/- t(0.975, n-2) * stderr")
-#: expected time exponents at large N: (low, high), None = unbounded
-TARGETS = {"eager": (0.8, 1.2), "compiled": (0.8, 1.2), "reference": (1.7, None), "softmax_naive": (1.7, None)}
 FLOAT_COLUMNS = ["time_median", "time_p20", "time_p80", "compile_s", "peak_bytes", "flops", "flops_fvcore",
                  "flops_counter", "bytes_min", "max_abs_err", "max_rel_err", "energy_j", "tolerance", "copy_bw"]
 INT_COLUMNS = ["batch", "seq_len", "width", "heads"]
 TEXT_COLUMNS = ["impl", "family", "device", "dtype", "mode", "scope", "status"]
 
 
-def num(value, digits: int = 6):
-    """A JSON-ready number with fixed significant digits (None for missing/non-finite), for stable output."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    value = float(value)
-    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
-
-
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     """Typed copy of the loaded records; raises ResultsError for records the report cannot interpret."""
     f = frame.copy()
-    for col in FLOAT_COLUMNS + ["columns", "preset", "point_id", "flops_notes", "reason"]:
+    for col in FLOAT_COLUMNS + ["columns", "preset", "point_id", "flops_notes", "reason", *IMPL_FACTS,
+                                "quantities"]:
         if col not in f.columns:
             f[col] = None
     for col in TEXT_COLUMNS:
@@ -73,10 +64,41 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     return f.sort_values(SLICE + ["impl"] + SHAPE + ["seq_len", "point_id"], kind="stable").reset_index(drop=True)
 
 
-def timed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Points whose time may be used: status ok and a positive, finite median."""
-    t = frame["time_median"]
-    return frame[(frame["status"] == "ok") & np.isfinite(t) & (t > 0)]
+def _whole(value) -> int | None:
+    # pandas turns a column of ints with a None in it into floats with NaN
+    return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) \
+        else int(value)
+
+
+def impl_facts(frame: pd.DataFrame) -> dict[str, dict]:
+    """impl -> {family, complexity, baseline_rank, expected_exponent, display_order}, as its records say.
+
+    Records of one implementation from different runs should agree; where they do not, the first in the
+    prepared order wins. A fact a record lacks is None (no baseline, no expectation, drawn after the others).
+    """
+    facts = {}
+    for impl, g in frame.groupby("impl", sort=True):
+        r = g.iloc[0]
+        exponent = r["expected_exponent"]
+        facts[impl] = {"family": r["family"], "complexity": r["complexity"] if isinstance(r["complexity"], str)
+                       else None, "baseline_rank": _whole(r["baseline_rank"]),
+                       "expected_exponent": list(exponent) if isinstance(exponent, list | tuple) else None,
+                       "display_order": _whole(r["display_order"])}
+    return facts
+
+
+def impl_order(impls, facts: dict[str, dict]) -> list[str]:
+    """``impls`` in display order (the registry's); those without one after the others, by name."""
+    def key(impl):
+        order = facts.get(impl, {}).get("display_order")
+        return (order is None, order or 0, impl)
+    return sorted(set(impls), key=key)
+
+
+def baselines(facts: dict[str, dict]) -> list[str]:
+    """The implementations with a baseline rank, primary (lowest rank) first."""
+    return sorted((i for i, f in facts.items() if f["baseline_rank"] is not None),
+                  key=lambda i: (facts[i]["baseline_rank"], i))
 
 
 def key_dict(names: list[str], values) -> dict:
@@ -141,13 +163,13 @@ def crossing(ns: list[int], ratio: list[float]) -> dict:
             "reason": None}
 
 
-def crossovers(frame: pd.DataFrame) -> list[dict]:
-    """Crossover N of every additive implementation against each softmax baseline, matched point by point."""
+def crossovers(frame: pd.DataFrame, facts: dict[str, dict]) -> list[dict]:
+    """Crossover N of every additive implementation against each baseline in rank order, matched point by point."""
     t = timed(frame)
     keys = SLICE + ["impl"] + SHAPE
     add = t[t["family"] == "additive"].groupby(keys + ["seq_len"])["time_median"].median().reset_index()
     rows = []
-    for base in BASELINES:
+    for base in baselines(facts):
         b = t[t["impl"] == base].groupby(MATCH)["time_median"].median().rename("base_time").reset_index()
         merged = add.merge(b, on=MATCH)
         for key, g in merged.groupby(keys, sort=True):
@@ -241,13 +263,14 @@ def _miss_reason(fit: dict, low: float | None, high: float | None) -> str:
     return why
 
 
-def target_checks(time_fits: list[dict]) -> list[dict]:
+def target_checks(time_fits: list[dict], facts: dict[str, dict]) -> list[dict]:
     """Each time fit of an implementation with an expected exponent, and whether it holds."""
     rows = []
     for fit in time_fits:
-        if fit["impl"] not in TARGETS:
+        expected = facts.get(fit["impl"], {}).get("expected_exponent")
+        if expected is None:
             continue
-        low, high = TARGETS[fit["impl"]]
+        low, high = expected
         holds = (low is None or fit["slope"] >= low) and (high is None or fit["slope"] <= high)
         target = f"{low:g}-{high:g}" if high is not None else f">= {low:g}"
         rows.append({**{k: fit[k] for k in SLICE + ["impl"] + SHAPE + ["n_min", "n_max", "slope", "ci_low",
@@ -280,14 +303,15 @@ def throughput(frame: pd.DataFrame) -> list[dict]:
 def fwd_bwd(frame: pd.DataFrame) -> list[dict]:
     """Time of forward+backward over forward alone, at matching points."""
     t = timed(frame)
-    keys = ["device", "dtype", "scope", "impl"] + SHAPE + ["seq_len"]
+    per_slice = [name for name in SLICE if name != "mode"] + ["impl"]
+    keys = per_slice + SHAPE + ["seq_len"]
     per = t.groupby(keys + ["mode"])["time_median"].median().unstack("mode")
     if "fwd" not in per.columns or "fwd_bwd" not in per.columns:
         return []
     ratio = (per["fwd_bwd"] / per["fwd"]).dropna().rename("ratio").reset_index()
     rows = []
-    for key, g in ratio.groupby(["device", "dtype", "scope", "impl"], sort=True):
-        rows.append({**key_dict(["device", "dtype", "scope", "impl"], key), **_ratio_stats(g["ratio"]),
+    for key, g in ratio.groupby(per_slice, sort=True):
+        rows.append({**key_dict(per_slice, key), **_ratio_stats(g["ratio"]),
                      "n_values": sorted(int(n) for n in g["seq_len"].unique())})
     return rows
 
@@ -333,7 +357,8 @@ def budget_summary(frame: pd.DataFrame) -> dict | None:
     data, tokens = token_budget(frame)
     if tokens is None:
         return None
-    keys = ["device", "dtype", "mode", "impl", "width", "heads", "columns", "masked"]
+    # every series is layer scope and B varies with N at a fixed B x N: neither tells series apart
+    keys = [name for name in SLICE if name != "scope"] + ["impl"] + [name for name in SHAPE if name != "batch"]
     series = []
     for key, g in data.groupby(keys, sort=True):
         per = g.groupby(["seq_len", "batch"])["time_median"].median()
@@ -341,76 +366,16 @@ def budget_summary(frame: pd.DataFrame) -> dict | None:
     return {"tokens": tokens, "series": series}
 
 
-#: the harness's CPU noise target: (p80 - p20) / median within one run, for points above 1 ms
-SPREAD_TARGET, SPREAD_FLOOR_S = 0.05, 1e-3
-#: share of a point's timing during which some other task waited for a CPU (PSI) above which the report warns
-CONTENTION_LIMIT = 0.05
-
-
-def _pressure(contention) -> float:
-    value = contention.get("cpu_pressure") if isinstance(contention, dict) else None
-    return math.nan if value is None else float(value)
-
-
-def _point_label(r: pd.Series) -> str:
-    label = f"{r['impl']} {r['mode']} {r['scope']} N={int(r['seq_len'])} D={int(r['width'])} C={int(r['columns'])}"
-    return label + (f" B={int(r['batch'])}" if int(r["batch"]) != 1 else "") + (" masked" if r["masked"] else "")
-
-
-def noise(frame: pd.DataFrame) -> dict:
-    """Relative p20-p80 spread of the timed points, per device, and what re-measuring noisy windows did.
-
-    ``above_floor``/``within_target`` count points above 1 ms and those whose kept window is within 5 %;
-    ``revisited`` counts points measured again at the end of the sweep (runner.revisit).
-    For points measured in several windows, ``kept_vs_pooled`` is the median over points of the kept window's
-    median / the median of every sample of every window: how far choosing a quiet window moved the figure.
-    """
-    t = timed(frame)
-    if t.empty:
-        return {"n": 0, "median_spread": None, "max_spread": None, "devices": []}
-    spread = (t["time_p80"] - t["time_p20"]) / t["time_median"]
-    attempts = t["timing_attempts"].fillna(1) if "timing_attempts" in t else pd.Series(1, index=t.index)
-    revisits = t["revisits"].fillna(0) if "revisits" in t else pd.Series(0, index=t.index)
-    devices = []
-    for device, idx in t.groupby("device", sort=True).groups.items():
-        rows, above, spreads = t.loc[idx], t.loc[idx, "time_median"] > SPREAD_FLOOR_S, spread.loc[idx]
-        shifts, shifted = [], []
-        for _, r in rows[attempts.loc[idx] > 1].iterrows():
-            pooled = list(r["samples"]) + [v for window in (r.get("rejected_samples") or []) for v in window]
-            shifts.append(r["time_median"] / float(np.median(pooled)))
-            shifted.append(_point_label(r))
-        outside = spreads[above & (spreads > SPREAD_TARGET)].sort_values(ascending=False)
-        pressure = (rows["contention"].map(_pressure) if "contention" in rows else pd.Series(math.nan, rows.index))
-        contended = pressure[pressure > CONTENTION_LIMIT].sort_values(ascending=False)
-        devices.append({
-            "device": device, "n": len(rows), "above_floor": int(above.sum()),
-            "within_target": int((spreads[above] <= SPREAD_TARGET).sum()),
-            "median_spread_above_floor": num(spreads[above].median(), 3) if above.any() else None,
-            "remeasured": int((attempts.loc[idx] > 1).sum()), "max_windows": int(attempts.loc[idx].max()),
-            "revisited": int((revisits.loc[idx] > 0).sum()),
-            "kept_vs_pooled": num(float(np.median(shifts)), 3) if shifts else None,
-            "kept_vs_pooled_min": num(min(shifts), 3) if shifts else None,
-            "kept_vs_pooled_min_point": shifted[int(np.argmin(shifts))] if shifts else None,
-            # the points whose figures carry more noise than the target: named, so a reader can discount them
-            "outside_target": [[_point_label(t.loc[i]), num(v, 3)] for i, v in outside.items()],
-            # a steady competitor slows every sample alike: tight spread, inflated time (measure.env.contention_since)
-            "pressure_measured": int(pressure.notna().sum()),
-            "contended": [[_point_label(t.loc[i]), num(v, 3)] for i, v in contended.items()],
-        })
-    return {"n": int(spread.notna().sum()), "median_spread": num(spread.median(), 3),
-            "max_spread": num(spread.max(), 3),
-            "target": SPREAD_TARGET, "floor_s": SPREAD_FLOOR_S, "contention_limit": CONTENTION_LIMIT,
-            "devices": devices}
-
-
 def summarize(frame: pd.DataFrame) -> dict:
-    """Every analysis above, as one JSON-ready dict (the body of summary.json)."""
+    """Every analysis above, as one JSON-ready dict (the body of summary.json; ``quantities`` adds its own)."""
+    facts = impl_facts(frame)
     time_fits = scaling_fits(frame, "time")
     statuses = frame["status"].value_counts()
     return {
         "points": len(frame), "statuses": {s: int(c) for s, c in sorted(statuses.items())},
+        "baselines": baselines(facts),
         "fit_rule": FIT_RULE, "time_fits": time_fits, "memory_fits": scaling_fits(frame, "memory"),
-        "targets": target_checks(time_fits), "crossovers": crossovers(frame), "oom": oom_limits(frame),
+        "targets": target_checks(time_fits, facts), "crossovers": crossovers(frame, facts), "oom": oom_limits(frame),
         "flop_counters": flop_counters(frame), "correctness": correctness(frame), "throughput": throughput(frame),
         "fwd_bwd": fwd_bwd(frame), "columns": column_effect(frame), "token_budget": budget_summary(frame),
         "noise": noise(frame),

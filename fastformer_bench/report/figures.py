@@ -2,16 +2,19 @@
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot) inside an rc context, so building a report
 changes no global matplotlib state and needs no display. Every figure kind returns a list of entries
-``{"kind", "file", "title"}``; a kind without data returns none and the caller records it as skipped.
-Only status == "ok" points are drawn (plus the OOM markers): an incorrect point's time is never plotted.
+``{"kind", "file", "title"}`` under the kind ``spec.SPECS`` gives it (also its files' prefix); a kind without
+data returns none. Only status == "ok" points are drawn (plus the OOM markers): an incorrect point's time is
+never plotted. Colours, markers and legend order follow each implementation's ``display_order`` fact, never its name.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib as mpl
@@ -23,14 +26,13 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
-from fastformer_bench.report import analysis
-from fastformer_bench.report.markdown import si
+from fastformer_bench.report import analysis, quantities
+from fastformer_bench.report.fmt import si
 
-#: one colour and marker per implementation, the same in every figure (colour-blind-safe order)
-PALETTE = {"reference": "#555555", "eager": "#0072B2", "compiled": "#009E73", "triton": "#CC79A7",
-           "softmax_naive": "#B2182B", "softmax_sdpa": "#E69F00"}
-MARKERS = {"reference": "s", "eager": "o", "compiled": "^", "triton": "D", "softmax_naive": "v",
-           "softmax_sdpa": "P"}
+#: colour and marker of display_order 0, 1, ...: the same implementation looks the same in every figure
+#: (colour-blind-safe order); an implementation beyond these or without an order gets a stable extra one
+COLOURS = ["#555555", "#0072B2", "#009E73", "#CC79A7", "#B2182B", "#E69F00"]
+MARKERS = ["s", "o", "^", "D", "v", "P"]
 _EXTRA_COLOURS = ["#56B4E9", "#8C564B", "#BCBD22", "#17BECF", "#7F3C8D", "#11A579", "#E73F74", "#3969AC"]
 _EXTRA_MARKERS = ["<", ">", "h", "*", "p", "X", "d", "8"]
 _RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
@@ -45,17 +47,51 @@ def _stable_index(name: str, size: int) -> int:
     return zlib.crc32(name.encode()) % size
 
 
-def colour(impl: str) -> str:
-    return PALETTE.get(impl) or _EXTRA_COLOURS[_stable_index(impl, len(_EXTRA_COLOURS))]
+def colour(impl: str, order: int | None) -> str:
+    if order is not None and 0 <= order < len(COLOURS):
+        return COLOURS[order]
+    return _EXTRA_COLOURS[_stable_index(impl, len(_EXTRA_COLOURS))]
 
 
-def marker(impl: str) -> str:
-    return MARKERS.get(impl) or _EXTRA_MARKERS[_stable_index(impl, len(_EXTRA_MARKERS))]
+def marker(impl: str, order: int | None) -> str:
+    if order is not None and 0 <= order < len(MARKERS):
+        return MARKERS[order]
+    return _EXTRA_MARKERS[_stable_index(impl, len(_EXTRA_MARKERS))]
 
 
-def impl_order(impls) -> list[str]:
-    known = [i for i in PALETTE if i in set(impls)]
-    return known + sorted(set(impls) - set(known))
+@dataclass(frozen=True)
+class Look:
+    """How each implementation of one report is drawn and in which order, from its records' facts."""
+
+    facts: dict[str, dict]
+
+    def _order(self, impl: str) -> int | None:
+        return self.facts.get(impl, {}).get("display_order")
+
+    def colour(self, impl: str) -> str:
+        return colour(impl, self._order(impl))
+
+    def marker(self, impl: str) -> str:
+        return marker(impl, self._order(impl))
+
+    def order(self, impls) -> list[str]:
+        return analysis.impl_order(impls, self.facts)
+
+    def primary(self) -> str | None:
+        found = analysis.baselines(self.facts)
+        return found[0] if found else None
+
+    def words(self) -> dict[str, str]:
+        """What spec templates name: the primary baseline, and its name less its family prefix (file tag)."""
+        base = self.primary()
+        if base is None:
+            return {"baseline": "baseline", "baseline_tag": "baseline"}
+        return {"baseline": base, "baseline_tag": base.removeprefix(f"{self.facts[base]['family']}_")}
+
+
+def style():
+    """The rc context every figure is drawn in (no global matplotlib state changes)."""
+    return mpl.rc_context(_RC)
 
 
 def _new(count: int, ncols: int = 3, size: tuple[float, float] = (4.4, 3.4)) -> tuple[Figure, list]:
@@ -125,16 +161,18 @@ def _log_y(ax, values) -> None:
         ax.set_yscale("log")
 
 
-def _line(ax, g: pd.DataFrame, x: str, y: str, impl: str, band: tuple[str, str] | None = None, **style) -> None:
+def _line(ax, g: pd.DataFrame, x: str, y: str, impl: str, look: Look, band: tuple[str, str] | None = None,
+          **style) -> None:
     cols = [y] + list(band or [])
     per = g.groupby(x)[cols].median().sort_index()
-    ax.plot(per.index, per[y], color=colour(impl), marker=marker(impl), label=impl, lw=1.6, ms=5, **style)
+    ax.plot(per.index, per[y], color=look.colour(impl), marker=look.marker(impl), label=impl, lw=1.6, ms=5,
+            **style)
     if band is not None and per[list(band)].notna().all().all():
-        ax.fill_between(per.index, per[band[0]], per[band[1]], color=colour(impl), alpha=0.2, lw=0)
+        ax.fill_between(per.index, per[band[0]], per[band[1]], color=look.colour(impl), alpha=0.2, lw=0)
 
 
 def _slice_text(key: dict) -> str:
-    return ", ".join(f"{key[k]}" for k in ("device", "dtype", "mode", "scope") if k in key) + \
+    return ", ".join(f"{key[k]}" for k in analysis.SLICE if k in key) + \
         (" scope" if "scope" in key else "")
 
 
@@ -164,10 +202,10 @@ def _per_slice(data: pd.DataFrame, keys: list[str]):
 
 
 def _slug(key: dict) -> str:
-    return "-".join(str(key[k]) for k in ("device", "dtype", "mode", "scope") if k in key)
+    return "-".join(str(key[k]) for k in analysis.SLICE if k in key)
 
 
-def time_vs_n(frame: pd.DataFrame, out: Path) -> list[dict]:
+def time_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
     entries = []
     for key, s in _per_slice(analysis.timed(frame), analysis.SLICE):
         for combo in _combos(s):
@@ -175,19 +213,19 @@ def time_vs_n(frame: pd.DataFrame, out: Path) -> list[dict]:
             facets = list(rows.groupby(["width", "heads"], sort=True))
             fig, axes = _new(len(facets))
             for ax, ((width, heads), g) in zip(axes, facets):
-                for impl in impl_order(g["impl"].unique()):
-                    _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, ("time_p20", "time_p80"))
+                for impl in look.order(g["impl"].unique()):
+                    _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
                 _n_axis(ax, g["seq_len"])
                 _log_y(ax, g["time_median"])
                 ax.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
             _legend(fig, axes)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"time_vs_n-{_slug(key)}-{tag}",
-                                 f"Time vs N (median, p20-p80 band): {_slice_text(key)}, {text}", "time_vs_n"))
+            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
+                                 f"Time vs N (median, p20-p80 band): {_slice_text(key)}, {text}", kind))
     return entries
 
 
-def memory_vs_n(frame: pd.DataFrame, out: Path) -> list[dict]:
+def memory_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
     entries = []
     data = frame[(frame["status"] == "oom") | ((frame["status"] == "ok") & (frame["peak_bytes"] > 0))]
     for key, s in _per_slice(data, analysis.SLICE):
@@ -200,16 +238,16 @@ def memory_vs_n(frame: pd.DataFrame, out: Path) -> list[dict]:
             any_oom = False
             for ax, ((width, heads), g) in zip(axes, facets):
                 ok = g[g["status"] == "ok"]
-                for impl in impl_order(g["impl"].unique()):
+                for impl in look.order(g["impl"].unique()):
                     if (ok["impl"] == impl).any():
-                        _line(ax, ok[ok["impl"] == impl], "seq_len", "peak_bytes", impl)
+                        _line(ax, ok[ok["impl"] == impl], "seq_len", "peak_bytes", impl, look)
                     oom = g[(g["impl"] == impl) & (g["status"] == "oom")]["seq_len"]
                     if len(oom):
                         any_oom = True
                         at = int(oom.min())
-                        ax.axvline(at, color=colour(impl), ls="--", lw=1.2)
+                        ax.axvline(at, color=look.colour(impl), ls="--", lw=1.2)
                         ax.plot([at], [0.96], transform=blended_transform_factory(ax.transData, ax.transAxes),
-                                marker="X", ms=10, color=colour(impl), mec="black", clip_on=False)
+                                marker="X", ms=10, color=look.colour(impl), mec="black", clip_on=False)
                 _n_axis(ax, g["seq_len"])
                 _log_y(ax, ok["peak_bytes"])
                 ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="peak memory beyond inputs (bytes)")
@@ -217,23 +255,26 @@ def memory_vs_n(frame: pd.DataFrame, out: Path) -> list[dict]:
                 else None
             _legend(fig, axes, extra)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"memory_vs_n-{_slug(key)}-{tag}",
+            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
                                  f"Peak memory vs N: {_slice_text(key)}, {text}" +
                                  ("\ndashed line and X: smallest N that ran out of memory" if any_oom else ""),
-                                 "memory_vs_n"))
+                                 kind))
     return entries
 
 
-def speedup_heatmap(frame: pd.DataFrame, out: Path) -> list[dict]:
+def speedup_heatmap(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
+    name = look.primary()
+    if name is None:
+        return []
     t = analysis.timed(frame)
-    base = t[t["impl"] == "softmax_sdpa"].groupby(analysis.MATCH)["time_median"].median().rename("base")
+    base = t[t["impl"] == name].groupby(analysis.MATCH)["time_median"].median().rename("base")
     add = t[t["family"] == "additive"].merge(base.reset_index(), on=analysis.MATCH)
     add = add.assign(speedup=add["base"] / add["time_median"])
     entries = []
     for key, s in _per_slice(add, analysis.SLICE):
         for combo in _combos(s):
             g = _combo_rows(s, combo)
-            impls = impl_order(g["impl"].unique())
+            impls = look.order(g["impl"].unique())
             ns, widths = sorted(g["seq_len"].unique()), sorted(g["width"].unique())
             fig, axes = _new(len(impls), ncols=1, size=(0.8 * len(ns) + 2.6, max(2.4, 0.45 * len(widths) + 1.5)))
             # One colour scale for every panel, symmetric in log2 so that "as fast" is always white.
@@ -246,20 +287,19 @@ def speedup_heatmap(frame: pd.DataFrame, out: Path) -> list[dict]:
                     warnings.simplefilter("ignore", PendingDeprecationWarning)
                     sns.heatmap(np.log2(grid), ax=ax, annot=labels, fmt="", cmap="RdBu", center=0, vmin=-limit,
                                 vmax=limit, linewidths=0.5, annot_kws={"fontsize": 8}, cbar=False)
-                ax.set(title=f"{impl}: t(softmax_sdpa) / t({impl})", xlabel=N_LABEL, ylabel="width D")
+                ax.set(title=f"{impl}: t({name}) / t({impl})", xlabel=N_LABEL, ylabel="width D")
                 ax.tick_params(axis="y", rotation=0)
                 ax.grid(False)
-                ax.set_facecolor("#e8e8e8")  # grey cells: not measured (or no matching sdpa point)
+                ax.set_facecolor("#e8e8e8")  # grey cells: not measured (or no matching baseline point)
             fig.colorbar(axes[0].collections[0], ax=axes, label="log2 speedup (> 0: faster)",
                          shrink=0.9)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"speedup_vs_sdpa-{_slug(key)}-{tag}",
-                                 f"Speedup over softmax_sdpa (x; > 1: additive faster)\n{_slice_text(key)}, {text}",
-                                 "speedup_vs_sdpa"))
+            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
+                                 f"Speedup over {name} (x; > 1: additive faster)\n{_slice_text(key)}, {text}", kind))
     return entries
 
 
-def column_effect(frame: pd.DataFrame, out: Path) -> list[dict]:
+def column_effect(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
     t = analysis.timed(frame)
     t = t[(t["family"] == "additive") & (t["columns"] > 0)]
     entries = []
@@ -270,20 +310,20 @@ def column_effect(frame: pd.DataFrame, out: Path) -> list[dict]:
             continue
         fig, axes = _new(len(facets))
         for ax, ((batch, n, width, heads, masked), g) in zip(axes, facets):
-            for impl in impl_order(g["impl"].unique()):
-                _line(ax, g[g["impl"] == impl], "columns", "time_median", impl, ("time_p20", "time_p80"))
+            for impl in look.order(g["impl"].unique()):
+                _line(ax, g[g["impl"] == impl], "columns", "time_median", impl, look, ("time_p20", "time_p80"))
             cs = sorted(g["columns"].unique())
             ax.set_xticks(cs, labels=[str(c) for c in cs])
             _log_y(ax, g["time_median"])
             ax.set(title=f"B = {batch}, N = {n}, D = {width}, H = {heads}" + (", masked" if masked else ""),
                    xlabel="column count C (aggregated columns + 1)", ylabel=TIME_LABEL)
         _legend(fig, axes)
-        entries.append(_save(fig, out, f"columns-{_slug(key)}", f"Time vs column count C: {_slice_text(key)}",
-                             "columns"))
+        entries.append(_save(fig, out, f"{kind}-{_slug(key)}", f"Time vs column count C: {_slice_text(key)}",
+                             kind))
     return entries
 
 
-def throughput(frame: pd.DataFrame, out: Path) -> list[dict]:
+def throughput(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
     t = analysis.timed(frame)
     t = t[(t["bytes_min"] > 0) & (t["flops"] > 0)].assign(
         bw=lambda d: d["bytes_min"] / d["time_median"], rate=lambda d: d["flops"] / d["time_median"],
@@ -291,9 +331,10 @@ def throughput(frame: pd.DataFrame, out: Path) -> list[dict]:
     entries = []
     for key, s in _per_slice(t, analysis.SLICE):
         fig, (left, right) = _new(2, size=(5.2, 3.9))
-        for impl in impl_order(s["impl"].unique()):
+        for impl in look.order(s["impl"].unique()):
             g = s[s["impl"] == impl]
-            style = {"color": colour(impl), "marker": marker(impl), "s": 28, "alpha": 0.8, "edgecolor": "none"}
+            style = {"color": look.colour(impl), "marker": look.marker(impl), "s": 28, "alpha": 0.8,
+                     "edgecolor": "none"}
             left.scatter(g["seq_len"], g["bw"], label=impl, **style)
             right.scatter(g["intensity"], g["rate"], **style)
         copy = s["copy_bw"].dropna().unique()
@@ -311,37 +352,37 @@ def throughput(frame: pd.DataFrame, out: Path) -> list[dict]:
                   title="roofline (dashed: copy bandwidth x intensity)")
         _legend(fig, [left])
         note = "" if len(copy) else " (no copy bandwidth in run.json)"
-        entries.append(_save(fig, out, f"throughput-{_slug(key)}",
-                             f"Achieved bandwidth and FLOP/s: {_slice_text(key)}{note}", "throughput"))
+        entries.append(_save(fig, out, f"{kind}-{_slug(key)}",
+                             f"Achieved bandwidth and FLOP/s: {_slice_text(key)}{note}", kind))
     return entries
 
 
-def token_budget(frame: pd.DataFrame, out: Path) -> list[dict]:
+def token_budget(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
     data, tokens = analysis.token_budget(frame)
     entries = []
-    for key, s in _per_slice(data, ["device", "dtype", "mode"]):
+    for key, s in _per_slice(data, [k for k in analysis.SLICE if k != "scope"]):  # all layer scope
         facets = list(s.groupby(["width", "heads"], sort=True))
         fig, axes = _new(len(facets), size=(5.6, 3.8))
         for ax, ((width, heads), g) in zip(axes, facets):
-            for impl in impl_order(g["impl"].unique()):
-                _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, ("time_p20", "time_p80"))
+            for impl in look.order(g["impl"].unique()):
+                _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
             _n_axis(ax, g["seq_len"])
             batches = g.groupby("seq_len")["batch"].first()
             ax.set_xticks(list(batches.index), labels=[f"{n}\nB={b}" for n, b in batches.items()])
             _log_y(ax, g["time_median"])
             ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="time per layer call (s)")
         _legend(fig, axes)
-        entries.append(_save(fig, out, f"token_budget-{_slug(key)}",
+        entries.append(_save(fig, out, f"{kind}-{_slug(key)}",
                              f"Time per layer at a fixed token budget B x N = {tokens:,}: {_slice_text(key)}, "
-                             "layer scope", "token_budget"))
+                             "layer scope", kind))
     return entries
 
 
-def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path) -> list[dict]:
+def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
     t = analysis.timed(frame)
     keys = ["impl", "batch", "seq_len", "width", "heads", "columns", "masked"]
     entries = []
-    for key, s in _per_slice(t, ["device", "dtype", "scope"]):
+    for key, s in _per_slice(t, [k for k in analysis.SLICE if k != "mode"]):  # both modes in one figure
         per = s.groupby(keys + ["mode"])["time_median"].median().unstack("mode")
         if "fwd" not in per or "fwd_bwd" not in per:
             continue
@@ -355,11 +396,11 @@ def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path) -> list[dict]:
             grid = fig.subplots(2, len(facets), squeeze=False, sharex="col")
             for col, ((width, heads), g) in enumerate(facets):
                 top, bottom = grid[0][col], grid[1][col]
-                for impl in impl_order(g["impl"].unique()):
+                for impl in look.order(g["impl"].unique()):
                     gi = g[g["impl"] == impl]
-                    _line(top, gi, "seq_len", "fwd", impl)
-                    _line(top, gi, "seq_len", "fwd_bwd", impl, ls="--")
-                    _line(bottom, gi.assign(ratio=gi["fwd_bwd"] / gi["fwd"]), "seq_len", "ratio", impl)
+                    _line(top, gi, "seq_len", "fwd", impl, look)
+                    _line(top, gi, "seq_len", "fwd_bwd", impl, look, ls="--")
+                    _line(bottom, gi.assign(ratio=gi["fwd_bwd"] / gi["fwd"]), "seq_len", "ratio", impl, look)
                 _log_y(top, pd.concat([g["fwd"], g["fwd_bwd"]]))
                 top.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
                 # From zero, so that sample noise is not blown up into a pattern.
@@ -370,32 +411,37 @@ def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path) -> list[dict]:
                       (Line2D([], [], color="black", ls="--"), "fwd_bwd (dashed)")]
             _legend(fig, [grid[1][0]], styles)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"fwd_vs_fwd_bwd-{_slug(key)}-{tag}",
-                                 f"Forward vs forward+backward: {_slice_text(key)}, {text}", "fwd_vs_fwd_bwd"))
+            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
+                                 f"Forward vs forward+backward: {_slice_text(key)}, {text}", kind))
     return entries
 
 
-#: kind -> (drawing function, why it may have nothing to draw); REPORT.md's section order is markdown's
-KINDS = {
-    "time_vs_n": (time_vs_n, "no ok points with at least two N at a fixed shape"),
-    "memory_vs_n": (memory_vs_n, "no ok points with a peak memory at two or more N"),
-    "speedup_vs_sdpa": (speedup_heatmap, "no additive point has a matching softmax_sdpa point"),
-    "columns": (column_effect, "no shape was measured at two or more C"),
-    "throughput": (throughput, "no ok points with flops and bytes_min"),
-    "token_budget": (token_budget, "no layer-scope points at a constant B x N with three or more N"),
-    "fwd_vs_fwd_bwd": (fwd_vs_fwd_bwd, "no shape was measured in both fwd and fwd_bwd at two or more N"),
-}
-
-
-def render_all(frame: pd.DataFrame, directory: str | Path) -> list[dict]:
-    """Draw every figure kind into ``directory``; a kind without data becomes a ``skipped`` entry."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(directory.glob("*.png")):  # figures of an earlier report must not linger beside new ones
-        stale.unlink()
+def quantity_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
+    """Every quantity a meter asked the report to show: per call against N, and per token below when it says."""
     entries = []
-    with mpl.rc_context(_RC):
-        for kind, (draw, why) in KINDS.items():
-            drawn = draw(frame, directory)
-            entries.extend(drawn or [{"kind": kind, "file": None, "title": None, "skipped": why}])
+    for field, spec in quantities.shown(frame).items():
+        data = quantities.points(frame, field)
+        data = data.assign(per_token=data["value"] / (data["batch"] * data["seq_len"]))
+        panels = [("value", spec["label"])] + ([("per_token", "per token")] if spec["per_token"] else [])
+        for key, s in _per_slice(data, analysis.SLICE):
+            for combo in _combos(s):
+                facets = list(_combo_rows(s, combo).groupby(["width", "heads"], sort=True))
+                fig = Figure(figsize=(4.6 * len(facets) + 1.8, 3.5 * len(panels) + 0.7), layout="constrained")
+                grid = fig.subplots(len(panels), len(facets), squeeze=False, sharex="col")
+                for col, ((width, heads), g) in enumerate(facets):
+                    for row, (y, label) in enumerate(panels):
+                        ax = grid[row][col]
+                        for impl in look.order(g["impl"].unique()):
+                            _line(ax, g[g["impl"] == impl], "seq_len", y, impl, look)
+                        _log_y(ax, g[y])
+                        _n_axis(ax, g["seq_len"])
+                        ax.set(ylabel=f"{label} ({spec['unit']})", xlabel=N_LABEL if row == len(panels) - 1 else "")
+                    grid[0][col].set(title=f"width D = {width}, heads H = {heads}")
+                _legend(fig, list(grid[0]))
+                text, tag = _combo_text(combo)
+                # a plugin meter names its own field: keep the file name to safe characters
+                name = re.sub(r"[^A-Za-z0-9_.]", "_", field)
+                entries.append(_save(fig, out, f"{name}_vs_n-{_slug(key)}-{tag}",
+                                     f"{spec['label']} vs N ({field}, {spec['unit']}): {_slice_text(key)}, {text}",
+                                     kind))
     return entries

@@ -8,38 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-_PREFIXES = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")]
+from fastformer_bench import axes
+from fastformer_bench.report.fmt import si
+from fastformer_bench.report.spec import SPECS
+
+#: run.json keys shown first, in this order (each is an environment fact: "triton" is that package's version)
 ENV_KEYS = ["python", "torch", "triton", "cpu_model", "threads", "gpu", "git_commit", "preset", "argv",
             "copy_bytes_per_s"]
-#: figure kind -> (section title, what the figure shows), in report order
-FIGURE_SECTIONS = {
-    "time_vs_n": ("Time vs N", "Median time per call against N, one panel per width; the band spans the p20-p80 "
-                  "samples."),
-    "memory_vs_n": ("Peak memory vs N", "Peak memory the call needed beyond its inputs; a dashed line and X mark "
-                    "the smallest N at which an implementation ran out of memory."),
-    "speedup_vs_sdpa": ("Speedup over softmax_sdpa", "t(softmax_sdpa) / t(impl) at matching shapes; blue cells: "
-                        "the additive implementation is faster."),
-    "columns": ("Effect of the column count C", "Time per call against the column count C at fixed shapes."),
-    "throughput": ("Achieved bandwidth and FLOP/s", "Left: bytes_min / time against N with the measured copy "
-                   "bandwidth (dashed). Right: roofline view, analytic FLOP/s against flops / bytes_min with the "
-                   "copy-bandwidth line."),
-    "token_budget": ("Time per layer at a fixed token budget (paper Fig. 2)", "Time per layer call with B x N held "
-                     "fixed: linear attention should stay flat, quadratic attention grow with N."),
-    "fwd_vs_fwd_bwd": ("Forward vs forward+backward", "Top: fwd (solid) and fwd_bwd (dashed) times. Bottom: their "
-                       "ratio."),
-}
-
-
-def si(value, unit: str) -> str:
-    """3 significant digits with an SI prefix, e.g. 4.26 ms; '-' when missing."""
-    if value is None:
-        return "-"
-    if value == 0:
-        return f"0 {unit}"
-    for scale, prefix in _PREFIXES:
-        if abs(value) >= scale * 0.9995:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
 
 
 def _x(value) -> str:
@@ -47,7 +22,7 @@ def _x(value) -> str:
 
 
 def _slice(row: dict) -> str:
-    return " ".join(str(row[k]) for k in ("device", "dtype", "mode", "scope") if k in row)
+    return " ".join(str(row[k]) for k in axes.names(axes.SLICE) if k in row)
 
 
 def _shape(row: dict) -> str:
@@ -82,8 +57,7 @@ def _grouped(rows: list[dict], sentence) -> list[str]:
 
 
 def _identity(row: dict) -> tuple:
-    return tuple(row.get(k) for k in ("device", "dtype", "mode", "scope", "impl", "batch", "width", "heads",
-                                      "columns", "masked"))
+    return tuple(row.get(k) for k in axes.names(axes.SLICE, axes.IMPLEMENTATION, axes.SHAPE))
 
 
 def _table(rows: list[dict]) -> str:
@@ -135,8 +109,7 @@ def conclusions(s: dict) -> list[str]:
                        f"N = {t['n_min']}–{t['n_max']} ({_slice(t)}, {_shape(t)}), outside the expected "
                        f"{t['target']}. Likely reason: {t['reason']}.")
     if s["targets"] and all(t["holds"] for t in s["targets"]):
-        out.append(f"- All {len(s['targets'])} expected time exponents hold (eager/compiled 0.8–1.2, reference and "
-                   "softmax_naive >= 1.7).")
+        out.append(f"- All {len(s['targets'])} expected time exponents hold ({_expected(s['targets'])}).")
     targets = {_identity(t): t for t in s["targets"]}
     out += ["", "### Scaling in N", ""]
     out += ["Time per call:", ""]
@@ -177,6 +150,20 @@ def conclusions(s: dict) -> list[str]:
     return out + [""]
 
 
+def _expected(targets: list[dict]) -> str:
+    """e.g. 'a and b 0.8–1.2; c >= 1.7': which implementations were held to which exponent."""
+    by_target: dict[str, list[str]] = {}
+    for t in targets:
+        names = by_target.setdefault(t["target"], [])
+        if t["impl"] not in names:
+            names.append(t["impl"])
+    return "; ".join(f"{_and(names)} {target.replace('-', '–')}" for target, names in by_target.items())
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _crossing_sentence(c: dict) -> str:
     head = f"{c['impl']} vs {c['baseline']} at width {c['width']}:"
     if c["outcome"] == "crossed":
@@ -206,11 +193,16 @@ def _flop_sentences(rows: list[dict]) -> list[str]:
     return out
 
 
-def figures(entries: list[dict]) -> list[str]:
+def figures(entries: list[dict], baselines: list[str]) -> list[str]:
+    """One section per figure spec, in spec order; a spec drawn under a data-given name finds its figures too."""
     out = ["## Figures", ""]
-    for kind, (title, text) in FIGURE_SECTIONS.items():
-        out += [f"### {title}", "", text, ""]
-        for e in (e for e in entries if e["kind"] == kind):
+    words = {"baseline": baselines[0] if baselines else "baseline"}
+    for spec in SPECS:
+        mine = [e for e in entries if spec.owns(e["kind"])]
+        if spec.optional and not mine:
+            continue
+        out += [f"### {spec.title.format(**words)}", "", spec.text.format(**words), ""]
+        for e in mine:
             alt = (e["title"] or "").replace("\n", "; ")  # a line break would end the image syntax
             out += [f"_Skipped: {e['skipped']}._" if e["file"] is None else f"![{alt}]({e['file']})", ""]
     return out
@@ -271,6 +263,10 @@ def tables(s: dict) -> list[str]:
         out += [f"### Time per layer at B x N = {budget['tokens']:,}", "", _table([
             {"impl": b["impl"], "slice": f"{b['device']} {b['dtype']} {b['mode']}", "D": b["width"], "N": n, "B": bb,
              "time": si(t, "s")} for b in budget["series"] for n, bb, t in b["points"]]), ""]
+    for q in s.get("quantities", []):  # only what some meter measured: no empty section
+        out += [f"### {q['label']} ({q['field']}) by N", "", _table([
+            {**_key_cols(r), "N": r["seq_len"], q["label"]: si(r["per_call"], q["unit"]),
+             **({"per token": si(r["per_token"], q["unit"])} if q["per_token"] else {})} for r in q["rows"]]), ""]
     return out
 
 
@@ -344,6 +340,7 @@ def render(summary: dict, runs: list[dict]) -> str:
     labels = ", ".join(r["label"] for r in runs)
     lines = ["# fastformer-bench report", "", f"Results: {labels}. Regenerate with `fastformer-bench report`; "
              "do not edit by hand.", ""]
-    lines += environment(runs) + conclusions(summary) + figures(summary["figures"]) + tables(summary)
+    lines += environment(runs) + conclusions(summary) + figures(summary["figures"], summary["baselines"])
+    lines += tables(summary)
     lines += caveats(summary, runs)
     return "\n".join(lines).rstrip("\n") + "\n"

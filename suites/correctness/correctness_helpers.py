@@ -7,6 +7,18 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from fastformer_bench import impls as registry
+
+
+def registered(family: str, *, compiles: bool | None = None) -> list[str]:
+    """The registered implementations of ``family`` (with ``compiles``, only those that do / do not compile).
+
+    Tests parametrize over this, never over hand-written names: a new implementation is tested on arrival.
+    Compiling ones (torch.compile ~10 s a shape on two cores, Triton's interpreter) run on fixed cases apart.
+    """
+    return [name for name in registry.names() if registry.get(name).family == family
+            and (compiles is None or registry.get(name).compiles == compiles)]
+
 
 def low_dtype_params(cpu_supports: Callable[[torch.dtype], bool]) -> list:
     """float32, bfloat16, float16 as pytest params, each skipped where ``cpu_supports`` says the CPU lacks it."""

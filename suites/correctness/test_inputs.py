@@ -175,7 +175,7 @@ def test_unsupported_device_raises(monkeypatch):
     """An implementation whose ``supports`` gives a reason is refused with that reason."""
     eager = registry.get("eager")
     fake = dataclasses.replace(eager, supports=lambda device, dtype: "no kernel for this device in the test")
-    monkeypatch.setitem(registry._loaded, "eager", fake)
+    monkeypatch.setitem(registry.REGISTRY.loaded, "eager", fake)
     x, w = good_additive()
     with raises(r"implementation 'eager' does not support cpu/torch.float32: no kernel for this device in the test"):
         fb.additive_attention(x, w, impl="eager")

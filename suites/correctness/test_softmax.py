@@ -10,9 +10,11 @@ import math
 
 import pytest
 import torch
-from correctness_helpers import low_dtype_params, make_assert_close
+from correctness_helpers import low_dtype_params, make_assert_close, registered
 
 import fastformer_bench as fb
+
+SOFTMAX_IMPLS = registered(fb.registry.SOFTMAX)
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -134,7 +136,7 @@ def test_sdpa_matches_naive_float64(shape, mask_kind):
 @pytest.mark.parametrize("mask_kind", [None, "ragged"], ids=["nomask", "ragged"])
 @pytest.mark.parametrize("shape", [pytest.param(SHAPES[k], id=k) for k in ("N37-H3-Dh5", "N16-H1-Dh24")])
 @pytest.mark.parametrize("dtype", LOW_DTYPES)
-@pytest.mark.parametrize("impl", ["softmax_naive", "softmax_sdpa"])
+@pytest.mark.parametrize("impl", SOFTMAX_IMPLS)
 def test_low_precision_matches_naive_float64(impl, dtype, shape, mask_kind):
     B, N, H, Dh = shape
     q, k, v, mask, go = make_qkv(B, N, H, Dh, mask_kind, seed=2)
@@ -150,7 +152,7 @@ def test_low_precision_matches_naive_float64(impl, dtype, shape, mask_kind):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("impl", ["softmax_naive", "softmax_sdpa"])
+@pytest.mark.parametrize("impl", SOFTMAX_IMPLS)
 def test_padding_is_exactly_zero_and_does_not_leak(impl, dtype):
     B, N, H, Dh = 3, 37, 3, 5
     q, k, v, mask, go = make_qkv(B, N, H, Dh, "holes", seed=3)
@@ -175,7 +177,7 @@ def test_padding_is_exactly_zero_and_does_not_leak(impl, dtype):
 
 
 @pytest.mark.parametrize("layout", ["chunk", "permute"])
-@pytest.mark.parametrize("impl", ["softmax_naive", "softmax_sdpa"])
+@pytest.mark.parametrize("impl", SOFTMAX_IMPLS)
 def test_strided_inputs(impl, layout):
     B, N, H, Dh = 2, 37, 3, 5
     D = H * Dh
@@ -198,7 +200,7 @@ def test_strided_inputs(impl, layout):
 
 
 @pytest.mark.parametrize("mask_kind", [None, "ragged"], ids=["nomask", "ragged"])
-@pytest.mark.parametrize("impl", ["softmax_naive", "softmax_sdpa"])
+@pytest.mark.parametrize("impl", SOFTMAX_IMPLS)
 def test_gradcheck(impl, mask_kind):
     q, k, v, mask, _ = make_qkv(2, 4, 2, 3, mask_kind, seed=5)
     inputs = tuple(t.requires_grad_(True) for t in (q, k, v))
@@ -223,7 +225,7 @@ def global_vector(G: torch.Tensor, w_c: torch.Tensor, mask: torch.Tensor | None)
 
 @pytest.mark.parametrize("mask_kind", MASKS, ids=MASK_IDS)
 @pytest.mark.parametrize("C", [2, 4], ids=lambda c: f"C{c}")
-@pytest.mark.parametrize("impl", ["softmax_naive", "softmax_sdpa"])
+@pytest.mark.parametrize("impl", SOFTMAX_IMPLS)
 def test_static_query_equivalence(impl, C, mask_kind):
     """softmax_attention(query = w_c for every token, keys = values = G_c) gives g_c on every (real) row, and
     chaining it C-1 times rebuilds additive attention."""

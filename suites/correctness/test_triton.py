@@ -205,17 +205,19 @@ def test_supports_reports_missing_triton(monkeypatch):
     assert "triton is not importable" in at.TRITON.unsupported_reason(torch.device("cuda"), torch.float32)
 
 
-def test_gpu_check_is_importable_and_refuses_without_cuda(monkeypatch, capsys):
-    from fastformer_bench import gpu_check
+def test_gpu_check_preset_spans_the_kernels_bandwidth_sweep():
+    # The GPU check is a preset of the one harness (make gpu-check): the fused kernel and its two PyTorch twins
+    # at B·N·D = 2^22 .. 2^27 in every low-precision dtype, forward and backward, all on the GPU.
+    from fastformer_bench import presets
 
-    with pytest.raises(SystemExit) as exc:
-        gpu_check.main(["--help"])
-    assert exc.value.code == 0 and "--quick" in capsys.readouterr().out
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert gpu_check.main(["--quick"]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "CUDA" in err
+    problems, skipped = presets.expand(presets.load("gpu-check"))
+    assert not skipped
+    assert {p.device for p in problems} == {"cuda"}
+    assert {p.dtype for p in problems} == {"bfloat16", "float16", "float32"}
+    assert {p.mode for p in problems} == {"fwd", "fwd_bwd"}
+    assert "triton" in {p.impl for p in problems}
+    sizes = sorted({p.batch * p.seq_len * p.width for p in problems})
+    assert sizes == [2**k for k in range(22, 28)]
 
 
 def test_registry_loads_without_triton():

@@ -18,14 +18,14 @@ def test_impls(monkeypatch):
     spec = plugins_for_tests.plugin_spec()
     monkeypatch.setenv(impls.PLUGIN_ENV, spec)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")]))
-    before = dict(impls._REGISTERED)
-    impls._load_plugins()
+    before = dict(impls.REGISTRY.entries)
+    impls.REGISTRY.load_plugins()
     yield
-    impls._REGISTERED.clear()
-    impls._REGISTERED.update(before)
-    for name in list(impls._loaded):
+    monkeypatch.delenv(impls.PLUGIN_ENV)  # before the registry forgets them: names() reads the variable again
+    impls.REGISTRY.entries = before
+    for name in list(impls.REGISTRY.loaded):
         if name not in before:
-            del impls._loaded[name]
+            del impls.REGISTRY.loaded[name]
 
 
 sys.path.insert(0, str(HERE))

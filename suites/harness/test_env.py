@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastformer_bench.measure.env import collect_env, copy_bandwidth, energy_per_call
+from fastformer_bench.measure.energy import energy_per_call
+from fastformer_bench.measure.env import collect_env, copy_bandwidth
 
 REPO = Path(__file__).resolve().parents[2]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
@@ -74,7 +75,7 @@ def test_copy_bandwidth_is_a_plausible_rate():
 
 def _busy_share_of_pressure(competitor: bool, seconds: float = 0.6) -> float:
     """cpu_pressure over a busy loop pinned to one CPU, with or without a second busy process on that CPU."""
-    from fastformer_bench.measure.env import contention_counters, contention_since
+    from fastformer_bench.measure.host import contention_counters, contention_since
 
     allowed = os.sched_getaffinity(0)
     cpu = max(allowed)
@@ -110,7 +111,7 @@ def test_contention_sees_a_competitor_on_the_timed_cpu():
 
 
 def test_contention_degrades_to_none_without_counters():
-    from fastformer_bench.measure.env import contention_since
+    from fastformer_bench.measure.host import contention_since
 
     shares = contention_since({"wall_s": 0.0})  # a start with no counters (an OS without PSI or /proc/stat)
     assert shares == {"cpu_pressure": None, "cpu_steal": None}

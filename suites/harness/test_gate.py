@@ -15,12 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gate_selftest import plugin_env, snapshot  # suites/harness is on sys.path (conftest)
 
-from fastformer_bench import gate_compare, gate_instructions, gate_stats
-from fastformer_bench.gate_selftest import plugin_env, snapshot
+from fastformer_bench.gate import compare as gate_compare
+from fastformer_bench.gate import instructions as gate_instructions
+from fastformer_bench.gate import sides
+from fastformer_bench.gate import stats as gate_stats
+from fastformer_bench.gate.ab import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--seq-len", "64", "--width", "32", "--heads", "2", "--batch", "1"]
+#: the last revision before the gate became a package (no point.py, no measure/host.py): an older baseline
+OLD_REV = "c13d48a"
 
 
 # -- statistics ------------------------------------------------------------------------------------------------
@@ -146,3 +152,54 @@ def test_instruction_counts_flag_two_percent_more_work_and_not_unchanged_code(cl
     rows = _rows(report)
     assert rows["unchanged"]["verdict"] == "same" and abs(rows["unchanged"]["ratio"] - 1) < 0.005, rows
     assert rows["slowed"]["verdict"] == "regression" and rows["slowed"]["ratio"] > 1.01, rows
+
+
+# -- structure ---------------------------------------------------------------------------------------------------
+def test_importing_the_gate_does_not_import_the_cli():
+    code = "import sys, fastformer_bench.gate; print('fastformer_bench.cli' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_pairing_keys_and_overridable_axes_come_from_the_axis_table():
+    from fastformer_bench import axes
+    from fastformer_bench.gate import modes
+
+    assert gate_compare.KEY_FIELDS == axes.NAMES
+    assert set(modes.RUN_AXES) == set(axes.NAMES) - {"impl"}
+
+
+# -- the wall-time worker against this tree and an older baseline's ----------------------------------------------
+def _worker_protocol(tree: Path, workdir: Path) -> None:
+    """setup + samples of a tiny point, and the preflight's refusal of an unsupported one, from ``tree``."""
+    import torch
+
+    sides.check_imports_from(tree)
+    worker = Worker("side", tree, workdir)
+    try:
+        params = {"impl": "eager", "batch": 1, "seq_len": 64, "width": 32, "heads": 2}
+        setup = worker.ask({"op": "setup", "params": params, "threads": 1, "warmup_s": 0.01})
+        assert setup["status"] == "ok" and setup["per_call_s"] > 0 and setup["max_rel_err"] < 1e-4, setup
+        for _ in range(2):
+            reply = worker.ask({"op": "sample", "calls": 3})
+            assert reply.get("s", 0) > 0, reply
+        if not torch.cuda.is_available():
+            refused = worker.ask({"op": "setup", "params": {**params, "device": "cuda"}, "threads": 1})
+            assert refused == {"status": "unsupported", "reason": "no CUDA device on this machine"}, refused
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0, (workdir / "stderr.txt").read_text()
+
+
+def test_wall_worker_runs_against_this_tree(tmp_path):
+    _worker_protocol(REPO, tmp_path)
+
+
+def test_wall_worker_runs_against_a_baseline_from_before_the_gate_package(tmp_path):
+    try:
+        sides.resolve_rev(REPO, OLD_REV)
+    except ValueError:
+        pytest.skip(f"commit {OLD_REV} is not in this clone (shallow?): the old-API path of the workers is untested")
+    with sides.worktree(REPO, OLD_REV) as tree:
+        assert not (tree / "fastformer_bench" / "point.py").exists()  # the compatibility path is the one taken
+        _worker_protocol(tree, tmp_path)

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from fastformer_bench.point import Settings, base_record, measure_point
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import ResultStore, read_points
 from fastformer_bench.runner import run_sweep
-from fastformer_bench.sweep import Settings, measure_point
 
 FAST = Settings(threads=2, warmup_s=0.01, min_time_s=0.02, min_samples=3, max_samples=5, time_limit_s=30,
                 count_flops=False)
@@ -55,7 +55,7 @@ def test_wrong_answer_is_recorded_incorrect_without_any_timing():
 @pytest.mark.usefixtures("test_impls")
 def test_out_of_memory_is_a_status_and_the_sweep_goes_on(tmp_path):
     problems = [tiny("test_huge"), tiny("eager")]
-    records = run_sweep(problems, FAST, tmp_path, preset="t", progress=False, cap_memory=False)
+    records = run_sweep(problems, FAST, tmp_path, preset="t", progress=False)
     assert [r["status"] for r in records] == ["oom", "ok"]
     assert "allocate" in records[0]["reason"]
     assert len(read_points(tmp_path / "points.jsonl")) == 2
@@ -97,14 +97,14 @@ def test_store_cuts_a_partial_tail_left_by_a_killed_writer(tmp_path):
 
 
 def test_rerun_into_a_full_directory_refuses_instead_of_mixing(tmp_path):
-    run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False, cap_memory=False, env={"x": 1})
+    run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False, env={"x": 1})
     with pytest.raises(ValueError, match="--resume"):
-        run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False, cap_memory=False)
+        run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False)
     other = Settings(**{**FAST.__dict__, "min_time_s": 9.0})
     with pytest.raises(ValueError, match="min_time_s"):
-        run_sweep([tiny("eager")], other, tmp_path, preset="t", resume=True, progress=False, cap_memory=False)
+        run_sweep([tiny("eager")], other, tmp_path, preset="t", resume=True, progress=False)
     with pytest.raises(ValueError, match="preset"):
-        run_sweep([tiny("eager")], FAST, tmp_path, preset="u", resume=True, progress=False, cap_memory=False)
+        run_sweep([tiny("eager")], FAST, tmp_path, preset="u", resume=True, progress=False)
 
 
 def _run_cli(args, **kw):
@@ -147,7 +147,7 @@ def test_kill_9_then_resume_gives_every_point_once(tmp_path):
                                                 ("softmax_naive", "softmax_naive", "softmax_sdpa"),
                                                 ("softmax_sdpa", "softmax_naive", "softmax_sdpa")])
 def test_quadratic_ground_truth_only_where_affordable(impl, small, large):
-    from fastformer_bench.sweep import REFERENCE_BUDGET_BYTES, reference_for
+    from fastformer_bench.point import REFERENCE_BUDGET_BYTES, reference_for
 
     assert reference_for(tiny(impl, seq_len=1024, heads=8, width=512)) == small
     # B·H·N² float64 weights far beyond the budget: the float64 run of the best trusted linear/fused one instead
@@ -173,9 +173,7 @@ def _scripted_measurements(monkeypatch, script: dict[int, list[dict]]) -> list[i
             raise outcome
         median = 1.0
         spread = outcome.get("spread", 0.0)
-        return {"schema": 1, "point_id": problem.point_id, "impl": problem.impl, "family": "additive",
-                "device": "cpu", "dtype": "float32", "mode": "fwd", "scope": "core", "batch": 2, "seq_len": n,
-                "width": 8, "heads": 2, "columns": 3, "masked": False, "status": outcome.get("status", "ok"),
+        return {**base_record(problem), "status": outcome.get("status", "ok"),
                 "reason": outcome.get("reason"), "time_median": median, "time_p20": median - spread / 2,
                 "time_p80": median + spread / 2, "samples": [n + k / 10], "timing_attempts": 2,
                 "rejected_samples": [[-k - 1.0]]}
@@ -191,7 +189,7 @@ def test_a_point_still_noisy_is_measured_again_after_the_others_and_the_tighter_
     calls = _scripted_measurements(monkeypatch, {1: [{"spread": 0.20}, {"spread": 0.03}],
                                                  2: [{"spread": 0.01}], 3: [{"spread": 0.02}]})
     records = run_sweep([tiny("eager", seq_len=n) for n in (1, 2, 3)], REVISIT, tmp_path, preset="t",
-                        progress=False, cap_memory=False)
+                        progress=False)
     assert calls == [1, 2, 3, 1]
     stored = read_points(tmp_path / "points.jsonl")
     assert [r["seq_len"] for r in stored] == [2, 3, 1] and stored == records
@@ -203,8 +201,7 @@ def test_a_point_still_noisy_is_measured_again_after_the_others_and_the_tighter_
 
 def test_a_revisit_noisier_than_the_first_measurement_keeps_the_first(monkeypatch, tmp_path):
     _scripted_measurements(monkeypatch, {1: [{"spread": 0.08}, {"spread": 0.30}, {"spread": 0.12}]})
-    (record,) = run_sweep([tiny("eager", seq_len=1)], REVISIT, tmp_path, preset="t", progress=False,
-                          cap_memory=False)
+    (record,) = run_sweep([tiny("eager", seq_len=1)], REVISIT, tmp_path, preset="t", progress=False)
     assert record["samples"] == [1.0] and record["revisits"] == 2 and record["timing_attempts"] == 6
     assert len(record["rejected_samples"]) == 5
     assert read_points(tmp_path / "points.jsonl") == [record]
@@ -213,10 +210,9 @@ def test_a_revisit_noisier_than_the_first_measurement_keeps_the_first(monkeypatc
 def test_without_revisits_or_target_a_noisy_point_is_stored_as_measured(monkeypatch, tmp_path):
     calls = _scripted_measurements(monkeypatch, {1: [{"spread": 0.5}], 2: [{"spread": 0.5}]})
     no_revisits = Settings(**{**REVISIT.__dict__, "revisits": 0})
-    run_sweep([tiny("eager", seq_len=1)], no_revisits, tmp_path / "a", preset="t", progress=False,
-              cap_memory=False)
+    run_sweep([tiny("eager", seq_len=1)], no_revisits, tmp_path / "a", preset="t", progress=False)
     no_target = Settings(**{**REVISIT.__dict__, "max_spread": None, "max_attempts": 1})
-    run_sweep([tiny("eager", seq_len=2)], no_target, tmp_path / "b", preset="t", progress=False, cap_memory=False)
+    run_sweep([tiny("eager", seq_len=2)], no_target, tmp_path / "b", preset="t", progress=False)
     assert calls == [1, 2]
 
 
@@ -225,7 +221,7 @@ def test_a_revisit_that_fails_keeps_the_first_timing_but_a_wrong_answer_wins(mon
         1: [{"spread": 0.2}, {"status": "timeout", "reason": "a"}, {"status": "timeout", "reason": "slow host"}],
         2: [{"spread": 0.2}, {"status": "incorrect", "reason": "max relative error 1 > tolerance"}]})
     records = run_sweep([tiny("eager", seq_len=n) for n in (1, 2)], REVISIT, tmp_path, preset="t",
-                        progress=False, cap_memory=False)
+                        progress=False)
     wrong, timed_out = records  # the wrong answer is final after one revisit; the other is held for two
     assert timed_out["status"] == "ok" and timed_out["samples"] == [1.0] and "slow host" in timed_out["revisit_note"]
     assert wrong["status"] == "incorrect" and wrong["revisits"] == 1
@@ -234,8 +230,7 @@ def test_a_revisit_that_fails_keeps_the_first_timing_but_a_wrong_answer_wins(mon
 def test_an_interrupted_revisit_still_stores_the_held_point_once(monkeypatch, tmp_path):
     _scripted_measurements(monkeypatch, {1: [{"spread": 0.2}, KeyboardInterrupt()], 2: [{"spread": 0.0}]})
     with pytest.raises(KeyboardInterrupt):
-        run_sweep([tiny("eager", seq_len=n) for n in (1, 2)], REVISIT, tmp_path, preset="t", progress=False,
-                  cap_memory=False)
+        run_sweep([tiny("eager", seq_len=n) for n in (1, 2)], REVISIT, tmp_path, preset="t", progress=False)
     stored = read_points(tmp_path / "points.jsonl")
     assert [(r["seq_len"], r["samples"]) for r in stored] == [(2, [2.0]), (1, [1.0])]
 
@@ -254,11 +249,10 @@ def test_a_point_held_for_revisit_survives_kill_9_and_resume_revisits_it(monkeyp
 import os, sys
 from fastformer_bench import runner
 from fastformer_bench.problem import Problem
-from fastformer_bench.sweep import Settings
+from fastformer_bench.point import Settings
 runner.too_noisy = lambda record, max_spread: os._exit(9) if record["seq_len"] == 16 else True
 problems = [Problem(impl="eager", batch=2, seq_len=n, width=8, heads=2) for n in (8, 16)]
-runner.run_sweep(problems, Settings(**{REVISIT.__dict__!r}), {str(tmp_path)!r}, preset="t", progress=False,
-                 cap_memory=False)
+runner.run_sweep(problems, Settings(**{REVISIT.__dict__!r}), {str(tmp_path)!r}, preset="t", progress=False)
 """
     died = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert died.returncode == 9, died.stderr
@@ -268,7 +262,7 @@ runner.run_sweep(problems, Settings(**{REVISIT.__dict__!r}), {str(tmp_path)!r}, 
     monkeypatch.setattr(runner, "too_noisy",
                         lambda record, max_spread: record["seq_len"] == 8 and not record.get("revisits"))
     problems = [tiny("eager", seq_len=n) for n in (8, 16)]
-    records = run_sweep(problems, REVISIT, tmp_path, preset="t", resume=True, progress=False, cap_memory=False)
+    records = run_sweep(problems, REVISIT, tmp_path, preset="t", resume=True, progress=False)
     stored = {r["seq_len"]: r for r in read_points(tmp_path / "points.jsonl")}
     assert len(records) == 2 and set(stored) == {8, 16} and not (tmp_path / HELD_FILE).exists()
     revisited = stored[8]
@@ -277,4 +271,4 @@ runner.run_sweep(problems, Settings(**{REVISIT.__dict__!r}), {str(tmp_path)!r}, 
     assert held["samples"] in windows, "the killed run's measurement is kept, as the result or among the rejected"
     assert revisited["timing_attempts"] == len(windows) > held["timing_attempts"] == 1 + len(held["rejected_samples"])
     with pytest.raises(ValueError, match="--resume"):
-        run_sweep(problems, REVISIT, tmp_path, preset="t", progress=False, cap_memory=False)
+        run_sweep(problems, REVISIT, tmp_path, preset="t", progress=False)

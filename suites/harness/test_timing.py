@@ -8,14 +8,11 @@ import pytest
 import torch
 
 from fastformer_bench.measure import timing
+from fastformer_bench.measure.host import configure_affinity, configure_allocator, configure_threads, release_heap
 from fastformer_bench.measure.timing import (
     MAX_SETTLING_CALLS,
     Timing,
-    configure_affinity,
-    configure_allocator,
-    configure_threads,
     gpu_clock_state,
-    release_heap,
     time_first_call,
     time_step,
 )
@@ -237,7 +234,7 @@ def test_configure_affinity_pins_to_the_last_cpus_in_a_child_process():
 
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this OS")
-    code = ("import json, os; from fastformer_bench.measure.timing import configure_affinity; "
+    code = ("import json, os; from fastformer_bench.measure.host import configure_affinity; "
             "got = configure_affinity(1); print(json.dumps([got, sorted(os.sched_getaffinity(0))]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     got, now = json.loads(out.strip().splitlines()[-1])

@@ -19,8 +19,8 @@ from fastformer_bench import impls as registry
 from fastformer_bench.measure import flops as flops_measure
 from fastformer_bench.measure import memory as memory_measure
 from fastformer_bench.measure import timing
+from fastformer_bench.point import check_correctness
 from fastformer_bench.problem import Problem, make_inputs, make_step
-from fastformer_bench.sweep import check_correctness
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = "bfloat16" if DEVICE == "cuda" else "float32"

@@ -23,6 +23,20 @@ WILD_N = 4096
 
 FAMILY = {"reference": "additive", "eager": "additive", "compiled": "additive", "triton": "additive",
           "softmax_naive": "softmax", "softmax_sdpa": "softmax"}
+#: the facts a schema-2 record carries about its implementation (the report reads these, never the names)
+FACTS = {
+    "reference": {"complexity": "quadratic", "baseline_rank": None, "expected_exponent": [1.7, None],
+                  "display_order": 0},
+    "eager": {"complexity": "linear", "baseline_rank": None, "expected_exponent": [0.8, 1.2], "display_order": 1},
+    "compiled": {"complexity": "linear", "baseline_rank": None, "expected_exponent": [0.8, 1.2], "display_order": 2},
+    "triton": {"complexity": "linear", "baseline_rank": None, "expected_exponent": None, "display_order": 3},
+    "softmax_naive": {"complexity": "quadratic", "baseline_rank": 2, "expected_exponent": [1.7, None],
+                      "display_order": 4},
+    "softmax_sdpa": {"complexity": "quadratic", "baseline_rank": 1, "expected_exponent": None, "display_order": 5},
+}
+ENERGY = {"label": "energy per call", "unit": "J", "per_token": True}
+#: synthetic energy: this many joules per token and unit of width
+ENERGY_PER_TOKEN_WIDTH = 1e-9
 
 
 def _time(impl: str, n: int, d: int, columns: int = 3) -> float:
@@ -56,8 +70,9 @@ class _Points:
         fvcore = 0.4 * flops if mode == "fwd" else None
         record = new_record(
             run_id="synthetic-run", point_id=f"{impl}-{mode}-{scope}-b{batch}-n{n}-d{d}-c{columns}", impl=impl,
-            family=FAMILY[impl], device="cpu", device_name="Synthetic CPU", dtype="float32", mode=mode, scope=scope,
-            batch=batch, seq_len=n, width=d, heads=h, columns=columns, masked=False, threads=2, status=status,
+            family=FAMILY[impl], **FACTS[impl], device="cpu", device_name="Synthetic CPU", dtype="float32", mode=mode,
+            scope=scope, batch=batch, seq_len=n, width=d, heads=h, columns=columns, masked=False, threads=2,
+            status=status,
             reason=None if status == "ok" else f"synthetic {status}",
             time_median=t if timed else None, time_p20=0.97 * t if timed else None,
             time_p80=1.04 * t if timed else None, samples=[t] * 3 if timed else None,
@@ -96,6 +111,17 @@ def synthetic_records() -> list[dict]:
         for impl in ("eager", "softmax_sdpa"):
             p.add(impl, n, 64, scope="layer", batch=65536 // n, preset="paper-fig2")
     return p.records
+
+
+def with_energy(records: list[dict]) -> list[dict]:
+    """Copies of ``records`` whose ok points measured energy (per call: ENERGY_PER_TOKEN_WIDTH x B x N x D)."""
+    out = []
+    for r in records:
+        if r["status"] == "ok":
+            joules = ENERGY_PER_TOKEN_WIDTH * r["batch"] * r["seq_len"] * r["width"]
+            r = {**r, "energy_j": joules, "quantities": {**r["quantities"], "energy_j": dict(ENERGY)}}
+        out.append(r)
+    return out
 
 
 def run_env() -> dict:

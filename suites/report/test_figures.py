@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from report_synthetic import synthetic_records, write_results
 
-from fastformer_bench.report import build_report, figures
-from fastformer_bench.report.markdown import FIGURE_SECTIONS
+from fastformer_bench.report import build_report, figures, spec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -21,11 +20,19 @@ def built(tmp_path_factory):
     return results, out, build_report([str(results)], str(out))
 
 
+def _spec_of(kind: str) -> spec.FigureSpec:
+    (found,) = [s for s in spec.SPECS if s.owns(kind)]
+    return found
+
+
 def test_every_figure_kind_is_written(built):
     _results, out, summary = built
     entries = summary["figures"]
-    assert {e["kind"] for e in entries} == set(figures.KINDS) == set(FIGURE_SECTIONS)
+    # every spec but the optional one (no synthetic record measured a shown quantity) drew, under its own kind
+    assert {_spec_of(e["kind"]).kind for e in entries} == {s.kind for s in spec.SPECS if not s.optional}
     assert all(e["file"] for e in entries), [e for e in entries if not e["file"]]
+    # the heatmap's kind and files are named after the primary baseline the records carry, less its family
+    assert {e["kind"] for e in entries if _spec_of(e["kind"]) is spec.SPEEDUP} == {"speedup_vs_sdpa"}
     written = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert written == sorted(Path(e["file"]).name for e in entries)
     for name in written:
@@ -40,6 +47,11 @@ def test_report_links_every_figure_and_leads_with_conclusions(built):
         assert f"]({e['file']})" in text
     assert text.index("## Environment") < text.index("## Conclusions") < text.index("## Figures") \
         < text.index("## Tables") < text.index("## Conventions and caveats")
+    # one section per spec, in spec order; the optional one (no quantity measured) is absent, not empty
+    titles = [f"### {s.title.format(baseline='softmax_sdpa')}\n" for s in spec.SPECS if not s.optional]
+    assert [text.index(t) for t in titles] == sorted(text.index(t) for t in titles)
+    assert "### Speedup over softmax_sdpa\n" in text and "t(softmax_sdpa) / t(impl)" in text
+    assert spec.QUANTITIES.title not in text and "by N\n" not in text
     assert "eager time grows as N^1.00" in text
     assert "**Target not met:** compiled" in text  # the synthetic compiled curve carries a fixed overhead
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -59,10 +71,13 @@ def test_absent_data_is_skipped_and_said(tmp_path):
     records = [r for r in synthetic_records()
                if r["impl"] == "eager" and r["mode"] == "fwd" and r["scope"] == "core" and r["columns"] == 3]
     summary = build_report([str(write_results(tmp_path / "results", records))], str(tmp_path / "out"))
-    skipped = {e["kind"] for e in summary["figures"] if e["file"] is None}
-    assert skipped == {"speedup_vs_sdpa", "columns", "token_budget", "fwd_vs_fwd_bwd"}
+    skipped = {e["kind"]: e["skipped"] for e in summary["figures"] if e["file"] is None}
+    # no record names a baseline: the heatmap is skipped under a generic name, and says why
+    assert set(skipped) == {"speedup_vs_baseline", "columns", "token_budget", "fwd_vs_fwd_bwd"}
+    assert skipped["speedup_vs_baseline"] == "no additive point has a matching baseline point"
+    assert summary["baselines"] == [] and summary["crossovers"] == []
     text = (tmp_path / "out" / "REPORT.md").read_text()
-    assert text.count("_Skipped: ") == len(skipped)
+    assert text.count("_Skipped: ") == len(skipped) and "### Speedup over baseline\n" in text
     assert len(list((tmp_path / "out" / "figures").glob("*.png"))) == len(summary["figures"]) - len(skipped)
 
 
@@ -74,8 +89,20 @@ def test_no_ok_points_gives_a_report_without_figures(tmp_path):
     assert "_Skipped: " in (tmp_path / "out" / "REPORT.md").read_text()
 
 
-def test_colours_are_fixed_per_implementation():
-    assert figures.colour("eager") == figures.PALETTE["eager"]
-    assert len(set(figures.PALETTE.values())) == len(figures.PALETTE)
-    assert figures.colour("someone_new") == figures.colour("someone_new")  # stable across calls and processes
-    assert figures.impl_order(["zeta", "softmax_sdpa", "eager"]) == ["eager", "softmax_sdpa", "zeta"]
+def test_colours_and_order_follow_the_display_order_not_the_name():
+    assert len(set(figures.COLOURS)) == len(figures.COLOURS) and len(set(figures.MARKERS)) == len(figures.MARKERS)
+    assert figures.colour("anything", 1) == figures.colour("else", 1) == figures.COLOURS[1]
+    # beyond the list, or without an order: an extra colour chosen by name, stable across calls and processes
+    assert figures.colour("someone_new", 7) == figures.colour("someone_new", None) in figures._EXTRA_COLOURS
+    assert figures.marker("someone_new", 7) in figures._EXTRA_MARKERS
+    look = figures.Look({"b": {"display_order": 5}, "a": {"display_order": 1}, "z": {"display_order": None}})
+    assert look.order(["zeta", "z", "b", "a"]) == ["a", "b", "z", "zeta"]
+    assert look.colour("b") == figures.COLOURS[5] and look.marker("a") == figures.MARKERS[1]
+
+
+def test_the_baseline_tag_is_the_name_less_its_family():
+    look = figures.Look({"fast_one": {"family": "fast", "baseline_rank": 2, "display_order": 0},
+                         "softmax_flash": {"family": "softmax", "baseline_rank": 1, "display_order": 1}})
+    assert look.words() == {"baseline": "softmax_flash", "baseline_tag": "flash"}
+    assert spec.SPEEDUP.owns("speedup_vs_flash") and not spec.SPEEDUP.owns("time_vs_n")
+    assert figures.Look({}).words() == {"baseline": "baseline", "baseline_tag": "baseline"}

@@ -1,7 +1,8 @@
-"""One point of a sweep, start to end: supported? → inputs → correctness → warm-up → samples → memory → work.
+"""One point, start to end: a shared preflight (supported? inputs, correctness), then every registered meter.
 
 ``measure_point`` turns a :class:`Problem` into one record (DESIGN §4) and never raises for a failure of the
-point itself: out-of-memory, a time limit, a wrong answer or an exception become the record's status.
+point itself: out-of-memory, a time limit, a wrong answer or an exception become the record's status. The
+preflight (``preflight``, ``check_correctness``) is also what the gate's workers run before they time anything.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from fastformer_bench import impls as registry
-from fastformer_bench.measure import env as env_measure
-from fastformer_bench.measure import flops as flops_measure
-from fastformer_bench.measure import memory as memory_measure
-from fastformer_bench.measure import timing
-from fastformer_bench.problem import Inputs, Problem, forward, make_inputs, make_step
+from fastformer_bench import measure
+from fastformer_bench.measure import host, timing
+from fastformer_bench.measure.env import cpu_model
+from fastformer_bench.problem import Inputs, Problem, make_inputs, make_step
 from fastformer_bench.results import new_record
 
 #: max |out - ref| / max |ref| allowed, by the dtype the implementation ran in (the reference runs in float64)
@@ -45,17 +45,13 @@ class Settings:
     max_attempts: int = 1
     #: passes at the end of the sweep that measure again each point still above max_spread (runner.run_sweep)
     revisits: int = 0
-    #: pin the process to its last `threads` CPUs (timing.configure_affinity); CPU presets on small machines
+    #: pin the process to its last `threads` CPUs (host.configure_affinity); CPU presets on small machines
     pin_cpus: bool = False
 
     def __post_init__(self) -> None:
         timing.check_sampling(self.min_samples, self.max_samples, self.max_spread, self.max_attempts)
         if not isinstance(self.revisits, int) or isinstance(self.revisits, bool) or self.revisits < 0:
             raise ValueError(f"revisits must be a whole number of passes (0 or more), got {self.revisits!r}.")
-
-
-class PointTimeout(Exception):
-    pass
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -69,7 +65,7 @@ def is_oom(exc: BaseException) -> bool:
 def device_name(device: str) -> str:
     if device == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    return env_measure.cpu_model() or platform.processor() or "cpu"
+    return cpu_model() or platform.processor() or "cpu"
 
 
 def reference_for(problem: Problem) -> str:
@@ -129,53 +125,47 @@ def check_correctness(problem: Problem, inputs: Inputs) -> dict:
             "ok": max_rel <= tol}
 
 
-def _work(problem: Problem, impl: registry.Impl, inputs: Inputs, settings: Settings) -> dict:
-    shape = dict(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
-                 columns=problem.columns)
-    work = {
-        "flops": flops_measure.analytic_flops(impl.family, impl.quadratic, problem.scope, problem.mode, **shape),
-        "bytes_min": flops_measure.minimal_bytes(impl.family, problem.scope, problem.mode,
-                                                 dtype_bytes=problem.torch_dtype.itemsize, **shape),
-        "flops_fvcore": None, "flops_counter": None, "flops_notes": {},
-    }
-    if not settings.count_flops:
-        return work
-    notes: dict = {}
-    # The counters see aten ops: a fused kernel is opaque to them and torch.compile's graph is eager's.
-    counted_impl = impl.counted_as or problem.impl
-    if impl.opaque_to_counters:
-        notes["fvcore_skipped"] = notes["counter_missing"] = [f"{problem.impl} kernel (opaque to op-level counters)"]
-    else:
-        if problem.mode == "fwd":
-            def fwd_fn(*args):
-                return forward(problem, inputs, counted_impl)
-            count, skipped = flops_measure.fvcore_flops(fwd_fn, ())
-            work["flops_fvcore"], notes["fvcore_skipped"] = count, skipped
-        else:
-            notes["fvcore_skipped"] = ["fvcore counts forward graphs only"]
-        count, missing = flops_measure.counter_flops(make_step(problem, inputs, counted_impl))
-        work["flops_counter"], notes["counter_missing"] = count, missing
-    work["flops_notes"] = notes
-    return work
+def preflight(problem: Problem) -> str | None:
+    """Why this point cannot run here (recorded ``unsupported``), or None: the same rule for sweeps and gates."""
+    reason = problem.skip_reason() or registry.get(problem.impl).unsupported_reason(problem.device,
+                                                                                    problem.torch_dtype)
+    if reason is None and problem.device == "cuda" and not torch.cuda.is_available():
+        reason = "no CUDA device on this machine"
+    return reason
+
+
+def incorrect_reason(accuracy: dict) -> str:
+    return (f"max relative error {accuracy['max_rel_err']:.3g} > tolerance {accuracy['tolerance']:g} "
+            f"against {accuracy['reference_impl']}")
+
+
+def base_record(problem: Problem, run_id: str = "", preset: str | None = None, threads: int | None = None) -> dict:
+    """The record's identity: the point's axes and the facts of its implementation (DESIGN §4)."""
+    return new_record(run_id=run_id, point_id=problem.point_id, **problem.params(),
+                      **registry.facts(problem.impl), device_name=device_name(problem.device),
+                      threads=torch.get_num_threads() if threads is None else threads, preset=preset, quantities={})
+
+
+def _apply(meter: measure.Meter, subject: measure.Subject, record: dict) -> None:
+    found = meter.measure(subject)
+    foreign = sorted(set(found) - set(meter.fields))
+    if foreign:
+        raise RuntimeError(f"meter {meter.name!r} wrote fields it does not declare: {', '.join(foreign)}")
+    record.update(found)
+    for shown in meter.shows:
+        if found.get(shown.field) is not None:
+            record["quantities"][shown.field] = shown.spec()
 
 
 def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset: str | None = None) -> dict:
     """Measure one point and return its record; every failure of the point is a status, not an exception."""
     impl = registry.get(problem.impl)
-    record = new_record(
-        run_id=run_id, point_id=problem.point_id, impl=problem.impl, family=impl.family, device=problem.device,
-        device_name=device_name(problem.device), dtype=problem.dtype, mode=problem.mode, scope=problem.scope,
-        batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
-        columns=problem.columns, masked=problem.masked, threads=torch.get_num_threads(), seed=problem.seed,
-        preset=preset,
-    )
-    reason = problem.skip_reason() or impl.unsupported_reason(problem.device, problem.torch_dtype)
-    if problem.device == "cuda" and not torch.cuda.is_available():
-        reason = "no CUDA device on this machine"
+    record = base_record(problem, run_id, preset)
+    reason = preflight(problem)
     if reason is not None:
         return {**record, "status": "unsupported", "reason": reason}
     deadline = time.monotonic() + settings.time_limit_s
-    inputs = None
+    inputs = step = subject = None
     try:
         inputs = make_inputs(problem)
         step = make_step(problem, inputs)
@@ -183,28 +173,20 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
             record["compile_s"] = timing.time_first_call(step, problem.device)
         accuracy = check_correctness(problem, inputs)
         record.update({k: accuracy[k] for k in ("max_abs_err", "max_rel_err", "tolerance", "reference_impl")})
-        record.update(_work(problem, impl, inputs, settings))
+        subject = measure.Subject(problem=problem, impl=impl, inputs=inputs, step=step, settings=settings,
+                                  deadline=deadline)
+        meters = [m for m in measure.active() if m.applies(subject)]
+        for meter in meters:
+            if not meter.needs_correct:
+                _apply(meter, subject, record)
         if not accuracy["ok"]:
             # Correctness before speed: a wrong answer gets no time, memory or energy.
-            return {**record, "status": "incorrect", "compile_s": None,
-                    "reason": f"max relative error {accuracy['max_rel_err']:.3g} > tolerance {accuracy['tolerance']:g} "
-                              f"against {accuracy['reference_impl']}"}
+            return {**record, "status": "incorrect", "compile_s": None, "reason": incorrect_reason(accuracy)}
         if time.monotonic() > deadline:
             raise TimeoutError(f"correctness check alone exceeded the {settings.time_limit_s:g} s point limit")
-        before = env_measure.contention_counters()
-        measured = timing.time_step(step, problem.device, warmup_s=settings.warmup_s, min_time_s=settings.min_time_s,
-                                    min_samples=settings.min_samples, max_samples=settings.max_samples,
-                                    max_spread=settings.max_spread, max_attempts=settings.max_attempts,
-                                    deadline=deadline)
-        record.update(time_median=measured.median, time_p20=measured.p20, time_p80=measured.p80,
-                      samples=list(measured.samples), calls_per_sample=measured.calls_per_sample,
-                      timing_method=measured.method, timing_attempts=measured.attempts,
-                      rejected_samples=measured.rejected, contention=env_measure.contention_since(before))
-        record["peak_bytes"], record["memory_method"] = memory_measure.peak_memory(step, problem.device)
-        if problem.device == "cuda":
-            record["gpu_clocks"] = timing.gpu_clock_state()
-            if settings.measure_energy:
-                record["energy_j"] = env_measure.energy_per_call(step, problem.device)
+        for meter in meters:
+            if meter.needs_correct:
+                _apply(meter, subject, record)
         record["status"] = "ok"
         return record
     except TimeoutError as exc:
@@ -214,8 +196,8 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         return {**record, "status": status, "reason": f"{type(exc).__name__}: {first_line}"}
     finally:
-        del inputs
+        del inputs, step, subject
         gc.collect()
-        timing.release_heap()
+        host.release_heap()
         if problem.device == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -3,12 +3,16 @@
 The fingerprint is what makes two wall times comparable at all: the device kind(s) measured, the CPU model
 (CPU points) or GPU name (CUDA points), the torch version, and the CPU thread count (CPU points). Anything else
 in run.json (hostname, git commit, library versions the kernels never call) may differ.
+A candidate not stored yet is measured with the ordinary ``run`` command (run_side).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+from fastformer_bench.gate.sides import GateError, side_env_wall
 from fastformer_bench.results import POINTS_FILE, read_points, read_run
 
 FINGERPRINT = ("device", "cpu_model", "gpu_name", "torch", "threads")
@@ -51,3 +55,20 @@ def check_comparable(baseline_dir: str | Path, base_run: dict, base_records: lis
     if diff:
         raise ValueError(f"the stored baseline {baseline_dir} was measured elsewhere (baseline vs candidate: "
                          f"{'; '.join(diff)}); re-measure the baseline here or use --baseline-rev.")
+
+
+def run_side(tree: Path, out: Path, run_args: list[str], timeout: float = 1800) -> list[dict]:
+    """One side measured now: ``python -m fastformer_bench run`` in ``tree``; its records."""
+    command = [sys.executable, "-m", "fastformer_bench", "run", "--out", str(out), "--no-progress", "--no-flops",
+               *run_args]
+    try:
+        done = subprocess.run(command, cwd=tree, env=side_env_wall(tree), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise GateError(f"a run in {tree} exceeded {timeout:g} s") from None
+    if done.returncode == 2:  # the request is wrong for that side (bad axis, unknown implementation)
+        raise ValueError((done.stderr.strip().splitlines() or ["run refused the request"])[-1])
+    if done.returncode not in (0, 1) or not (out / POINTS_FILE).exists():
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise GateError(f"the run in {tree} exited {done.returncode}: {tail}")
+    return read_points(out / POINTS_FILE)

@@ -2,13 +2,12 @@
 
 torch.utils.benchmark's ``Timer.collect_callgrind`` starts one valgrind process per statement, each paying the
 ~20-60 s it takes to import torch under valgrind; the gate instead drives callgrind itself, one process per side
-for all points, with instrumentation off until torch is imported (gate_callgrind_worker.py).
+for all points, with instrumentation off until torch is imported (workers/callgrind.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,12 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-WORKER = Path(__file__).with_name("gate_callgrind_worker.py")
+from fastformer_bench.gate.sides import InstructionError, copy_worker, side_env
+
 _TOTAL = re.compile(r"^(?:totals|summary):\s*(\d+)", re.MULTILINE)
-
-
-class InstructionError(RuntimeError):
-    pass
 
 
 def valgrind_missing() -> str | None:
@@ -39,20 +35,9 @@ def _count(path: Path) -> int:
     return int(found.group(1))
 
 
-def side_env(tree: Path) -> dict[str, str]:
-    """The environment of a process that must import fastformer_bench from ``tree`` (not an installed copy)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH", "")]))
-    env["PYTHONHASHSEED"] = "0"  # the same dict/set iteration order in every process
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def start(tree: Path, problems: list[dict], workdir: Path, calls: int = 50, repeats: int = 3) -> subprocess.Popen:
     """Start one side's valgrind process (sides run in parallel: counts do not depend on contention)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    script = workdir / WORKER.name  # a copy outside any tree, so the script's folder shadows no module
-    shutil.copyfile(WORKER, script)
+    script = copy_worker("callgrind.py", workdir)
     job = workdir / "job.json"
     job.write_text(json.dumps({"problems": problems, "calls": calls, "repeats": repeats}))
     command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",

@@ -1,119 +1,29 @@
 """A/B: the baseline revision in a temporary git worktree, measured in the same job as the candidate.
 
-Each side runs gate_worker.py against its own tree, both alive at once but only one measuring at a time: the
+Each side runs workers/wall.py against its own tree, both alive at once but only one measuring at a time: the
 gate asks them for samples in turn (B C C B B C ...), so a neighbour's load on a shared runner, which comes and
 goes over seconds, lands on both sides alike instead of on whichever side ran in that window. Both are pinned to
-the same CPUs and run with the same fixed malloc thresholds (see MALLOC_ENV), which removed most of the
+the same CPUs and run with the same fixed malloc thresholds (sides.MALLOC_ENV), which removed most of the
 per-process bias measured on a shared 2-core runner. Rounds restart both processes, so what remains of
 process-level luck (memory layout) is sampled as well.
-(A stored baseline's candidate is measured with the ordinary ``run`` command: run_side.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from fastformer_bench.gate_instructions import side_env
-from fastformer_bench.results import read_points
-
-WORKER = Path(__file__).with_name("gate_worker.py")
-
-
-class GateError(RuntimeError):
-    """A side could not be measured at all (not a property of the code under test)."""
-
-
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-
-
-def package_tree() -> Path:
-    """The source tree this fastformer_bench was imported from (the candidate, by default)."""
-    return Path(__file__).resolve().parent.parent
-
-
-def resolve_rev(repo: Path, rev: str) -> str:
-    """The commit ``rev`` names; ValueError (exit 2) when it names none."""
-    done = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    if done.returncode != 0:
-        where = "" if _git(repo, "rev-parse", "--git-dir").returncode == 0 else f" ({repo} is not a git repository)"
-        raise ValueError(f"--baseline-rev {rev!r} names no commit{where}.")
-    return done.stdout.strip()
-
-
-@contextlib.contextmanager
-def worktree(repo: Path, rev: str) -> Iterator[Path]:
-    """A detached checkout of ``rev`` beside the repository, removed afterwards."""
-    sha = resolve_rev(repo, rev)
-    holder = Path(tempfile.mkdtemp(prefix="ffb-baseline-"))
-    path = holder / "tree"
-    done = _git(repo, "worktree", "add", "--detach", "--quiet", str(path), sha)
-    if done.returncode != 0:
-        shutil.rmtree(holder, ignore_errors=True)
-        raise GateError(f"git worktree add failed: {done.stderr.strip()[:300]}")
-    try:
-        yield path
-    finally:
-        _git(repo, "worktree", "remove", "--force", str(path))
-        shutil.rmtree(holder, ignore_errors=True)
-        _git(repo, "worktree", "prune")
-
-
-def check_imports_from(tree: Path) -> None:
-    """Refuse to measure a side whose processes would import fastformer_bench from somewhere else."""
-    probe = subprocess.run([sys.executable, "-c", "import fastformer_bench; print(fastformer_bench.__file__)"],
-                           cwd=tree, env=side_env(tree), capture_output=True, text=True)
-    found = Path(probe.stdout.strip() or ".").resolve()
-    if probe.returncode != 0 or tree.resolve() not in found.parents:
-        raise GateError(f"a process started in {tree} imports fastformer_bench from {found}, not from that tree")
-
-
-def run_side(tree: Path, out: Path, run_args: list[str], timeout: float = 1800) -> list[dict]:
-    """One round of one side: ``python -m fastformer_bench run`` in ``tree``; its records."""
-    command = [sys.executable, "-m", "fastformer_bench", "run", "--out", str(out), "--no-progress", "--no-flops",
-               *run_args]
-    try:
-        done = subprocess.run(command, cwd=tree, env=side_env_wall(tree), capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise GateError(f"a run in {tree} exceeded {timeout:g} s") from None
-    if done.returncode == 2:  # the request is wrong for that side (bad axis, unknown implementation)
-        raise ValueError((done.stderr.strip().splitlines() or ["run refused the request"])[-1])
-    if done.returncode not in (0, 1) or not (out / "points.jsonl").exists():
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        raise GateError(f"the run in {tree} exited {done.returncode}: {tail}")
-    return read_points(out / "points.jsonl")
-
-
-#: glibc's malloc otherwise maps and unmaps every tensor above a threshold it moves as the process runs, so
-#: whether a call pays page faults depends on the process's history: a per-process bias of +-20 % on small CPU
-#: problems. Fixed thresholds give both sides the steady state of a long-running process.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
-
-
-def side_env_wall(tree: Path) -> dict[str, str]:
-    env = side_env(tree)
-    env.pop("OMP_NUM_THREADS")  # wall-time runs take their thread count from the preset, like any run
-    for name, value in MALLOC_ENV.items():
-        env.setdefault(name, value)
-    return env
+from fastformer_bench.gate.sides import GateError, check_imports_from, copy_worker, side_env_wall
 
 
 class Worker:
-    """A running gate_worker.py of one side (its stderr goes to a file, so a full pipe never blocks it)."""
+    """One side's running workers/wall.py (its stderr goes to a file, so a full pipe never blocks it)."""
 
     def __init__(self, name: str, tree: Path, workdir: Path, cpus: set[int] | None = None) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        script = workdir / WORKER.name  # a copy outside any tree, so the script's folder shadows no module
-        shutil.copyfile(WORKER, script)
+        script = copy_worker("wall.py", workdir)
         self.name, self.log = name, workdir / "stderr.txt"
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen([sys.executable, str(script)], cwd=workdir, env=side_env_wall(tree),
@@ -140,6 +50,7 @@ class Worker:
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
+        self.proc.stdout.close()
 
 
 def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings: dict, samples: int,

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from fastformer_bench.gate_compare import Row
+from fastformer_bench.gate.compare import Row
 
 COLUMNS = ("point", "baseline", "candidate", "ratio", "95% CI", "p", "verdict", "note")
 

@@ -1,7 +1,7 @@
 """One side of an A/B gate: a long-lived process that measures whatever point the gate asks, one sample at a time.
 
-The gate copies this file out of the package and runs it with PYTHONPATH set to one side's tree, so it uses only
-the stable API every revision has (Problem, make_inputs, make_step, sweep.check_correctness). Protocol: one JSON
+The gate copies this file out of the package (sides.copy_worker) and runs it with PYTHONPATH set to one side's
+tree; it takes the point preflight and the process set-up from that tree through side_api.py. Protocol: one JSON
 object per line on stdin, one reply per line on stdout:
   {"op": "setup", "params": {...}, "threads": T, "warmup_s": S}  -> status, errors, per-call estimate
   {"op": "sample", "calls": K}                                   -> seconds per call over K back-to-back calls
@@ -16,6 +16,11 @@ import json
 import sys
 import time
 
+import torch  # imported before the first request, so both sides start up side by side
+from side_api import check_correctness, incorrect_reason, preflight, prepare_process
+
+from fastformer_bench.problem import Problem, make_inputs, make_step
+
 
 def _reply(payload: dict) -> None:
     sys.stdout.write(json.dumps(payload) + "\n")
@@ -24,35 +29,23 @@ def _reply(payload: dict) -> None:
 
 def _sync(device: str) -> None:
     if device == "cuda":
-        import torch
-
         torch.cuda.synchronize()
 
 
 def _setup(command: dict) -> tuple[dict, object, str]:
-    import torch
-
-    from fastformer_bench import impls as registry
-    from fastformer_bench.problem import Problem, make_inputs, make_step
-    from fastformer_bench.sweep import check_correctness
-
-    if command.get("threads"):
-        torch.set_num_threads(int(command["threads"]))
+    # Threads only: the allocator is what sides.MALLOC_ENV gives both sides, so both are set up alike.
+    prepare_process(int(command["threads"]) if command.get("threads") else None, allocator=False)
     problem = Problem(**command["params"])
-    impl = registry.get(problem.impl)
-    reason = problem.skip_reason() or impl.unsupported_reason(problem.device, problem.torch_dtype)
-    if problem.device == "cuda" and not torch.cuda.is_available():
-        reason = "no CUDA device on this machine"
+    reason = preflight(problem)
     if reason:
         return {"status": "unsupported", "reason": reason}, None, problem.device
     inputs = make_inputs(problem)
     step = make_step(problem, inputs)
-    step()  # a compiling implementation compiles here, before the correctness check (as the sweep does)
+    step()  # a compiling implementation compiles here, before the correctness check (as a run does)
     accuracy = check_correctness(problem, inputs)
     found = {"max_abs_err": accuracy["max_abs_err"], "max_rel_err": accuracy["max_rel_err"]}
     if not accuracy["ok"]:
-        return {**found, "status": "incorrect", "reason": f"max relative error {accuracy['max_rel_err']:.3g} > "
-                                                          f"tolerance {accuracy['tolerance']:g}"}, None, problem.device
+        return {**found, "status": "incorrect", "reason": incorrect_reason(accuracy)}, None, problem.device
     durations, start = [], time.perf_counter()
     while len(durations) < 3 or time.perf_counter() - start < command.get("warmup_s", 0.1):
         t0 = time.perf_counter()
@@ -64,10 +57,6 @@ def _setup(command: dict) -> tuple[dict, object, str]:
 
 
 def main() -> None:
-    import torch  # noqa: F401  (imported before the first request, so both sides start up side by side)
-
-    import fastformer_bench.sweep  # noqa: F401
-
     step, device = None, "cpu"
     for line in sys.stdin:
         command = json.loads(line)

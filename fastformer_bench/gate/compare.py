@@ -11,7 +11,8 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fastformer_bench.gate_stats import (
+from fastformer_bench import axes
+from fastformer_bench.gate.stats import (
     DEFAULT_ALPHA,
     DEFAULT_INSTRUCTION_PERCENT,
     DEFAULT_THRESHOLD,
@@ -21,9 +22,8 @@ from fastformer_bench.gate_stats import (
 )
 
 #: the parameters that make two records "the same point" (run_id, point_id, threads, device name differ by run)
-KEY_FIELDS = ("impl", "device", "dtype", "mode", "scope", "batch", "seq_len", "width", "heads", "columns", "masked",
-              "seed")
-FAILED = ("error", "crashed", "timeout", "oom")
+KEY_FIELDS = axes.NAMES
+_IMPL = KEY_FIELDS.index("impl")  # where a key holds its implementation (pairs compare across implementations)
 INCORRECT, BROKEN, NOT_COMPARED = "incorrect", "broken", "not compared"
 
 
@@ -111,8 +111,8 @@ def _matches(baseline: dict, candidate: dict, pairs: list[tuple[str, str]] | Non
     found, used = [], set()
     for base_impl, cand_impl in pairs:
         for key in baseline:
-            if key[0] == base_impl:
-                cand_key = (cand_impl, *key[1:])
+            if key[_IMPL] == base_impl:
+                cand_key = (*key[:_IMPL], cand_impl, *key[_IMPL + 1:])
                 found.append((key, cand_key if cand_key in candidate else None))
                 used.add(cand_key)
     return found + [(None, k) for k in candidate if k not in used]

@@ -1,7 +1,7 @@
 """Measures the gate's own error rates on this machine: repeated A/B gates of unchanged code (false alarms)
 and of a deliberately slowed candidate (misses), plus instruction-count gates (2 % more work; unchanged).
 
-    python -m fastformer_bench.gate_selftest --repeats 20 --out results/gate-selftest
+    python suites/harness/gate_selftest.py --repeats 20 --out results/gate-selftest
 
 The candidate tree is a temporary clone of this working tree (uncommitted changes included, committed there),
 so the baseline revision ("HEAD" of the clone) is exactly the candidate's code. The slowed candidate is the
@@ -23,8 +23,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastformer_bench.gate_ab import package_tree
-
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]  # the repository this file belongs to: the snapshot's source and the gate's working folder
 PLUGINS = "plugins_for_tests:SLOWDOWN,plugins_for_tests:EXTRA"
 SLOWDOWN_ENV = "FASTFORMER_BENCH_TEST_SLOWDOWN"
 
@@ -48,9 +48,8 @@ def snapshot(source: Path, dest: Path) -> Path:
 
 def plugin_env(factor: str) -> dict[str, str]:
     """The environment that registers the slowed test implementations in every process of a gate."""
-    harness = package_tree() / "suites" / "harness"
     env = dict(os.environ, FASTFORMER_BENCH_PLUGINS=PLUGINS, **{SLOWDOWN_ENV: factor})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(harness), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
     return env
 
 
@@ -61,7 +60,7 @@ def run_gate(repo: Path, args: list[str], env: dict[str, str], workdir: Path) ->
     command = [sys.executable, "-m", "fastformer_bench", "gate", "--repo", str(repo), "--baseline-rev", "HEAD",
                "--json", str(report), *args]
     started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=package_tree())
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     result = {"exit": done.returncode, "wall_s": time.monotonic() - started}
     if report.exists():
         result["rows"] = json.loads(report.read_text())["rows"]
@@ -123,14 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ffb-selftest-") as tmp:
-        repo = Path(args.repo).resolve() if args.repo else snapshot(package_tree(), Path(tmp) / "clone")
+        repo = Path(args.repo).resolve() if args.repo else snapshot(REPO, Path(tmp) / "clone")
         load_before = os.getloadavg()
         wall = wall_trials(repo, args.repeats, Path(tmp), args.gate_args.split())
         instr = instruction_trials(repo, args.instruction_repeats, Path(tmp))
     payload = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
         "cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "command": " ".join([sys.executable, "-m", "fastformer_bench.gate_selftest", *(argv or sys.argv[1:])]),
+        "command": " ".join([sys.executable, str(HERE.relative_to(REPO) / Path(__file__).name),
+                             *(argv or sys.argv[1:])]),
         "wall": {"summary": _summary(wall), "trials": wall},
         "instructions": {"summary": _summary(instr), "trials": instr},
     }

@@ -1,0 +1,99 @@
+"""`fastformer-bench gate`: compare a candidate with a baseline; exit 1 on a regression or an incorrect point.
+
+Modes (modes.py): A/B (``--baseline-rev``: both measured now, interleaved; ab.py), stored (``--baseline-results``:
+refused unless the fingerprints match; stored.py), instruction counts (``--instructions``: callgrind, A/B;
+instructions.py). A side's processes and environment in sides.py, the scripts they run in workers/. Statistics
+in stats.py, pairing and verdicts in compare.py, output in table.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from fastformer_bench import axes
+from fastformer_bench.gate import compare, modes, sides, stats, table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The gate's options, on the subparser cli.build_parser gives it."""
+    base = parser.add_argument_group("baseline (one of)")
+    base.add_argument("--baseline-rev", metavar="REV", help="A/B: measure this git revision now, in a worktree")
+    base.add_argument("--baseline-results", metavar="DIR", help="a stored results directory (same fingerprint)")
+    parser.add_argument("--candidate-results", metavar="DIR",
+                        help="with --baseline-results: stored candidate results (default: measure this tree now)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="compare callgrind instruction counts (CPU, deterministic) instead of wall time")
+    parser.add_argument("--preset", help=f"points to measure (default: {modes.WALL_PRESET}; "
+                                         f"{modes.INSTRUCTION_PRESET} with --instructions; a stored baseline's own "
+                                         "preset)")
+    parser.add_argument("--impl", metavar="I[,I...]", help="implementations to measure (the baseline side)")
+    parser.add_argument("--candidate-impl", metavar="I[,I...]",
+                        help="the candidate measures these instead, paired by position with --impl")
+    axes.add_overrides(parser, modes.RUN_AXES)
+    parser.add_argument("--rounds", type=int, default=4, help="A/B rounds, each a fresh pair of processes (default 4)")
+    parser.add_argument("--min-time", type=float, help="seconds of samples per point, side and round (default: "
+                                                        "the preset's min_time_s, in its min_samples samples)")
+    parser.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD,
+                        help="slowdown ratio that, when significant, is a regression (default 1.10)")
+    parser.add_argument("--alpha", type=float, default=stats.DEFAULT_ALPHA,
+                        help="significance level of the one-sided Mann-Whitney U test (default 0.05)")
+    parser.add_argument("--instr-threshold", type=float, default=stats.DEFAULT_INSTRUCTION_PERCENT,
+                        metavar="PERCENT", help="instruction-count increase that is a regression (default 1)")
+    parser.add_argument("--calls", type=int, default=50, help="calls per counted region (--instructions)")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
+    parser.add_argument("--json", metavar="FILE", help="also write every compared point as JSON")
+    parser.add_argument("--repo", metavar="DIR", help="the candidate tree and git repository (default: this one)")
+
+
+def _check(args: argparse.Namespace) -> None:
+    """ValueError (exit 2) for a request that cannot mean anything."""
+    if bool(args.baseline_rev) == bool(args.baseline_results):
+        raise ValueError("gate needs exactly one baseline: --baseline-rev REV or --baseline-results DIR.")
+    if args.candidate_results and not args.baseline_results:
+        raise ValueError("--candidate-results goes with --baseline-results.")
+    if not args.threshold > 1:
+        raise ValueError(f"--threshold is a slowdown ratio and must be > 1, got {args.threshold:g}.")
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha is a significance level and must lie in (0, 1), got {args.alpha:g}.")
+    if not args.instr_threshold > 0:
+        raise ValueError(f"--instr-threshold must be a positive percentage, got {args.instr_threshold:g}.")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the gate the parsed ``args`` describe; 0 pass, 1 regression or incorrect point (2 via ValueError)."""
+    started = time.monotonic()
+    _check(args)
+    repo = Path(args.repo).resolve() if args.repo else sides.package_tree()
+    base_impls, cand_impls, pairs = modes.impls(args)
+    if args.baseline_rev:
+        sides.resolve_rev(repo, args.baseline_rev)  # a mistyped revision fails before anything is imported
+    mode = "instructions" if args.instructions else "wall_ab" if args.baseline_rev else "stored"
+    try:
+        baseline, candidate, title = modes.MODES[mode](args, repo, base_impls, cand_impls, pairs)
+    except sides.GateError as exc:
+        print(f"fastformer-bench gate: {exc}", file=sys.stderr)
+        return 1  # a side that cannot be measured at all fails the check; it is not a wrong request
+    rows = compare.compare(baseline, candidate, pairs=pairs, instructions=args.instructions,
+                           threshold=args.threshold, alpha=args.alpha, percent=args.instr_threshold)
+    failed = [r for r in rows if r.fails]
+    compared = [r for r in rows if r.ratio is not None]
+    rule = (f"regression: more than {args.instr_threshold:g} % more instructions" if args.instructions else
+            f"regression: ratio > {args.threshold:g} and one-sided Mann-Whitney p < {args.alpha:g}; "
+            "CI: percentile bootstrap of the ratio of medians")
+    verdict = "FAIL" if failed or not compared else "PASS"
+    summary = (f"{verdict}: {len(failed)} of {len(rows)} points fail, {len(compared)} compared ({rule}); "
+               f"{time.monotonic() - started:.0f} s")
+    instructions = bool(args.instructions)
+    table.print_table(rows, title, instructions)
+    print(summary)
+    for path in filter(None, (args.markdown, args.json)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if args.markdown:
+        Path(args.markdown).write_text(table.markdown(rows, title, instructions, summary))
+    if args.json:
+        table.write_json(args.json, rows, {"title": title, "passed": verdict == "PASS", "mode": mode,
+                                           "wall_s": time.monotonic() - started, "summary": summary})
+    return 1 if failed or not compared else 0

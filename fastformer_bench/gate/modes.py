@@ -1,0 +1,150 @@
+"""The gate's three modes, each from the parsed command line to both sides' pooled points and a table title.
+
+A/B wall time (``--baseline-rev``: ab), stored baseline (``--baseline-results``: stored), instruction counts
+(``--instructions``: instructions). What they share is how the request becomes points: the preset with the
+command line's axis overrides (axes.overrides) and the implementations, paired by position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from fastformer_bench import axes
+from fastformer_bench.gate import ab, compare, instructions, stored
+from fastformer_bench.gate.sides import worktree
+
+#: the axes a gate overrides; not the implementation, which --impl/--candidate-impl choose per side
+RUN_AXES = axes.names(axes.SLICE, axes.SHAPE, axes.LENGTH, axes.SEED)
+WALL_PRESET, INSTRUCTION_PRESET = "gate", "gate-instructions"
+Names = list[str] | None  # implementations (None: the preset's)
+Pairs = list[tuple[str, str]] | None  # (baseline, candidate) implementations compared with each other
+Sides = tuple[dict, dict, str]  # baseline and candidate points (compare.pool), the table's title
+
+
+def impls(args: argparse.Namespace) -> tuple[Names, Names, Pairs]:
+    """The baseline's and the candidate's implementations, and their (baseline, candidate) pairs if they differ."""
+    base = [s.strip() for s in args.impl.split(",")] if args.impl else None
+    cand = [s.strip() for s in args.candidate_impl.split(",")] if args.candidate_impl else None
+    if cand is None:
+        return base, base, None
+    if base is None or len(base) != len(cand):
+        raise ValueError("--candidate-impl needs --impl with as many implementations (paired by position).")
+    return sorted(set(base), key=base.index), sorted(set(cand), key=cand.index), list(zip(base, cand))
+
+
+def _preset_path(name: str) -> str:
+    from fastformer_bench import presets
+
+    path = Path(name)
+    if path.suffix == ".toml" and path.exists():
+        return str(path.resolve())
+    presets.load(name)  # ValueError (exit 2) for an unknown name
+    # A path, so a baseline revision older than the preset still measures the same points.
+    return str(presets.HERE / f"{name}.toml")
+
+
+def _run_args(args, preset: str, impls: list[str] | None) -> list[str]:
+    out = ["--preset", _preset_path(preset)]
+    for name in RUN_AXES:
+        value = getattr(args, f"axis_{name}")
+        if value is not None:
+            out += [axes.get(name).flag, value]
+    if impls:
+        out += ["--impl", ",".join(impls)]
+    if args.min_time is not None:
+        out += ["--min-time", str(args.min_time)]
+    return out
+
+
+def _problems(args, preset_name: str, impls: list[str] | None) -> tuple[list, dict]:
+    """The preset's Problems with the command line's axis overrides, and its [settings]."""
+    from fastformer_bench import presets
+
+    overrides = axes.overrides(args)
+    if impls:
+        overrides["impl"] = impls
+    preset = presets.load(preset_name)
+    problems, _ = presets.expand(preset, overrides)
+    settings = dict(preset.settings)
+    if args.min_time is not None:
+        settings["min_time_s"] = args.min_time
+    return problems, settings
+
+
+def _points(problems: list, pairs: list[tuple[str, str]] | None) -> list[dict[str, dict]]:
+    if pairs is None:
+        return [{"baseline": p.params(), "candidate": p.params()} for p in problems]
+    return [{"baseline": p.params(), "candidate": p.with_(impl=cand).params()}
+            for p in problems for base, cand in pairs if p.impl == base]
+
+
+def wall_ab(args: argparse.Namespace, repo: Path, base_impls: Names, cand_impls: Names,
+            pairs: Pairs) -> Sides:
+    """Both revisions measured now, sample by sample in turn (ab.interleaved), in --rounds pairs of processes."""
+    preset = args.preset or WALL_PRESET
+    problems, settings = _problems(args, preset, base_impls)
+    with worktree(repo, args.baseline_rev) as base_tree, tempfile.TemporaryDirectory() as tmp:
+        found = ab.interleaved({"baseline": base_tree, "candidate": repo}, _points(problems, pairs), settings,
+                               args.rounds, Path(tmp))
+    title = f"A/B wall time: {args.baseline_rev} vs {repo} ({args.rounds} rounds, preset {preset})"
+    return compare.pool(found["baseline"]), compare.pool(found["candidate"]), title
+
+
+def stored_baseline(args: argparse.Namespace, repo: Path, base_impls: Names, cand_impls: Names,
+                    pairs: Pairs) -> Sides:
+    """Stored results vs stored or now-measured ones; refused (ValueError) unless their fingerprints match."""
+    base_run, base_records = stored.load(args.baseline_results)
+    if args.candidate_results:
+        cand_run, cand_records = stored.load(args.candidate_results)
+        where = args.candidate_results
+    else:
+        preset = args.preset or base_run.get("preset") or WALL_PRESET
+        with tempfile.TemporaryDirectory() as tmp:
+            cand_records = stored.run_side(repo, Path(tmp) / "candidate", _run_args(args, preset, cand_impls))
+            cand_run = stored.load(Path(tmp) / "candidate")[0]
+        where = f"{repo} (measured now)"
+    stored.check_comparable(args.baseline_results, base_run, base_records, cand_run, cand_records)
+    if base_impls:
+        base_records = [r for r in base_records if r["impl"] in base_impls]
+    title = f"stored baseline {args.baseline_results} vs {where}"
+    return compare.pool([base_records]), compare.pool([cand_records]), title
+
+
+def _countable(args, impls: list[str] | None) -> list[dict]:
+    """The points callgrind can count: CPU implementations that do not compile (the others are named and left)."""
+    import torch
+
+    from fastformer_bench import impls as registry
+
+    kept = []
+    for p in _problems(args, args.preset or INSTRUCTION_PRESET, impls)[0]:
+        impl = registry.get(p.impl)
+        if p.device != "cpu" or impl.compiles or impl.unsupported_reason("cpu", torch.float32) is not None:
+            print(f"gate: {p.impl} {p.device} skipped: instruction counts are for CPU implementations that do not "
+                  "compile", file=sys.stderr)
+            continue
+        kept.append(p.params())
+    return kept
+
+
+def instruction_counts(args: argparse.Namespace, repo: Path, base_impls: Names, cand_impls: Names,
+                       pairs: Pairs) -> Sides:
+    """Instructions per call of both revisions under callgrind, the two valgrind runs side by side."""
+    missing = instructions.valgrind_missing()
+    if missing:
+        raise ValueError(f"--instructions needs valgrind: {missing}.")
+    if not args.baseline_rev:
+        raise ValueError("--instructions compares two revisions measured now: give --baseline-rev.")
+    problems = {"baseline": _countable(args, base_impls), "candidate": _countable(args, cand_impls)}
+    with worktree(repo, args.baseline_rev) as base_tree:
+        found = instructions.count_instructions({"baseline": base_tree, "candidate": repo}, problems,
+                                                calls=args.calls)
+    title = f"instructions per call (callgrind): {args.baseline_rev} vs {repo}"
+    return compare.pool([found["baseline"]]), compare.pool([found["candidate"]]), title
+
+
+#: by the name the gate's JSON report gives its mode
+MODES = {"wall_ab": wall_ab, "stored": stored_baseline, "instructions": instruction_counts}
