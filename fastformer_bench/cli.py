@@ -1,4 +1,4 @@
-"""`fastformer-bench run | list | env | report | gate` (DESIGN §5).
+"""`fastformer-bench run | list | env | report | gate | export` (DESIGN §5).
 
 Exit codes: 0 done; 1 a check failed (an incorrect point, a regression); 2 the request itself is wrong
 (one line on stderr, never a traceback).
@@ -48,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="build figures and REPORT.md from stored results")
     rep.add_argument("results", nargs="+", help="result directories (or points.jsonl files)")
     rep.add_argument("--out", required=True, help="report directory")
+    rep.add_argument("--include-contended", action="store_true",
+                     help="treat points timed under CPU contention (status contended) as ok")
 
-    from fastformer_bench import gate
+    from fastformer_bench import export, gate
 
     gate.add_arguments(sub.add_parser("gate", help="compare a candidate with a baseline; exit 1 on regression"))
+    export.add_arguments(sub.add_parser("export", help="write stored results for other tools (pytest-benchmark, "
+                                                        "github-action-benchmark, csv)"))
     return parser
 
 
@@ -164,7 +168,7 @@ def _cmd_env(args) -> int:
 def _cmd_report(args) -> int:
     from fastformer_bench.report import build_report
 
-    build_report(args.results, args.out)
+    build_report(args.results, args.out, include_contended=args.include_contended)
     print(f"report written to {args.out}/REPORT.md")
     return 0
 
@@ -172,11 +176,10 @@ def _cmd_report(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"run": _cmd_run, "list": _cmd_list, "env": _cmd_env, "report": _cmd_report}.get(args.command)
-        if handler is None:
-            from fastformer_bench import gate
+        from fastformer_bench import export, gate
 
-            return gate.main(args)
+        handler = {"run": _cmd_run, "list": _cmd_list, "env": _cmd_env, "report": _cmd_report, "gate": gate.main,
+                   "export": export.main}[args.command]
         return handler(args)
     except UsageError as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)

@@ -8,10 +8,12 @@ preflight (``preflight``, ``check_correctness``) is also what the gate's workers
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -28,9 +30,19 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 5e-3, "bfloat16": 4e-2
 REFERENCE_BUDGET_BYTES = 2 * 2**30
 
 
+#: each numeric setting: (its type, the lowest value allowed, whether that value itself is allowed, None allowed)
+_RANGES = {
+    "threads": (int, 1, True, True), "warmup_s": (float, 0.0, True, False), "min_time_s": (float, 0.0, False, False),
+    "min_samples": (int, 1, True, False), "max_samples": (int, 1, True, False),
+    "time_limit_s": (float, 0.0, False, False), "max_spread": (float, 0.0, False, True),
+    "max_attempts": (int, 1, True, False), "revisits": (int, 0, True, False),
+    "max_contention": (float, 0.0, False, True),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """How each point is measured (from the preset's [settings] and the CLI)."""
+    """How each point is measured (from the preset's [settings] and the CLI); every value is range-checked."""
 
     threads: int | None = None
     warmup_s: float = 0.2
@@ -45,13 +57,36 @@ class Settings:
     max_attempts: int = 1
     #: passes at the end of the sweep that measure again each point still above max_spread (runner.run_sweep)
     revisits: int = 0
-    #: pin the process to its last `threads` CPUs (host.configure_affinity); CPU presets on small machines
+    #: pin the process to idle CPUs no other fastformer-bench process holds (host.claim_cpus)
     pin_cpus: bool = False
+    #: share of the timing the timed threads may wait for their CPU (or lose to the hypervisor) before the point
+    #: is measured again, and stored ``contended`` if that happens again (None: recorded, never acted on)
+    max_contention: float | None = None
 
     def __post_init__(self) -> None:
+        for name, (kind, lowest, inclusive, optional) in _RANGES.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            wanted = (int,) if kind is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted) or not math.isfinite(value):
+                raise ValueError(f"setting {name} must be {'an integer' if kind is int else 'a number'}"
+                                 f"{' or none' if optional else ''}, got {value!r}.")
+            if value < lowest or (value == lowest and not inclusive):
+                bound = f">= {lowest:g}" if inclusive else f"> {lowest:g}"
+                raise ValueError(f"setting {name} must be {bound}, got {value!r}.")
+        for name in ("count_flops", "measure_energy", "pin_cpus"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"setting {name} must be true or false, got {getattr(self, name)!r}.")
+        if self.max_contention is not None and self.max_contention > 1:
+            raise ValueError(f"setting max_contention is a share of the time (at most 1), got {self.max_contention!r}.")
         timing.check_sampling(self.min_samples, self.max_samples, self.max_spread, self.max_attempts)
-        if not isinstance(self.revisits, int) or isinstance(self.revisits, bool) or self.revisits < 0:
-            raise ValueError(f"revisits must be a whole number of passes (0 or more), got {self.revisits!r}.")
+
+    @property
+    def digest(self) -> str:
+        """A stable hash of every setting: records measured under different settings never share it."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -139,10 +174,14 @@ def incorrect_reason(accuracy: dict) -> str:
             f"against {accuracy['reference_impl']}")
 
 
-def base_record(problem: Problem, run_id: str = "", preset: str | None = None, threads: int | None = None) -> dict:
-    """The record's identity: the point's axes and the facts of its implementation (DESIGN §4)."""
+def base_record(problem: Problem, run_id: str = "", preset: str | None = None, threads: int | None = None,
+                settings: Settings | None = None) -> dict:
+    """The record's identity: the point's axes, the facts of its implementation and its settings (DESIGN §4)."""
+    impl = registry.get(problem.impl)
     return new_record(run_id=run_id, point_id=problem.point_id, **problem.params(),
                       **registry.facts(problem.impl), device_name=device_name(problem.device),
+                      compute_dtype=impl.compute_dtype or problem.dtype,
+                      settings_hash=settings.digest if settings is not None else None,
                       threads=torch.get_num_threads() if threads is None else threads, preset=preset, quantities={})
 
 
@@ -160,7 +199,7 @@ def _apply(meter: measure.Meter, subject: measure.Subject, record: dict) -> None
 def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset: str | None = None) -> dict:
     """Measure one point and return its record; every failure of the point is a status, not an exception."""
     impl = registry.get(problem.impl)
-    record = base_record(problem, run_id, preset)
+    record = base_record(problem, run_id, preset, settings=settings)
     reason = preflight(problem)
     if reason is not None:
         return {**record, "status": "unsupported", "reason": reason}
@@ -187,6 +226,12 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
         for meter in meters:
             if meter.needs_correct:
                 _apply(meter, subject, record)
+        contention = record.get("contention") or {}
+        if contention.get("contended"):
+            # Kept with its samples, but never fitted, plotted or gated as if the machine had been its own.
+            return {**record, "status": "contended",
+                    "reason": f"another task held the timed CPU {contention['share'] * 100:.0f}% of the timing, "
+                              f"twice (limit {contention['limit'] * 100:g}%)"}
         record["status"] = "ok"
         return record
     except TimeoutError as exc:

@@ -6,10 +6,14 @@ records lack are read from a data file, never from the registry).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
-from collections.abc import Iterable
+import re
+import sys
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -26,7 +30,8 @@ RUN_FILE = "run.json"
 #: the facts of each implementation as they stood while schema 1 was current, for upgrading its records
 SCHEMA1_FACTS = Path(__file__).parent / "impls" / "schema1.json"
 
-STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "error")
+#: ``contended``: timed while another task held the timed CPU beyond the limit, twice (DESIGN §4)
+STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "contended", "error")
 COMPLEXITIES = ("linear", "quadratic")
 
 #: facts about the implementation, copied from the registry into every record, so that the report reads data:
@@ -101,6 +106,8 @@ class ResultStore:
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
+            cut = _described(self.path, data.count(b"\n") + 1, data[keep:].decode(errors="replace"), "was cut off")
+            print(f"fastformer-bench: {cut}: that point is measured again", file=sys.stderr)
             with open(self.path, "r+b") as fh:
                 fh.truncate(keep)
                 fh.flush()
@@ -134,6 +141,36 @@ class ResultStore:
         write_json_atomic(self.directory / RUN_FILE, env)
 
 
+#: held (flock) by the one process writing a results directory; it names that process's pid
+LOCK_FILE = "writer.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold the results directory's exclusive writer lock; ValueError naming the holder's pid if it is taken.
+
+    An advisory flock: the kernel releases it when its process ends, however it ends, so a killed run never
+    leaves a directory locked.
+    """
+    path = Path(directory) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ValueError(f"{directory} is in use by another fastformer-bench run (pid {holder}); wait for it to "
+                         "finish or choose another --out.") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a waiting writer then makes a fresh file
+        os.close(fd)
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as fh:
@@ -144,8 +181,34 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_points(path: str | os.PathLike) -> list[dict]:
-    """Records of one points.jsonl, validated; the last record wins for a repeated point_id."""
+_POINT_ID = re.compile(r'"point_id"\s*:\s*"([^"]+)"')
+
+
+def _line_problem(line: str, schema_error: str | None = None) -> str | None:
+    """Why ``line`` is not a readable record (one phrase), or None when it is one."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return "is not valid JSON"
+    schema = record.get("schema") if isinstance(record, dict) else None
+    if type(schema) is not int or schema not in READABLE:  # type(): JSON true must not pass for 1
+        found = record.get("schema") if isinstance(record, dict) else type(record).__name__
+        return f"has schema {found!r}, expected fastformer-bench schema {' or '.join(map(str, READABLE))}"
+    missing = [name for name in REQUIRED + (REQUIRED_2 if schema >= 2 else ()) if name not in record]
+    if missing:
+        return f"lacks required fields {', '.join(missing)}"
+    if record["status"] not in STATUSES:
+        return f"has unknown status {record['status']!r}"
+    return None
+
+
+def read_points(path: str | os.PathLike, unreadable: list[str] | None = None) -> list[dict]:
+    """Records of one points.jsonl, validated; the last record wins for a repeated point_id.
+
+    A bad line raises ResultsError naming it, unless ``unreadable`` is given: then every bad line, and a cut last
+    line (a writer killed mid-line, or one still writing), is described there (file, line, point id when it
+    can be read) and skipped, so a reader can go on and say what it left out.
+    """
     path = Path(path)
     by_id: dict[str, dict] = {}
     try:
@@ -154,28 +217,26 @@ def read_points(path: str | os.PathLike) -> list[dict]:
         raise ResultsError(f"cannot read results file {path}: {exc}.") from None
     lines = text.split("\n")
     # The text after the last newline is a partial tail from a killed writer (or empty): not a record yet.
-    lines = lines[:-1]
+    tail = lines.pop()
+    if tail.strip() and unreadable is not None:
+        unreadable.append(_described(path, len(lines) + 1, tail, "is cut off (no line end)"))
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ResultsError(f"{path}:{number} is not valid JSON; is this a fastformer-bench results file?") from None
-        schema = record.get("schema") if isinstance(record, dict) else None
-        if type(schema) is not int or schema not in READABLE:  # type(): JSON true must not pass for 1
-            found = record.get("schema") if isinstance(record, dict) else type(record).__name__
-            raise ResultsError(f"{path}:{number} has schema {found!r}, expected fastformer-bench schema "
-                               f"{' or '.join(map(str, READABLE))}.")
-        required = REQUIRED + (REQUIRED_2 if schema >= 2 else ())
-        missing = [name for name in required if name not in record]
-        if missing:
-            raise ResultsError(f"{path}:{number} lacks required fields {', '.join(missing)}.")
-        if record["status"] not in STATUSES:
-            raise ResultsError(f"{path}:{number} has unknown status {record['status']!r}.")
-        record = upgrade(record)
+        problem = _line_problem(line)
+        if problem is not None:
+            if unreadable is None:
+                raise ResultsError(f"{path}:{number} {problem}; is this a fastformer-bench results file?")
+            unreadable.append(_described(path, number, line, problem))
+            continue
+        record = upgrade(json.loads(line))
         by_id[record["point_id"]] = record
     return list(by_id.values())
+
+
+def _described(path: Path, number: int, line: str, problem: str) -> str:
+    found = _POINT_ID.search(line)
+    return f"{path}:{number} {problem}" + (f" (point {found.group(1)})" if found else "") + "; skipped"
 
 
 @cache
@@ -222,18 +283,19 @@ def _points_path(entry: str | os.PathLike) -> Path:
     return path
 
 
-def load_records(entries: Iterable[str | os.PathLike]) -> list[dict]:
+def load_records(entries: Iterable[str | os.PathLike], unreadable: list[str] | None = None) -> list[dict]:
     records: list[dict] = []
     for entry in entries:
-        records.extend(read_points(_points_path(entry)))
+        records.extend(read_points(_points_path(entry), unreadable))
     return records
 
 
-def load_frame(entries: Iterable[str | os.PathLike]):
-    """All records of the given result directories (or points.jsonl files) as one pandas DataFrame."""
+def load_frame(entries: Iterable[str | os.PathLike], unreadable: list[str] | None = None):
+    """All records of the given result directories (or points.jsonl files) as one pandas DataFrame (bad lines
+    go to ``unreadable`` when it is given, see read_points)."""
     import pandas as pd
 
-    records = load_records(entries)
+    records = load_records(entries, unreadable)
     if not records:
         raise ResultsError("the results hold no records.")
     frame = pd.DataFrame.from_records(records)

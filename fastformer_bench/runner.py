@@ -18,14 +18,14 @@ from datetime import datetime, timezone
 
 from fastformer_bench.point import Settings, base_record, measure_point
 from fastformer_bench.problem import Problem
-from fastformer_bench.results import HELD_FILE, ResultStore, read_run
+from fastformer_bench.results import HELD_FILE, ResultStore, read_run, writer_lock
 
 
 def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | None) -> dict:
     """Measure one point in a child process, so a crash or a hang costs that point only."""
     payload = json.dumps({"problem": problem.params(), "settings": asdict(settings), "run_id": run_id,
                           "preset": preset})
-    base = base_record(problem, run_id, preset, threads=settings.threads)
+    base = base_record(problem, run_id, preset, threads=settings.threads, settings=settings)
     limit = settings.time_limit_s + 60  # the child's own import and start-up are not the point's fault
     try:
         done = subprocess.run([sys.executable, "-m", "fastformer_bench.worker"], input=payload, text=True,
@@ -49,13 +49,29 @@ def new_run_id(preset: str) -> str:
     return f"{preset}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def _check_resumable(previous: dict, preset: str, settings: Settings) -> None:
-    """A resumed run must measure the way it started, or its points would not be comparable."""
+def _check_resumable(stores: list[ResultStore], previous: dict, preset: str, settings: Settings) -> None:
+    """A resumed run must measure the way it started, or its points would not be comparable: refuse unless the
+    settings of the points already there are proven equal to these (run.json and every record agree)."""
+    if all(store.is_empty() for store in stores):
+        return  # nothing measured yet: nothing to be consistent with
+    where = stores[0].directory
+    if not previous.get("settings"):
+        raise ValueError(f"cannot resume {where}: its run.json is missing, so the settings its points were "
+                         "measured under cannot be proven equal to these; use a new --out.")
     if previous.get("preset") not in (None, preset):
         raise ValueError(f"cannot resume: the results were made with preset {previous['preset']!r}, not {preset!r}.")
-    if previous.get("settings") not in (None, asdict(settings)):
-        changed = sorted(k for k, v in asdict(settings).items() if previous["settings"].get(k) != v)
+    try:
+        before = Settings(**previous["settings"])
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot resume {where}: its run.json holds settings this version cannot read; use a "
+                         "new --out.") from None
+    if before.digest != settings.digest:
+        changed = sorted(k for k, v in asdict(settings).items() if getattr(before, k) != v)
         raise ValueError(f"cannot resume with different settings ({', '.join(changed)}); use a new --out.")
+    foreign = {r.get("settings_hash") for store in stores for r in store.records()} - {None, settings.digest}
+    if foreign:
+        raise ValueError(f"cannot resume {where}: it holds points measured under other settings "
+                         f"({', '.join(sorted(foreign))}) than its run.json says; use a new --out.")
 
 
 def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, *, preset: str,
@@ -65,11 +81,19 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
 
     With ``settings.revisits``, a point still above ``max_spread`` is held (in DIR/held.jsonl, so a killed run
     loses nothing and ``resume`` takes it up) and measured again after the other points; see :func:`revisit`.
+    One writer per directory: a second sweep into ``out`` while this one runs raises ValueError naming it.
     """
+    with writer_lock(out):
+        return _sweep(problems, settings, out, preset=preset, resume=resume, isolate=isolate, env=env,
+                      progress=progress)
+
+
+def _sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, *, preset: str, resume: bool,
+           isolate: bool, env: dict | None, progress: bool) -> list[dict]:
     store, held_store = ResultStore(out), ResultStore(out, HELD_FILE)
     previous = read_run(out) if resume else {}
     if resume:
-        _check_resumable(previous, preset, settings)
+        _check_resumable([store, held_store], previous, preset, settings)
     run_id = previous.get("run_id") or new_run_id(preset)
     done = store.finished_ids() if resume else set()
     if not resume and not (store.is_empty() and held_store.is_empty()):
@@ -81,13 +105,14 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
     # Points waiting for a revisit, in order, and the best record of each so far (not yet in the store).
     queue = [p for p in problems if p.point_id in waiting and p.point_id not in done]
     best = {p.point_id: waiting[p.point_id] for p in queue}
-    if env is not None:
-        if previous:
-            # The environment that measured the first points stays the run's; each resume is appended.
-            sessions = previous.get("resumed_sessions", []) + [env]
-            store.write_run({**previous, "resumed_sessions": sessions})
-        else:
-            store.write_run({**env, "run_id": run_id, "preset": preset, "settings": asdict(settings)})
+    if previous:
+        # The environment that measured the first points stays the run's; each resume is appended.
+        if env is not None:
+            store.write_run({**previous, "resumed_sessions": previous.get("resumed_sessions", []) + [env]})
+    else:
+        # Always written: a resume must be able to prove it measures under the same settings.
+        store.write_run({**(env or {}), "run_id": run_id, "preset": preset, "settings": asdict(settings),
+                         "settings_hash": settings.digest})
     records: list[dict] = []
 
     def measure(problem: Problem) -> dict:

@@ -36,10 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=4, help="A/B rounds, each a fresh pair of processes (default 4)")
     parser.add_argument("--min-time", type=float, help="seconds of samples per point, side and round (default: "
                                                         "the preset's min_time_s, in its min_samples samples)")
-    parser.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD,
-                        help="slowdown ratio that, when significant, is a regression (default 1.10)")
+    parser.add_argument("--margin", type=float, default=stats.DEFAULT_MARGIN,
+                        help="a regression's 95%% interval of the time ratio must lie above 1 + MARGIN "
+                             "(default 0.02)")
     parser.add_argument("--alpha", type=float, default=stats.DEFAULT_ALPHA,
-                        help="significance level of the one-sided Mann-Whitney U test (default 0.05)")
+                        help="false-discovery rate across the gate's points (Benjamini-Hochberg over one-sided "
+                             "Mann-Whitney U tests; default 0.05)")
     parser.add_argument("--instr-threshold", type=float, default=stats.DEFAULT_INSTRUCTION_PERCENT,
                         metavar="PERCENT", help="instruction-count increase that is a regression (default 1)")
     parser.add_argument("--calls", type=int, default=50, help="calls per counted region (--instructions)")
@@ -54,8 +56,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("gate needs exactly one baseline: --baseline-rev REV or --baseline-results DIR.")
     if args.candidate_results and not args.baseline_results:
         raise ValueError("--candidate-results goes with --baseline-results.")
-    if not args.threshold > 1:
-        raise ValueError(f"--threshold is a slowdown ratio and must be > 1, got {args.threshold:g}.")
+    if not 0 <= args.margin < 1:
+        raise ValueError(f"--margin is a fraction of the baseline time in [0, 1), got {args.margin:g}.")
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha is a significance level and must lie in (0, 1), got {args.alpha:g}.")
     if not args.instr_threshold > 0:
@@ -77,11 +79,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"fastformer-bench gate: {exc}", file=sys.stderr)
         return 1  # a side that cannot be measured at all fails the check; it is not a wrong request
     rows = compare.compare(baseline, candidate, pairs=pairs, instructions=args.instructions,
-                           threshold=args.threshold, alpha=args.alpha, percent=args.instr_threshold)
+                           margin=args.margin, alpha=args.alpha, percent=args.instr_threshold)
     failed = [r for r in rows if r.fails]
     compared = [r for r in rows if r.ratio is not None]
     rule = (f"regression: more than {args.instr_threshold:g} % more instructions" if args.instructions else
-            f"regression: ratio > {args.threshold:g} and one-sided Mann-Whitney p < {args.alpha:g}; "
+            f"regression: the 95% interval of the time ratio above {1 + args.margin:g} and one-sided "
+            f"Mann-Whitney q < {args.alpha:g}, false-discovery rate controlled across points (Benjamini-Hochberg); "
             "CI: percentile bootstrap of the ratio of medians")
     verdict = "FAIL" if failed or not compared else "PASS"
     summary = (f"{verdict}: {len(failed)} of {len(rows)} points fail, {len(compared)} compared ({rule}); "

@@ -57,7 +57,9 @@ def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings
                    sample_s: float) -> dict[str, dict]:
     setup = {name: workers[name].ask({"op": "setup", "params": params[name], "threads": settings.get("threads"),
                                       "warmup_s": settings.get("warmup_s", 0.1)}) for name in workers}
-    records = {name: {**params[name], **setup[name], "samples": []} for name in workers}
+    # "pair" keeps the samples of one pairing together: a baseline point measured beside two candidates is two
+    # comparisons, each against the samples taken interleaved with it, never pooled across time windows.
+    records = {name: {**params[name], **setup[name], "samples": [], "pair": params.get("pair")} for name in workers}
     if any(reply["status"] != "ok" for reply in setup.values()):
         return records
     first = next(iter(workers))
@@ -71,6 +73,7 @@ def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings
                 records[name].update(status="error", reason=reply["error"])
                 return records
             records[name]["samples"].append(reply["s"])
+            records[name]["clock"] = reply.get("clock", "wall")
     return records
 
 

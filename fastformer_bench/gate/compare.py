@@ -15,10 +15,11 @@ from fastformer_bench import axes
 from fastformer_bench.gate.stats import (
     DEFAULT_ALPHA,
     DEFAULT_INSTRUCTION_PERCENT,
-    DEFAULT_THRESHOLD,
+    DEFAULT_MARGIN,
     REGRESSION,
     compare_counts,
-    compare_samples,
+    measure_samples,
+    settle,
 )
 
 #: the parameters that make two records "the same point" (run_id, point_id, threads, device name differ by run)
@@ -46,7 +47,8 @@ class Row:
     ratio: float | None
     ci_low: float | None
     ci_high: float | None
-    p_value: float | None
+    #: the one-sided p-value adjusted across the gate's points (Benjamini-Hochberg); None where not tested
+    q_value: float | None
     verdict: str
     note: str = ""
 
@@ -59,7 +61,7 @@ def point_key(record: dict, rename: dict[str, str] | None = None) -> tuple:
     """The pairing key; ``rename`` maps a candidate implementation to the baseline one it is compared with."""
     values = {name: record.get(name) for name in KEY_FIELDS}
     values["impl"] = (rename or {}).get(values["impl"], values["impl"])
-    return tuple(values[name] for name in KEY_FIELDS)
+    return (*(values[name] for name in KEY_FIELDS), record.get("pair"))
 
 
 def point_label(record: dict) -> str:
@@ -111,7 +113,7 @@ def _matches(baseline: dict, candidate: dict, pairs: list[tuple[str, str]] | Non
     found, used = [], set()
     for base_impl, cand_impl in pairs:
         for key in baseline:
-            if key[_IMPL] == base_impl:
+            if key[_IMPL] == base_impl and key[-1] in (None, cand_impl):
                 cand_key = (*key[:_IMPL], cand_impl, *key[_IMPL + 1:])
                 found.append((key, cand_key if cand_key in candidate else None))
                 used.add(cand_key)
@@ -120,23 +122,32 @@ def _matches(baseline: dict, candidate: dict, pairs: list[tuple[str, str]] | Non
 
 def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
             pairs: list[tuple[str, str]] | None = None, instructions: bool = False,
-            threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
+            margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
             percent: float = DEFAULT_INSTRUCTION_PERCENT) -> list[Row]:
-    """One row per point, baseline order first; ``pairs`` (baseline impl, candidate impl) compares across impls."""
-    rows = []
+    """One row per point, baseline order first; ``pairs`` (baseline impl, candidate impl) compares across impls.
+
+    Time verdicts are settled together: the false-discovery rate is controlled across the compared points.
+    """
+    rows: list[Row | None] = []
+    timed: list[tuple[int, Side, Side]] = []
     for base_key, cand_key in _matches(baseline, candidate, pairs):
         base, cand = baseline.get(base_key), candidate.get(cand_key)
         if base is None or cand is None or base.status != "ok" or cand.status != "ok":
             rows.append(_not_compared(base, cand))
-            continue
-        if instructions:
+        elif instructions:
             result = compare_counts(base.count, cand.count, percent)
-            b_value, c_value, note = base.count, cand.count, ""
+            rows.append(Row(_label(base, cand), base.count, cand.count, result.ratio, None, None, None,
+                            result.verdict, ""))
         else:
-            result = compare_samples(list(base.samples), list(cand.samples), threshold, alpha)
-            b_value, c_value = statistics.median(base.samples), statistics.median(cand.samples)
-            note = f"{len(base.samples)} vs {len(cand.samples)} samples"
-        label = base.label if cand.label == base.label else f"{base.label} vs {cand.label.split()[0]}"
-        rows.append(Row(label, b_value, c_value, result.ratio, result.ci_low, result.ci_high, result.p_value,
-                        result.verdict, note))
+            timed.append((len(rows), base, cand))
+            rows.append(None)  # filled in once every timed point is known
+    settled = settle([measure_samples(list(b.samples), list(c.samples)) for _, b, c in timed], margin, alpha)
+    for (at, base, cand), result in zip(timed, settled):
+        rows[at] = Row(_label(base, cand), statistics.median(base.samples), statistics.median(cand.samples),
+                       result.ratio, result.ci_low, result.ci_high, result.q_value, result.verdict,
+                       f"{len(base.samples)} vs {len(cand.samples)} samples; p = {result.p_value:.2g}")
     return rows
+
+
+def _label(base: Side, cand: Side) -> str:
+    return base.label if cand.label == base.label else f"{base.label} vs {cand.label.split()[0]}"

@@ -77,7 +77,7 @@ def _problems(args, preset_name: str, impls: list[str] | None) -> tuple[list, di
 def _points(problems: list, pairs: list[tuple[str, str]] | None) -> list[dict[str, dict]]:
     if pairs is None:
         return [{"baseline": p.params(), "candidate": p.params()} for p in problems]
-    return [{"baseline": p.params(), "candidate": p.with_(impl=cand).params()}
+    return [{"baseline": p.params(), "candidate": p.with_(impl=cand).params(), "pair": cand}
             for p in problems for base, cand in pairs if p.impl == base]
 
 
@@ -89,7 +89,9 @@ def wall_ab(args: argparse.Namespace, repo: Path, base_impls: Names, cand_impls:
     with worktree(repo, args.baseline_rev) as base_tree, tempfile.TemporaryDirectory() as tmp:
         found = ab.interleaved({"baseline": base_tree, "candidate": repo}, _points(problems, pairs), settings,
                                args.rounds, Path(tmp))
-    title = f"A/B wall time: {args.baseline_rev} vs {repo} ({args.rounds} rounds, preset {preset})"
+    clocks = sorted({r.get("clock", "wall") for side in found.values() for rnd in side for r in rnd})
+    title = (f"A/B time ({', '.join(clocks) or 'wall'} clock): {args.baseline_rev} vs {repo} ({args.rounds} rounds, "
+             f"preset {preset})")
     return compare.pool(found["baseline"]), compare.pool(found["candidate"]), title
 
 

@@ -1,10 +1,12 @@
 """The gate's statistics: is a candidate slower than its baseline, on raw samples or on instruction counts?
 
-Wall time (asv's rule): a point regresses only when the ratio of medians (candidate / baseline) exceeds the
-threshold AND a one-sided Mann–Whitney U test says the candidate's samples are larger. The threshold alone
-would flag noise at small sample counts; the test alone would flag real but negligible changes.
-The interval shown beside the ratio is a percentile bootstrap of the ratio of medians (each side resampled on
-its own), with a fixed seed so a report is reproducible from its samples.
+Time: a point regresses when the whole 95 % interval of its ratio of medians (candidate / baseline) lies above
+1 + ``margin`` AND its one-sided Mann–Whitney U test says the candidate's samples are larger, at a false-discovery
+rate of ``alpha`` across every point of the gate (Benjamini–Hochberg). The interval makes the effect size part of
+the rule (a point is flagged only when even the interval's low end is a slowdown worth the name); the
+adjustment keeps a gate of many points from flagging noise because one of them had to be unlucky. The
+interval is a percentile bootstrap of the ratio of medians (each side resampled on its own) with a fixed seed,
+so a verdict is reproducible from its samples.
 Instruction counts are deterministic, so a plain relative threshold is the whole rule.
 """
 
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
 
-DEFAULT_THRESHOLD = 1.10
+#: the smallest slowdown the interval's low end must exceed: 2 %
+DEFAULT_MARGIN = 0.02
+#: the false-discovery rate across the gate's points
 DEFAULT_ALPHA = 0.05
 DEFAULT_INSTRUCTION_PERCENT = 1.0
 
@@ -33,6 +37,8 @@ class Comparison:
     ci_high: float | None
     p_value: float | None  # one-sided Mann–Whitney U, candidate > baseline
     verdict: str  # REGRESSION | FASTER | SAME
+    p_faster: float | None = None  # one-sided Mann–Whitney U, candidate < baseline
+    q_value: float | None = None  # p_value adjusted across the gate's points (Benjamini–Hochberg)
 
     @property
     def regressed(self) -> bool:
@@ -59,25 +65,41 @@ def ratio_interval(baseline: list[float], candidate: list[float], confidence: fl
     return low, high
 
 
-def compare_samples(baseline: list[float], candidate: list[float], threshold: float = DEFAULT_THRESHOLD,
+def compare_samples(baseline: list[float], candidate: list[float], margin: float = DEFAULT_MARGIN,
                     alpha: float = DEFAULT_ALPHA) -> Comparison:
-    """Compare raw per-call times of one point (seconds)."""
+    """Compare raw per-call times of one point (seconds) on their own (a gate of one point; see settle)."""
+    return settle([measure_samples(baseline, candidate)], margin, alpha)[0]
+
+
+def measure_samples(baseline: list[float], candidate: list[float]) -> Comparison:
+    """Ratio, interval and both one-sided p-values of one point; its verdict waits for settle()."""
     if not baseline or not candidate:
         raise ValueError("both sides need at least one sample to be compared.")
-    if threshold < 1:
-        raise ValueError(f"the threshold is a ratio >= 1, got {threshold}.")
     base, cand = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
     ratio = float(np.median(cand) / np.median(base))
     slower = float(stats.mannwhitneyu(cand, base, alternative="greater").pvalue)
     faster = float(stats.mannwhitneyu(cand, base, alternative="less").pvalue)
     low, high = ratio_interval(baseline, candidate)
-    if ratio > threshold and slower < alpha:
-        verdict = REGRESSION
-    elif ratio < 1 / threshold and faster < alpha:
-        verdict = FASTER
-    else:
+    return Comparison(ratio=ratio, ci_low=low, ci_high=high, p_value=slower, verdict=SAME, p_faster=faster)
+
+
+def settle(found: list[Comparison], margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA) -> list[Comparison]:
+    """The verdicts of every point of one gate, the p-values adjusted together (Benjamini–Hochberg)."""
+    if not margin >= 0:
+        raise ValueError(f"the margin is a fraction >= 0 (0.02 = 2 %), got {margin}.")
+    if not found:
+        return []
+    q_slower = stats.false_discovery_control([c.p_value for c in found], method="bh")
+    q_faster = stats.false_discovery_control([c.p_faster for c in found], method="bh")
+    settled = []
+    for c, slow, fast in zip(found, q_slower, q_faster):
         verdict = SAME
-    return Comparison(ratio=ratio, ci_low=low, ci_high=high, p_value=slower, verdict=verdict)
+        if c.ci_low is not None and c.ci_low > 1 + margin and slow < alpha:
+            verdict = REGRESSION
+        elif c.ci_high is not None and c.ci_high < 1 / (1 + margin) and fast < alpha:
+            verdict = FASTER
+        settled.append(replace(c, verdict=verdict, q_value=float(slow)))
+    return settled
 
 
 def compare_counts(baseline: float, candidate: float,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastformer_bench.gate.compare import Row
 
-COLUMNS = ("point", "baseline", "candidate", "ratio", "95% CI", "p", "verdict", "note")
+COLUMNS = ("point", "baseline", "candidate", "ratio", "95% CI", "q (BH)", "verdict", "note")
 
 
 def _value(value: float | None, instructions: bool) -> str:
@@ -21,7 +21,7 @@ def cells(row: Row, instructions: bool) -> list[str]:
     ci = f"{row.ci_low:.3f}–{row.ci_high:.3f}" if row.ci_low is not None and row.ci_high is not None else ""
     return [row.label, _value(row.baseline, instructions), _value(row.candidate, instructions),
             f"{row.ratio:.3f}" if row.ratio is not None else "", ci,
-            f"{row.p_value:.2g}" if row.p_value is not None else "", row.verdict, row.note]
+            f"{row.q_value:.2g}" if row.q_value is not None else "", row.verdict, row.note]
 
 
 def print_table(rows: list[Row], title: str, instructions: bool) -> None:

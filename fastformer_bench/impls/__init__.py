@@ -55,6 +55,8 @@ class Impl:
     baseline_rank: int | None = None
     #: the time exponent in N expected at large N, (low, high or None); None: no expectation to check
     expected_exponent: tuple[float, float | None] | None = None
+    #: the dtype it computes in whatever the inputs' dtype (the float64 ground truth); None: the inputs' dtype
+    compute_dtype: str | None = None
 
     @property
     def complexity(self) -> str:

@@ -46,4 +46,5 @@ REFERENCE = Impl(
     quadratic=True,
     fallback_reference="eager",
     expected_exponent=(1.7, None),
+    compute_dtype="float64",
 )

@@ -183,13 +183,38 @@ def cpu_contention() -> dict:
     return {"load_avg_1m": None if load is None else load[0], "cpu_pressure_some_avg10": pressure}
 
 
+def run_delay_ns() -> int | None:
+    """Nanoseconds this process's threads spent runnable but waiting for a CPU (Linux schedstat), None if unknown.
+
+    Unlike machine-wide pressure, this is the waiting of *this* process: another task on its CPU raises it, load
+    on the other CPUs does not.
+    """
+    total, found = 0, False
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+                found = True
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total if found else None
+
+
 def contention_counters() -> dict:
-    """Cumulative counters of CPU contention now: PSI's "some" stall time and the hypervisor's steal ticks.
+    """Cumulative counters of CPU contention now: this process's run-queue wait, PSI's "some" stall time and the
+    hypervisor's steal ticks.
 
     Read before and after a point's sampling and turned into shares by :func:`contention_since`; a counter the
-    OS lacks (no PSI, not Linux) is simply absent.
+    OS lacks (no PSI, no schedstat, not Linux) is simply absent.
     """
     counters: dict = {"wall_s": time.monotonic()}
+    wait = run_delay_ns()
+    if wait is not None:
+        counters["wait_ns"] = wait
     psi = psi_cpu_some()
     if "total" in psi:
         counters["stall_us"] = int(psi["total"])
@@ -202,15 +227,20 @@ def contention_counters() -> dict:
     return counters
 
 
-def contention_since(start: dict) -> dict:
-    """Shares of the time since ``start`` with some task waiting for a CPU (PSI) and stolen by the hypervisor.
+def contention_since(start: dict, threads: int = 1) -> dict:
+    """Shares of the time since ``start``: ``cpu_wait``, this process's ``threads`` waiting for their CPU while
+    runnable; ``cpu_pressure``, some task anywhere waiting for a CPU (PSI); ``cpu_steal``, stolen by the hypervisor.
 
-    ``cpu_pressure`` is what the p20-p80 spread cannot show: a steady competitor on the timed CPU slows every
-    sample alike, so a point can be tight and still inflated. None where the counter is missing.
+    A steady competitor on the timed CPU slows every sample alike, so a point can be tight and still inflated:
+    ``cpu_wait`` sees exactly that competitor, ``cpu_pressure`` the machine as a whole. None where a counter is
+    missing.
     """
     end = contention_counters()
     wall = end["wall_s"] - start["wall_s"]
-    shares: dict = {"cpu_pressure": None, "cpu_steal": None}
+    shares: dict = {"cpu_wait": None, "cpu_pressure": None, "cpu_steal": None}
+    if wall > 0 and "wait_ns" in start and "wait_ns" in end:
+        waited = (end["wait_ns"] - start["wait_ns"]) / 1e9 / wall / max(1, threads)
+        shares["cpu_wait"] = round(min(1.0, max(0.0, waited)), 4)
     if wall > 0 and "stall_us" in start and "stall_us" in end:
         shares["cpu_pressure"] = round(min(1.0, (end["stall_us"] - start["stall_us"]) / 1e6 / wall), 4)
     if "all_ticks" in start and "all_ticks" in end and end["all_ticks"] > start["all_ticks"]:

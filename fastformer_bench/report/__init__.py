@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from fastformer_bench import results
@@ -36,8 +37,13 @@ def _copy_bandwidth(env: dict, device: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
 
 
-def load(inputs: list[str]):
-    """(prepared DataFrame, runs) for the given result directories or points.jsonl files."""
+def load(inputs: list[str], unreadable: list[str] | None = None, include_contended: bool = False):
+    """(prepared DataFrame, runs) for the given result directories or points.jsonl files.
+
+    Lines that cannot be read are described in ``unreadable`` (when given) instead of failing the load. One input
+    must hold points of one set of settings (its records' settings_hash). ``include_contended`` treats points
+    timed under contention as ok (they are kept out of every fit, figure and crossover otherwise).
+    """
     import pandas as pd
 
     from fastformer_bench.report import analysis
@@ -46,7 +52,13 @@ def load(inputs: list[str]):
         raise results.ResultsError("no results directories were given.")
     frames, runs = [], []
     for entry in inputs:
-        frame = results.load_frame([entry])
+        frame = results.load_frame([entry], unreadable)
+        hashes = sorted({str(h) for h in frame["settings_hash"].dropna().unique()})
+        if len(hashes) > 1:
+            raise results.ResultsError(f"{entry} mixes points measured under {len(hashes)} different settings "
+                                       f"({', '.join(hashes)}); report each set of settings from its own directory.")
+        if include_contended:
+            frame["status"] = frame["status"].replace("contended", "ok")
         path = Path(entry)
         env = results.read_run(path if path.is_dir() else path.parent)
         ids = sorted({str(r) for r in frame["run_id"].dropna().unique() if str(r)})
@@ -59,17 +71,25 @@ def load(inputs: list[str]):
     return analysis.prepare(pd.concat(frames, ignore_index=True)), runs
 
 
-def build_report(inputs: list[str], out: str) -> dict:
+def build_report(inputs: list[str], out: str, include_contended: bool = False) -> dict:
     """Write out/REPORT.md, out/summary.json and out/figures/*.png from the results; return the summary.
 
-    Raises results.ResultsError (a ValueError) with one sentence for missing, bad or foreign results.
+    Raises results.ResultsError (a ValueError) with one sentence for missing, bad or foreign results. A line of
+    the results that cannot be read is named on stderr and in the report's caveats, never dropped silently.
     """
     from fastformer_bench.report import analysis, markdown, quantities, spec
 
-    frame, runs = load(inputs)
+    unreadable: list[str] = []
+    frame, runs = load(inputs, unreadable, include_contended)
+    for line in unreadable:
+        print(f"fastformer-bench report: {line}", file=sys.stderr)
     out_dir = Path(out)
     summary = {**analysis.summarize(frame), **quantities.summarize(frame)}
-    summary["figures"] = spec.render_all(frame, out_dir / "figures")
+    summary["figures"] = spec.render_all(frame, out_dir / "figures", unreadable=len(unreadable))
+    if unreadable:
+        summary["unreadable"] = unreadable
+    if include_contended:
+        summary["contended_included"] = True
     summary["inputs"] = [r["label"] for r in runs]
     summary["environment"] = [{"label": r["label"], **r["env"]} for r in runs]
     summary = _clean(summary)

@@ -332,7 +332,29 @@ def caveats(s: dict, runs: list[dict]) -> list[str]:
             f"- Scaling fits: {s['fit_rule']}. A fit over a short or small-N range can miss the asymptotic exponent; "
             "the report states such misses instead of changing the range.",
             "- Only status = ok points are timed, plotted or fitted; incorrect points are reported above and "
-            "excluded everywhere else.", ""]
+            "excluded everywhere else.",
+            *_contended_lines(s), *_unreadable_lines(s), ""]
+
+
+def _contended_lines(s: dict) -> list[str]:
+    count = s["statuses"].get("contended", 0)
+    if s.get("contended_included"):
+        return [f"- **Contended points included on request:** {count} points timed while another task held "
+                "their CPU beyond the limit are treated as ok here; their times may be inflated."]
+    if not count:
+        return []
+    return [f"- {count} point{'s were' if count > 1 else ' was'} timed while another task held the timed CPU beyond "
+            "the limit, twice (status contended): kept in the results, left out of every fit, figure and "
+            "crossover (`fastformer-bench report --include-contended` shows them)."]
+
+
+def _unreadable_lines(s: dict) -> list[str]:
+    lines = s.get("unreadable") or []
+    if not lines:
+        return []
+    return [f"- **{len(lines)} line{'s' if len(lines) > 1 else ''} of the results could not be read and "
+            f"{'are' if len(lines) > 1 else 'is'} left out of everything above:**",
+            *[f"  - {line}" for line in lines]]
 
 
 def render(summary: dict, runs: list[dict]) -> str:

@@ -67,8 +67,11 @@ SPECS = (
 )
 
 
-def render_all(frame: pd.DataFrame, directory: str | Path) -> list[dict]:
-    """Draw every figure kind into ``directory``; a kind without data becomes a ``skipped`` entry."""
+def render_all(frame: pd.DataFrame, directory: str | Path, unreadable: int = 0) -> list[dict]:
+    """Draw every figure kind into ``directory``; a kind without data becomes a ``skipped`` entry.
+
+    With ``unreadable`` result lines left out, a skipped figure says that they may be the reason.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in sorted(directory.glob("*.png")):  # figures of an earlier report must not linger beside new ones
@@ -81,6 +84,10 @@ def render_all(frame: pd.DataFrame, directory: str | Path) -> list[dict]:
             kind = spec.kind.format(**words)
             drawn = spec.draw(frame, directory, look, kind)
             if not drawn and not spec.optional:
-                drawn = [{"kind": kind, "file": None, "title": None, "skipped": spec.why.format(**words)}]
+                why = spec.why.format(**words)
+                if unreadable:
+                    why += (f" among the readable records; {unreadable} line{'s' if unreadable > 1 else ''} of "
+                            "the results could not be read (see the caveats) and may hold the missing points")
+                drawn = [{"kind": kind, "file": None, "title": None, "skipped": why}]
             entries.extend(drawn)
     return entries

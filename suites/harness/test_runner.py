@@ -33,7 +33,7 @@ def test_ok_point_has_times_memory_work_and_small_error():
     assert record["reference_impl"] == "reference"
     assert record["flops"] > 0 and record["bytes_min"] > 0
     assert record["peak_bytes"] is not None
-    assert set(record["contention"]) == {"cpu_pressure", "cpu_steal"}
+    assert set(record["contention"]) == {"cpu_wait", "cpu_pressure", "cpu_steal"}
     assert all(v is None or 0 <= v <= 1 for v in record["contention"].values())
 
 

@@ -6,7 +6,11 @@ object per line on stdin, one reply per line on stdout:
   {"op": "setup", "params": {...}, "threads": T, "warmup_s": S}  -> status, errors, per-call estimate
   {"op": "sample", "calls": K}                                   -> seconds per call over K back-to-back calls
   {"op": "quit"}
-Timing is perf_counter around K calls with the garbage collector off, synchronised on CUDA (as timing.py does).
+Timing is around K calls with the garbage collector off, synchronised on CUDA (as timing.py does). The clock is
+the thread's CPU time for a single-threaded CPU point: time slices a neighbour takes from this thread on its
+CPU are not counted, so load elsewhere on a shared runner does not inflate one side (what it still changes,
+cache and memory-bus sharing, lands on both sides alike through the interleaving). Wall time otherwise
+(several threads, or a GPU), reported as "clock" in each reply.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ def _reply(payload: dict) -> None:
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def _clock(device: str) -> tuple[str, object]:
+    if device == "cpu" and torch.get_num_threads() == 1:
+        return "thread_cpu", time.thread_time
+    return "wall", time.perf_counter
 
 
 def _setup(command: dict) -> tuple[dict, object, str]:
@@ -74,14 +84,15 @@ def main() -> None:
             _reply(reply)
         elif op == "sample":
             calls = int(command["calls"])
+            name, clock = _clock(device)
             gc.disable()
             try:
                 _sync(device)
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(calls):
                     step()
                 _sync(device)
-                _reply({"s": (time.perf_counter() - t0) / calls})
+                _reply({"s": (clock() - t0) / calls, "clock": name})
             except Exception as exc:
                 _reply({"error": f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"})
             finally:
