@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from fastformer_bench import presets
     from fastformer_bench.measure.env import collect_env
-    from fastformer_bench.measure.host import prepare_process
+    from fastformer_bench.measure.host import cpu_mhz, prepare_process
     from fastformer_bench.point import Settings
-    from fastformer_bench.runner import run_sweep
+    from fastformer_bench.results import writer_lock
+    from fastformer_bench.runner import check_target, run_sweep
 
     preset = presets.load(args.preset)
     overrides = axes.overrides(args)
@@ -75,22 +76,39 @@ def _cmd_run(args) -> int:
     if changes:
         settings = Settings(**{**settings.__dict__, **changes})
     problems, skipped = presets.expand(preset, overrides)
-    # An oversized CPU allocation must fail as out-of-memory in the process that makes it; isolated points
-    # are capped in their own worker.
-    cap = not args.isolate and all(p.device == "cpu" for p in problems)
-    applied = prepare_process(settings.threads, pin_cpus=settings.pin_cpus, cap_memory=cap)
-    threads = applied["threads"]
-    settings = Settings(**{**settings.__dict__, "threads": threads})
-    env = collect_env(threads=threads, argv=sys.argv)
-    env.update({k: applied[k] for k in ("threads", "allocator", "cpu_affinity")})
-    env["copy_bytes_per_s"] = _copy_bandwidths(problems)
-    run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate, env=env,
-              progress=not args.no_progress)
+    # The directory first: a run refused there must not claim a CPU or measure anything.
+    with writer_lock(args.out):
+        check_target(args.out, args.resume)
+        # An oversized CPU allocation must fail as out-of-memory in the process that makes it; isolated points
+        # are capped in their own worker.
+        cap = not args.isolate and all(p.device == "cpu" for p in problems)
+        applied = prepare_process(settings.threads, pin_cpus=settings.pin_cpus, cap_memory=cap)
+        threads = applied["threads"]
+        settings = Settings(**{**settings.__dict__, "threads": threads})
+        env = collect_env(threads=threads, argv=sys.argv)
+        env.update({k: applied[k] for k in ("threads", "allocator", "cpu_affinity")})
+        env["copy_bytes_per_s"] = _copy_bandwidths(problems)
+        env["cpu_mhz"] = cpu_mhz()
+        run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate,
+                  env=env, progress=not args.no_progress)
+        # The machine's state at the end too: a run whose bandwidth moved while it measured is visible as such.
+        _record_end_state(args.out, {"copy_bytes_per_s_end": _copy_bandwidths(problems), "cpu_mhz_end": cpu_mhz()})
     # The whole directory, not this session's share: a resumed run still reports (and fails on) earlier points.
     wanted = {p.point_id for p in problems}
     records = [r for r in read_points(Path(args.out) / POINTS_FILE) if r["point_id"] in wanted]
     _print_table(records, skipped)
     return 1 if any(r["status"] == "incorrect" for r in records) else 0
+
+
+def _record_end_state(out: str, state: dict) -> None:
+    from fastformer_bench.results import read_run, write_json_atomic
+
+    run = read_run(out)
+    if run.get("resumed_sessions"):
+        run["resumed_sessions"][-1].update(state)  # this session's end, beside its own start
+    else:
+        run.update(state)
+    write_json_atomic(Path(out) / "run.json", run)
 
 
 def _copy_bandwidths(problems) -> dict:

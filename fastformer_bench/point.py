@@ -169,6 +169,20 @@ def preflight(problem: Problem) -> str | None:
     return reason
 
 
+def predicted_oom(problem: Problem) -> str | None:
+    """Why a CPU point would run out of memory, from its implementation's memory model, before it allocates."""
+    model = registry.get(problem.impl).memory_model
+    if model is None or problem.device != "cpu":
+        return None
+    need = model(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
+                 columns=problem.columns, dtype_bytes=problem.torch_dtype.itemsize, backward=problem.mode == "fwd_bwd")
+    room = host.memory_headroom_bytes()
+    if room is None or need <= room:
+        return None
+    return (f"predicted to need {need / 2**30:.3g} GiB beyond its inputs, more than the {room / 2**30:.3g} GiB "
+            "this process may allocate (not attempted)")
+
+
 def incorrect_reason(accuracy: dict) -> str:
     return (f"max relative error {accuracy['max_rel_err']:.3g} > tolerance {accuracy['tolerance']:g} "
             f"against {accuracy['reference_impl']}")
@@ -203,6 +217,9 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
     reason = preflight(problem)
     if reason is not None:
         return {**record, "status": "unsupported", "reason": reason}
+    reason = predicted_oom(problem)
+    if reason is not None:
+        return {**record, "status": "oom", "reason": reason}
     deadline = time.monotonic() + settings.time_limit_s
     inputs = step = subject = None
     try:

@@ -143,6 +143,7 @@ class ResultStore:
 
 #: held (flock) by the one process writing a results directory; it names that process's pid
 LOCK_FILE = "writer.lock"
+_held_writer_locks: set[Path] = set()
 
 
 @contextlib.contextmanager
@@ -153,6 +154,9 @@ def writer_lock(directory: str | os.PathLike) -> Iterator[None]:
     leaves a directory locked.
     """
     path = Path(directory) / LOCK_FILE
+    if path.resolve() in _held_writer_locks:  # this process holds it already (the CLI, then the sweep it runs)
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -162,11 +166,13 @@ def writer_lock(directory: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
         raise ValueError(f"{directory} is in use by another fastformer-bench run (pid {holder}); wait for it to "
                          "finish or choose another --out.") from None
+    _held_writer_locks.add(path.resolve())
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        _held_writer_locks.discard(path.resolve())
         path.unlink(missing_ok=True)  # while still held: a waiting writer then makes a fresh file
         os.close(fd)
 
@@ -297,7 +303,8 @@ def load_frame(entries: Iterable[str | os.PathLike], unreadable: list[str] | Non
 
     records = load_records(entries, unreadable)
     if not records:
-        raise ResultsError("the results hold no records.")
+        first = f"; {len(unreadable)} line(s) could not be read, the first: {unreadable[0]}" if unreadable else ""
+        raise ResultsError(f"the results hold no records{first}.")
     frame = pd.DataFrame.from_records(records)
     for name in FIELDS:
         if name not in frame.columns:

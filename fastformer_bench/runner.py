@@ -45,6 +45,14 @@ def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | N
         return {**base, "status": "crashed", "reason": "the isolated process printed a malformed record"}
 
 
+def check_target(out: str | os.PathLike, resume: bool) -> None:
+    """ValueError unless ``out`` may take this sweep's records: empty, or being resumed."""
+    store, held_store = ResultStore(out), ResultStore(out, HELD_FILE)
+    if not resume and not (store.is_empty() and held_store.is_empty()):
+        raise ValueError(f"{store.path.parent} already holds results; pass --resume to continue it or choose a new "
+                         "--out.")
+
+
 def new_run_id(preset: str) -> str:
     return f"{preset}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
@@ -96,9 +104,7 @@ def _sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, 
         _check_resumable([store, held_store], previous, preset, settings)
     run_id = previous.get("run_id") or new_run_id(preset)
     done = store.finished_ids() if resume else set()
-    if not resume and not (store.is_empty() and held_store.is_empty()):
-        raise ValueError(f"{store.path.parent} already holds results; pass --resume to continue it or choose a new "
-                         "--out.")
+    check_target(out, resume)
     # A killed run's points that were waiting for a revisit go straight to it, their first measurement kept.
     waiting = {r["point_id"]: r for r in held_store.records()} if resume else {}
     todo = [p for p in problems if p.point_id not in done and p.point_id not in waiting]

@@ -79,11 +79,14 @@ def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings
 
 def shared_cpus(threads: int | None) -> set[int] | None:
     """The CPUs both sides are pinned to: the same ones, so a busy neighbour on one core slows both sides alike
-    (left to the scheduler, each side tends to stay on its own core, and the neighbour biases one side only)."""
-    if not hasattr(os, "sched_getaffinity") or not threads:
+    (left to the scheduler, each side tends to stay on its own core, and the neighbour biases one side only).
+    They are claimed for the gate's lifetime (host.claim_cpus), so no other fastformer-bench process times there."""
+    from fastformer_bench.measure.host import claim_cpus
+
+    if not threads:
         return None
-    allowed = sorted(os.sched_getaffinity(0))
-    return set(allowed[-int(threads):]) if int(threads) < len(allowed) else None
+    found = claim_cpus(int(threads), pin=False, say=lambda line: print(line, file=sys.stderr, flush=True))
+    return set(found) if found else None
 
 
 def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings: dict, rounds: int,

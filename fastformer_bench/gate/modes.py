@@ -109,9 +109,17 @@ def stored_baseline(args: argparse.Namespace, repo: Path, base_impls: Names, can
             cand_run = stored.load(Path(tmp) / "candidate")[0]
         where = f"{repo} (measured now)"
     stored.check_comparable(args.baseline_results, base_run, base_records, cand_run, cand_records)
+    ratios = stored.bandwidth_ratios(args.baseline_results, base_run, cand_run,
+                                     {r["device"] for r in base_records + cand_records}, args.normalize)
+    base_records, cand_records = stored.without_contended(base_records), stored.without_contended(cand_records)
     if base_impls:
         base_records = [r for r in base_records if r["impl"] in base_impls]
     title = f"stored baseline {args.baseline_results} vs {where}"
+    if args.normalize:
+        cand_records, scaled = stored.normalized(cand_records, ratios)
+        if scaled:
+            title += (f"; memory-bound candidate points scaled by the copy-bandwidth ratio "
+                      f"({', '.join(f'{d} {r:.3g}' for d, r in sorted(ratios.items()))}): {', '.join(scaled)}")
     return compare.pool([base_records]), compare.pool([cand_records]), title
 
 

@@ -3,6 +3,11 @@
 The fingerprint is what makes two wall times comparable at all: the device kind(s) measured, the CPU model
 (CPU points) or GPU name (CUDA points), the torch version, and the CPU thread count (CPU points). Anything else
 in run.json (hostname, git commit, library versions the kernels never call) may differ.
+The machine's state must match too: the same machine type measured 21 or 41 GB/s of copy bandwidth on different
+days, and memory-bound times followed it. Two runs whose copy bandwidths (run.json, measured at the start and
+end of each run) differ by more than BANDWIDTH_TOLERANCE are refused unless ``--normalize`` scales the
+candidate's memory-bound (linear-complexity) points by the bandwidth ratio, naming them. A stored point timed
+while other tasks held its CPU (CONTENTION_LIMIT) is not compared: its time says more about the neighbours.
 A candidate not stored yet is measured with the ordinary ``run`` command (run_side).
 """
 
@@ -16,6 +21,67 @@ from fastformer_bench.gate.sides import GateError, side_env_wall
 from fastformer_bench.results import POINTS_FILE, read_points, read_run
 
 FINGERPRINT = ("device", "cpu_model", "gpu_name", "torch", "threads")
+#: relative difference of two runs' copy bandwidths beyond which their times are not comparable as they are
+BANDWIDTH_TOLERANCE = 0.10
+#: share of a stored point's timing lost to other tasks on its CPU beyond which it is not compared
+CONTENTION_LIMIT = 0.05
+
+
+def copy_bandwidth(run: dict, device: str) -> float | None:
+    """The run's copy bandwidth on ``device`` (bytes/s): the mean of its start and end measurements."""
+    found = []
+    for key in ("copy_bytes_per_s", "copy_bytes_per_s_end"):
+        value = run.get(key)
+        value = value.get(device) if isinstance(value, dict) else value
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            found.append(float(value))
+    return sum(found) / len(found) if found else None
+
+
+def bandwidth_ratios(baseline_dir: str | Path, base_run: dict, cand_run: dict, devices: set[str],
+                     normalize: bool) -> dict[str, float]:
+    """Candidate / baseline copy bandwidth per device; ValueError (exit 2) for states that differ beyond the
+    tolerance, unless ``normalize``."""
+    ratios, far = {}, []
+    for device in sorted(devices):
+        base, cand = copy_bandwidth(base_run, device), copy_bandwidth(cand_run, device)
+        if base is None or cand is None:
+            continue
+        ratios[device] = cand / base
+        if abs(ratios[device] - 1) > BANDWIDTH_TOLERANCE:
+            far.append(f"{device} copy bandwidth {base / 1e9:.3g} vs {cand / 1e9:.3g} GB/s")
+    if far and not normalize:
+        raise ValueError(f"the stored baseline {baseline_dir} was measured in another machine state ("
+                         f"{'; '.join(far)}, more than {BANDWIDTH_TOLERANCE:.0%} apart); re-measure it, or pass "
+                         "--normalize to scale memory-bound points by the bandwidth ratio.")
+    return ratios
+
+
+def normalized(records: list[dict], ratios: dict[str, float]) -> tuple[list[dict], list[str]]:
+    """Memory-bound (linear) candidate points' times as if measured at the baseline's bandwidth, and their ids."""
+    out, scaled = [], []
+    for r in records:
+        ratio = ratios.get(r.get("device"))
+        if r.get("status") != "ok" or r.get("complexity") != "linear" or ratio is None or abs(ratio - 1) < 1e-12:
+            out.append(r)
+            continue
+        # time ~ bytes / bandwidth: at the baseline's bandwidth the candidate's time would be ratio x longer
+        out.append({**r, "samples": [t * ratio for t in r.get("samples") or []]})
+        scaled.append(f"{r['impl']} N={r['seq_len']} D={r['width']}")
+    return out, scaled
+
+
+def without_contended(records: list[dict]) -> list[dict]:
+    """Records timed under contention beyond CONTENTION_LIMIT marked ``contended`` (so never compared)."""
+    from fastformer_bench.measure.timing import contention_share
+
+    out = []
+    for r in records:
+        share = contention_share(r.get("contention") or {}) if r.get("status") == "ok" else None
+        if share is not None and share > CONTENTION_LIMIT:
+            r = {**r, "status": "contended", "reason": f"timed while other tasks held its CPU {share:.0%} of the time"}
+        out.append(r)
+    return out
 
 
 def fingerprint(run: dict, records: list[dict]) -> dict:

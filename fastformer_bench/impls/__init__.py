@@ -57,6 +57,10 @@ class Impl:
     expected_exponent: tuple[float, float | None] | None = None
     #: the dtype it computes in whatever the inputs' dtype (the float64 ground truth); None: the inputs' dtype
     compute_dtype: str | None = None
+    #: bytes one call needs beyond its inputs, predicted from the shape (batch, seq_len, width, heads, columns,
+    #: dtype_bytes, backward): a point predicted above the memory cap is recorded oom before it allocates. None
+    #: where the need is linear in N and small beside the inputs.
+    memory_model: Callable[..., int] | None = None
 
     @property
     def complexity(self) -> str:

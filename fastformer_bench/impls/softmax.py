@@ -44,6 +44,12 @@ def sdpa_softmax_attention(q, k, v, heads: int, mask: torch.Tensor | None = None
     return _merge(o, mask)
 
 
+def _naive_memory(batch: int, seq_len: int, width: int, heads: int, columns: int, dtype_bytes: int,
+                  backward: bool) -> int:
+    # the N x N scores and their softmax per (batch, head); backward keeps both and builds their gradients
+    return (4 if backward else 2) * batch * heads * seq_len**2 * dtype_bytes
+
+
 SOFTMAX_NAIVE = Impl(
     name="softmax_naive",
     family=SOFTMAX,
@@ -53,6 +59,7 @@ SOFTMAX_NAIVE = Impl(
     quadratic=True,
     baseline_rank=2,
     expected_exponent=(1.7, None),
+    memory_model=_naive_memory,
     fallback_reference="softmax_sdpa",
 )
 

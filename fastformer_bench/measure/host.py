@@ -8,9 +8,13 @@ them on its own.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,9 +32,13 @@ def prepare_process(threads: int | None = None, *, pin_cpus: bool = False, alloc
     """
     applied = {"threads": configure_threads(threads)}
     applied["allocator"] = configure_allocator() if allocator else {}
-    applied["cpu_affinity"] = configure_affinity(applied["threads"]) if pin_cpus else None
+    applied["cpu_affinity"] = claim_cpus(applied["threads"], say=_to_stderr) if pin_cpus else None
     applied["memory_cap_bytes"] = cap_cpu_memory() if cap_memory else None
     return applied
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def configure_threads(threads: int | None) -> int:
@@ -64,6 +72,102 @@ def configure_affinity(threads: int) -> list[int] | None:
     chosen = allowed[-threads:]
     os.sched_setaffinity(0, chosen)
     return chosen
+
+
+#: one advisory lock file per CPU, shared by every fastformer-bench process of this machine
+CPU_LOCK_DIR = Path(tempfile.gettempdir()) / "fastformer-bench-cpus"
+_held_cpu_locks: dict[int, int] = {}  # cpu -> open file descriptor, held for this process's lifetime
+
+
+def _idle_shares(seconds: float = 0.2) -> dict[int, float]:
+    """Each CPU's idle share over a short look at /proc/stat ({} where it cannot be read)."""
+    def read() -> dict[int, tuple[int, int]]:
+        found = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *ticks = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    values = [int(t) for t in ticks[:8]]
+                    found[int(name[3:])] = (values[3] + values[4], sum(values))
+        return found
+    try:
+        before = read()
+        time.sleep(seconds)
+        after = read()
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {cpu: (after[cpu][0] - before[cpu][0]) / max(1, after[cpu][1] - before[cpu][1])
+            for cpu in before if cpu in after}
+
+
+def _try_lock(cpu: int) -> tuple[int | None, str]:
+    """(an fd holding CPU ``cpu``'s lock, "") or (None, the holder's pid)."""
+    CPU_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(CPU_LOCK_DIR / f"cpu{cpu}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, ""
+
+
+def _holders(held_by: dict[int, str]) -> str:
+    return ", ".join(f"CPU {cpu} held by pid {pid}" for cpu, pid in sorted(held_by.items()))
+
+
+def claim_cpus(count: int, *, pin: bool = True, wait_s: float = 900.0, say=print) -> list[int] | None:
+    """Hold ``count`` CPUs no other fastformer-bench process holds, the idlest first, and pin this process there.
+
+    Two runs (or a run and a gate) timing on one CPU while another idles came out 2x slow and still "ok": each
+    CPU has an advisory lock (released by the kernel when its holder ends, however it ends). When every CPU is
+    held, this waits (saying so) up to ``wait_s``, then raises ValueError. ``say`` gets one line naming the CPUs
+    taken and any held by others. None (nothing pinned) where no CPU would be left over or the OS cannot pin.
+    """
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"threads must be a positive integer, got {count!r}.")
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) <= count:
+        return None
+    deadline, waited = time.monotonic() + wait_s, False
+    while True:
+        idle = _idle_shares()
+        # the idlest first; among equals the highest number (the OS favours low CPUs for its own work)
+        order = sorted(allowed, key=lambda cpu: (-round(idle.get(cpu, 0.0), 1), -cpu))
+        taken, held_by = [], {}
+        for cpu in order:
+            if len(taken) == count:
+                break
+            if cpu in _held_cpu_locks:
+                taken.append(cpu)
+                continue
+            fd, holder = _try_lock(cpu)
+            if fd is None:
+                held_by[cpu] = holder
+            else:
+                _held_cpu_locks[cpu] = fd
+                taken.append(cpu)
+        if len(taken) == count:
+            break
+        for cpu in taken:  # not enough: give back what this round took, so two waiters cannot deadlock
+            os.close(_held_cpu_locks.pop(cpu))
+        if time.monotonic() > deadline:
+            raise ValueError(f"no {count} CPU(s) free of other fastformer-bench processes after {wait_s:g} s "
+                             f"({_holders(held_by)}).")
+        if not waited:
+            say(f"fastformer-bench: waiting for a CPU: {_holders(held_by)}")
+            waited = True
+        time.sleep(1.0)
+    if pin:
+        os.sched_setaffinity(0, taken)
+    others = f"; {_holders(held_by)}" if held_by else ""
+    say(f"fastformer-bench: timing on CPU {', '.join(map(str, sorted(taken)))}{others}")
+    return sorted(taken)
 
 
 # glibc mallopt parameters (malloc.h)
@@ -164,6 +268,27 @@ def cap_cpu_memory(share: float = CPU_MEMORY_SHARE) -> int | None:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     return limit
+
+
+def memory_headroom_bytes(share: float = CPU_MEMORY_SHARE) -> int | None:
+    """Bytes this process may still allocate: below its address-space cap if it has one, else a share of the
+    memory available now; None where neither can be read."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        used = process_status_bytes("VmSize")
+        return None if used is None else max(0, soft - used)
+    available = meminfo_kib("MemAvailable")
+    return None if available is None else int(available * 1024 * share)
+
+
+def cpu_mhz() -> float | None:
+    """The CPUs' mean current clock (MHz) as /proc/cpuinfo reports it, None where it does not."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            found = [float(line.split(":", 1)[1]) for line in f if line.lower().startswith("cpu mhz")]
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(sum(found) / len(found), 1) if found else None
 
 
 def psi_cpu_some() -> dict[str, float]:

@@ -67,15 +67,23 @@ def test_run_writes_records_and_run_json_and_exits_0(tmp_path):
     # softmax with C = 2 makes no sense: skipped, not recorded, not an error
     assert sorted((r["impl"], r["columns"]) for r in records) == [
         ("eager", 2), ("eager", 3), ("softmax_naive", 3), ("triton", 2), ("triton", 3)]
-    # conftest turned the Triton interpreter on (no GPU here), and the child process inherits it
-    assert {(r["impl"], r["columns"]): r["status"] for r in records} == {
-        ("eager", 2): "ok", ("eager", 3): "ok", ("softmax_naive", 3): "ok", ("triton", 2): "ok", ("triton", 3): "ok"}
+    # conftest turned the Triton interpreter on (no GPU here), and the child process inherits it. Every point is
+    # checked and timed; on a busy machine a point timed beside a competitor is stored contended, not ok.
+    assert {r["status"] for r in records} <= {"ok", "contended"}, [r["reason"] for r in records]
+    assert all(r["max_rel_err"] <= r["tolerance"] and r["time_median"] > 0 for r in records)
     run = json.loads((out / "run.json").read_text())
     assert run["preset"] == "quick" and run["threads"] >= 1 and run["torch"]
-    # quick pins its one thread to the last CPU where another is left over, and may re-measure noisy windows
+    # the machine's state at the start and at the end of the run
+    assert run["copy_bytes_per_s"]["cpu"] > 0 and run["copy_bytes_per_s_end"]["cpu"] > 0
+    # quick pins its one thread to a CPU no other fastformer-bench process holds, where another is left over,
+    # and says which; it may re-measure noisy windows (up to 3), and a contended timing once more
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    assert run["cpu_affinity"] == (allowed[-1:] if len(allowed) > 1 else None)
-    assert all(1 <= r["timing_attempts"] <= 3 and len(r["rejected_samples"]) == r["timing_attempts"] - 1
+    if len(allowed) > 1:
+        (cpu,) = run["cpu_affinity"]
+        assert cpu in allowed and f"timing on CPU {cpu}" in done.stderr
+    else:
+        assert run["cpu_affinity"] is None
+    assert all(1 <= r["timing_attempts"] <= 6 and len(r["rejected_samples"]) == r["timing_attempts"] - 1
                for r in records)
     assert "1 combinations skipped" in done.stdout
 

@@ -114,4 +114,4 @@ def test_contention_degrades_to_none_without_counters():
     from fastformer_bench.measure.host import contention_since
 
     shares = contention_since({"wall_s": 0.0})  # a start with no counters (an OS without PSI or /proc/stat)
-    assert shares == {"cpu_pressure": None, "cpu_steal": None}
+    assert shares == {"cpu_wait": None, "cpu_pressure": None, "cpu_steal": None}

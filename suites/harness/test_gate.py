@@ -107,6 +107,53 @@ def _results(path: Path, cpu_model: str, torch_version: str, status: str = "ok")
     return path
 
 
+def _state(path: Path, copy_gbs: float, points: list[dict]) -> Path:
+    """A stored run on this fingerprint with its copy bandwidth and the given points (eager, B=1, D=32)."""
+    path.mkdir()
+    lines = [json.dumps({"schema": 1, "point_id": f"p{n}", "threads": 1, "device_name": "AMD EPYC", "run_id": "r",
+                         "family": "additive", **_record(**{"seq_len": 64 * 2**n, **point})})
+             for n, point in enumerate(points)]
+    (path / "points.jsonl").write_text("\n".join(lines) + "\n")
+    (path / "run.json").write_text(json.dumps({"cpu_model": "AMD EPYC", "torch": "2.13.0+cpu", "preset": "gate",
+                                               "copy_bytes_per_s": {"cpu": copy_gbs * 1e9}}))
+    return path
+
+
+def _steady(center: float, n: int = 30) -> list[float]:
+    return [center * (1 + 0.002 * ((k * 7919) % 11 - 5)) for k in range(n)]
+
+
+def test_a_stored_point_timed_under_contention_is_not_compared(tmp_path):
+    # The false "regression" of issue 12: the candidate's point was timed beside a competitor. It must be
+    # reported, never gated; the clean point beside it is still compared.
+    base = _state(tmp_path / "base", 40, [{"samples": _steady(1.0)}, {"samples": _steady(2.0)}])
+    cand = _state(tmp_path / "cand", 40, [{"samples": _steady(1.15), "contention": {"cpu_wait": 0.7}},
+                                          {"samples": _steady(2.0)}])
+    report = tmp_path / "gate.json"
+    done = _gate("--baseline-results", str(base), "--candidate-results", str(cand), "--json", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["verdict"] for r in rows] == ["not compared", "same"]
+    assert "contended" in rows[0]["note"] and "70%" in rows[0]["note"]
+
+
+def test_stored_runs_in_another_machine_state_are_refused_or_normalized(tmp_path):
+    # Same machine type, half the copy bandwidth the day the baseline was measured: memory-bound times doubled.
+    base = _state(tmp_path / "base", 20.7, [{"samples": _steady(2.0)}])
+    cand = _state(tmp_path / "cand", 41.4, [{"samples": _steady(1.0)}])
+    done = _gate("--baseline-results", str(base), "--candidate-results", str(cand))
+    assert done.returncode == 2 and "another machine state" in done.stderr and "20.7 vs 41.4 GB/s" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    report = tmp_path / "gate.json"
+    done = _gate("--baseline-results", str(base), "--candidate-results", str(cand), "--normalize", "--json",
+                 str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(report.read_text())
+    (row,) = result["rows"]
+    assert row["verdict"] == "same" and abs(row["ratio"] - 1) < 0.01  # scaled by 41.4 / 20.7, not "2x faster"
+    assert "scaled by the copy-bandwidth ratio (cpu 2)" in result["title"] and "eager N=64 D=32" in result["title"]
+
+
 def _gate(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fastformer_bench", "gate", *args], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=timeout)

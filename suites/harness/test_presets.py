@@ -14,6 +14,29 @@ def test_every_shipped_preset_expands(name):
     assert len({p.point_id for p in problems}) == len(problems)
 
 
+def _cpu_impls(*, compiling: bool) -> set[str]:
+    import torch
+
+    from fastformer_bench import impls
+
+    found = set()
+    for name in impls.names():
+        impl = impls.get(name)
+        truth = impl.quadratic and impl.family == impls.ADDITIVE  # the ground truth every other is checked against
+        if not truth and (compiling or not impl.compiles) and impl.unsupported_reason("cpu", torch.float32) is None:
+            found.add(name)
+    return found
+
+
+def test_the_gate_presets_cover_every_implementation_that_runs_here():
+    # a regression in an implementation the gate never measures would pass every gate
+    wall, _ = presets.expand(presets.load("gate"))
+    assert _cpu_impls(compiling=True) <= {p.impl for p in wall}
+    counted, _ = presets.expand(presets.load("gate-instructions"))
+    assert _cpu_impls(compiling=False) <= {p.impl for p in counted}
+    assert "reference" not in {p.impl for p in wall + counted}
+
+
 def test_required_presets_exist():
     assert {"quick", "cpu", "gpu", "paper-fig2"} <= set(presets.names())
 

@@ -214,3 +214,59 @@ def test_the_reference_records_that_it_computes_in_float64():
     record = measure_point(tiny("reference"), FAST)
     assert record["status"] == "ok" and record["dtype"] == "float32" and record["compute_dtype"] == "float64"
     assert measure_point(tiny("eager"), FAST)["compute_dtype"] == "float32"
+
+
+# -- one CPU, one timing process (item 2) -----------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs to choose between")
+def test_a_second_process_times_on_another_cpu_and_says_which():
+    claim = ("import sys\nfrom fastformer_bench.measure.host import claim_cpus\n"
+             "print(claim_cpus(1, wait_s=5, say=lambda s: print(s, file=sys.stderr)), flush=True)\n")
+    first = subprocess.Popen([sys.executable, "-c", claim + "import time; time.sleep(120)"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        (held,) = json.loads(first.stdout.readline())
+        second = subprocess.run([sys.executable, "-c", claim + "import os; print(sorted(os.sched_getaffinity(0)))"],
+                                capture_output=True, text=True, timeout=60)
+        (taken,), pinned = (json.loads(line) for line in second.stdout.splitlines())
+        assert taken != held and pinned == [taken]
+        assert f"CPU {held} held by pid {first.pid}" in second.stderr and f"timing on CPU {taken}" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+        first.stdout.close()
+        first.stderr.close()
+
+
+# -- out of memory before allocating (item 7) -------------------------------------------------------------------
+
+def test_a_point_predicted_beyond_memory_is_oom_at_once_without_allocating():
+    started = time.monotonic()
+    record = measure_point(Problem("softmax_naive", batch=1, seq_len=1_000_000, width=8, heads=2), FAST)
+    assert record["status"] == "oom" and "predicted to need" in record["reason"] and "GiB" in record["reason"]
+    assert time.monotonic() - started < 10  # not after minutes of trying
+    assert record["time_median"] is None and record["max_rel_err"] is None  # nothing was run
+
+
+def test_the_memory_models_bound_what_the_quadratic_implementations_really_allocate():
+    from fastformer_bench import impls
+
+    for name in impls.names():
+        impl = impls.get(name)
+        if impl.memory_model is None or impl.unsupported_reason("cpu", torch_float32()) is not None:
+            continue
+        for mode in ("fwd", "fwd_bwd"):
+            problem = Problem(name, batch=2, seq_len=256, width=16, heads=2, mode=mode)
+            record = measure_point(problem, FAST)
+            predicted = impl.memory_model(batch=2, seq_len=256, width=16, heads=2, columns=3, dtype_bytes=4,
+                                          backward=mode == "fwd_bwd")
+            # the model is what the N^2 terms need: within a factor of the measured peak, never far below it
+            assert record["status"] == "ok" and 0.5 * record["peak_bytes"] <= predicted <= 4 * record["peak_bytes"], \
+                (name, mode, predicted, record["peak_bytes"])
+
+
+def torch_float32():
+    import torch
+
+    return torch.float32
