@@ -73,7 +73,7 @@ def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings
                 records[name].update(status="error", reason=reply["error"])
                 return records
             records[name]["samples"].append(reply["s"])
-            records[name]["clock"] = reply.get("clock", "wall")
+            records[name]["clock"] = reply.get("clock", "wall")  # an older worker script times wall only
     return records
 
 

@@ -89,7 +89,7 @@ def wall_ab(args: argparse.Namespace, repo: Path, base_impls: Names, cand_impls:
     with worktree(repo, args.baseline_rev) as base_tree, tempfile.TemporaryDirectory() as tmp:
         found = ab.interleaved({"baseline": base_tree, "candidate": repo}, _points(problems, pairs), settings,
                                args.rounds, Path(tmp))
-    clocks = sorted({r.get("clock", "wall") for side in found.values() for rnd in side for r in rnd})
+    clocks = sorted({r["clock"] for side in found.values() for rnd in side for r in rnd if r.get("samples")})
     title = (f"A/B time ({', '.join(clocks) or 'wall'} clock): {args.baseline_rev} vs {repo} ({args.rounds} rounds, "
              f"preset {preset})")
     return compare.pool(found["baseline"]), compare.pool(found["candidate"]), title

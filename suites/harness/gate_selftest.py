@@ -91,10 +91,10 @@ def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: st
     return trials
 
 
-def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str]) -> list[dict]:
-    """Default A/B gates, each with the preset's points unchanged plus eager vs test_slowdown (1.25x)."""
+def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str], factor: str = "1.25") -> list[dict]:
+    """Default A/B gates, each with the preset's points unchanged plus eager vs test_slowdown (``factor``, 1.25x)."""
     args = ["--impl", "eager,softmax_sdpa,eager", "--candidate-impl", "eager,softmax_sdpa,test_slowdown", *extra]
-    return _trials(repo, repeats, workdir, args, "1.25", "test_slowdown", "wall")
+    return _trials(repo, repeats, workdir, args, factor, "test_slowdown", "wall")
 
 
 def instruction_trials(repo: Path, repeats: int, workdir: Path) -> list[dict]:
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instruction-repeats", type=int, default=3, help="instruction gates (default 3)")
     parser.add_argument("--out", default="results/gate-selftest", help="where the JSON results go")
     parser.add_argument("--gate-args", default="", help="extra gate options for the wall-time trials")
+    parser.add_argument("--factor", default="1.25", help="the slowed candidate's wall-time factor (default 1.25)")
     parser.add_argument("--repo", help="use this git clone as the candidate (its HEAD is the baseline) instead of "
                                        "a fresh snapshot of this working tree")
     args = parser.parse_args(argv)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ffb-selftest-") as tmp:
         repo = Path(args.repo).resolve() if args.repo else snapshot(REPO, Path(tmp) / "clone")
         load_before = os.getloadavg()
-        wall = wall_trials(repo, args.repeats, Path(tmp), args.gate_args.split())
+        wall = wall_trials(repo, args.repeats, Path(tmp), args.gate_args.split(), args.factor)
         instr = instruction_trials(repo, args.instruction_repeats, Path(tmp))
     payload = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
