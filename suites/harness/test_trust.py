@@ -7,6 +7,7 @@ timed CPU, and asserts only what that competitor guarantees whatever else runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -149,51 +150,46 @@ def test_a_garbage_line_in_the_middle_is_named_and_the_rest_still_reported(tmp_p
 
 # -- contention is a status (items 1, 2) ------------------------------------------------------------------------
 
-def _spinner(cpu: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\n"
-                             "end = time.monotonic() + 120\nwhile time.monotonic() < end: pass"])
+NEEDS_SCHEDSTAT = pytest.mark.skipif(not (Path("/proc/self/schedstat").exists() and hasattr(os, "sched_setaffinity")),
+                                     reason="needs Linux schedstat and CPU affinity")
 
 
-@pytest.mark.skipif(not (Path("/proc/self/schedstat").exists() and hasattr(os, "sched_setaffinity")),
-                    reason="needs Linux schedstat and CPU affinity")
-def test_contention_sees_a_competitor_on_the_timed_cpu_whatever_else_runs():
-    from fastformer_bench.measure.host import contention_counters, contention_since
-
+@contextlib.contextmanager
+def _beside_a_competitor():
+    """This process and a busy loop pinned to one CPU together, for the block."""
     allowed = os.sched_getaffinity(0)
     cpu = max(allowed)
-    other = _spinner(cpu)
+    other = subprocess.Popen([sys.executable, "-c", f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\n"
+                              "end = time.monotonic() + 120\nwhile time.monotonic() < end: pass"])
     try:
         os.sched_setaffinity(0, {cpu})
         time.sleep(0.3)  # let it start spinning
+        yield
+    finally:
+        other.kill()
+        other.wait()
+        os.sched_setaffinity(0, allowed)
+
+
+@NEEDS_SCHEDSTAT
+def test_contention_sees_a_competitor_on_the_timed_cpu_whatever_else_runs():
+    from fastformer_bench.measure.host import contention_counters, contention_since
+
+    with _beside_a_competitor():
         start = contention_counters()
         end = time.monotonic() + 0.6
         while time.monotonic() < end:
             pass
         shares = contention_since(start)
-    finally:
-        other.kill()
-        other.wait()
-        os.sched_setaffinity(0, allowed)
     # Two spinners on one CPU: this one waits about half the time, more if anything else lands there too.
     assert shares["cpu_wait"] > 0.3, shares
     assert contention_share(shares) >= shares["cpu_wait"]
 
 
-@pytest.mark.skipif(not (Path("/proc/self/schedstat").exists() and hasattr(os, "sched_setaffinity")),
-                    reason="needs Linux schedstat and CPU affinity")
+@NEEDS_SCHEDSTAT
 def test_a_point_timed_beside_a_competitor_is_measured_again_then_stored_contended():
-    allowed = os.sched_getaffinity(0)
-    cpu = max(allowed)
-    other = _spinner(cpu)
-    settings = Settings(**{**FAST.__dict__, "max_contention": 0.1})
-    try:
-        os.sched_setaffinity(0, {cpu})
-        time.sleep(0.3)
-        record = measure_point(tiny(seq_len=64), settings)
-    finally:
-        other.kill()
-        other.wait()
-        os.sched_setaffinity(0, allowed)
+    with _beside_a_competitor():
+        record = measure_point(tiny(seq_len=64), Settings(**{**FAST.__dict__, "max_contention": 0.1}))
     assert record["status"] == "contended", record["reason"]
     assert "held the timed CPU" in record["reason"] and record["contention"]["remeasured"]
     assert record["contention"]["share"] > 0.1
