@@ -92,6 +92,7 @@ REGISTRY: Registry[Impl] = Registry("implementation", Impl, PLUGIN_ENV, {
     "triton": ("fastformer_bench.impls.additive_triton", "TRITON"),
     "softmax_naive": ("fastformer_bench.impls.softmax", "SOFTMAX_NAIVE"),
     "softmax_sdpa": ("fastformer_bench.impls.softmax", "SOFTMAX_SDPA"),
+    "stream": ("fastformer_bench.impls.additive_stream", "STREAM"),
 })
 names, get, registered = REGISTRY.names, REGISTRY.get, REGISTRY.registered
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -10,14 +11,18 @@ import torch
 from fastformer_bench import impls as registry
 
 
-def registered(family: str, *, compiles: bool | None = None) -> list[str]:
-    """The registered implementations of ``family`` (with ``compiles``, only those that do / do not compile).
+def registered(family: str, *, compiles: bool | None = None) -> list:
+    """The registered implementations of ``family`` (with ``compiles``, only those that do / do not compile), as
+    pytest params.
 
     Tests parametrize over this, never over hand-written names: a new implementation is tested on arrival.
     Compiling ones (torch.compile ~10 s a shape on two cores, Triton's interpreter) run on fixed cases apart.
     """
-    return [name for name in registry.names() if registry.get(name).family == family
-            and (compiles is None or registry.get(name).compiles == compiles)]
+    found = [name for name in registry.names() if registry.get(name).family == family
+             and (compiles is None or registry.get(name).compiles == compiles)]
+    # one that cannot run on this CPU (stream without a C++ compiler) is skipped with its reason, not failed
+    return [pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=f"{name}: {reason}"))
+            for name in found for reason in [registry.get(name).unsupported_reason("cpu", torch.float32)]]
 
 
 def low_dtype_params(cpu_supports: Callable[[torch.dtype], bool]) -> list:
@@ -40,3 +45,38 @@ def make_assert_close(tolerances: dict[torch.dtype, float]) -> Callable[..., Non
                                    msg=lambda m: f"{what}: {m}")
 
     return assert_close
+
+
+def make_mask(batch: int, seq_len: int, kind: str | None, gen: torch.Generator) -> torch.Tensor | None:
+    """None; "ragged" (row 0 full when B > 1, the last row short, others random lengths); "holes" (random
+    real tokens anywhere, at least one per row)."""
+    if kind is None:
+        return None
+    if kind == "ragged":
+        lengths = torch.randint(1, seq_len + 1, (batch,), generator=gen)
+        lengths[-1] = max(1, seq_len // 3)
+        if batch > 1:
+            lengths[0] = seq_len
+        return torch.arange(seq_len)[None, :] < lengths[:, None]
+    assert kind == "holes"
+    mask = torch.rand(batch, seq_len, generator=gen) < 0.6
+    mask[torch.arange(batch), torch.randint(0, seq_len, (batch,), generator=gen)] = True
+    return mask
+
+
+def make_case(C: int, B: int, N: int, H: int, Dh: int, mask_kind: str | None = None, seed: int = 0):
+    """float64 x [C, B, N, D], w [C-1, H, Dh], mask, grad_out [B, N, D]."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(C, B, N, H * Dh, generator=gen, dtype=torch.float64)
+    w = torch.randn(C - 1, H, Dh, generator=gen, dtype=torch.float64) / math.sqrt(Dh)
+    grad_out = torch.randn(B, N, H * Dh, generator=gen, dtype=torch.float64)
+    return x, w, make_mask(B, N, mask_kind, gen), grad_out
+
+
+def run(fn, x, w, mask, grad_out):
+    """Forward and the gradients of x and w for backward(grad_out); x and w are copied as fresh leaves."""
+    x = x.detach().clone().requires_grad_(True)
+    w = w.detach().clone().requires_grad_(True)
+    out = fn(x, w, mask)
+    gx, gw = torch.autograd.grad(out, (x, w), grad_out.to(out.dtype))
+    return out.detach(), gx, gw

@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from correctness_helpers import low_dtype_params, make_assert_close, registered
+from correctness_helpers import low_dtype_params, make_assert_close, make_case, registered, run
 
 import fastformer_bench as fb
 from fastformer_bench.impls import additive_compiled
@@ -41,41 +41,6 @@ LOW_DTYPES = low_dtype_params(cpu_supports)
 
 
 assert_close = make_assert_close(TOL)
-
-
-def make_mask(batch: int, seq_len: int, kind: str | None, gen: torch.Generator) -> torch.Tensor | None:
-    """None; "ragged" (row 0 full when B > 1, the last row short, others random lengths); "holes" (random
-    real tokens anywhere, at least one per row)."""
-    if kind is None:
-        return None
-    if kind == "ragged":
-        lengths = torch.randint(1, seq_len + 1, (batch,), generator=gen)
-        lengths[-1] = max(1, seq_len // 3)
-        if batch > 1:
-            lengths[0] = seq_len
-        return torch.arange(seq_len)[None, :] < lengths[:, None]
-    assert kind == "holes"
-    mask = torch.rand(batch, seq_len, generator=gen) < 0.6
-    mask[torch.arange(batch), torch.randint(0, seq_len, (batch,), generator=gen)] = True
-    return mask
-
-
-def make_case(C: int, B: int, N: int, H: int, Dh: int, mask_kind: str | None = None, seed: int = 0):
-    """float64 x [C, B, N, D], w [C-1, H, Dh], mask, grad_out [B, N, D]."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(C, B, N, H * Dh, generator=gen, dtype=torch.float64)
-    w = torch.randn(C - 1, H, Dh, generator=gen, dtype=torch.float64) / math.sqrt(Dh)
-    grad_out = torch.randn(B, N, H * Dh, generator=gen, dtype=torch.float64)
-    return x, w, make_mask(B, N, mask_kind, gen), grad_out
-
-
-def run(fn, x, w, mask, grad_out):
-    """Forward and the gradients of x and w for backward(grad_out); x and w are copied as fresh leaves."""
-    x = x.detach().clone().requires_grad_(True)
-    w = w.detach().clone().requires_grad_(True)
-    out = fn(x, w, mask)
-    gx, gw = torch.autograd.grad(out, (x, w), grad_out.to(out.dtype))
-    return out.detach(), gx, gw
 
 
 def impl_fn(name: str):
