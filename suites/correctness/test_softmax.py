@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from correctness_helpers import low_dtype_params, make_assert_close, registered
+from correctness_helpers import low_dtype_params, make_assert_close, make_mask, registered
 
 import fastformer_bench as fb
 
@@ -35,21 +35,6 @@ LOW_DTYPES = low_dtype_params(cpu_supports)
 
 
 assert_close = make_assert_close(TOL)
-
-
-def make_mask(batch: int, seq_len: int, kind: str | None, gen: torch.Generator) -> torch.Tensor | None:
-    if kind is None:
-        return None
-    if kind == "ragged":
-        lengths = torch.randint(1, seq_len + 1, (batch,), generator=gen)
-        lengths[-1] = max(1, seq_len // 3)
-        if batch > 1:
-            lengths[0] = seq_len
-        return torch.arange(seq_len)[None, :] < lengths[:, None]
-    assert kind == "holes"
-    mask = torch.rand(batch, seq_len, generator=gen) < 0.6
-    mask[torch.arange(batch), torch.randint(0, seq_len, (batch,), generator=gen)] = True
-    return mask
 
 
 def make_qkv(B: int, N: int, H: int, Dh: int, mask_kind: str | None = None, seed: int = 0):
