@@ -50,6 +50,32 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _size_bytes(text: str) -> int:
+    """sysfs cache sizes: "32K", "512K", "32768K", "8M" (binary units)."""
+    text = text.strip().upper()
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG")) * scale
+
+
+def cpu_caches() -> dict[str, int]:
+    """CPU 0's data and unified caches by level ("L1d", "L2", "L3"), in bytes, from sysfs; {} where unreadable.
+
+    The last-level cache is what a study must exceed (several times over) for its largest points to measure
+    memory, not cache, bandwidth.
+    """
+    found: dict[str, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = (index / "level").read_text().strip()
+            size = _size_bytes((index / "size").read_text())
+        except (OSError, ValueError):
+            continue
+        if kind != "Instruction":
+            found[f"L{level}" + ("d" if kind == "Data" else "")] = size
+    return found
+
+
 def _parallel_summary() -> dict:
     """torch.__config__.parallel_info() as key -> value, the library banner lines under "libraries"."""
     summary: dict = {"libraries": []}
@@ -112,6 +138,7 @@ def _gpu(index: int = 0) -> dict:
 def collect_env(threads: int | None = None, argv: list[str] | None = None) -> dict:
     """A JSON-serialisable description of this machine and process (GPU fields None without a GPU)."""
     cuda_ok = _try(torch.cuda.is_available) is True
+    caches = cpu_caches()
     env = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -122,6 +149,8 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
+        "cpu_caches_bytes": caches,
+        "last_level_cache_bytes": max(caches.values(), default=None),
         "logical_cores": os.cpu_count(),
         "threads_requested": threads,
         "torch_threads": torch.get_num_threads(),

@@ -77,3 +77,17 @@ def test_contention_degrades_to_none_without_counters():
 
     shares = contention_since({"wall_s": 0.0})  # a start with no counters (an OS without PSI or /proc/stat)
     assert shares == {"cpu_wait": None, "cpu_pressure": None, "cpu_steal": None}
+
+
+def test_sysfs_cache_sizes_are_read_in_bytes():
+    from fastformer_bench.measure.env import _size_bytes, cpu_caches
+
+    assert (_size_bytes("32K"), _size_bytes("32768K\n"), _size_bytes("8M"), _size_bytes("512")) == \
+        (32768, 32 * 2**20, 8 * 2**20, 512)
+    caches = cpu_caches()
+    if not caches:
+        pytest.skip("no CPU cache description in sysfs here")
+    env = collect_env()
+    # the study must know how far its largest inputs are past the last level (issue 13)
+    assert env["last_level_cache_bytes"] == max(caches.values()) == env["cpu_caches_bytes"][max(caches)]
+    assert all(size >= 1024 for size in caches.values()) and caches.get("L1d", 0) < env["last_level_cache_bytes"]
