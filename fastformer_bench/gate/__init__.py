@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from fastformer_bench import axes
-from fastformer_bench.gate import compare, modes, sides, stats, table
+from fastformer_bench.gate import compare, instructions, modes, sides, stats, table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instr-threshold", type=float, default=stats.DEFAULT_INSTRUCTION_PERCENT,
                         metavar="PERCENT", help="instruction-count increase that is a regression (default 1)")
     parser.add_argument("--calls", type=int, default=50, help="calls per counted region (--instructions)")
+    parser.add_argument("--layouts", type=int, default=instructions.DEFAULT_LAYOUTS,
+                        help="memory layouts each side is counted under, its count their mean (--instructions; "
+                             f"default {instructions.DEFAULT_LAYOUTS})")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
     parser.add_argument("--json", metavar="FILE", help="also write every compared point as JSON")
     parser.add_argument("--repo", metavar="DIR", help="the candidate tree and git repository (default: this one)")
@@ -63,6 +66,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--margin is a fraction of the baseline time in [0, 1), got {args.margin:g}.")
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha is a significance level and must lie in (0, 1), got {args.alpha:g}.")
+    if args.calls < 1 or args.layouts < 1:
+        raise ValueError(f"--calls and --layouts must be positive, got {args.calls} and {args.layouts}.")
     if not args.instr_threshold > 0:
         raise ValueError(f"--instr-threshold must be a positive percentage, got {args.instr_threshold:g}.")
 

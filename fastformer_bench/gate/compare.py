@@ -36,7 +36,8 @@ class Side:
     status: str
     reason: str | None = None
     samples: tuple[float, ...] = ()
-    count: float | None = None  # instructions per call (instruction mode)
+    count: float | None = None  # instructions per call (instruction mode): the mean over layouts
+    layout_counts: tuple[float, ...] = ()  # the count under each memory layout, in layout order
 
 
 @dataclass
@@ -85,6 +86,7 @@ def pool(rounds: Iterable[Iterable[dict]], rename: dict[str, str] | None = None)
             side.samples = side.samples + tuple(record.get("samples") or ())
             if record.get("instructions") is not None:
                 side.count = record["instructions"]
+                side.layout_counts = tuple(record.get("instruction_layouts") or ())
     return pooled
 
 
@@ -138,7 +140,7 @@ def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
         elif instructions:
             result = compare_counts(base.count, cand.count, percent)
             rows.append(Row(_label(base, cand), base.count, cand.count, result.ratio, None, None, None,
-                            result.verdict, ""))
+                            result.verdict, _layout_note(base, cand)))
         else:
             timed.append((len(rows), base, cand))
             rows.append(None)  # filled in once every timed point is known
@@ -148,6 +150,14 @@ def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
                        result.ratio, result.ci_low, result.ci_high, result.q_value, result.verdict,
                        f"{len(base.samples)} vs {len(cand.samples)} samples; p = {result.p_value:.2g}")
     return rows
+
+
+def _layout_note(base: Side, cand: Side) -> str:
+    """How far the layouts moved the ratio: the spread a count difference must clear to mean something."""
+    if len(base.layout_counts) < 2 or len(base.layout_counts) != len(cand.layout_counts):
+        return ""
+    ratios = [c / b for b, c in zip(base.layout_counts, cand.layout_counts)]
+    return f"ratio per layout {min(ratios):.4f}–{max(ratios):.4f} ({len(ratios)} layouts)"
 
 
 def _label(base: Side, cand: Side) -> str:

@@ -151,7 +151,7 @@ def instruction_counts(args: argparse.Namespace, repo: Path, base_impls: Names, 
     problems = {"baseline": _countable(args, base_impls), "candidate": _countable(args, cand_impls)}
     with worktree(repo, args.baseline_rev) as base_tree:
         found = instructions.count_instructions({"baseline": base_tree, "candidate": repo}, problems,
-                                                calls=args.calls)
+                                                calls=args.calls, layouts=args.layouts)
     title = f"instructions per call (callgrind): {args.baseline_rev} vs {repo}"
     return compare.pool([found["baseline"]]), compare.pool([found["candidate"]]), title
 

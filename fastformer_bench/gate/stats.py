@@ -7,7 +7,8 @@ the rule (a point is flagged only when even the interval's low end is a slowdown
 adjustment keeps a gate of many points from flagging noise because one of them had to be unlucky. The
 interval is a percentile bootstrap of the ratio of medians (each side resampled on its own) with a fixed seed,
 so a verdict is reproducible from its samples.
-Instruction counts are deterministic, so a plain relative threshold is the whole rule.
+Instruction counts are deterministic for one process image; what moves them between images (memory layout)
+is averaged out before they get here (instructions.py), so a plain relative threshold on the means is the rule.
 """
 
 from __future__ import annotations

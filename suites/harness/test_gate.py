@@ -81,6 +81,34 @@ def test_instruction_counts_use_a_plain_percentage():
     assert gate_stats.compare_counts(1e6, 1.005e6, percent=0.1).verdict == gate_stats.REGRESSION
 
 
+def test_instruction_layouts_give_both_sides_equal_environments_that_differ_by_layout(tmp_path):
+    # Different trees (paths of different lengths) must not mean different stack offsets under one layout.
+    trees = {"baseline": tmp_path / "b", "candidate": tmp_path / "a-much-longer-candidate-tree"}
+    planned = gate_instructions.plan(trees, tmp_path, layouts=3)
+    sizes = {name: [gate_instructions._block_bytes(env, gate_instructions._command(workdir)[1])
+                    for workdir, env in runs] for name, runs in planned.items()}
+    assert sizes["baseline"] == sizes["candidate"]
+    assert len(set(sizes["baseline"])) == 3 and len({size % 64 for size in sizes["baseline"]}) == 3
+    workdirs = [workdir for runs in planned.values() for workdir, _ in runs]
+    assert len(set(workdirs)) == 6 and len({len(str(w)) for w in workdirs}) == 1
+    assert str(trees["candidate"]) in planned["candidate"][0][1]["PYTHONPATH"]
+    with pytest.raises(ValueError, match="layouts"):
+        gate_instructions.plan(trees, tmp_path, layouts=0)
+
+
+def test_a_side_count_is_the_mean_over_layouts_and_a_failure_under_any_layout_is_kept():
+    def counted(*counts):
+        return [[_record(instructions=n, instruction_repeats=[n])] for n in counts]
+
+    merged = gate_instructions.merge_layouts(counted(100.0, 103.0))
+    assert merged[0]["instructions"] == pytest.approx(101.5) and merged[0]["instruction_layouts"] == [100.0, 103.0]
+    assert gate_instructions.merge_layouts([counted(100.0)[0], [_record(status="incorrect")]])[0]["status"] \
+        == "incorrect"
+    base, cand = gate_compare.pool([merged]), gate_compare.pool([gate_instructions.merge_layouts(counted(101, 103))])
+    row, = gate_compare.compare(base, cand, instructions=True)
+    assert row.ratio == pytest.approx(102 / 101.5) and "1.0000–1.0100 (2 layouts)" in row.note
+
+
 def _record(impl="eager", status="ok", samples=(1.0, 1.1, 0.9), **extra) -> dict:
     return {"impl": impl, "device": "cpu", "dtype": "float32", "mode": "fwd", "scope": "core", "batch": 1,
             "seq_len": 64, "width": 32, "heads": 2, "columns": 3, "masked": False, "seed": 0, "status": status,
@@ -219,7 +247,9 @@ def test_instruction_counts_flag_two_percent_more_work_and_not_unchanged_code(cl
                  env=plugin_env("1.02"))
     assert done.returncode == 1, done.stderr[-2000:]
     rows = _rows(report)
+    # Each side is the mean of 3 layouts; a single layout pair read up to 0.7 % apart on unchanged code.
     assert rows["unchanged"]["verdict"] == "same" and abs(rows["unchanged"]["ratio"] - 1) < 0.005, rows
+    assert "3 layouts" in rows["unchanged"]["note"], rows
     assert rows["slowed"]["verdict"] == "regression" and rows["slowed"]["ratio"] > 1.01, rows
 
 
