@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-flops", action="store_true", help="skip the fvcore/FlopCounterMode cross-checks")
     run.add_argument("--no-progress", action="store_true", help="no progress output")
     axes.add_overrides(run, axes.NAMES)
+    from fastformer_bench.probe import cli as probe_cli
+
+    probe_cli.add_overrides(run)
 
     lst = sub.add_parser("list", help="list implementations and presets (or a preset's points)")
     lst.add_argument("--preset", help="list this preset's points instead")
@@ -68,6 +71,16 @@ def _cmd_run(args) -> int:
     from fastformer_bench.runner import check_target, run_sweep
 
     preset = presets.load(args.preset)
+    if preset.kind == "probe":
+        from fastformer_bench.probe import cli as probe_cli
+
+        return probe_cli.run(args, preset)
+    from fastformer_bench.probe.point import OWN
+
+    probe_only = [f"--{name}" for name in OWN
+                  if getattr(args, f"axis_{name}", None) is not None]
+    if probe_only:
+        raise ValueError(f"{', '.join(probe_only)} apply to probe presets only (probe-quick, probe).")
     overrides = axes.overrides(args)
     settings = Settings(**preset.settings)
     changes = {k: getattr(args, k) for k in ("threads", "min_time_s", "time_limit_s") if getattr(args, k) is not None}
@@ -155,7 +168,12 @@ def _cmd_list(args) -> int:
     from fastformer_bench import impls, presets
 
     if args.preset:
-        problems, skipped = presets.expand(presets.load(args.preset))
+        preset = presets.load(args.preset)
+        problems, skipped = presets.expand(preset)
+        if preset.kind == "probe":
+            for p in problems:
+                print(f"{p.point_id}  {p.label}")
+            return 0
         for p in problems:
             print(f"{p.point_id}  {p.impl:14s} {p.device} {p.dtype:8s} {p.mode:7s} {p.scope:5s} B={p.batch} "
                   f"N={p.seq_len} D={p.width} H={p.heads} C={p.columns} masked={p.masked}")

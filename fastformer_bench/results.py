@@ -62,6 +62,10 @@ _OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash
 REQUIRED = ("schema", *(name for name in IDENTITY if name not in _OPTIONAL + IMPL_FACTS), "status")
 #: what a schema-2 record must hold besides (a schema-1 record gets them from SCHEMA1_FACTS on read)
 REQUIRED_2 = (*IMPL_FACTS, *SHOWN)
+#: capability-probe records (``"kind": "probe"``, DESIGN §4): a trained model's outcome, not a timed call
+PROBE = "probe"
+PROBE_REQUIRED = ("schema", "kind", "point_id", "task", "mixer", "impl", "columns", "seq_len", "width", "layers",
+                  "pairs", "seed", "status")
 
 
 class ResultsError(ValueError):
@@ -200,7 +204,8 @@ def _line_problem(line: str, schema_error: str | None = None) -> str | None:
     if type(schema) is not int or schema not in READABLE:  # type(): JSON true must not pass for 1
         found = record.get("schema") if isinstance(record, dict) else type(record).__name__
         return f"has schema {found!r}, expected fastformer-bench schema {' or '.join(map(str, READABLE))}"
-    missing = [name for name in REQUIRED + (REQUIRED_2 if schema >= 2 else ()) if name not in record]
+    required = PROBE_REQUIRED if record.get("kind") == PROBE else REQUIRED + (REQUIRED_2 if schema >= 2 else ())
+    missing = [name for name in required if name not in record]
     if missing:
         return f"lacks required fields {', '.join(missing)}"
     if record["status"] not in STATUSES:

@@ -46,3 +46,20 @@ EAGER = Impl(
     description="linear-time plain PyTorch",
     expected_exponent=(0.8, 1.2),
 )
+
+
+def pooling_weights(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The softmax weights a_c of every aggregated column, [C-1, B, H, N] (float32 at least): what each column's
+    static query listens to. The same recurrence as the core, kept apart so the core returns nothing extra."""
+    check_additive(x, w, mask)
+    C, B, N, D = x.shape
+    H, Dh = w.shape[1], w.shape[2]
+    G, found = x[0].reshape(B, N, H, Dh), []
+    for c in range(C - 1):
+        scores = torch.einsum("bnhd,hd->bhn", G, w[c]) / math.sqrt(Dh)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        a = torch.softmax(scores, dim=-1, dtype=torch.float32 if x.dtype != torch.float64 else torch.float64)
+        found.append(a)
+        G = x[c + 1].reshape(B, N, H, Dh) * torch.einsum("bhn,bnhd->bhd", a.to(G.dtype), G)[:, None]
+    return torch.stack(found)

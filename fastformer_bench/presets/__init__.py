@@ -5,6 +5,8 @@ and one or more ``[[grid]]`` tables whose values are lists (axes from ``fastform
 leaves out takes the axis's default); each grid is the cartesian product of its axes.
 A grid may set ``token_budget`` instead of ``batch``: batch = token_budget // seq_len (the paper's Figure 2).
 Axis overrides from the CLI replace that axis in every grid.
+A preset with ``kind = "probe"`` is a capability probe: its settings are ``ProbeSettings`` and its grid axes the
+probe's (fastformer_bench.probe.point); the same loader checks both.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Preset:
     description: str
     settings: dict
     grids: list[dict]
+    #: "speed" (timed points) or "probe" (trained models)
+    kind: str = "speed"
 
 
 def names() -> list[str]:
@@ -51,8 +55,16 @@ def load(name_or_path: str) -> Preset:
     grids = data.get("grid")
     if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) for g in grids):
         raise ValueError(f"preset {path} needs at least one [[grid]] table.")
-    from fastformer_bench.point import Settings
+    kind = data.get("kind", "speed")
+    if kind not in ("speed", "probe"):
+        raise ValueError(f"preset {path}: kind must be \"speed\" or \"probe\", got {kind!r}.")
+    if kind == "probe":
+        from fastformer_bench.probe.point import NAMES as grid_keys
+        from fastformer_bench.probe.point import ProbeSettings as Settings
+    else:
+        from fastformer_bench.point import Settings
 
+        grid_keys = GRID_KEYS
     settings = data.get("settings", {})
     if not isinstance(settings, dict):
         raise ValueError(f"preset {path}: [settings] must be a table.")
@@ -65,23 +77,30 @@ def load(name_or_path: str) -> Preset:
         if isinstance(value, bool) != (bool in wanted) or not isinstance(value, wanted):
             raise ValueError(f"preset {path}: setting {key!r} must be {types[key]}, got {value!r}.")
     for grid in grids:
-        unknown = set(grid) - set(GRID_KEYS)
+        unknown = set(grid) - set(grid_keys)
         if unknown:
-            raise ValueError(f"preset {path} has unknown grid axes {sorted(unknown)}; known: {', '.join(GRID_KEYS)}.")
+            raise ValueError(f"preset {path} has unknown grid axes {sorted(unknown)}; known: {', '.join(grid_keys)}.")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"preset {path}: grid axis {key!r} must be a non-empty list.")
             if not all(isinstance(v, str | int | float) for v in values):
                 raise ValueError(f"preset {path}: grid axis {key!r} must list plain values, got {values!r}.")
     return Preset(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                  settings=settings, grids=grids)
+                  settings=settings, grids=grids, kind=kind)
 
 
 DEFAULTS = {name: [value] for name, value in axes.defaults().items()}
 
 
 def expand(preset: Preset, overrides: dict[str, list] | None = None):
-    """The preset's Problems in grid order, without duplicates, and the combinations skipped with reasons."""
+    """The preset's Problems in grid order, without duplicates, and the combinations skipped with reasons.
+
+    A probe preset gives ProbePoints (and skips nothing: an impossible probe point is a ValueError).
+    """
+    if preset.kind == "probe":
+        from fastformer_bench.probe.point import expand as expand_probe
+
+        return expand_probe(preset.grids, overrides), []
     from fastformer_bench.problem import Problem
 
     overrides = overrides or {}

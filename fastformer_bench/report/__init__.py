@@ -71,6 +71,28 @@ def load(inputs: list[str], unreadable: list[str] | None = None, include_contend
     return analysis.prepare(pd.concat(frames, ignore_index=True)), runs
 
 
+def _run_of(entry: str) -> dict:
+    path = Path(entry)
+    return results.read_run(path if path.is_dir() else path.parent)
+
+
+def _probe_frame(inputs: list[str], unreadable: list[str]):
+    """The records as a DataFrame when every input is a probe run; None when none is; ValueError for a mix."""
+    import pandas as pd
+
+    kinds = {entry: _run_of(entry).get("kind") == results.PROBE for entry in inputs}
+    if not any(kinds.values()):
+        return None
+    if not all(kinds.values()):
+        raise results.ResultsError("probe results and speed results go in separate reports; give one kind.")
+    if len(inputs) > 1:
+        raise results.ResultsError("a probe report is built from one probe results directory.")
+    records = results.load_records(inputs, unreadable)
+    if not records:
+        raise results.ResultsError(f"{inputs[0]} holds no probe records.")
+    return pd.DataFrame.from_records(records)
+
+
 def build_report(inputs: list[str], out: str, include_contended: bool = False) -> dict:
     """Write out/REPORT.md, out/summary.json and out/figures/*.png from the results; return the summary.
 
@@ -80,6 +102,15 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
     from fastformer_bench.report import analysis, markdown, quantities, spec
 
     unreadable: list[str] = []
+    probe_frame = _probe_frame(inputs, unreadable)
+    if probe_frame is not None:
+        from fastformer_bench.report import probe
+
+        for line in unreadable:
+            print(f"fastformer-bench report: {line}", file=sys.stderr)
+        runs = [{"label": ", ".join(sorted({str(r) for r in probe_frame["run_id"].dropna().unique()})) or "probe",
+                 "env": _clean(_run_of(inputs[0]))}]
+        return probe.build(probe_frame, runs, Path(out), unreadable)
     frame, runs = load(inputs, unreadable, include_contended)
     for line in unreadable:
         print(f"fastformer-bench report: {line}", file=sys.stderr)

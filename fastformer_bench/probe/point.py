@@ -1,0 +1,160 @@
+"""A probe point: its axes (one table, as for speed points), its settings, and the preset grid it comes from."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from fastformer_bench import axes
+from fastformer_bench.probe import tasks
+
+MIXERS = ("additive", "softmax")
+#: the implementation a mixer uses when the grid names none
+DEFAULT_IMPL = {"additive": "eager", "softmax": "softmax_sdpa"}
+
+AXES: tuple[axes.Axis, ...] = (
+    axes.Axis("task", str, axes.IMPLEMENTATION, "probe task", choices=tasks.NAMES),
+    axes.Axis("mixer", str, axes.IMPLEMENTATION, "token mixer: additive or softmax attention", choices=MIXERS),
+    axes.Axis("impl", str, axes.IMPLEMENTATION, "the mixer's implementation (default: eager / softmax_sdpa)",
+              default=""),
+    axes.Axis("columns", int, axes.SHAPE, "additive columns C (softmax: always 3)", default=3, minimum=2),
+    axes.Axis("seq_len", int, axes.LENGTH, "sequence length N", minimum=2),
+    axes.Axis("width", int, axes.SHAPE, "model width D", default=64, minimum=1),
+    axes.Axis("heads", int, axes.SHAPE, "heads H", default=4, minimum=1),
+    axes.Axis("layers", int, axes.SHAPE, "blocks", default=2, minimum=1),
+    axes.Axis("pairs", int, axes.SHAPE, "key-value pairs (mqar)", default=8, minimum=1),
+    axes.Axis("vocab", int, axes.SHAPE, "vocabulary size (duplicate: at least 2N)", default=128, minimum=2),
+    axes.Axis("seed", int, axes.SEED, "seed of the data, the initialisation and the batches", default=0),
+)
+BY_NAME = {axis.name: axis for axis in AXES}
+NAMES = tuple(BY_NAME)
+#: the axes only probe points have: their command-line overrides (the others exist for speed points already)
+OWN = ("task", "mixer", "layers", "pairs", "vocab")
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    task: str
+    mixer: str
+    seq_len: int
+    impl: str = ""
+    columns: int = 3
+    width: int = 64
+    heads: int = 4
+    layers: int = 2
+    pairs: int = 8
+    vocab: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for axis in AXES:
+            if axis.default is None or getattr(self, axis.name) is not None:
+                axis.check(getattr(self, axis.name))
+        from fastformer_bench import impls
+
+        if self.impl:
+            family = impls.get(self.impl).family  # ValueError for an unknown name
+            wanted = impls.ADDITIVE if self.mixer == "additive" else impls.SOFTMAX
+            if family != wanted:
+                raise ValueError(f"implementation {self.impl!r} is {family}, not a {self.mixer} mixer.")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}.")
+        if self.mixer == "softmax" and self.columns != 3:
+            raise ValueError("softmax attention has exactly three columns (q, k, v).")
+        tasks.check(self.task, self.seq_len, self.vocab, self.pairs)
+
+    @property
+    def implementation(self) -> str:
+        return self.impl or DEFAULT_IMPL[self.mixer]
+
+    def params(self) -> dict:
+        return {**asdict(self), "impl": self.implementation}
+
+    @property
+    def point_id(self) -> str:
+        blob = json.dumps({"kind": "probe", **self.params()}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        extra = f" pairs={self.pairs}" if self.task == "mqar" else ""
+        columns = f" C={self.columns}" if self.mixer == "additive" else ""
+        return f"{self.task} {self.mixer}{columns} N={self.seq_len} D={self.width}{extra} seed={self.seed}"
+
+
+_RANGES = {"steps": (int, 1), "batch_tokens": (int, 1), "eval_examples": (int, 1), "threads": (int, 1),
+           "workers": (int, 1), "lr": (float, 0.0), "weight_decay": (float, 0.0), "topic_share": (float, 0.0),
+           "time_limit_s": (float, 0.0)}
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How every probe point trains: a fixed step budget, AdamW, a held-out set; each value range-checked."""
+
+    steps: int = 400
+    #: tokens per training batch: batch = max(1, batch_tokens // N) sequences, so every N sees as many tokens
+    batch_tokens: int = 4096
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    eval_examples: int = 512
+    threads: int = 1
+    #: points trained at once, each in its own process with ``threads`` threads
+    workers: int = 1
+    #: share of a topic sequence's tokens drawn from its class's topic words
+    topic_share: float = 0.25
+    #: a point still training after this long is stopped and recorded ``timeout``
+    time_limit_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name, (kind, lowest) in _RANGES.items():
+            value = getattr(self, name)
+            wanted = (int,) if kind is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted) or not math.isfinite(value):
+                raise ValueError(f"setting {name} must be {'an integer' if kind is int else 'a number'}, "
+                                 f"got {value!r}.")
+            if value < lowest or (kind is float and value == lowest and name != "weight_decay"):
+                raise ValueError(f"setting {name} must be {'>=' if kind is int else '>'} {lowest:g}, got {value!r}.")
+        if self.topic_share >= 1:
+            raise ValueError(f"setting topic_share is a share below 1, got {self.topic_share!r}.")
+
+    def batch_for(self, seq_len: int) -> int:
+        return max(1, self.batch_tokens // seq_len)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expand(grids: list[dict], overrides: dict[str, list] | None = None) -> list[ProbePoint]:
+    """The points of a probe preset's grids in order, without duplicates (ValueError for an impossible one)."""
+    points, seen = [], set()
+    for grid in grids:
+        unknown = set(grid) - set(NAMES)
+        if unknown:
+            raise ValueError(f"unknown probe axes {sorted(unknown)}; known: {', '.join(NAMES)}.")
+        spec = {**{a.name: [a.default] for a in AXES if a.default is not None}, **grid, **(overrides or {})}
+        missing = [name for name in NAMES if name not in spec]
+        if missing:
+            raise ValueError(f"a probe grid must name {', '.join(missing)}.")
+        for combo in itertools.product(*(spec[name] for name in NAMES)):
+            params = dict(zip(NAMES, combo))
+            if params["mixer"] == "softmax" and params["columns"] != 3:
+                continue  # a columns sweep applies to the additive mixer only
+            point = ProbePoint(**params)
+            if point.point_id not in seen:
+                seen.add(point.point_id)
+                points.append(point)
+    return points
+
+
+def overrides(args) -> dict[str, list]:
+    """Probe-axis overrides from the CLI (``--task`` etc., and the shared ``--seq-len`` ... flags)."""
+    found = {}
+    for name in NAMES:
+        text = getattr(args, f"axis_{name}", None)
+        if text is not None:
+            found[name] = BY_NAME[name].parse(text)
+    return found

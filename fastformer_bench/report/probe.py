@@ -1,0 +1,285 @@
+"""The capability probe's report: what additive attention learns next to softmax attention, with seeds' spread.
+
+Works from the probe records' DataFrame alone (never imports torch), like the speed report, and is as
+reproducible: the same records give byte-identical REPORT.md and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from fastformer_bench.report.figures import _RC, _save
+
+MIXER_COLOURS = {"additive": "#0072B2", "softmax": "#B2182B"}
+MIXER_MARKERS = {"additive": "o", "softmax": "s"}
+#: the longest sequence the example figure draws
+EXAMPLE_TOKENS = 128
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "ok"].copy()
+
+
+def _spread(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Accuracy per group over seeds: mean, min, max, seeds."""
+    grouped = frame.groupby(by, dropna=False)["accuracy"]
+    table = grouped.agg(mean="mean", low="min", high="max", seeds="count").reset_index()
+    return table.sort_values(by).reset_index(drop=True)
+
+
+def _mixer_label(row) -> str:
+    return f"additive C={row['columns']}" if row["mixer"] == "additive" else "softmax"
+
+
+def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
+    """Accuracy against N, one panel per task, one line per mixer (band: the seeds' range; dotted: chance)."""
+    ok = _ok(frame)
+    if ok.empty or ok["seq_len"].nunique() < 2:
+        return []
+    ok["mixer_label"] = ok.apply(_mixer_label, axis=1)
+    tasks = sorted(ok["task"].unique())
+    with sns.axes_style("whitegrid"), _rc():
+        fig = Figure(figsize=(4.2 * len(tasks), 3.8), layout="constrained")
+        panels = fig.subplots(1, len(tasks), squeeze=False)[0]
+        for ax, task in zip(panels, tasks):
+            part = ok[ok["task"] == task]
+            sweeps = part.groupby(["mixer_label", "width", "pairs", "layers"]).filter(
+                lambda g: g["seq_len"].nunique() >= 2)
+            for label, line in _spread(sweeps, ["mixer_label", "seq_len"]).groupby("mixer_label"):
+                mixer = label.split()[0]
+                ax.plot(line["seq_len"], line["mean"], marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer],
+                        label=label, alpha=1.0 if label in ("softmax", "additive C=3") else 0.6)
+                ax.fill_between(line["seq_len"], line["low"], line["high"], color=MIXER_COLOURS[mixer], alpha=0.15)
+            ax.axhline(float(part["chance"].iloc[0]), color="#777777", linestyle=":", label="chance")
+            ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="sequence length N", ylabel="held-out accuracy")
+            ax.legend(fontsize="small")
+        return [_save(fig, directory, "probe_accuracy_vs_length",
+                      "Probe accuracy vs sequence length (mean over seeds; band: min–max)", "probe_length")]
+
+
+def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
+    """MQAR accuracy against model width, one panel per number of pairs."""
+    ok = _ok(frame)
+    ok = ok[ok["task"] == "mqar"]
+    ok = ok.groupby(["pairs", "seq_len"]).filter(lambda g: g["width"].nunique() >= 2)
+    if ok.empty:
+        return []
+    ok["mixer_label"] = ok.apply(_mixer_label, axis=1)
+    pairs = sorted(ok["pairs"].unique())
+    with _rc():
+        fig = Figure(figsize=(3.8 * len(pairs), 3.6), layout="constrained")
+        panels = fig.subplots(1, len(pairs), squeeze=False)[0]
+        for ax, count in zip(panels, pairs):
+            part = ok[ok["pairs"] == count]
+            for label, line in _spread(part, ["mixer_label", "width"]).groupby("mixer_label"):
+                mixer = label.split()[0]
+                ax.plot(line["width"], line["mean"], marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer],
+                        label=label)
+                ax.fill_between(line["width"], line["low"], line["high"], color=MIXER_COLOURS[mixer], alpha=0.15)
+            ax.axhline(float(part["chance"].iloc[0]), color="#777777", linestyle=":", label="chance")
+            ax.set(xscale="log", ylim=(0, 1.02), title=f"{count} pairs (N={int(part['seq_len'].iloc[0])})",
+                   xlabel="model width D", ylabel="held-out accuracy")
+            ax.set_xticks(sorted(part["width"].unique()), [str(w) for w in sorted(part["width"].unique())])
+            ax.legend(fontsize="small")
+        return [_save(fig, directory, "probe_mqar_vs_width",
+                      "MQAR accuracy vs width (Zoology's test of recall; mean over seeds, band: min–max)",
+                      "probe_width")]
+
+
+def pareto(frame: pd.DataFrame, directory: Path) -> list[dict]:
+    """Accuracy against training time per task: what each mixer's accuracy costs on this CPU."""
+    ok = _ok(frame)
+    if ok.empty:
+        return []
+    tasks = sorted(ok["task"].unique())
+    with _rc():
+        fig = Figure(figsize=(4.2 * len(tasks), 3.8), layout="constrained")
+        panels = fig.subplots(1, len(tasks), squeeze=False)[0]
+        for ax, task in zip(panels, tasks):
+            part = ok[ok["task"] == task]
+            for mixer, points in part.groupby("mixer"):
+                ax.scatter(points["train_s"], points["accuracy"], s=12 + 3 * np.log2(points["seq_len"]) ** 2,
+                           marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer], alpha=0.6, label=mixer)
+            ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="training time (s, marker size ~ N)",
+                   ylabel="held-out accuracy")
+            ax.legend(fontsize="small")
+        return [_save(fig, directory, "probe_pareto", "Accuracy vs training time (each point: one seed and size)",
+                      "probe_pareto")]
+
+
+def example_weights(frame: pd.DataFrame, directory: Path) -> list[dict]:
+    """One held-out topic sequence with the additive model's learned pooling weights a_c drawn over its tokens."""
+    ok = _ok(frame)
+    ok = ok[(ok["task"] == "topic") & (ok["mixer"] == "additive") & ok["example"].notna()]
+    if ok.empty:
+        return []
+    record = ok.sort_values(["seq_len", "columns", "seed"], ascending=[False, True, True]).iloc[0]
+    example = record["example"]
+    tokens = min(len(example["tokens"]), EXAMPLE_TOKENS)
+    relevant = np.array(example["relevant"][:tokens], dtype=bool)
+    weights = np.array(example["weights"])[:, :, :tokens]  # [layers, C-1, N]
+    layers, columns = weights.shape[:2]
+    with _rc():
+        fig = Figure(figsize=(11, 1.6 + 1.5 * layers * columns), layout="constrained")
+        panels = fig.subplots(layers * columns, 1, squeeze=False)[:, 0]
+        positions = np.arange(tokens)
+        for index, ax in enumerate(panels):
+            layer, column = divmod(index, columns)
+            row = weights[layer, column]
+            ax.bar(positions, row, color=np.where(relevant, "#D55E00", "#999999"), width=0.9)
+            auc = (record["query_auc"] or [[None]])[layer][column]
+            ax.set(ylabel=f"a_{column}", xlim=(-1, tokens),
+                   title=f"layer {layer + 1}, column {column}" + (f": AUC {auc:.2f}" if auc is not None else ""))
+        panels[-1].set_xlabel("token position (orange: the class's topic words; grey: noise words)")
+        title = (f"Learned static-query weights a_c over one held-out topic sequence (N={int(record['seq_len'])}, "
+                 f"seed {int(record['seed'])}, first {tokens} tokens)")
+        return [_save(fig, directory, "probe_example_weights", title, "probe_example")]
+
+
+class _rc:
+    """The speed report's matplotlib style, entered as a context."""
+
+    def __enter__(self):
+        import matplotlib as mpl
+
+        self._context = mpl.rc_context(_RC)
+        return self._context.__enter__()
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
+
+
+FIGURES = (accuracy_vs_length, accuracy_vs_width, pareto, example_weights)
+
+
+def summarize(frame: pd.DataFrame) -> dict:
+    """Tables and headline numbers (JSON-ready) from the probe records."""
+    ok = _ok(frame)
+    by = ["task", "mixer", "columns", "seq_len", "width", "layers", "pairs"]
+    table = _spread(ok, by) if not ok.empty else pd.DataFrame(columns=[*by, "mean", "low", "high", "seeds"])
+    chance = ok.groupby(by)["chance"].first().reset_index() if not ok.empty else None
+    if chance is not None:
+        table = table.merge(chance, on=by)
+    times = ok.groupby(by)["train_s"].median().reset_index(name="train_s") if not ok.empty else None
+    if times is not None:
+        table = table.merge(times, on=by)
+    auc = ok[ok["query_auc_mean"].notna()].groupby(["task", "columns", "seq_len"])["query_auc_mean"]
+    return {
+        "points": int(len(frame)),
+        "status_counts": {str(k): int(v) for k, v in frame["status"].value_counts().sort_index().items()},
+        "accuracy": json.loads(table.to_json(orient="records")),
+        "static_query_auc": json.loads(auc.agg(["mean", "min", "max"]).reset_index().to_json(orient="records")),
+        "headlines": headlines(table),
+        "failed": [{"point": f"{r.task} {r.mixer} N={r.seq_len} seed={r.seed}", "status": r.status,
+                    "reason": r.reason} for r in frame[frame["status"] != "ok"].itertuples()],
+    }
+
+
+def _gap(table: pd.DataFrame, task: str, key: dict) -> dict | None:
+    rows = table[(table["task"] == task) & (table["columns"] == 3)]
+    for name, value in key.items():
+        rows = rows[rows[name] == value]
+    found = {m: rows[rows["mixer"] == m] for m in ("additive", "softmax")}
+    if any(part.empty for part in found.values()):
+        return None
+    additive, softmax = (found[m].iloc[0] for m in ("additive", "softmax"))
+    return {"task": task, **{k: int(v) for k, v in key.items()}, "additive": float(additive["mean"]),
+            "softmax": float(softmax["mean"]), "additive_range": [float(additive["low"]), float(additive["high"])],
+            "softmax_range": [float(softmax["low"]), float(softmax["high"])], "seeds": int(additive["seeds"]),
+            "gap_points": round(100 * float(softmax["mean"] - additive["mean"]), 1)}
+
+
+def headlines(table: pd.DataFrame) -> list[dict]:
+    """Additive vs softmax (C = 3) per task at the longest N and, for MQAR, at each width of the largest pairs."""
+    found = []
+    if table.empty:
+        return found
+    for task in sorted(table["task"].unique()):
+        part = table[table["task"] == task]
+        for n in sorted(part["seq_len"].unique()):
+            at = part[part["seq_len"] == n]
+            width, pairs = int(at["width"].mode().iloc[0]), int(at["pairs"].mode().iloc[0])
+            gap = _gap(table, task, {"seq_len": int(n), "width": width, "pairs": pairs})
+            if gap:
+                found.append(gap)
+    return found
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def render(summary: dict, runs: list[dict]) -> str:
+    """REPORT.md of a probe run."""
+    from fastformer_bench.report.markdown import _table, environment
+
+    settings = next((r["env"].get("settings") for r in runs if r["env"].get("settings")), {}) or {}
+    lines = ["# fastformer-bench capability probe", "",
+             f"Results: {', '.join(r['label'] for r in runs)}. Regenerate with `fastformer-bench report`; do not edit "
+             "by hand.", ""]
+    lines += environment(runs)
+    lines += ["## Conditions", "",
+              f"- Training: {settings.get('steps', '?')} AdamW steps of {settings.get('batch_tokens', '?')} tokens "
+              f"(batch = tokens // N sequences), {settings.get('workers', 1)} point(s) at once, peak "
+              f"learning rate {settings.get('lr', '?')} (10 % warm-up, cosine decay), weight decay "
+              f"{settings.get('weight_decay', '?')}, {settings.get('threads', '?')} CPU thread(s), float32; every "
+              "batch generated fresh from the seed (no example is seen twice).",
+              f"- Accuracy: on {settings.get('eval_examples', '?')} held-out sequences from another seed stream "
+              "(MQAR: over query positions). Models differ only in the mixer: same embedding, positions, MLP "
+              "blocks, norms, head, width and depth.",
+              "- Spread: mean over seeds, with the lowest and highest seed in brackets.", ""]
+    lines += ["## Conclusions (in numbers)", ""]
+    statuses = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
+    lines.append(f"- {summary['points']} points: {statuses}.")
+    for h in summary["headlines"]:
+        where = f"N = {h['seq_len']}, width {h['width']}" + (f", {h['pairs']} pairs" if h["task"] == "mqar" else "")
+        lines.append(f"- {h['task']} at {where}: additive {_pct(h['additive'])} "
+                     f"[{_pct(h['additive_range'][0])}–{_pct(h['additive_range'][1])}] vs softmax "
+                     f"{_pct(h['softmax'])} [{_pct(h['softmax_range'][0])}–{_pct(h['softmax_range'][1])}] "
+                     f"({h['seeds']} seeds): softmax ahead by {h['gap_points']:+.1f} points.")
+    lines.append("")
+    lines += ["## Figures", ""] + [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n"
+                                   for f in summary["figures"]]
+    lines += ["## Accuracy per configuration", "", _table([
+        {"task": r["task"], "mixer": r["mixer"], "C": r["columns"], "N": r["seq_len"], "D": r["width"],
+         "layers": r["layers"], "pairs": r["pairs"] if r["task"] == "mqar" else "-",
+         "accuracy": f"{_pct(r['mean'])} [{_pct(r['low'])}–{_pct(r['high'])}]", "seeds": r["seeds"],
+         "chance": _pct(r["chance"]), "train s (median)": f"{r['train_s']:.1f}"} for r in summary["accuracy"]]), ""]
+    lines += ["## Static-query analysis", "",
+              "ROC AUC of the learned pooling weights a_c (head-averaged) for the tokens that carry the answer "
+              "(topic words; count's markers) against the others, over 64 held-out sequences, averaged over "
+              "layers and columns: 0.5 = the static query ignores them, 1.0 = it ranks every one above every "
+              "other token.", "", _table([
+                  {"task": r["task"], "C": r["columns"], "N": r["seq_len"], "AUC mean": f"{r['mean']:.3f}",
+                   "min (seed)": f"{r['min']:.3f}", "max (seed)": f"{r['max']:.3f}"}
+                  for r in summary["static_query_auc"]]), ""]
+    if summary["failed"] or summary.get("unreadable"):
+        lines += ["## Caveats", ""]
+        lines += [f"- {f['point']}: {f['status']} ({f['reason']})" for f in summary["failed"]]
+        lines += [f"- unreadable line: {u}" for u in summary.get("unreadable", [])]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list[str]) -> dict:
+    """Figures, REPORT.md and summary.json of a probe run."""
+    from fastformer_bench.report import _clean
+
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(frame)
+    summary["figures"] = [entry for draw in FIGURES for entry in draw(frame, figures_dir)]
+    if unreadable:
+        summary["unreadable"] = unreadable
+    summary["inputs"] = [r["label"] for r in runs]
+    summary = _clean(summary)
+    (out_dir / "REPORT.md").write_text(render(summary, runs), encoding="utf-8")
+    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False)
+    (out_dir / "summary.json").write_text(text + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,212 @@
+"""The capability probe: tasks mean what they say, training is deterministic, the pipeline runs end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastformer_bench.impls.additive_eager import eager_additive_attention, pooling_weights
+from fastformer_bench.probe import tasks
+from fastformer_bench.probe.point import ProbePoint, ProbeSettings
+from fastformer_bench.probe.train import _auc, train_point
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- tasks ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", tasks.NAMES)
+def test_a_task_is_a_function_of_its_seed(task):
+    first, again = (tasks.generate(task, 16, 64, 128, seed=3) for _ in range(2))
+    other = tasks.generate(task, 16, 64, 128, seed=4)
+    assert torch.equal(first.tokens, again.tokens) and torch.equal(first.targets, again.targets)
+    assert not torch.equal(first.tokens, other.tokens)
+    assert first.tokens.shape == (16, 64) and int(first.tokens.max()) < tasks.shape(task, 64, 128).vocab
+
+
+def test_topic_tokens_are_the_labels_topic_words_or_noise():
+    batch = tasks.generate("topic", 64, 128, 64, seed=0, share=0.3)
+    per_class = 64 // (2 * tasks.TOPIC_CLASSES)
+    topic_class = torch.where(batch.relevant, batch.tokens // per_class, batch.targets[:, None])
+    assert torch.equal(topic_class, batch.targets[:, None].expand_as(topic_class))
+    assert bool((batch.tokens[~batch.relevant] >= tasks.TOPIC_CLASSES * per_class).all())
+    assert 0.2 < float(batch.relevant.float().mean()) < 0.4
+
+
+def test_count_labels_say_which_marker_occurs_more_and_never_tie():
+    batch = tasks.generate("count", 256, 64, 32, seed=1)
+    zeros, ones = (batch.tokens == 0).sum(1), (batch.tokens == 1).sum(1)
+    assert bool((zeros != ones).all()) and bool((zeros >= 1).all()) and bool((ones >= 1).all())
+    assert torch.equal(batch.targets, (ones > zeros).long())
+    assert 0.3 < float(batch.targets.float().mean()) < 0.7
+
+
+def test_every_mqar_query_is_labelled_with_its_keys_value():
+    batch = tasks.generate("mqar", 32, 64, 64, seed=2, pairs=8)
+    for tokens, targets in zip(batch.tokens.tolist(), batch.targets.tolist()):
+        values = {tokens[i]: tokens[i + 1] for i in range(0, 16, 2)}
+        assert len(values) == 8  # distinct keys
+        queries = [(t, y) for t, y in zip(tokens[16:], targets[16:]) if y != tasks.IGNORE]
+        assert sorted(t for t, _ in queries) == sorted(values)
+        assert all(values[t] == y for t, y in queries)
+        assert all(y == tasks.IGNORE for y in targets[:16])
+
+
+def test_duplicate_labels_say_whether_a_token_repeats():
+    batch = tasks.generate("duplicate", 128, 48, 16, seed=5)
+    repeats = torch.tensor([len(set(row)) < len(row) for row in batch.tokens.tolist()]).long()
+    assert torch.equal(batch.targets, repeats)
+    assert 0.3 < float(repeats.float().mean()) < 0.7
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"task": "mqar", "mixer": "softmax", "seq_len": 32, "pairs": 16}, "needs seq_len >= 48"),
+    ({"task": "mqar", "mixer": "softmax", "seq_len": 256, "pairs": 40, "vocab": 64}, "vocabulary of at least 81"),
+    ({"task": "topic", "mixer": "additive", "seq_len": 64, "width": 30, "heads": 4}, "not divisible"),
+    ({"task": "nope", "mixer": "additive", "seq_len": 64}, "unknown task"),
+    ({"task": "topic", "mixer": "softmax", "seq_len": 64, "columns": 4}, "exactly three columns"),
+    ({"task": "topic", "mixer": "softmax", "seq_len": 64, "impl": "eager"}, "not a softmax mixer"),
+])
+def test_impossible_points_are_refused_in_one_sentence(params, message):
+    with pytest.raises(ValueError, match=message):
+        ProbePoint(**params)
+
+
+def test_settings_are_range_checked():
+    with pytest.raises(ValueError, match="steps"):
+        ProbeSettings(steps=0)
+    with pytest.raises(ValueError, match="topic_share"):
+        ProbeSettings(topic_share=1.5)
+
+
+# -- analysis -----------------------------------------------------------------------------------------------------
+def test_pooling_weights_are_the_weights_the_core_pools_with():
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 2, 17, 8, generator=g), torch.randn(2, 2, 4, generator=g)
+    a = pooling_weights(x, w)  # [C-1, B, H, N]
+    assert torch.allclose(a.sum(-1), torch.ones(2, 2, 2))
+    # Rebuild the output from the weights alone: G_{c+1} = x_{c+1} * sum_n a_c G_c.
+    G = x[0].reshape(2, 17, 2, 4)
+    for c in range(2):
+        G = x[c + 1].reshape(2, 17, 2, 4) * torch.einsum("bhn,bnhd->bhd", a[c], G)[:, None]
+    assert torch.allclose(G.reshape(2, 17, 8), eager_additive_attention(x, w), atol=1e-6)
+
+
+def test_auc_ranks_relevant_tokens():
+    relevant = torch.tensor([[True, False, True, False]]).numpy()
+    assert _auc(torch.tensor([[0.4, 0.1, 0.3, 0.2]]).numpy(), relevant) == 1.0
+    assert _auc(torch.tensor([[0.1, 0.4, 0.2, 0.3]]).numpy(), relevant) == 0.0
+    assert _auc(torch.tensor([[0.25, 0.25, 0.25, 0.25]]).numpy(), relevant) == 0.5
+
+
+# -- training -----------------------------------------------------------------------------------------------------
+TINY = ProbeSettings(steps=12, batch_tokens=256, eval_examples=32, threads=1)
+
+
+@pytest.mark.parametrize("mixer", ["additive", "softmax"])
+def test_training_is_deterministic_for_a_seed(mixer):
+    point = ProbePoint(task="topic", mixer=mixer, seq_len=32, width=16, heads=2, layers=1, vocab=32)
+    first, again = train_point(point, TINY), train_point(point, TINY)
+    assert first["accuracy"] == again["accuracy"] and first["loss"] == again["loss"]
+    assert first["train_loss"] == again["train_loss"]
+    other = train_point(ProbePoint(**{**point.params(), "seed": 1}), TINY)
+    assert other["loss"] != first["loss"]
+
+
+def test_additive_records_carry_the_static_query_analysis():
+    point = ProbePoint(task="topic", mixer="additive", seq_len=32, width=16, heads=2, layers=2, columns=4, vocab=32)
+    record = train_point(point, TINY)
+    assert len(record["query_auc"]) == 2 and all(len(layer) == 3 for layer in record["query_auc"])
+    assert all(0 <= a <= 1 for layer in record["query_auc"] for a in layer)
+    weights = torch.tensor(record["example"]["weights"])
+    assert weights.shape == (2, 3, 32) and torch.allclose(weights.sum(-1), torch.ones(2, 3), atol=1e-4)
+
+
+# -- sanity: if a mixer cannot reach these, the probe is broken, not the mixer -------------------------------------
+def test_softmax_attention_solves_mqar_at_n64_with_8_pairs():
+    from fastformer_bench import presets
+
+    settings = ProbeSettings(**presets.load("probe").settings)
+    point = ProbePoint(task="mqar", mixer="softmax", seq_len=64, pairs=8, vocab=SANITY_VOCAB)
+    assert train_point(point, settings)["accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("mixer", ["additive", "softmax"])
+def test_both_mixers_solve_topic_at_n256(mixer):
+    from fastformer_bench import presets
+
+    settings = ProbeSettings(**presets.load("probe").settings)
+    assert train_point(ProbePoint(task="topic", mixer=mixer, seq_len=256), settings)["accuracy"] >= 0.95
+
+
+SANITY_VOCAB = 64
+
+
+# -- end to end ---------------------------------------------------------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastformer_bench", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+SMALL = ("--task", "topic,mqar", "--seq-len", "32", "--width", "16", "--heads", "2", "--layers", "1",
+         "--pairs", "4", "--vocab", "32", "--seed", "0")
+
+
+def test_a_probe_run_resumes_and_reports(tmp_path):
+    out, report = tmp_path / "probe", tmp_path / "report"
+    done = _cli("run", "--preset", "probe-quick", "--out", str(out), *SMALL, "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    assert {(r["task"], r["mixer"]) for r in records} == {(t, m) for t in ("topic", "mqar")
+                                                        for m in ("additive", "softmax")}
+    assert all(r["kind"] == "probe" and r["status"] == "ok" and 0 <= r["accuracy"] <= 1 for r in records)
+    again = _cli("run", "--preset", "probe-quick", "--out", str(out), *SMALL, "--resume", "--no-progress")
+    assert again.returncode == 0 and len((out / "points.jsonl").read_text().splitlines()) == len(records)
+    other = _cli("run", "--preset", "probe-quick", "--out", str(out), *SMALL, "--resume", "--threads", "2")
+    assert other.returncode == 2 and "different probe settings" in other.stderr
+    built = _cli("report", str(out), "--out", str(report))
+    assert built.returncode == 0, built.stderr[-2000:]
+    text = (report / "REPORT.md").read_text()
+    assert "topic at N = 32" in text and "mqar at N = 32" in text
+    assert (report / "figures" / "probe_pareto.png").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("--task", "sorting"), ("--task", "mqar", "--pairs", "64", "--seq-len", "64"), ("--width", "30", "--heads", "4"),
+    ("--dtype", "float16"),
+])
+def test_bad_probe_requests_exit_2_in_one_line(tmp_path, args):
+    done = _cli("run", "--preset", "probe-quick", "--out", str(tmp_path / "x"), *args)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "x" / "points.jsonl").exists()
+
+
+def test_probe_flags_on_a_speed_preset_exit_2(tmp_path):
+    done = _cli("run", "--preset", "quick", "--out", str(tmp_path / "x"), "--task", "topic")
+    assert done.returncode == 2 and "probe presets only" in done.stderr
+
+
+def test_the_probe_report_never_imports_torch(tmp_path):
+    out = tmp_path / "probe"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"kind": "probe", "settings": {"steps": 3}}))
+    record = {"schema": 2, "kind": "probe", "run_id": "r", "status": "ok", "reason": None, "impl": "eager",
+              "columns": 3, "width": 16, "heads": 2, "layers": 1, "pairs": 4, "vocab": 32, "chance": 0.25,
+              "train_s": 1.0, "loss": 0.1, "query_auc": None, "query_auc_mean": None, "example": None}
+    lines = [json.dumps({**record, "point_id": f"{task}{mixer}{n}{seed}", "task": task, "mixer": mixer,
+                         "seq_len": n, "seed": seed, "accuracy": 0.5 + 0.1 * seed + 0.2 * (mixer == "softmax")})
+             for task in ("topic", "mqar") for mixer in ("additive", "softmax") for n in (32, 64) for seed in (0, 1)]
+    (out / "points.jsonl").write_text("\n".join(lines) + "\n")
+    code = ("import sys, fastformer_bench.report as r; "
+            f"s = r.build_report([{str(out)!r}], {str(tmp_path / 'report')!r}); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')), len(s['headlines']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "4"]
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert ("topic at N = 64, width 16: additive 55.0 % [50.0 %–60.0 %] vs softmax 75.0 % [70.0 %–80.0 %] (2 seeds): "
+            "softmax ahead by +20.0 points") in text
