@@ -14,6 +14,9 @@
 set -euo pipefail
 STATE=${FFB_SLURM_DIR:-/tmp/ffb-slurm}
 DB_PORT=${FFB_SLURM_DB_PORT:-33061}
+# CPUs the node offers Slurm: this machine's by default; more (FFB_SLURM_CPUS) lets tests run more jobs at once
+# on few cores, at the price of sharing them (set it only where no timing matters)
+CPUS=${FFB_SLURM_CPUS:-$(nproc)}
 host=$(hostname -s)
 mkdir -p "$STATE"/{ctld,spool,db,log,run}
 t0=$(date +%s%N)
@@ -110,7 +113,9 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobCompType=jobcomp/none
-NodeName=$host CPUs=$(nproc) RealMemory=$mem_mb State=UNKNOWN
+# config_overrides: the node takes the CPU count given here even where it has fewer cores (FFB_SLURM_CPUS)
+SlurmdParameters=config_overrides
+NodeName=$host CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF="$STATE/slurm.conf"

@@ -9,6 +9,7 @@ job started and measured its first point): no two jobs, and not the submitting p
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -34,6 +35,18 @@ def job_name() -> str:
         return str(submitit.JobEnvironment().job_id)
     except RuntimeError:  # not started by submitit (a direct call): this process stands for the job
         return f"direct{os.getpid()}"
+
+
+class _Stopping(BaseException):
+    """Slurm's warning that this job is about to be stopped (time limit or preemption).
+
+    A BaseException: the point code turns every Exception of a point into that point's status, and this one is
+    not the point's fault, so it must end the job rather than be stored as an error record.
+    """
+
+
+def _on_warning(signum: int, frame) -> None:
+    raise _Stopping(signal.Signals(signum).name)
 
 
 def env_path(out: str | os.PathLike, job: str) -> Path:
@@ -79,8 +92,20 @@ def measure_shard(spec: dict) -> dict:
     held = ResultStore(out, HELD_FILE.replace(".jsonl", f".{job}.jsonl"))
     print(f"fastformer-bench: job {job} on {info['host']}: {len(problems)} points into {store.path}",
           file=sys.stderr, flush=True)
-    records = measure_all(problems, settings, store, held, run_id=spec["run_id"], preset=spec["preset"],
-                          isolate=spec["isolate"], progress=True, on_record=first_point)
+    # submitit's own handler of the warning signal raises an Exception (caught by the point code, so the point
+    # would be stored as an error and the job go on until killed); ours stops the job between two records.
+    warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").removeprefix("SIG"))
+    signal.signal(warning, _on_warning)
+    try:
+        records = measure_all(problems, settings, store, held, run_id=spec["run_id"], preset=spec["preset"],
+                              isolate=spec["isolate"], progress=True, on_record=first_point)
+    except _Stopping as stop:
+        info["stopped"] = {"signal": str(stop), "after_s": time.time() - started}
+        write_json_atomic(env_path(out, job), info)
+        print(f"fastformer-bench: job {job} stopped by Slurm's warning signal {stop} after "
+              f"{info['stopped']['after_s']:.0f} s; its unmeasured points are measured by the next --resume",
+              file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
     info.update(finished_at=time.time(), copy_bytes_per_s_end=copy_bandwidths(p.device for p in problems),
                 cpu_mhz_end=cpu_mhz())
     write_json_atomic(env_path(out, job), info)

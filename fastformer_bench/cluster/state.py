@@ -78,21 +78,15 @@ def finished(state: str) -> bool:
     return state.split()[0] in FINISHED
 
 
-def log_tail(job, lines: int = 3) -> str:
-    """The last lines of a job's stderr log ('' when there is none yet)."""
-    try:
-        text = Path(job.paths.stderr).read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def kill_reason(state: str, job) -> str:
-    """Why a job stopped before measuring all its points, in words."""
+def kill_reason(state: str, info: dict) -> str:
+    """Why a job stopped before measuring all its points, in words (``info``: the job's run.<job>.json)."""
+    stopped = info.get("stopped")
+    if stopped:
+        return (f"time limit or preemption: Slurm's warning signal {stopped.get('signal')} came "
+                f"{stopped.get('after_s', 0):.0f} s into the job")
+    if not info:
+        return f"{state}, before it started measuring"
     word = state.split()[0]
-    if word in ("TIMEOUT", "FAILED") and "timed-out" in log_tail(job, 20):
-        # submitit stops a job that is not checkpointable when Slurm signals the coming time limit
-        return "time limit (stopped by submitit at Slurm's warning signal)"
     return {"TIMEOUT": "time limit", "NODE_FAIL": "node failure", "PREEMPTED": "preempted",
             "CANCELLED": "cancelled (scancel or an administrator)", "OUT_OF_MEMORY": "out of memory",
             "BOOT_FAIL": "node boot failure", "DEADLINE": "deadline", "INTERRUPTED": "interrupted"}.get(

@@ -120,7 +120,7 @@ def run_sharded(problems: list, settings, out: str | os.PathLike, *, preset: str
                        f"(array {entry.get('array')}); logs in {entry['folder']}")
     final = watch.wait(out, entry, jobs, progress=progress)
     _fold_environments(out)
-    summary = watch.summarise(out, entry, jobs, final, {r["point_id"] for r in read_store(out, [])})
+    summary = watch.summarise(out, entry, final, {r["point_id"] for r in read_store(out, [])})
     for job_id, job in summary["jobs"].items():
         if job["overhead_s"] is not None:
             _say(progress, f"job {job_id} on {job['host']}: first point {job['overhead_s']:.1f} s after submission")

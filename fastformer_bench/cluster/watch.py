@@ -41,7 +41,7 @@ def wait(out: Path, entry: dict, jobs: dict, *, progress: bool, poll_s: float = 
         time.sleep(poll_s)
 
 
-def summarise(out: Path, entry: dict, jobs: dict, final: dict[str, str], recorded: set[str]) -> dict:
+def summarise(out: Path, entry: dict, final: dict[str, str], recorded: set[str]) -> dict:
     """Per job: state, host, overhead (submission to first point) and unmeasured points; ``killed`` lists the
     jobs that stopped before measuring all their points, with the reason in words."""
     summary = {"jobs": {}, "killed": []}
@@ -53,7 +53,7 @@ def summarise(out: Path, entry: dict, jobs: dict, final: dict[str, str], recorde
         summary["jobs"][job_id] = {"state": final.get(job_id), "host": info.get("host"), "overhead_s": overhead,
                                    "unmeasured": missing}
         if missing:
-            reason = cluster_state.kill_reason(final.get(job_id) or "UNKNOWN", jobs[job_id])
+            reason = cluster_state.kill_reason(final.get(job_id) or "UNKNOWN", info)
             summary["killed"].append({"job": job_id, "reason": reason, "unmeasured": missing})
     return summary
 
