@@ -50,7 +50,8 @@ wait_for() {  # wait_for WHAT SECONDS CMD...: until CMD succeeds
 
 # --- munge: Slurm's authentication (its key comes with the Debian package)
 mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
-start munged setpriv --reuid=munge --regid=munge --clear-groups munged --foreground --pid-file=/run/munge/munged.pid
+# a munged of the system (started by the package's service) serves Slurm as well as ours would: keep it
+munge -n 2>/dev/null | unmunge >/dev/null 2>&1 || start munged setpriv --reuid=munge --regid=munge --clear-groups munged --foreground --pid-file=/run/munge/munged.pid
 wait_for munge 10 sh -c 'munge -n | unmunge'
 step munge
 
