@@ -56,7 +56,9 @@ ENERGY = ("energy_j",)
 SHOWN = ("quantities",)
 #: fields beyond DESIGN §4's list, kept alongside (never required by readers)
 EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
-         "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention")
+         "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention",
+         # the node that measured the point, in a cluster run (its environment: run.json hosts[host])
+         "host")
 FIELDS = ("schema", *IDENTITY, *INPUTS, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY, *SHOWN)
 #: IDENTITY's own optional fields: absent from some writers' records and never needed to read one
 _OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash")

@@ -126,10 +126,11 @@ def _sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, 
 
 def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, held_store: ResultStore, *,
                 run_id: str, preset: str | None, isolate: bool, progress: bool, waiting: Sequence[Problem] = (),
-                held: dict | None = None, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+                held: dict | None = None, on_record: Callable[[dict], None] | None = None,
+                stamp: dict | None = None) -> list[dict]:
     """Measure ``todo`` into ``store``, then revisit the noisy ones (and ``waiting``, whose first records are in
     ``held``); the per-machine loop of a sweep, shared by a local run and each cluster job (its own shard).
-    ``on_record(record)`` is called after each record is stored."""
+    ``on_record(record)`` is called after each record is stored; ``stamp``'s fields are added to every record."""
     # Points waiting for a revisit, in order, and the best record of each so far (not yet in the store).
     queue = list(waiting)
     best = {p.point_id: (held or {})[p.point_id] for p in queue}
@@ -137,8 +138,8 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
 
     def measure(problem: Problem) -> dict:
         if isolate:
-            return _isolated(problem, settings, run_id, preset)
-        return measure_point(problem, settings, run_id=run_id, preset=preset)
+            return {**_isolated(problem, settings, run_id, preset), **(stamp or {})}
+        return {**measure_point(problem, settings, run_id=run_id, preset=preset), **(stamp or {})}
 
     def keep(record: dict) -> None:
         store.append(record)

@@ -98,7 +98,8 @@ def measure_shard(spec: dict) -> dict:
     signal.signal(warning, _on_warning)
     try:
         records = measure_all(problems, settings, store, held, run_id=spec["run_id"], preset=spec["preset"],
-                              isolate=spec["isolate"], progress=True, on_record=first_point)
+                              isolate=spec["isolate"], progress=True, on_record=first_point,
+                              stamp={"host": info["host"]})
     except _Stopping as stop:
         info["stopped"] = {"signal": str(stop), "after_s": time.time() - started}
         write_json_atomic(env_path(out, job), info)

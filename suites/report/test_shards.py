@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_synthetic import synthetic_records, write_results
+from report_synthetic import run_env, synthetic_records, write_results
 
-from fastformer_bench import results
+from fastformer_bench import report, results
 from fastformer_bench.cluster.shard import split
 from fastformer_bench.gate import stored
 from fastformer_bench.runner import check_target
@@ -78,3 +78,31 @@ def test_points_are_dealt_into_non_empty_shards_each_point_once():
     assert split(ids[:2], 5) == [["p0"], ["p1"]]  # never an empty job
     with pytest.raises(ValueError, match="at least 1"):
         split(ids, 0)
+
+
+def _two_hosts(tmp_path, second_cpu: str) -> list[dict]:
+    records = [r for r in synthetic_records() if r["device"] == "cpu"]
+    _write(tmp_path / "points.8_0.jsonl", [{**r, "host": "node-a"} for r in records[::2]])
+    _write(tmp_path / "points.8_1.jsonl", [{**r, "host": "node-b"} for r in records[1::2]])
+    hosts = {"node-a": {"cpu_model": "CPU A", "copy_bytes_per_s": {"cpu": 1e10}, "jobs": [{"job": "8_0"}]},
+             "node-b": {"cpu_model": second_cpu, "copy_bytes_per_s": {"cpu": 4e10}, "jobs": [{"job": "8_1"}]}}
+    (tmp_path / "run.json").write_text(json.dumps({**run_env(), "cpu_model": "CPU A", "hosts": hosts}))
+    return records
+
+
+def test_the_report_keeps_the_points_of_different_machines_apart(tmp_path):
+    records = _two_hosts(tmp_path, "CPU B")
+    frame, runs = report.load([str(tmp_path)])
+    assert sorted(frame["device"].unique()) == ["cpu@node-a", "cpu@node-b"]
+    assert [r["label"].split(" @ ")[1] for r in runs] == ["node-a", "node-b"]
+    assert [r["env"]["cpu_model"] for r in runs] == ["CPU A", "CPU B"]
+    # each point is set against its own machine's copy bandwidth (the roofline)
+    by_host = dict(zip(frame["device"], frame["copy_bw"]))
+    assert by_host == {"cpu@node-a": 1e10, "cpu@node-b": 4e10}
+    assert len(frame) == len(records)
+
+
+def test_hosts_of_one_kind_of_machine_are_reported_as_one(tmp_path):
+    _two_hosts(tmp_path, "CPU A")
+    frame, runs = report.load([str(tmp_path)])
+    assert set(frame["device"]) == {"cpu"} and len(runs) == 1
