@@ -92,6 +92,7 @@ def _cmd_run(args) -> int:
     # The directory first: a run refused there must not claim a CPU or measure anything.
     with writer_lock(args.out):
         check_target(args.out, args.resume)
+        _refuse_while_jobs_run(args.out)
         # An oversized CPU allocation must fail as out-of-memory in the process that makes it; isolated points
         # are capped in their own worker.
         cap = not args.isolate and all(p.device == "cpu" for p in problems)
@@ -111,6 +112,17 @@ def _cmd_run(args) -> int:
     records = [r for r in read_store(args.out) if r["point_id"] in wanted]
     _print_table(records, skipped)
     return 1 if any(r["status"] == "incorrect" for r in records) else 0
+
+
+def _refuse_while_jobs_run(out: str) -> None:
+    """A run in this process must not measure points that cluster jobs are measuring into the same directory."""
+    from fastformer_bench.cluster.state import STATE_FILE, running_submission
+
+    if (Path(out) / STATE_FILE).exists():
+        entry = running_submission(out)
+        if entry is not None:
+            raise ValueError(f"{out} has {entry['executor']} jobs still running ({', '.join(entry['jobs'])}); "
+                             f"wait for them with --resume --executor {entry['executor']}, or scancel them first.")
 
 
 def _executor_options(args):

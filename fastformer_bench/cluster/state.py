@@ -74,6 +74,14 @@ def states(jobs: dict, executor: str) -> dict[str, str]:
     return found
 
 
+def running_submission(out: str | os.PathLike) -> dict | None:
+    """The latest recorded submission with a job not finished yet (None when every job has ended)."""
+    for entry in reversed(read_state(out)["submissions"]):
+        if not all(finished(s) for s in states(attach(entry), entry["executor"]).values()):
+            return entry
+    return None
+
+
 def finished(state: str) -> bool:
     return state.split()[0] in FINISHED
 

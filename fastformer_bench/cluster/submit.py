@@ -97,11 +97,9 @@ def run_sharded(problems: list, settings, out: str | os.PathLike, *, preset: str
     if settings.threads is None:
         raise ValueError("a cluster run needs a thread count per job: set threads in the preset or pass --threads.")
     recorded = {r["point_id"] for r in read_store(out, [])}
-    running = [e for e in cluster_state.read_state(out)["submissions"]
-               if not all(cluster_state.finished(s) for s in cluster_state.states(cluster_state.attach(e),
-                                                                                      e["executor"]).values())]
+    running = cluster_state.running_submission(out)
     if running:
-        entry, submitted = running[-1], False
+        entry, submitted = running, False
         jobs = cluster_state.attach(entry)
         _say(progress, f"{entry['executor']} array {entry.get('array')} of an earlier submission is still running: "
                        "waiting for it (nothing is submitted again)")

@@ -31,7 +31,8 @@ def wait(out: Path, entry: dict, jobs: dict, *, progress: bool, poll_s: float = 
         done = sum(status in _DONE for s in stored.values() for status in s.values())
         failed = sum(len(s) for s in stored.values()) - done
         total = sum(len(ids) for ids in entry["jobs"].values())
-        line = (f"{entry['executor']} {entry.get('array') or ''}: {done} points done, {failed} failed, "
+        where = f"{entry['executor']} array {entry['array']}" if entry.get("array") else f"{entry['executor']} jobs"
+        line = (f"{where}: {done} points done, {failed} failed, "
                 f"{total - done - failed} pending; " + ", ".join(f"{j} {s}" for j, s in now.items()))
         if progress and (line != last or time.monotonic() - printed > 60):
             print(f"fastformer-bench: {line}", file=sys.stderr, flush=True)

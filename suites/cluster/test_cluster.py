@@ -101,7 +101,7 @@ def test_an_interrupted_submitter_and_a_cancelled_job_lose_nothing_and_double_no
                                                                                      test_preset):
     out = tmp_path / "out"
     sweep = ["--preset", test_preset, "--seq-len", "64,96,128,160", "--impl", "eager,softmax_sdpa",
-             "--min-time", "1", "--no-flops"]
+             "--min-time", "2", "--no-flops"]
     args = ["run", *sweep, "--out", str(out), "--executor", "slurm", "--jobs", "2"]
     expected = _expected_ids(*sweep)
     proc = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -113,6 +113,9 @@ def test_an_interrupted_submitter_and_a_cancelled_job_lose_nothing_and_double_no
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
         assert proc.returncode == 130
+        # while its jobs run, a run in this process would measure their points a second time: refused
+        done = cli("run", *sweep, "--out", str(out), "--resume")
+        assert done.returncode == 2 and "jobs still running" in done.stderr, done.stderr[-3000:]
         # one job is cancelled after its first point, with points still to measure
         _wait_for(lambda: shard.exists() and results.read_points(shard, []), 180, f"job {victim}'s first point")
         subprocess.run(["scancel", victim], check=True, timeout=30)
