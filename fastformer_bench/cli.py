@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from fastformer_bench import axes
-from fastformer_bench.results import read_store, write_json_atomic
+from fastformer_bench.results import RUN_FILE, read_store, write_json_atomic
 
 
 class UsageError(Exception):
@@ -158,9 +159,7 @@ def _cmd_run_sharded(args, options, preset, settings, problems, skipped) -> int:
         if not previous.get("settings"):
             # Written before anything is submitted: a resume must be able to prove it measures the same way.
             # The measuring machines' environments are added per host as their jobs start (cluster.submit).
-            from dataclasses import asdict
-
-            write_json_atomic(Path(args.out) / "run.json", {
+            write_json_atomic(Path(args.out) / RUN_FILE, {
                 "run_id": run_id, "preset": preset.name, "settings": asdict(settings),
                 "settings_hash": settings.digest, "executor": options.executor,
                 "submitter": collect_env(threads=settings.threads, argv=sys.argv)})
@@ -185,7 +184,7 @@ def _record_end_state(out: str, state: dict) -> None:
         run["resumed_sessions"][-1].update(state)  # this session's end, beside its own start
     else:
         run.update(state)
-    write_json_atomic(Path(out) / "run.json", run)
+    write_json_atomic(Path(out) / RUN_FILE, run)
 
 
 def _copy_bandwidths(problems) -> dict:
