@@ -87,7 +87,8 @@ start slurmdbd env SLURM_CONF="$STATE/slurm.conf" slurmdbd -D
 mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
 cat > "$STATE/slurm.conf" <<CONF
 ClusterName=ffb
-SlurmctldHost=$host
+# the loopback address: this machine's name need not resolve (CI machines often lack it in DNS)
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -116,7 +117,7 @@ AccountingStorageHost=localhost
 JobCompType=jobcomp/none
 # config_overrides: the node takes the CPU count given here even where it has fewer cores (FFB_SLURM_CPUS)
 SlurmdParameters=config_overrides
-NodeName=$host CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF="$STATE/slurm.conf"
