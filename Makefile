@@ -5,7 +5,7 @@ PYTHON ?= python3
 BOOT = .tox-bootstrap
 TOX = $(BOOT)/bin/tox
 
-.PHONY: bench test perf gate gpu-check
+.PHONY: bench test perf gate gpu-check cluster
 bench: $(TOX)
 	$(TOX) -e bench
 test: $(TOX)
@@ -14,6 +14,9 @@ perf: $(TOX)
 	$(TOX) -e perf
 gate: $(TOX)
 	$(TOX) -e gate
+# The cluster suite on a single-node Slurm it starts and stops (Debian's packages installed, run as root).
+cluster: $(TOX)
+	$(TOX) -e cluster
 
 # On a CUDA machine, with the Python that already holds its torch and triton (no tox: GPU machines often have no
 # network): the correctness suite with the Triton kernels compiled for the GPU, then the gpu-check preset

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from fastformer_bench import axes
-from fastformer_bench.results import POINTS_FILE, read_points
+from fastformer_bench.results import RUN_FILE, read_store, write_json_atomic
 
 
 class UsageError(Exception):
@@ -38,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-limit", type=float, dest="time_limit_s", help="seconds allowed per point")
     run.add_argument("--no-flops", action="store_true", help="skip the fvcore/FlopCounterMode cross-checks")
     run.add_argument("--no-progress", action="store_true", help="no progress output")
+    cluster = run.add_argument_group("cluster", "spread the points over jobs through submitit (README: Running on a "
+                                                "Slurm cluster)")
+    cluster.add_argument("--executor", choices=("local", "slurm"),
+                         help="submit the points as a job array: slurm, or local (submitit's, on this machine)")
+    cluster.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    cluster.add_argument("--jobs", type=int, help="number of jobs (shards) to split the points into (default 1)")
+    cluster.add_argument("--gpus-per-job", type=int, help="GPUs per job (default 0)")
+    cluster.add_argument("--time-min", type=int, help="time limit per job in minutes (default 60)")
+    cluster.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                         help="any other sbatch option, without its dashes (repeatable), e.g. account=proj")
     axes.add_overrides(run, axes.NAMES)
     from fastformer_bench.probe import cli as probe_cli
 
@@ -89,9 +100,13 @@ def _cmd_run(args) -> int:
     if changes:
         settings = Settings(**{**settings.__dict__, **changes})
     problems, skipped = presets.expand(preset, overrides)
+    options = _executor_options(args)
+    if options is not None:
+        return _cmd_run_sharded(args, options, preset, settings, problems, skipped)
     # The directory first: a run refused there must not claim a CPU or measure anything.
     with writer_lock(args.out):
         check_target(args.out, args.resume)
+        _refuse_while_jobs_run(args.out)
         # An oversized CPU allocation must fail as out-of-memory in the process that makes it; isolated points
         # are capped in their own worker.
         cap = not args.isolate and all(p.device == "cpu" for p in problems)
@@ -108,33 +123,87 @@ def _cmd_run(args) -> int:
         _record_end_state(args.out, {"copy_bytes_per_s_end": _copy_bandwidths(problems), "cpu_mhz_end": cpu_mhz()})
     # The whole directory, not this session's share: a resumed run still reports (and fails on) earlier points.
     wanted = {p.point_id for p in problems}
-    records = [r for r in read_points(Path(args.out) / POINTS_FILE) if r["point_id"] in wanted]
+    records = [r for r in read_store(args.out) if r["point_id"] in wanted]
     _print_table(records, skipped)
     return 1 if any(r["status"] == "incorrect" for r in records) else 0
 
 
+def _refuse_while_jobs_run(out: str) -> None:
+    """A run in this process must not measure points that cluster jobs are measuring into the same directory."""
+    from fastformer_bench.cluster.state import STATE_FILE, running_submission
+
+    if (Path(out) / STATE_FILE).exists():
+        entry = running_submission(out)
+        if entry is not None:
+            raise ValueError(f"{out} has {entry['executor']} jobs still running ({', '.join(entry['jobs'])}); "
+                             f"wait for them with --resume --executor {entry['executor']}, or scancel them first.")
+
+
+def _executor_options(args):
+    """The cluster options of ``run`` (None for a run in this process); ValueError for a wrong combination."""
+    from fastformer_bench.cluster.submit import ExecutorOptions, parse_slurm_options, preflight
+
+    given = [name for name in ("partition", "jobs", "gpus_per_job", "time_min") if getattr(args, name) is not None]
+    if args.executor is None:
+        if given or args.slurm_option:
+            first = (given or ["slurm_option"])[0].replace("_", "-")
+            raise ValueError(f"--{first} applies to a cluster run: add --executor slurm (or local).")
+        return None
+    chosen = {name: getattr(args, name) for name in given}
+    options = ExecutorOptions(executor=args.executor, slurm_options=parse_slurm_options(args.slurm_option), **chosen)
+    preflight(options)  # before the directory is touched or anything is submitted
+    return options
+
+
+def _cmd_run_sharded(args, options, preset, settings, problems, skipped) -> int:
+    from fastformer_bench.cluster.submit import run_sharded
+    from fastformer_bench.measure.env import collect_env
+    from fastformer_bench.results import read_run, writer_lock
+    from fastformer_bench.runner import check_resumable, check_target, new_run_id
+
+    if settings.threads is None:
+        raise ValueError("a cluster run needs a thread count per job: set threads in the preset or pass --threads.")
+    with writer_lock(args.out):
+        check_target(args.out, args.resume)
+        previous = read_run(args.out) if args.resume else {}
+        if args.resume:
+            check_resumable(args.out, previous, preset.name, settings)
+        run_id = previous.get("run_id") or new_run_id(preset.name)
+        if not previous.get("settings"):
+            # Written before anything is submitted: a resume must be able to prove it measures the same way.
+            # The measuring machines' environments are added per host as their jobs start (cluster.submit).
+            write_json_atomic(Path(args.out) / RUN_FILE, {
+                "run_id": run_id, "preset": preset.name, "settings": asdict(settings),
+                "settings_hash": settings.digest, "executor": options.executor,
+                "submitter": collect_env(threads=settings.threads, argv=sys.argv)})
+        summary = run_sharded(problems, settings, args.out, preset=preset.name, run_id=run_id, options=options,
+                              isolate=args.isolate, argv=sys.argv, progress=not args.no_progress)
+    wanted = {p.point_id for p in problems}
+    records = [r for r in read_store(args.out) if r["point_id"] in wanted]
+    _print_table(records, skipped)
+    for killed in summary["killed"]:
+        print(f"fastformer-bench: job {killed['job']} stopped ({killed['reason']}) with {len(killed['unmeasured'])} "
+              f"point(s) unmeasured: {', '.join(killed['unmeasured'])}; run again with --resume to measure them.",
+              file=sys.stderr)
+    failed = summary["killed"] or any(r["status"] == "incorrect" for r in records)
+    return 1 if failed else 0
+
+
 def _record_end_state(out: str, state: dict) -> None:
-    from fastformer_bench.results import read_run, write_json_atomic
+    from fastformer_bench.results import read_run
 
     run = read_run(out)
     if run.get("resumed_sessions"):
         run["resumed_sessions"][-1].update(state)  # this session's end, beside its own start
     else:
         run.update(state)
-    write_json_atomic(Path(out) / "run.json", run)
+    write_json_atomic(Path(out) / RUN_FILE, run)
 
 
 def _copy_bandwidths(problems) -> dict:
-    from fastformer_bench.measure.env import copy_bandwidth
+    from fastformer_bench.measure.env import copy_bandwidths
 
-    devices = sorted({p.device for p in problems})
-    found = {}
-    for device in devices:
-        try:
-            found[device] = copy_bandwidth(device)
-        except Exception:  # no such device here: its points are recorded unsupported
-            found[device] = None
-    return found
+    return copy_bandwidths(p.device for p in problems)
 
 
 def _print_table(records: list[dict], skipped: list) -> None:

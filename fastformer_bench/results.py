@@ -23,6 +23,8 @@ SCHEMA = 2
 #: schemas ``read_points`` accepts; older ones are upgraded on read (``upgrade``)
 READABLE = (1, 2)
 POINTS_FILE = "points.jsonl"
+#: a shard of the store: one per cluster job (points.<array>_<task>.jsonl), each with that job as its only writer
+SHARD_GLOB = "points.*.jsonl"
 #: records of points measured but still waiting for a revisit at the end of the sweep (runner.run_sweep);
 #: it exists only while a sweep runs or after one was killed, and --resume takes it up
 HELD_FILE = "held.jsonl"
@@ -54,7 +56,9 @@ ENERGY = ("energy_j",)
 SHOWN = ("quantities",)
 #: fields beyond DESIGN §4's list, kept alongside (never required by readers)
 EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
-         "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention")
+         "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention",
+         # the node that measured the point, in a cluster run (its environment: run.json hosts[host])
+         "host")
 FIELDS = ("schema", *IDENTITY, *INPUTS, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY, *SHOWN)
 #: IDENTITY's own optional fields: absent from some writers' records and never needed to read one
 _OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash")
@@ -285,19 +289,59 @@ def read_run(directory: str | os.PathLike) -> dict:
     return payload
 
 
-def _points_path(entry: str | os.PathLike) -> Path:
+def shard_path(directory: str | os.PathLike, job: str) -> Path:
+    """The points file of one cluster job (its only writer)."""
+    return Path(directory) / f"points.{job}.jsonl"
+
+
+def points_files(directory: str | os.PathLike) -> list[Path]:
+    """The points files of a results directory: points.jsonl first, then the shards in job order."""
+    directory = Path(directory)
+    main = [directory / POINTS_FILE] if (directory / POINTS_FILE).is_file() else []
+
+    def order(path: Path) -> tuple:
+        # "12_3" sorts by array then task as numbers, so task 10 follows task 9 and arrays keep their order
+        job = path.name[len("points."):-len(".jsonl")]
+        return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[_.]", job))
+
+    return main + sorted((p for p in directory.glob(SHARD_GLOB) if p.is_file()), key=order)
+
+
+def read_store(directory: str | os.PathLike, unreadable: list[str] | None = None) -> list[dict]:
+    """Every point of a results directory across its points files, once each: the first file holding a point
+    wins (points.jsonl, then the shards in job order). A point found again in a later file is named in
+    ``unreadable`` (when given) or on stderr, so a sweep measured twice by mistake is visible, never summed.
+    Bad lines are treated as :func:`read_points` treats them."""
+    seen: dict[str, Path] = {}
+    records: list[dict] = []
+    for path in points_files(directory):
+        for record in read_points(path, unreadable):
+            first = seen.setdefault(record["point_id"], path)
+            if first is path:
+                records.append(record)
+                continue
+            note = f"{path}: point {record['point_id']} is also in {first.name}, which is kept; skipped"
+            if unreadable is not None:
+                unreadable.append(note)
+            else:
+                print(f"fastformer-bench: {note}", file=sys.stderr)
+    return records
+
+
+def _check_entry(entry: str | os.PathLike) -> Path:
     path = Path(entry)
-    if path.is_dir():
-        path = path / POINTS_FILE
-    if not path.exists():
-        raise ResultsError(f"no results at {entry}: expected a directory holding {POINTS_FILE} or the file itself.")
+    if not path.exists() or (path.is_dir() and not points_files(path)):
+        raise ResultsError(f"no results at {entry}: expected a directory holding {POINTS_FILE} (or its shards "
+                           f"{SHARD_GLOB}) or a points file itself.")
     return path
 
 
 def load_records(entries: Iterable[str | os.PathLike], unreadable: list[str] | None = None) -> list[dict]:
+    """The records of result directories (every shard, a point once: :func:`read_store`) or points files."""
     records: list[dict] = []
     for entry in entries:
-        records.extend(read_points(_points_path(entry), unreadable))
+        path = _check_entry(entry)
+        records.extend(read_store(path, unreadable) if path.is_dir() else read_points(path, unreadable))
     return records
 
 

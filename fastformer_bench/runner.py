@@ -13,12 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 
 from fastformer_bench.point import Settings, base_record, measure_point
 from fastformer_bench.problem import Problem
-from fastformer_bench.results import HELD_FILE, ResultStore, read_run, writer_lock
+from fastformer_bench.results import HELD_FILE, ResultStore, points_files, read_run, read_store, writer_lock
 
 
 def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | None) -> dict:
@@ -47,22 +48,24 @@ def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | N
 
 def check_target(out: str | os.PathLike, resume: bool) -> None:
     """ValueError unless ``out`` may take this sweep's records: empty, or being resumed."""
-    store, held_store = ResultStore(out), ResultStore(out, HELD_FILE)
-    if not resume and not (store.is_empty() and held_store.is_empty()):
-        raise ValueError(f"{store.path.parent} already holds results; pass --resume to continue it or choose a new "
-                         "--out.")
+    held_store = ResultStore(out, HELD_FILE)
+    filled = any(path.stat().st_size for path in points_files(out))
+    if not resume and (filled or not held_store.is_empty()):
+        raise ValueError(f"{held_store.directory} already holds results; pass --resume to continue it or choose a "
+                         "new --out.")
 
 
 def new_run_id(preset: str) -> str:
     return f"{preset}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def _check_resumable(stores: list[ResultStore], previous: dict, preset: str, settings: Settings) -> None:
+def check_resumable(out: str | os.PathLike, previous: dict, preset: str, settings: Settings) -> None:
     """A resumed run must measure the way it started, or its points would not be comparable: refuse unless the
     settings of the points already there are proven equal to these (run.json and every record agree)."""
-    if all(store.is_empty() for store in stores):
+    held = ResultStore(out, HELD_FILE)
+    if not any(path.stat().st_size for path in points_files(out)) and held.is_empty():
         return  # nothing measured yet: nothing to be consistent with
-    where = stores[0].directory
+    where = held.directory
     if not previous.get("settings"):
         raise ValueError(f"cannot resume {where}: its run.json is missing, so the settings its points were "
                          "measured under cannot be proven equal to these; use a new --out.")
@@ -76,7 +79,7 @@ def _check_resumable(stores: list[ResultStore], previous: dict, preset: str, set
     if before.digest != settings.digest:
         changed = sorted(k for k, v in asdict(settings).items() if getattr(before, k) != v)
         raise ValueError(f"cannot resume with different settings ({', '.join(changed)}); use a new --out.")
-    foreign = {r.get("settings_hash") for store in stores for r in store.records()} - {None, settings.digest}
+    foreign = {r.get("settings_hash") for r in [*read_store(out), *held.records()]} - {None, settings.digest}
     if foreign:
         raise ValueError(f"cannot resume {where}: it holds points measured under other settings "
                          f"({', '.join(sorted(foreign))}) than its run.json says; use a new --out.")
@@ -101,16 +104,13 @@ def _sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, 
     store, held_store = ResultStore(out), ResultStore(out, HELD_FILE)
     previous = read_run(out) if resume else {}
     if resume:
-        _check_resumable([store, held_store], previous, preset, settings)
+        check_resumable(out, previous, preset, settings)
     run_id = previous.get("run_id") or new_run_id(preset)
-    done = store.finished_ids() if resume else set()
+    done = {r["point_id"] for r in read_store(out)} if resume else set()  # every shard's points too
     check_target(out, resume)
     # A killed run's points that were waiting for a revisit go straight to it, their first measurement kept.
     waiting = {r["point_id"]: r for r in held_store.records()} if resume else {}
     todo = [p for p in problems if p.point_id not in done and p.point_id not in waiting]
-    # Points waiting for a revisit, in order, and the best record of each so far (not yet in the store).
-    queue = [p for p in problems if p.point_id in waiting and p.point_id not in done]
-    best = {p.point_id: waiting[p.point_id] for p in queue}
     if previous:
         # The environment that measured the first points stays the run's; each resume is appended.
         if env is not None:
@@ -119,17 +119,34 @@ def _sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, 
         # Always written: a resume must be able to prove it measures under the same settings.
         store.write_run({**(env or {}), "run_id": run_id, "preset": preset, "settings": asdict(settings),
                          "settings_hash": settings.digest})
+    return measure_all(todo, settings, store, held_store, run_id=run_id, preset=preset, isolate=isolate,
+                       progress=progress, waiting=[p for p in problems if p.point_id in waiting and
+                                                   p.point_id not in done], held=waiting)
+
+
+def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, held_store: ResultStore, *,
+                run_id: str, preset: str | None, isolate: bool, progress: bool, waiting: Sequence[Problem] = (),
+                held: dict | None = None, on_record: Callable[[dict], None] | None = None,
+                stamp: dict | None = None) -> list[dict]:
+    """Measure ``todo`` into ``store``, then revisit the noisy ones (and ``waiting``, whose first records are in
+    ``held``); the per-machine loop of a sweep, shared by a local run and each cluster job (its own shard).
+    ``on_record(record)`` is called after each record is stored; ``stamp``'s fields are added to every record."""
+    # Points waiting for a revisit, in order, and the best record of each so far (not yet in the store).
+    queue = list(waiting)
+    best = {p.point_id: (held or {})[p.point_id] for p in queue}
     records: list[dict] = []
 
     def measure(problem: Problem) -> dict:
         if isolate:
-            return _isolated(problem, settings, run_id, preset)
-        return measure_point(problem, settings, run_id=run_id, preset=preset)
+            return {**_isolated(problem, settings, run_id, preset), **(stamp or {})}
+        return {**measure_point(problem, settings, run_id=run_id, preset=preset), **(stamp or {})}
 
     def keep(record: dict) -> None:
         store.append(record)
         records.append(record)
         best.pop(record["point_id"], None)
+        if on_record is not None:
+            on_record(record)
 
     def hold(problem: Problem, record: dict) -> None:
         held_store.append(record)  # fsynced like a result: a kill -9 loses no measurement

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from fastformer_bench.gate.sides import GateError, side_env_wall
-from fastformer_bench.results import POINTS_FILE, read_points, read_run
+from fastformer_bench.results import POINTS_FILE, points_files, read_points, read_run, read_store
 
 FINGERPRINT = ("device", "cpu_model", "gpu_name", "torch", "threads")
 #: relative difference of two runs' copy bandwidths beyond which their times are not comparable as they are
@@ -109,9 +109,9 @@ def differences(baseline: dict, candidate: dict) -> list[str]:
 def load(directory: str | Path) -> tuple[dict, list[dict]]:
     """run.json and the records of a results directory; ValueError (exit 2) when it holds none."""
     path = Path(directory)
-    if not (path / POINTS_FILE).exists():
-        raise ValueError(f"no results at {directory}: expected a directory holding {POINTS_FILE}.")
-    return read_run(path), read_points(path / POINTS_FILE)
+    if not points_files(path):
+        raise ValueError(f"no results at {directory}: expected a directory holding {POINTS_FILE} or its shards.")
+    return read_run(path), read_store(path)
 
 
 def check_comparable(baseline_dir: str | Path, base_run: dict, base_records: list[dict], cand_run: dict,

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -166,6 +166,17 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
     env.update(_gpu())
     env.update(_git_state())
     return env
+
+
+def copy_bandwidths(devices: Iterable[str]) -> dict[str, float | None]:
+    """The copy bandwidth of each device (None for one this machine lacks: its points are recorded unsupported)."""
+    found = {}
+    for device in sorted(set(devices)):
+        try:
+            found[device] = copy_bandwidth(device)
+        except Exception:  # no such device here
+            found[device] = None
+    return found
 
 
 def copy_bandwidth(device: str, nbytes: int = 256 * 2**20) -> float:

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace, preset) -> int:
     speed_only = [axes.get(name).flag for name in axes.NAMES
                   if name not in NAMES and getattr(args, f"axis_{name}", None) is not None]
     speed_only += [flag for flag, given in (("--min-time", args.min_time_s), ("--isolate", args.isolate),
-                                            ("--no-flops", args.no_flops)) if given]
+                                            ("--no-flops", args.no_flops),
+                                            ("--executor", getattr(args, "executor", None))) if given]
     if speed_only:
         raise ValueError(f"{', '.join(speed_only)} apply to speed presets, not to the probe preset {preset.name!r}.")
     changes = {k: v for k, v in (("threads", args.threads), ("time_limit_s", args.time_limit_s)) if v is not None}

@@ -37,6 +37,20 @@ def _copy_bandwidth(env: dict, device: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
 
 
+#: run.json keys that tell machines apart: hosts that agree on all of them are one machine in the report
+MACHINE_KEYS = ("cpu_model", "logical_cores", "last_level_cache_bytes", "gpu_name", "gpu_memory_bytes")
+
+
+def _machines(env: dict) -> dict[str, dict]:
+    """host -> its environment, for a cluster run (run.json ``hosts``) whose hosts are not all one machine; {}
+    when there is one host or all are the same hardware (their points are then read as one machine's)."""
+    hosts = env.get("hosts")
+    if not isinstance(hosts, dict) or len(hosts) < 2:
+        return {}
+    kinds = {json.dumps([h.get(k) for k in MACHINE_KEYS], default=str) for h in hosts.values() if isinstance(h, dict)}
+    return {str(name): h for name, h in sorted(hosts.items()) if isinstance(h, dict)} if len(kinds) > 1 else {}
+
+
 def load(inputs: list[str], unreadable: list[str] | None = None, include_contended: bool = False):
     """(prepared DataFrame, runs) for the given result directories or points.jsonl files.
 
@@ -65,8 +79,18 @@ def load(inputs: list[str], unreadable: list[str] | None = None, include_contend
         label = ", ".join(ids) if ids else path.name
         if label in {r["label"] for r in runs}:  # two inputs from one run id still need two columns
             label = f"{label} (input {len(runs) + 1})"
-        runs.append({"label": label, "env": _clean(env)})
-        frame["copy_bw"] = [_copy_bandwidth(env, str(d)) for d in frame["device"]]
+        machines = _machines(env)
+        if machines and "host" in frame.columns:
+            # A cluster run measured on different machines: each machine its own environment column, and its
+            # points their own series (the device label names the host), never one fit across two machines.
+            for host, host_env in machines.items():
+                runs.append({"label": f"{label} @ {host}", "env": _clean(host_env)})
+            frame["copy_bw"] = [_copy_bandwidth(machines.get(h, env), str(d))
+                                for h, d in zip(frame["host"], frame["device"])]
+            frame["device"] = [f"{d}@{h}" if h in machines else d for h, d in zip(frame["host"], frame["device"])]
+        else:
+            runs.append({"label": label, "env": _clean(env)})
+            frame["copy_bw"] = [_copy_bandwidth(env, str(d)) for d in frame["device"]]
         frames.append(frame)
     return analysis.prepare(pd.concat(frames, ignore_index=True)), runs
 

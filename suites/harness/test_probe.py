@@ -177,7 +177,7 @@ def test_a_probe_run_resumes_and_reports(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ("--task", "sorting"), ("--task", "mqar", "--pairs", "64", "--seq-len", "64"), ("--width", "30", "--heads", "4"),
-    ("--dtype", "float16"),
+    ("--dtype", "float16"), ("--executor", "slurm"),
 ])
 def test_bad_probe_requests_exit_2_in_one_line(tmp_path, args):
     done = _cli("run", "--preset", "probe-quick", "--out", str(tmp_path / "x"), *args)
