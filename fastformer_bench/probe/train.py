@@ -93,9 +93,9 @@ def static_query_analysis(model: ProbeModel, batch: tasks.Batch) -> dict:
 
 def train_point(point: ProbePoint, settings: ProbeSettings) -> dict:
     """Train and evaluate ``point``; the record's measured fields (the caller adds identity and status)."""
-    torch.set_num_threads(settings.threads)
     shape = tasks.shape(point.task, point.seq_len, point.vocab)
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(settings.threads)
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(point.seed)
@@ -124,5 +124,6 @@ def train_point(point: ProbePoint, settings: ProbeSettings) -> dict:
         return {"accuracy": accuracy, "chance": shape.chance, "loss": held_out_loss, "train_loss": loss.item(),
                 "train_s": train_s, "steps": settings.steps, "params": parameter_count(model),
                 "task_kind": tasks.KINDS[point.task], **static_query_analysis(model, held_out)}
-    finally:
+    finally:  # the caller's process as it was (a test session, a notebook)
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
