@@ -65,6 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--include-contended", action="store_true",
                      help="treat points timed under CPU contention (status contended) as ok")
 
+    hist = sub.add_parser("history", help="file runs per commit and show each point's trend with its steps")
+    hist_sub = hist.add_subparsers(dest="history_command", required=True, parser_class=_Parser)
+    hist_add = hist_sub.add_parser("add", help="file a results directory under HISTORY/<machine>/")
+    hist_add.add_argument("results", help="a results directory (run.json + points)")
+    hist_add.add_argument("--history", default="results/history", help="history folder (default results/history)")
+    hist_add.add_argument("--commit", help="the commit the results measured (default: run.json's git_commit)")
+    hist_show = hist_sub.add_parser("show", help="trend figures, steps and HISTORY.md from the filed runs")
+    hist_show.add_argument("--history", default="results/history", help="history folder (default results/history)")
+    hist_show.add_argument("--out", required=True, help="output folder (HISTORY.md, history.json, figures/)")
+    hist_show.add_argument("--normalize", action="store_true",
+                           help="scale memory-bound points by the runs' copy bandwidth (else differing runs exit 2)")
+    hist_show.add_argument("--margin", type=float, default=0.02,
+                           help="smallest step reported, as a fraction (default 0.02)")
+
     from fastformer_bench import export, gate
 
     gate.add_arguments(sub.add_parser("gate", help="compare a candidate with a baseline; exit 1 on regression"))
@@ -263,6 +277,25 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_history(args) -> int:
+    if args.history_command == "add":
+        from fastformer_bench.gate import history
+
+        print(f"filed {history.add(args.results, args.history, commit=args.commit)}")
+        return 0
+    if not 0 <= args.margin < 1:
+        raise ValueError(f"--margin is a fraction in [0, 1), got {args.margin:g}.")
+    from fastformer_bench.report import history as history_report
+
+    summary = history_report.show(args.history, args.out, normalize=args.normalize, margin=args.margin)
+    for machine in summary["machines"]:
+        print(f"{machine['machine']}: {machine['runs']} runs, {len(machine['steps'])} step(s)")
+        for step in machine["steps"]:
+            print(f"  {step['point']}: {step['ratio']:.3f}x [{step['ci_low']:.3f}-{step['ci_high']:.3f}] "
+                  f"from {step['commit'][:12]}")
+    return 0
+
+
 def _cmd_env(args) -> int:
     from fastformer_bench.measure.env import collect_env
 
@@ -284,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         from fastformer_bench import export, gate
 
         handler = {"run": _cmd_run, "list": _cmd_list, "env": _cmd_env, "report": _cmd_report, "gate": gate.main,
+                   "history": _cmd_history,
                    "export": export.main}[args.command]
         return handler(args)
     except UsageError as exc:

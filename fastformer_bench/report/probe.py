@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
-from fastformer_bench.report.figures import _RC, _save
+from fastformer_bench.report.figures import _save, style
 
 MIXER_COLOURS = {"additive": "#0072B2", "softmax": "#B2182B"}
 MIXER_MARKERS = {"additive": "o", "softmax": "s"}
@@ -44,7 +43,7 @@ def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
         return []
     ok["mixer_label"] = ok.apply(_mixer_label, axis=1)
     tasks = sorted(ok["task"].unique())
-    with sns.axes_style("whitegrid"), _rc():
+    with style():
         fig = Figure(figsize=(4.2 * len(tasks), 3.8), layout="constrained")
         panels = fig.subplots(1, len(tasks), squeeze=False)[0]
         for ax, task in zip(panels, tasks):
@@ -72,7 +71,7 @@ def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
         return []
     ok["mixer_label"] = ok.apply(_mixer_label, axis=1)
     pairs = sorted(ok["pairs"].unique())
-    with _rc():
+    with style():
         fig = Figure(figsize=(3.8 * len(pairs), 3.6), layout="constrained")
         panels = fig.subplots(1, len(pairs), squeeze=False)[0]
         for ax, count in zip(panels, pairs):
@@ -98,7 +97,7 @@ def pareto(frame: pd.DataFrame, directory: Path) -> list[dict]:
     if ok.empty:
         return []
     tasks = sorted(ok["task"].unique())
-    with _rc():
+    with style():
         fig = Figure(figsize=(4.2 * len(tasks), 3.8), layout="constrained")
         panels = fig.subplots(1, len(tasks), squeeze=False)[0]
         for ax, task in zip(panels, tasks):
@@ -125,7 +124,7 @@ def example_weights(frame: pd.DataFrame, directory: Path) -> list[dict]:
     relevant = np.array(example["relevant"][:tokens], dtype=bool)
     weights = np.array(example["weights"])[:, :, :tokens]  # [layers, C-1, N]
     layers, columns = weights.shape[:2]
-    with _rc():
+    with style():
         fig = Figure(figsize=(11, 1.6 + 1.5 * layers * columns), layout="constrained")
         panels = fig.subplots(layers * columns, 1, squeeze=False)[:, 0]
         positions = np.arange(tokens)
@@ -140,19 +139,6 @@ def example_weights(frame: pd.DataFrame, directory: Path) -> list[dict]:
         title = (f"Learned static-query weights a_c over one held-out topic sequence (N={int(record['seq_len'])}, "
                  f"seed {int(record['seed'])}, first {tokens} tokens)")
         return [_save(fig, directory, "probe_example_weights", title, "probe_example")]
-
-
-class _rc:
-    """The speed report's matplotlib style, entered as a context."""
-
-    def __enter__(self):
-        import matplotlib as mpl
-
-        self._context = mpl.rc_context(_RC)
-        return self._context.__enter__()
-
-    def __exit__(self, *exc):
-        return self._context.__exit__(*exc)
 
 
 FIGURES = (accuracy_vs_length, accuracy_vs_width, pareto, example_weights)

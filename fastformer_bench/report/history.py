@@ -1,0 +1,85 @@
+"""`history show`: each machine's trend figure (median per commit, p20-p80 band, steps marked) and HISTORY.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fastformer_bench.gate import history
+from fastformer_bench.report.figures import _save, style
+
+MAX_PANELS = 12
+
+
+def _figure(machine: str, lines: dict[str, dict], found: dict[str, list], directory: Path) -> dict:
+    labels = sorted(lines)[:MAX_PANELS]
+    columns = min(3, len(labels))
+    rows = math.ceil(len(labels) / columns)
+    with style():
+        fig = Figure(figsize=(5.0 * columns, 3.0 * rows + 0.6), layout="constrained")
+        panels = fig.subplots(rows, columns, squeeze=False).ravel()
+        for ax, label in zip(panels, labels):
+            line = lines[label]
+            x = np.arange(len(line["commits"]))
+            median = np.array(line["median"], dtype=float) * 1e3
+            ax.plot(x, median, marker="o", color="#0072B2", label="median")
+            if all(v is not None for v in line["p20"] + line["p80"]):
+                ax.fill_between(x, np.array(line["p20"], float) * 1e3, np.array(line["p80"], float) * 1e3,
+                                color="#0072B2", alpha=0.2, label="p20–p80")
+            for step in found[label]:
+                ax.axvline(step.at - 0.5, color="#B2182B", linestyle="--")
+                ax.annotate(f"{step.ratio:.3f}x", (step.at - 0.5, float(np.nanmax(median))), color="#B2182B",
+                            fontsize="small", ha="left", va="top")
+            ax.set_xticks(x, [c[:7] for c in line["commits"]], rotation=60, fontsize="x-small")
+            ax.set(title=label, ylabel="ms per call")
+            ax.title.set_fontsize("small")
+        for ax in panels[len(labels):]:
+            ax.set_visible(False)
+        name = f"trend_{machine}"[:80]
+        return _save(fig, directory, name, f"Trend per commit on {machine} (dashed: a detected step)",
+                     "history_trend")
+
+
+def show(history_dir: str | Path, out: str | Path, *, normalize: bool = False,
+         margin: float = history.DEFAULT_MARGIN) -> dict:
+    """Write out/HISTORY.md, out/history.json and a trend figure per machine; return the summary."""
+    out_dir = Path(out)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    summary: dict = {"machines": [], "margin": margin, "normalized": normalize}
+    for machine, filed in history.entries(history_dir).items():
+        history.check_one_machine(filed, normalize)
+        lines = history.series(filed, normalize)
+        found = {label: history.steps(line["median"], line["commits"], margin) if None not in line["median"]
+                 else [] for label, line in lines.items()}
+        figure = _figure(machine, lines, found, out_dir / "figures")
+        summary["machines"].append({
+            "machine": machine, "fingerprint": filed[0]["fingerprint"], "runs": len(filed),
+            "commits": [e["commit"] for e in filed], "figure": figure["file"],
+            "steps": [{"point": label, **s.as_dict()} for label in sorted(found) for s in found[label]]})
+    (out_dir / "history.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    (out_dir / "HISTORY.md").write_text(_markdown(summary), encoding="utf-8")
+    return summary
+
+
+def _markdown(summary: dict) -> str:
+    lines = ["# Performance history", "",
+             "Per machine (its fingerprint: device, CPU model, torch, threads), the median time per call of each "
+             "point at each filed commit, in commit order. Steps: PELT change points (ruptures) on log medians, "
+             f"kept when the 95 % bootstrap interval of the step's ratio lies beyond {summary['margin']:.0%}"
+             + (" ; memory-bound points scaled by the runs' copy bandwidth." if summary["normalized"] else "."), ""]
+    for machine in summary["machines"]:
+        lines += [f"## {machine['machine']}", "", f"{machine['runs']} runs, commits "
+                  + ", ".join(c[:7] for c in machine["commits"]) + ".", "",
+                  f"![trend]({machine['figure']})", ""]
+        if not machine["steps"]:
+            lines += ["No step.", ""]
+            continue
+        lines += ["| point | step at commit | ratio | 95 % interval |", "|---|---|---|---|"]
+        lines += [f"| {s['point']} | {s['commit'][:12]} | {s['ratio']:.3f} | {s['ci_low']:.3f}–{s['ci_high']:.3f} |"
+                  for s in machine["steps"]]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"

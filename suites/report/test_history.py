@@ -1,0 +1,111 @@
+"""Performance history: filing runs per machine, and step detection that finds real steps and not noise."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from report_synthetic import run_env, synthetic_records, write_results
+
+from fastformer_bench.gate import history
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _noisy(n: int, rng: np.random.Generator, step_at: int | None = None, step: float = 1.05,
+           noise: float = 0.01) -> list[float]:
+    values = 1e-3 * np.exp(rng.normal(0, noise, n))
+    if step_at is not None:
+        values[step_at:] *= step
+    return values.tolist()
+
+
+COMMITS = [f"{i:040x}" for i in range(24)]
+
+
+def test_a_five_percent_step_amid_noise_is_found_at_its_commit():
+    found = history.steps(_noisy(24, np.random.default_rng(1), step_at=13), COMMITS)
+    assert [s.commit for s in found] == [COMMITS[13]]
+    assert found[0].ci_low < 1.05 < found[0].ci_high and found[0].ci_low > 1.02
+
+
+def test_a_slow_drift_of_small_steps_is_found_where_each_gate_would_pass():
+    # five 4 % steps, each passing a 5 % gate on its own
+    values = _noisy(30, np.random.default_rng(2), noise=0.005)
+    for at in (5, 10, 15, 20, 25):
+        values[at:] = [v * 1.04 for v in values[at:]]
+    found = history.steps(values, COMMITS + [f"{i:040x}" for i in range(24, 30)])
+    assert len(found) >= 3 and all(s.ratio > 1.02 for s in found)
+
+
+def test_flat_histories_rarely_raise_a_step():
+    rng = np.random.default_rng(3)
+    alarms = sum(bool(history.steps(_noisy(24, rng), COMMITS)) for _ in range(100))
+    assert alarms <= 5, alarms
+
+
+def test_a_step_inside_the_margin_is_not_reported():
+    assert history.steps(_noisy(24, np.random.default_rng(4), step_at=12, step=1.01, noise=0.001), COMMITS) == []
+
+
+# -- files and the command line ------------------------------------------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastformer_bench", "history", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def _filed_run(tmp_path: Path, index: int, factor: float, **env) -> Path:
+    records = [r for r in synthetic_records() if r["impl"] == "eager" and r["seq_len"] == 1024]
+    for r in records:
+        r["time_median"] *= factor
+        r["time_p20"] *= factor
+        r["time_p80"] *= factor
+    return write_results(tmp_path / f"run{index}", records,
+                         {**run_env(), "git_commit": COMMITS[index], "run_id": f"r{index}", **env})
+
+
+def test_history_add_and_show_find_a_step_through_the_cli(tmp_path):
+    store, rng = tmp_path / "history", np.random.default_rng(5)
+    for index in range(12):
+        factor = float(np.exp(rng.normal(0, 0.005))) * (1.10 if index >= 7 else 1.0)
+        done = _cli("add", str(_filed_run(tmp_path, index, factor)), "--history", str(store))
+        assert done.returncode == 0, done.stderr
+    # commit times are unknown here (synthetic commits): filing order is history order
+    shown = _cli("show", "--history", str(store), "--out", str(tmp_path / "out"))
+    assert shown.returncode == 0, shown.stderr
+    summary = json.loads((tmp_path / "out" / "history.json").read_text())
+    machine, = summary["machines"]
+    assert machine["runs"] == 12 and machine["steps"]
+    assert {s["commit"] for s in machine["steps"]} == {COMMITS[7]}
+    assert (tmp_path / "out" / machine["figure"]).exists()
+    assert COMMITS[7][:12] in (tmp_path / "out" / "HISTORY.md").read_text()
+
+
+def test_history_bad_inputs_exit_2_in_one_line(tmp_path):
+    missing = _cli("add", str(tmp_path / "nope"), "--history", str(tmp_path / "h"))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    empty = _cli("show", "--history", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
+    assert empty.returncode == 2 and "no history" in empty.stderr
+    store = tmp_path / "h2"
+    for index, bandwidth in enumerate([2e10, 2e10, 3e10]):
+        run = _filed_run(tmp_path, index, 1.0, copy_bytes_per_s={"cpu": bandwidth})
+        assert _cli("add", str(run), "--history", str(store)).returncode == 0
+    differing = _cli("show", "--history", str(store), "--out", str(tmp_path / "o2"))
+    assert differing.returncode == 2 and "--normalize" in differing.stderr
+    assert _cli("show", "--history", str(store), "--out", str(tmp_path / "o3"), "--normalize").returncode == 0
+
+
+def test_runs_of_different_machines_are_filed_apart(tmp_path):
+    store = tmp_path / "h"
+    history.add(_filed_run(tmp_path, 0, 1.0), store)
+    history.add(_filed_run(tmp_path, 1, 1.0, cpu_model="Another CPU"), store)
+    assert len(history.entries(store)) == 2
+
+
+@pytest.mark.parametrize("values", [[1.0, 1.0, 1.0], []])
+def test_short_histories_have_no_steps(values):
+    assert history.steps(values, COMMITS[:len(values)]) == []
