@@ -9,6 +9,7 @@ in stats.py, pairing and verdicts in compare.py, output in table.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory layouts each side is counted under, its count their mean (--instructions; "
                              f"default {instructions.DEFAULT_LAYOUTS})")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
+    parser.add_argument("--github", action="store_true",
+                        help="GitHub Actions: append the markdown to $GITHUB_STEP_SUMMARY and print one ::error "
+                             "annotation per failing point")
     parser.add_argument("--json", metavar="FILE", help="also write every compared point as JSON")
     parser.add_argument("--repo", metavar="DIR", help="the candidate tree and git repository (default: this one)")
 
@@ -70,6 +74,18 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--calls and --layouts must be positive, got {args.calls} and {args.layouts}.")
     if not args.instr_threshold > 0:
         raise ValueError(f"--instr-threshold must be a positive percentage, got {args.instr_threshold:g}.")
+
+
+def _to_github(rows: list, title: str, instructions: bool, summary: str) -> None:
+    for line in table.github_annotations(rows, instructions):
+        print(line)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(table.markdown(rows, title, instructions, summary) + "\n")
+    else:
+        print("gate: --github: GITHUB_STEP_SUMMARY is not set (not inside GitHub Actions); annotations only",
+              file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -104,6 +120,8 @@ def main(args: argparse.Namespace) -> int:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     if args.markdown:
         Path(args.markdown).write_text(table.markdown(rows, title, instructions, summary))
+    if args.github:
+        _to_github(rows, title, instructions, summary)
     if args.json:
         table.write_json(args.json, rows, {"title": title, "passed": verdict == "PASS", "mode": mode,
                                            "wall_s": time.monotonic() - started, "summary": summary})

@@ -38,11 +38,38 @@ def print_table(rows: list[Row], title: str, instructions: bool) -> None:
 
 
 def markdown(rows: list[Row], title: str, instructions: bool, summary: str) -> str:
+    """A PR comment's worth: the verdict on the first line, the failing points, every point folded away."""
     def line(values) -> str:
         return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
 
-    body = [line(COLUMNS), line(["---"] * len(COLUMNS))] + [line(cells(r, instructions)) for r in rows]
-    return f"## {title}\n\n{summary}\n\n" + "\n".join(body) + "\n"
+    def table(selected: list[Row]) -> str:
+        body = [line(COLUMNS), line(["---"] * len(COLUMNS))] + [line(cells(r, instructions)) for r in selected]
+        return "\n".join(body)
+
+    failing = [r for r in rows if r.fails]
+    verdict, _, rest = summary.partition(": ")
+    parts = [f"**{verdict}**: {rest}", "", f"_{title}_", ""]
+    if failing:
+        parts += [table(failing), ""]
+    parts += [f"<details><summary>All {len(rows)} points</summary>", "", table(rows), "", "</details>"]
+    return "\n".join(parts) + "\n"
+
+
+def _escape(text: str, property_value: bool = False) -> str:
+    """GitHub workflow-command escaping (a property value also escapes ':' and ',')."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
+
+
+def github_annotations(rows: list[Row], instructions: bool) -> list[str]:
+    """One ``::error`` workflow command per failing point (shown on the pull request's checks)."""
+    found = []
+    for row in (r for r in rows if r.fails):
+        what = "instruction count" if instructions else "time"
+        detail = f"{row.verdict}: {what} ratio {row.ratio:.3f}" if row.ratio is not None else row.verdict
+        message = f"{row.label}: {detail}" + (f" ({row.note})" if row.note else "")
+        found.append(f"::error title={_escape('fastformer-bench gate: ' + row.verdict, True)}::{_escape(message)}")
+    return found
 
 
 def write_json(path: str | Path, rows: list[Row], meta: dict) -> None:

@@ -21,6 +21,7 @@ from fastformer_bench.gate import compare as gate_compare
 from fastformer_bench.gate import instructions as gate_instructions
 from fastformer_bench.gate import sides
 from fastformer_bench.gate import stats as gate_stats
+from fastformer_bench.gate import table as gate_table
 from fastformer_bench.gate.ab import Worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,6 +207,31 @@ def test_stored_baseline_with_the_same_fingerprint_is_compared(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| eager cpu float32 fwd" in markdown.read_text() and "PASS" in markdown.read_text()
     assert _gate("--baseline-results", str(base), "--candidate-results", str(wrong)).returncode == 1
+
+
+def test_github_output_gives_the_verdict_first_annotations_and_a_step_summary(tmp_path):
+    import os
+
+    base = _results(tmp_path / "base", "AMD EPYC", "2.13.0+cpu")
+    wrong = _results(tmp_path / "wrong", "AMD EPYC", "2.13.0+cpu", status="incorrect")
+    step_summary = tmp_path / "summary.md"
+    step_summary.write_text("earlier step\n")
+    done = _gate("--baseline-results", str(base), "--candidate-results", str(wrong), "--github",
+                 env={**os.environ, "GITHUB_STEP_SUMMARY": str(step_summary)})
+    assert done.returncode == 1
+    annotations = [line for line in done.stdout.splitlines() if line.startswith("::error ")]
+    assert len(annotations) == 1 and "title=fastformer-bench gate%3A incorrect::eager cpu" in annotations[0]
+    text = step_summary.read_text()
+    assert text.startswith("earlier step\n**FAIL**: 1 of 1 points fail")  # appended, verdict first
+    failing, folded = text.split("<details>")
+    assert "| eager cpu float32 fwd" in failing and "| eager cpu float32 fwd" in folded and "</details>" in folded
+
+
+def test_github_annotations_escape_what_would_end_the_command():
+    row = gate_compare.Row("a: b, 100%\nnext", 1.0, 2.0, 2.0, 1.9, 2.1, 1e-6, gate_stats.REGRESSION, "")
+    line, = gate_table.github_annotations([row], instructions=False)
+    assert line == ("::error title=fastformer-bench gate%3A regression::"
+                    "a: b, 100%25%0Anext: regression: time ratio 2.000")
 
 
 def test_a_wrong_request_is_exit_2():
