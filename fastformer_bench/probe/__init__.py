@@ -1,0 +1,6 @@
+"""The capability probe: what additive attention can still learn, measured beside its speed (DESIGN §3).
+
+tasks.py (synthetic tasks from a seed), model.py (models that differ only in the mixer), train.py (deterministic
+CPU training, the static-query analysis), point.py (axes, settings, grid), runner.py (the sweep into a results
+store), cli.py (`run --preset probe...`). The report is report/probe.py.
+"""
