@@ -219,7 +219,10 @@ def render(summary: dict, runs: list[dict]) -> str:
               f"- Accuracy: on {settings.get('eval_examples', '?')} held-out sequences from another seed stream "
               "(MQAR: over query positions). Models differ only in the mixer: same embedding, positions, MLP "
               "blocks, norms, head, width and depth.",
-              "- Spread: mean over seeds, with the lowest and highest seed in brackets.", ""]
+              "- Spread: mean over seeds, with the lowest and highest seed in brackets.",
+              "- Every accuracy is after the same fixed step budget: a mixer that falls at a longer N (or a narrower "
+              "width) may only need more steps there. The probe compares what the mixers learn for the same "
+              "training, not what they could learn without limit.", ""]
     lines += ["## Conclusions (in numbers)", ""]
     statuses = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
     lines.append(f"- {summary['points']} points: {statuses}.")
