@@ -67,7 +67,7 @@ def add(results: str | Path, history: str | Path, *, commit: str | None = None, 
     if isinstance(bandwidth, dict):
         bandwidth = bandwidth.get("cpu") or next(iter(bandwidth.values()), None)
     entry = {"commit": commit, "commit_time": _commit_time(Path(repo), commit), "run_id": run.get("run_id"),
-             "added": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fingerprint": found,
+             "added": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "fingerprint": found,
              "copy_bytes_per_s": bandwidth, "points": points}
     folder = Path(history) / machine_key(found)
     folder.mkdir(parents=True, exist_ok=True)
