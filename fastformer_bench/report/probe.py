@@ -147,7 +147,7 @@ FIGURES = (accuracy_vs_length, accuracy_vs_width, pareto, example_weights)
 def summarize(frame: pd.DataFrame) -> dict:
     """Tables and headline numbers (JSON-ready) from the probe records."""
     ok = _ok(frame)
-    by = ["task", "mixer", "columns", "seq_len", "width", "layers", "pairs"]
+    by = ["task", "mixer", "columns", "seq_len", "width", "heads", "layers", "pairs", "vocab"]
     table = _spread(ok, by) if not ok.empty else pd.DataFrame(columns=[*by, "mean", "low", "high", "seeds"])
     chance = ok.groupby(by)["chance"].first().reset_index() if not ok.empty else None
     if chance is not None:
@@ -181,19 +181,35 @@ def _gap(table: pd.DataFrame, task: str, key: dict) -> dict | None:
             "gap_points": round(100 * float(softmax["mean"] - additive["mean"]), 1)}
 
 
+#: what makes two configurations of one task the same sweep line (besides the swept axis)
+LINE = ["width", "heads", "layers", "pairs", "vocab"]
+
+
 def headlines(table: pd.DataFrame) -> list[dict]:
-    """Additive vs softmax (C = 3) per task at the longest N and, for MQAR, at each width of the largest pairs."""
-    found = []
+    """Additive vs softmax (C = 3) along each task's N sweep (the configuration measured at the most N), and
+    along each width sweep (a configuration measured at several widths, one N)."""
+    found: list[dict] = []
     if table.empty:
         return found
-    for task in sorted(table["task"].unique()):
-        part = table[table["task"] == task]
-        for n in sorted(part["seq_len"].unique()):
-            at = part[part["seq_len"] == n]
-            width, pairs = int(at["width"].mode().iloc[0]), int(at["pairs"].mode().iloc[0])
-            gap = _gap(table, task, {"seq_len": int(n), "width": width, "pairs": pairs})
-            if gap:
-                found.append(gap)
+    both = table[table["columns"] == 3]
+    for task in sorted(both["task"].unique()):
+        part = both[both["task"] == task]
+        lines = part.groupby(LINE)["seq_len"].nunique()
+        if lines.max() >= 2:
+            key = dict(zip(LINE, lines.idxmax()))
+            for n in sorted(part["seq_len"].unique()):
+                gap = _gap(table, task, {"seq_len": int(n), **key})
+                if gap:
+                    found.append({**gap, "sweep": "length"})
+        others = [k for k in LINE if k != "width"]
+        for values, sweep in part.groupby([*others, "seq_len"]):
+            if sweep["width"].nunique() < 2:
+                continue
+            key = dict(zip([*others, "seq_len"], values))
+            for width in sorted(sweep["width"].unique()):
+                gap = _gap(table, task, {**key, "width": int(width)})
+                if gap:
+                    found.append({**gap, "sweep": "width"})
     return found
 
 
@@ -228,6 +244,7 @@ def render(summary: dict, runs: list[dict]) -> str:
     lines.append(f"- {summary['points']} points: {statuses}.")
     for h in summary["headlines"]:
         where = f"N = {h['seq_len']}, width {h['width']}" + (f", {h['pairs']} pairs" if h["task"] == "mqar" else "")
+        where += " (width sweep)" if h["sweep"] == "width" else ""
         lines.append(f"- {h['task']} at {where}: additive {_pct(h['additive'])} "
                      f"[{_pct(h['additive_range'][0])}–{_pct(h['additive_range'][1])}] vs softmax "
                      f"{_pct(h['softmax'])} [{_pct(h['softmax_range'][0])}–{_pct(h['softmax_range'][1])}] "
