@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     hist = sub.add_parser("history", help="file runs per commit and show each point's trend with its steps")
     hist_sub = hist.add_subparsers(dest="history_command", required=True, parser_class=_Parser)
-    hist_add = hist_sub.add_parser("add", help="file a results directory under HISTORY/<machine>/")
-    hist_add.add_argument("results", help="a results directory (run.json + points)")
+    hist_add = hist_sub.add_parser("add", help="file a run under HISTORY/<machine>/ (time or instruction counts)")
+    hist_add.add_argument("results", help="a results directory (run.json + points), or the --json report of an "
+                                          "instruction gate (then give --commit)")
     hist_add.add_argument("--history", default="results/history", help="history folder (default results/history)")
     hist_add.add_argument("--commit", help="the commit the results measured (default: run.json's git_commit)")
     hist_show = hist_sub.add_parser("show", help="trend figures, steps and HISTORY.md from the filed runs")

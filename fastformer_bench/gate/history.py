@@ -1,7 +1,8 @@
 """Performance history across commits: filed runs per machine, and the steps in each point's trend.
 
 ``add`` files one results directory under ``HISTORY/<machine fingerprint>/`` as one JSON entry (commit, commit
-time, copy bandwidth, and each ok point's median with its p20-p80 band, or its instruction count). ``steps``
+time, copy bandwidth, and each ok point's median with its p20-p80 band), or an instruction gate's --json report
+(each point's instructions per call, under a fingerprint of its own). ``steps``
 finds where a point's trend moved: PELT change-point detection (the ``ruptures`` library) on the log of the
 per-commit medians, with a BIC-like penalty scaled by the noise between consecutive commits, then a step is
 kept only when the bootstrap interval of its size (the ratio of the segment medians after and before) lies
@@ -46,23 +47,46 @@ def _commit_time(repo: Path, commit: str) -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def add(results: str | Path, history: str | Path, *, commit: str | None = None, repo: str | Path = ".") -> Path:
-    """File ``results`` (a results directory) in ``history``; the entry's path. ValueError for bad input."""
+def _timed(results: str | Path) -> tuple[dict, dict, list[dict]]:
+    """(run.json, fingerprint, points) of a results directory: each timed, correct point's median and band."""
     run, records = load(results)  # ValueError (exit 2) for a directory without results
+    points = [{"key": list(point_key(r)), "label": point_label(r), "complexity": r.get("complexity"),
+               "unit": "s", "median": r["time_median"], "p20": r.get("time_p20"), "p80": r.get("time_p80")}
+              for r in records if r.get("status") == "ok" and r.get("time_median") is not None]
+    return run, fingerprint(run, records), points
+
+
+def _counted(report: Path) -> tuple[dict, dict, list[dict]]:
+    """The same from an instruction gate's --json report: each compared point's candidate count per call."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        payload = json.loads(report.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {report} as a gate report: {exc}.") from None
+    if not isinstance(payload, dict) or payload.get("mode") != "instructions":
+        raise ValueError(f"{report} is not the --json report of an instruction-count gate (--instructions).")
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    points = [{"key": [row["label"]], "label": f"{row['label']} [instructions]", "complexity": None,
+               "unit": "instructions", "median": row["candidate"], "p20": None, "p80": None}
+              for row in payload.get("rows", []) if row.get("ratio") is not None and row.get("candidate")]
+    # Counts depend on the code and the libraries, not on the machine's speed: the fingerprint says so.
+    return {}, {"device": "cpu (instruction counts)", "torch": torch_version}, points
+
+
+def add(results: str | Path, history: str | Path, *, commit: str | None = None, repo: str | Path = ".") -> Path:
+    """File ``results`` (a results directory, or an instruction gate's --json report) in ``history``; the entry's
+    path. ValueError for bad input."""
+    path = Path(results)
+    run, found, points = _counted(path) if path.is_file() else _timed(path)
     commit = commit or run.get("git_commit")
     if not commit:
-        raise ValueError(f"{results} does not say which commit it measured (run.json has no git_commit); "
-                         "give --commit.")
-    found = fingerprint(run, records)
-    points = []
-    for record in records:
-        if record.get("status") != "ok" or record.get("time_median") is None:
-            continue  # correctness first: only timed, correct points enter a trend
-        points.append({"key": list(point_key(record)), "label": point_label(record),
-                       "complexity": record.get("complexity"), "median": record["time_median"],
-                       "p20": record.get("time_p20"), "p80": record.get("time_p80")})
+        raise ValueError(f"{results} does not say which commit it measured; give --commit.")
     if not points:
-        raise ValueError(f"{results} holds no timed, correct point to file.")
+        raise ValueError(f"{results} holds no correct, measured point to file.")
     bandwidth = run.get("copy_bytes_per_s")
     if isinstance(bandwidth, dict):
         bandwidth = bandwidth.get("cpu") or next(iter(bandwidth.values()), None)
@@ -71,10 +95,14 @@ def add(results: str | Path, history: str | Path, *, commit: str | None = None, 
              "copy_bytes_per_s": bandwidth, "points": points}
     folder = Path(history) / machine_key(found)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = (entry["commit_time"] or entry["added"]).replace(":", "").replace("-", "")[:15]
-    path = folder / f"{stamp}-{commit[:12]}-{run.get('run_id') or 'run'}.json"
-    path.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
-    return path
+    def compact(text: str) -> str:
+        return re.sub(r"[^0-9T]", "", text.split("+")[0])
+
+    # Commit time first (history order), then the filing time to the microsecond (two filings never collide).
+    name = f"{compact(entry['commit_time'] or entry['added'])[:15]}-{commit[:12]}-{compact(entry['added'])}.json"
+    target = folder / name
+    target.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
+    return target
 
 
 def entries(history: str | Path) -> dict[str, list[dict]]:
@@ -119,7 +147,8 @@ def series(filed: list[dict], normalize: bool = False) -> dict[str, dict]:
             scale = entry["copy_bytes_per_s"] / reference
         for point in entry["points"]:
             factor = scale if point.get("complexity") == "linear" else 1.0
-            line = found.setdefault(point["label"], {"commits": [], "median": [], "p20": [], "p80": []})
+            line = found.setdefault(point["label"], {"commits": [], "median": [], "p20": [], "p80": [],
+                                                     "unit": point.get("unit", "s")})
             line["commits"].append(entry["commit"])
             for name in ("median", "p20", "p80"):
                 value = point.get(name)

@@ -25,7 +25,8 @@ def _figure(machine: str, lines: dict[str, dict], found: dict[str, list], direct
         for ax, label in zip(panels, labels):
             line = lines[label]
             x = np.arange(len(line["commits"]))
-            median = np.array(line["median"], dtype=float) * 1e3
+            counts = line.get("unit") == "instructions"
+            median = np.array(line["median"], dtype=float) * (1.0 if counts else 1e3)
             ax.plot(x, median, marker="o", color="#0072B2", label="median")
             if all(v is not None for v in line["p20"] + line["p80"]):
                 ax.fill_between(x, np.array(line["p20"], float) * 1e3, np.array(line["p80"], float) * 1e3,
@@ -35,7 +36,7 @@ def _figure(machine: str, lines: dict[str, dict], found: dict[str, list], direct
                 ax.annotate(f"{step.ratio:.3f}x", (step.at - 0.5, float(np.nanmax(median))), color="#B2182B",
                             fontsize="small", ha="left", va="top")
             ax.set_xticks(x, [c[:7] for c in line["commits"]], rotation=60, fontsize="x-small")
-            ax.set(title=label, ylabel="ms per call")
+            ax.set(title=label, ylabel="instructions per call" if counts else "ms per call")
             ax.title.set_fontsize("small")
         for ax in panels[len(labels):]:
             ax.set_visible(False)

@@ -112,3 +112,30 @@ def test_runs_of_different_machines_are_filed_apart(tmp_path):
 @pytest.mark.parametrize("values", [[1.0, 1.0, 1.0], []])
 def test_short_histories_have_no_steps(values):
     assert history.steps(values, COMMITS[:len(values)]) == []
+
+
+def _instruction_report(path: Path, count: float, mode: str = "instructions") -> Path:
+    rows = [{"label": "eager cpu float32 fwd B=1 N=64 D=32 H=2 C=3", "baseline": count, "candidate": count,
+             "ratio": 1.0, "verdict": "same", "fails": False},
+            {"label": "broken point", "baseline": None, "candidate": None, "ratio": None, "verdict": "broken"}]
+    path.write_text(json.dumps({"mode": mode, "passed": True, "rows": rows}))
+    return path
+
+
+def test_instruction_count_history_finds_a_three_percent_step(tmp_path):
+    store = tmp_path / "h"
+    for index in range(8):
+        count = 740_000 * (1 + 0.0005 * (index % 3)) * (1.03 if index >= 5 else 1.0)
+        history.add(_instruction_report(tmp_path / f"gate{index}.json", count), store, commit=COMMITS[index])
+    (machine, filed), = history.entries(store).items()
+    assert machine.startswith("cpu-instruction-counts") and len(filed) == 8
+    line, = history.series(filed).values()
+    assert line["unit"] == "instructions" and len(line["median"]) == 8  # the broken point is not filed
+    found = history.steps(line["median"], line["commits"])
+    assert [s.commit for s in found] == [COMMITS[5]] and 1.02 < found[0].ratio < 1.04
+
+
+def test_a_wall_time_gate_report_is_not_an_instruction_history(tmp_path):
+    report = _instruction_report(tmp_path / "wall.json", 1.0, mode="wall_ab")
+    done = _cli("add", str(report), "--commit", COMMITS[0], "--history", str(tmp_path / "h"))
+    assert done.returncode == 2 and "not the --json report of an instruction-count gate" in done.stderr
