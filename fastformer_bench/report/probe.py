@@ -82,7 +82,7 @@ def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
                         label=label)
                 ax.fill_between(line["width"], line["low"], line["high"], color=MIXER_COLOURS[mixer], alpha=0.15)
             ax.axhline(float(part["chance"].iloc[0]), color="#777777", linestyle=":", label="chance")
-            ax.set(xscale="log", ylim=(0, 1.02), title=f"{count} pairs (N={int(part['seq_len'].iloc[0])})",
+            ax.set(ylim=(0, 1.02), title=f"{count} pairs (N={int(part['seq_len'].iloc[0])})",
                    xlabel="model width D", ylabel="held-out accuracy")
             ax.set_xticks(sorted(part["width"].unique()), [str(w) for w in sorted(part["width"].unique())])
             ax.legend(fontsize="small")
