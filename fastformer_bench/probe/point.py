@@ -8,12 +8,12 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
-from fastformer_bench import axes
+from fastformer_bench import axes, impls
 from fastformer_bench.probe import tasks
 
 MIXERS = ("additive", "softmax")
-#: the implementation a mixer uses when the grid names none
-DEFAULT_IMPL = {"additive": "eager", "softmax": "softmax_sdpa"}
+#: the implementation a mixer uses when the grid names none: the registry's defaults
+DEFAULT_IMPL = {"additive": impls.DEFAULT_ADDITIVE, "softmax": impls.DEFAULT_SOFTMAX}
 
 AXES: tuple[axes.Axis, ...] = (
     axes.Axis("task", str, axes.IMPLEMENTATION, "probe task", choices=tasks.NAMES),
@@ -53,8 +53,6 @@ class ProbePoint:
         for axis in AXES:
             if axis.default is None or getattr(self, axis.name) is not None:
                 axis.check(getattr(self, axis.name))
-        from fastformer_bench import impls
-
         if self.impl:
             family = impls.get(self.impl).family  # ValueError for an unknown name
             wanted = impls.ADDITIVE if self.mixer == "additive" else impls.SOFTMAX
