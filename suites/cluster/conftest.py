@@ -72,6 +72,13 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "fastformer_bench", *args]
 
 
+def interruptible() -> None:
+    """preexec_fn: SIGINT at its default in the child, as in a terminal. A suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
+    submitter would never see the Ctrl-C the tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout)
 
@@ -104,7 +111,7 @@ def time_limit_run(request, tmp_path_factory, test_preset):
     proc = subprocess.Popen(cli_command("run", "--preset", test_preset, "--out", str(out), "--seq-len",
                                         "64,96,128,160", "--impl", "eager,softmax_sdpa", "--min-time", "20",
                                         "--no-flops", "--executor", "slurm", "--jobs", "1", "--time-min", "3"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     yield {"proc": proc, "out": out, "started": started}
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cancel_all, cli, cli_command, submissions
+from conftest import cancel_all, cli, cli_command, interruptible, submissions
 
 from fastformer_bench import presets, results
 from fastformer_bench.report import build_report
@@ -104,7 +104,8 @@ def test_an_interrupted_submitter_and_a_cancelled_job_lose_nothing_and_double_no
              "--min-time", "2", "--no-flops"]
     args = ["run", *sweep, "--out", str(out), "--executor", "slurm", "--jobs", "2"]
     expected = _expected_ids(*sweep)
-    proc = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     try:
         [entry] = _wait_for(lambda: submissions(out), 120, "the array to be submitted")
         victim = next(iter(entry["jobs"]))
