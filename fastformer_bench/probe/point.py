@@ -51,8 +51,7 @@ class ProbePoint:
 
     def __post_init__(self) -> None:
         for axis in AXES:
-            if axis.default is None or getattr(self, axis.name) is not None:
-                axis.check(getattr(self, axis.name))
+            axis.check(getattr(self, axis.name))
         if self.impl:
             family = impls.get(self.impl).family  # ValueError for an unknown name
             wanted = impls.ADDITIVE if self.mixer == "additive" else impls.SOFTMAX

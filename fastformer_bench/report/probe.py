@@ -36,6 +36,16 @@ def _mixer_label(row) -> str:
     return f"additive C={row['columns']}" if row["mixer"] == "additive" else "softmax"
 
 
+def _mixer_lines(ax, points: pd.DataFrame, x: str, chance: float) -> None:
+    """One line per mixer (mean over seeds, band: the seeds' range) against ``x``, and chance dotted."""
+    for label, line in _spread(points, ["mixer_label", x]).groupby("mixer_label"):
+        mixer = label.split()[0]
+        ax.plot(line[x], line["mean"], marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer], label=label,
+                alpha=1.0 if label in ("softmax", "additive C=3") else 0.6)
+        ax.fill_between(line[x], line["low"], line["high"], color=MIXER_COLOURS[mixer], alpha=0.15)
+    ax.axhline(chance, color="#777777", linestyle=":", label="chance")
+
+
 def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
     """Accuracy against N, one panel per task, one line per mixer (band: the seeds' range; dotted: chance)."""
     ok = _ok(frame)
@@ -50,12 +60,7 @@ def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
             part = ok[ok["task"] == task]
             sweeps = part.groupby(["mixer_label", "width", "pairs", "layers"]).filter(
                 lambda g: g["seq_len"].nunique() >= 2)
-            for label, line in _spread(sweeps, ["mixer_label", "seq_len"]).groupby("mixer_label"):
-                mixer = label.split()[0]
-                ax.plot(line["seq_len"], line["mean"], marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer],
-                        label=label, alpha=1.0 if label in ("softmax", "additive C=3") else 0.6)
-                ax.fill_between(line["seq_len"], line["low"], line["high"], color=MIXER_COLOURS[mixer], alpha=0.15)
-            ax.axhline(float(part["chance"].iloc[0]), color="#777777", linestyle=":", label="chance")
+            _mixer_lines(ax, sweeps, "seq_len", float(part["chance"].iloc[0]))
             ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="sequence length N", ylabel="held-out accuracy")
             ax.legend(fontsize="small")
         return [_save(fig, directory, "probe_accuracy_vs_length",
@@ -76,12 +81,7 @@ def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
         panels = fig.subplots(1, len(pairs), squeeze=False)[0]
         for ax, count in zip(panels, pairs):
             part = ok[ok["pairs"] == count]
-            for label, line in _spread(part, ["mixer_label", "width"]).groupby("mixer_label"):
-                mixer = label.split()[0]
-                ax.plot(line["width"], line["mean"], marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer],
-                        label=label)
-                ax.fill_between(line["width"], line["low"], line["high"], color=MIXER_COLOURS[mixer], alpha=0.15)
-            ax.axhline(float(part["chance"].iloc[0]), color="#777777", linestyle=":", label="chance")
+            _mixer_lines(ax, part, "width", float(part["chance"].iloc[0]))
             ax.set(ylim=(0, 1.02), title=f"{count} pairs (N={int(part['seq_len'].iloc[0])})",
                    xlabel="model width D", ylabel="held-out accuracy")
             ax.set_xticks(sorted(part["width"].unique()), [str(w) for w in sorted(part["width"].unique())])
