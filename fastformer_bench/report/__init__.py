@@ -30,11 +30,37 @@ def _clean(value):
     return value
 
 
+def _positive(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+
 def _copy_bandwidth(env: dict, device: str) -> float | None:
     value = env.get("copy_bytes_per_s")
     if isinstance(value, dict):  # the CLI records one bandwidth per device the run used
         value = value.get(device)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+    return _positive(value)
+
+
+def _roof(env: dict, device: str, threads) -> tuple[float | None, float | None]:
+    """(copy bytes/s, GEMM FLOP/s) the run measured on ``device`` at ``threads``: its ``roofs`` entry for that
+    pair; the device's one copy bandwidth (and no GEMM roof) for runs that measured no roofs."""
+    for roof in env.get("roofs") or []:
+        if isinstance(roof, dict) and roof.get("device") == device and roof.get("threads") == threads:
+            return _positive(roof.get("copy_bytes_per_s")), _positive(roof.get("gemm_flops_per_s"))
+    return _copy_bandwidth(env, device), None
+
+
+def _machine_columns(frame, envs: list[dict]) -> None:
+    """Each point's roofs and last-level cache, from the environment (one per row) it was measured in."""
+    threads = frame["threads"] if "threads" in frame.columns else [None] * len(frame)
+    roofs, caches = [], []
+    for env, device, count in zip(envs, frame["device"], threads):
+        count = int(count) if isinstance(count, int | float) and count == count else None
+        roofs.append(_roof(env, str(device), count))
+        caches.append(_positive(env.get("last_level_cache_bytes")) if str(device) == "cpu" else None)
+    frame["copy_bw"] = [r[0] for r in roofs]
+    frame["gemm_flops"] = [r[1] for r in roofs]
+    frame["llc_bytes"] = caches
 
 
 #: run.json keys that tell machines apart: hosts that agree on all of them are one machine in the report
@@ -85,12 +111,11 @@ def load(inputs: list[str], unreadable: list[str] | None = None, include_contend
             # points their own series (the device label names the host), never one fit across two machines.
             for host, host_env in machines.items():
                 runs.append({"label": f"{label} @ {host}", "env": _clean(host_env)})
-            frame["copy_bw"] = [_copy_bandwidth(machines.get(h, env), str(d))
-                                for h, d in zip(frame["host"], frame["device"])]
+            _machine_columns(frame, [machines.get(h, env) for h in frame["host"]])
             frame["device"] = [f"{d}@{h}" if h in machines else d for h, d in zip(frame["host"], frame["device"])]
         else:
             runs.append({"label": label, "env": _clean(env)})
-            frame["copy_bw"] = [_copy_bandwidth(env, str(d)) for d in frame["device"]]
+            _machine_columns(frame, [env] * len(frame))
         frames.append(frame)
     return analysis.prepare(pd.concat(frames, ignore_index=True)), runs
 
@@ -123,7 +148,7 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
     Raises results.ResultsError (a ValueError) with one sentence for missing, bad or foreign results. A line of
     the results that cannot be read is named on stderr and in the report's caveats, never dropped silently.
     """
-    from fastformer_bench.report import analysis, markdown, quantities, spec
+    from fastformer_bench.report import analysis, asymptotics, markdown, quantities, spec
 
     unreadable: list[str] = []
     probe_frame = _probe_frame(inputs, unreadable)
@@ -139,7 +164,7 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
     for line in unreadable:
         print(f"fastformer-bench report: {line}", file=sys.stderr)
     out_dir = Path(out)
-    summary = {**analysis.summarize(frame), **quantities.summarize(frame)}
+    summary = {**analysis.summarize(frame), **asymptotics.summarize(frame), **quantities.summarize(frame)}
     summary["figures"] = spec.render_all(frame, out_dir / "figures", unreadable=len(unreadable))
     if unreadable:
         summary["unreadable"] = unreadable

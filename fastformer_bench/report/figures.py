@@ -171,9 +171,14 @@ def _line(ax, g: pd.DataFrame, x: str, y: str, impl: str, look: Look, band: tupl
         ax.fill_between(per.index, per[band[0]], per[band[1]], color=look.colour(impl), alpha=0.2, lw=0)
 
 
+def _slice_word(name: str, value) -> str:
+    if name == "threads":
+        return f"{value} thread{'s' if value != 1 else ''}" if value else "threads not recorded"
+    return f"{value} scope" if name == "scope" else str(value)
+
+
 def _slice_text(key: dict) -> str:
-    return ", ".join(f"{key[k]}" for k in analysis.SLICE if k in key) + \
-        (" scope" if "scope" in key else "")
+    return ", ".join(_slice_word(k, key[k]) for k in analysis.SLICE if k in key)
 
 
 def _combos(data: pd.DataFrame) -> list[tuple]:
@@ -202,7 +207,7 @@ def _per_slice(data: pd.DataFrame, keys: list[str]):
 
 
 def _slug(key: dict) -> str:
-    return "-".join(str(key[k]) for k in analysis.SLICE if k in key)
+    return "-".join(f"{key[k]}t" if k == "threads" else str(key[k]) for k in analysis.SLICE if k in key)
 
 
 def time_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
@@ -337,21 +342,30 @@ def throughput(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[di
                      "edgecolor": "none"}
             left.scatter(g["seq_len"], g["bw"], label=impl, **style)
             right.scatter(g["intensity"], g["rate"], **style)
-        copy = s["copy_bw"].dropna().unique()
-        # At least a decade of intensity, so that the bandwidth line's slope reads as a line, not a dash.
-        xs = np.geomspace(s["intensity"].min() / 4, s["intensity"].max() * 4, 50)
+        copy, gemm = sorted(s["copy_bw"].dropna().unique()), sorted(s["gemm_flops"].dropna().unique())
+        # At least a decade of intensity, so that the bandwidth line's slope reads as a line, not a dash, and the
+        # ridge (where the memory roof meets the compute roof) inside the axes.
+        ridges = [g / bw for g in gemm for bw in copy]
+        xs = np.geomspace(min([s["intensity"].min()] + ridges) / 4, max([s["intensity"].max()] + ridges) * 4, 80)
         right.set_xlim(xs[0], xs[-1])
-        for bw in sorted(copy):
+        for bw in copy:
             left.axhline(bw, color="black", ls="--", lw=1.2, label=f"copy bandwidth {si(bw, 'B/s')}")
-            right.plot(xs, bw * xs, color="black", ls="--", lw=1.2)
+            right.plot(xs, bw * xs, color="black", ls="--", lw=1.0)
+        for g in gemm:
+            right.axhline(g, color="black", ls=":", lw=1.0)
+            right.text(xs[0], g * 1.15, f"GEMM {si(g, 'FLOP/s')}", fontsize=7, va="bottom")
+            for bw in copy:  # the attainable roof: memory-bound left of the ridge, compute-bound right of it
+                right.plot(xs, np.minimum(bw * xs, g), color="black", lw=1.6, alpha=0.6)
         _n_axis(left, s["seq_len"])
         left.set_yscale("log")
         left.set(ylabel="achieved bandwidth bytes_min / time (B/s)", title="bandwidth vs N")
         right.set(xscale="log", yscale="log", xlabel="arithmetic intensity flops / bytes_min (FLOP/byte)",
                   ylabel="achieved FLOP/s (analytic flops / time)",
-                  title="roofline (dashed: copy bandwidth x intensity)")
+                  title="roofline: min(copy bw x intensity, GEMM)" if gemm else
+                  "roofline (dashed: copy bandwidth x intensity)")
         _legend(fig, [left])
         note = "" if len(copy) else " (no copy bandwidth in run.json)"
+        note += "" if len(gemm) or not len(copy) else " (no GEMM roof in run.json)"
         entries.append(_save(fig, out, f"{kind}-{_slug(key)}",
                              f"Achieved bandwidth and FLOP/s: {_slice_text(key)}{note}", kind))
     return entries

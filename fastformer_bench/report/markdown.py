@@ -6,6 +6,8 @@ results always give the same bytes.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from fastformer_bench import axes
@@ -14,7 +16,9 @@ from fastformer_bench.report.spec import SPECS
 
 #: run.json keys shown first, in this order (each is an environment fact: "triton" is that package's version)
 ENV_KEYS = ["python", "torch", "triton", "cpu_model", "threads", "gpu", "git_commit", "preset", "argv",
-            "copy_bytes_per_s"]
+            "copy_bytes_per_s", "roofs", "roofs_end", "last_level_cache_bytes"]
+#: shown only when some run recorded them (older runs did not measure them)
+OPTIONAL_ENV_KEYS = {"roofs", "roofs_end", "last_level_cache_bytes"}
 
 
 def _x(value) -> str:
@@ -22,7 +26,7 @@ def _x(value) -> str:
 
 
 def _slice(row: dict) -> str:
-    return " ".join(str(row[k]) for k in axes.names(axes.SLICE) if k in row)
+    return " ".join(_threads(row) if k == "threads" else str(row[k]) for k in axes.names(axes.SLICE) if k in row)
 
 
 def _shape(row: dict) -> str:
@@ -74,10 +78,14 @@ def environment(runs: list[dict]) -> list[str]:
     extra = sorted({k for r in runs for k, v in r["env"].items() if k not in ENV_KEYS
                     and isinstance(v, str | int | float | bool)})
     for key in ENV_KEYS + extra:
+        if key in OPTIONAL_ENV_KEYS and all(r["env"].get(key) is None for r in runs):
+            continue
         row = {"": key}
         for r in runs:
             value = r["env"].get(key)
-            if key == "copy_bytes_per_s" and isinstance(value, dict):
+            if key in ("roofs", "roofs_end") and isinstance(value, list):
+                value = _roofs_text(value)
+            elif key == "copy_bytes_per_s" and isinstance(value, dict):
                 value = ", ".join(f"{d}: {si(v, 'B/s')}" for d, v in sorted(value.items()))
             elif key == "copy_bytes_per_s" and isinstance(value, int | float):
                 value = si(value, "B/s")
@@ -88,6 +96,57 @@ def environment(runs: list[dict]) -> list[str]:
             row[r["label"]] = "-" if value is None else str(value).replace("|", "/")[:120]
         rows.append(row)
     return lines + [_table(rows), ""]
+
+
+def _roofs_text(roofs: list) -> str:
+    """'cpu x1: copy 40 GB/s, GEMM 90 GFLOP/s; cpu x2: ...' from run.json's roofs list."""
+    return "; ".join(f"{r.get('device')} x{r.get('threads')}: copy {si(r.get('copy_bytes_per_s'), 'B/s')}, "
+                     f"GEMM {si(r.get('gemm_flops_per_s'), 'FLOP/s')}" for r in roofs if isinstance(r, dict))
+
+
+def _threads(row: dict) -> str:
+    count = row.get("threads")
+    return f"{count} thread{'s' if count != 1 else ''}" if count else "threads not recorded"
+
+
+def _speedup_lines(rows: list[dict]) -> list[str]:
+    """One line per slice, shape and baseline: each linear additive implementation's speedup at the fixed N and
+    at the largest N both ran."""
+    out, groups = [], {}
+    for r in rows:
+        if r.get("complexity") == "linear":
+            groups.setdefault((_slice(r), _shape(r), r["width"], r["baseline"]), []).append(r)
+    for (slice_, shape, width, baseline), group in sorted(groups.items()):
+        group.sort(key=lambda r: -(r["speedup_at_largest_n"] or 0))
+        fixed = ", ".join(f"{r['impl']} {r['speedup']:.3g}x" for r in group if r["speedup"] is not None)
+        largest = ", ".join(f"{r['impl']} {r['speedup_at_largest_n']:.3g}x (N = {r['largest_n']})" for r in group)
+        at = f"at N = {group[0]['speedup_at_n']}: {fixed}; " if fixed else \
+            f"none measured beside it at N = {group[0]['speedup_at_n']}; "
+        out.append(f"- Speedup over {baseline} ({slice_}, {shape}, width {width}), t({baseline}) / t(impl): {at}"
+                   f"at the largest N both ran: {largest}.")
+    return out
+
+
+def largest_sizes(s: dict) -> list[str]:
+    """Conclusions at the largest sizes: speedups over softmax, bandwidth against the roofs, the N² term."""
+    out = _speedup_lines(s.get("speedups", []))
+    for r in s.get("streaming", []):
+        gemm = (f"; best {r['flops_share_of_gemm'] * 100:.1f}% of the GEMM roof "
+                f"{si(r['gemm_flops_per_s'], 'FLOP/s')}") if r["flops_share_of_gemm"] is not None else ""
+        out.append(f"- {r['impl']} ({_slice(r)}) at B·N·D >= 2^{int(math.log2(s['streaming_elements']))} "
+                   f"(N = {', '.join(map(str, r['n_values']))}): bytes_min / time = {r['share_median'] * 100:.0f}% "
+                   f"of the same run's copy bandwidth {si(r['copy_bytes_per_s'], 'B/s')} (median of {r['points']}; "
+                   f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){gemm}.")
+    groups = {}
+    for r in s.get("poly_fits", []):
+        if r.get("complexity") == "linear" and r["c_ci"] is not None and r["quadratic_share_at_n_max"] is not None:
+            groups.setdefault((_slice(r), _shape(r), r["width"], r["fit_range"]), []).append(r)
+    for (slice_, shape, width, rule), group in sorted(groups.items()):
+        parts = [f"{r['impl']} {r['quadratic_share_at_n_max'] * 100:.0f}% at N = {r['n_max']}"
+                 + ("" if r["c_ci"][0] > 0 or r["c_ci"][1] < 0 else " (c's CI includes 0)") for r in group]
+        out.append(f"- N² term c·N² / t of the linear implementations ({slice_}, {shape}, width {width}, {rule}): "
+                   f"{', '.join(parts)}.")
+    return ["", "### At the largest sizes", ""] + out if out else []
 
 
 def conclusions(s: dict) -> list[str]:
@@ -147,7 +206,7 @@ def conclusions(s: dict) -> list[str]:
         out.append(f"- At B x N = {budget['tokens']:,} (layer, {series['device']} {series['dtype']} "
                    f"{series['mode']}, width {series['width']}), {series['impl']} takes {si(pts[0][2], 's')} "
                    f"at N = {pts[0][0]} and {si(pts[-1][2], 's')} at N = {pts[-1][0]}.")
-    return out + [""]
+    return out + largest_sizes(s) + [""]
 
 
 def _expected(targets: list[dict]) -> str:
@@ -214,7 +273,9 @@ def _key_cols(row: dict) -> dict:
 
 
 def _fit_rows(fits: list[dict]) -> list[dict]:
-    return [{**_key_cols(f), "N range": f"{f['n_min']}-{f['n_max']}", "points": f["n_points"],
+    return [{**_key_cols(f), "N range": f"{f['n_min']}-{f['n_max']}", "range": f.get("fit_range", "-"),
+             "inputs / LLC at N max": f"{f['inputs_max_bytes'] / f['llc_bytes']:.3g}"
+             if f.get("llc_bytes") and f.get("inputs_max_bytes") else "-", "points": f["n_points"],
              "exponent": f"{f['slope']:.3f}", "95% CI": "-" if f["ci_low"] is None else
              f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}]", "r²": f"{f['r2']:.4f}"} for f in fits]
 
@@ -223,6 +284,21 @@ def tables(s: dict) -> list[str]:
     out = ["## Tables", "", f"Scaling fits: {s['fit_rule']}.", ""]
     out += ["### Time exponent in N", "", _table(_fit_rows(s["time_fits"])), ""]
     out += ["### Peak-memory exponent in N", "", _table(_fit_rows(s["memory_fits"])), ""]
+    out += ["### t = a + b·N + c·N²", "", f"{s['poly_rule']}.", "", _table([
+        {**_key_cols(r), "N range": f"{r['n_min']}-{r['n_max']}", "range": r["fit_range"],
+         "b (s/token)": _with_ci(r["b"], r["b_ci"]), "c (s/token²)": _with_ci(r["c"], r["c_ci"]),
+         "c·N²/t at N max": _x(r["quadratic_share_at_n_max"]), "max rel residual": _x(r["max_rel_residual"])}
+        for r in s.get("poly_fits", [])]), ""]
+    out += ["### Speedup over softmax baselines at fixed N", "", _table([
+        {**_key_cols(r), "baseline": r["baseline"], f"at N = {r['speedup_at_n']}": _x(r["speedup"]),
+         "largest N both ran": r["largest_n"], "at the largest N": _x(r["speedup_at_largest_n"])}
+        for r in s.get("speedups", [])]), ""]
+    out += ["### Share of the roofs at B·N·D >= 2^25", "", _table([
+        {"slice": _slice(r), "impl": r["impl"], "N": ", ".join(map(str, r["n_values"])),
+         "bytes_min / time / copy (median, min-max)":
+         f"{r['share_median']:.3f} ({r['share_min']:.3f}-{r['share_max']:.3f})",
+         "copy bandwidth": si(r["copy_bytes_per_s"], "B/s"), "GEMM roof": si(r["gemm_flops_per_s"], "FLOP/s"),
+         "best FLOP/s / GEMM": _x(r["flops_share_of_gemm"])} for r in s.get("streaming", [])]), ""]
     out += ["### Expected exponents", "", _table([
         {**_key_cols(t), "N range": f"{t['n_min']}-{t['n_max']}", "exponent": f"{t['slope']:.3f}",
          "target": t["target"], "holds": "yes" if t["holds"] else "**no**"} for t in s["targets"]]), ""]
@@ -268,6 +344,10 @@ def tables(s: dict) -> list[str]:
             {**_key_cols(r), "N": r["seq_len"], q["label"]: si(r["per_call"], q["unit"]),
              **({"per token": si(r["per_token"], q["unit"])} if q["per_token"] else {})} for r in q["rows"]]), ""]
     return out
+
+
+def _with_ci(value, ci) -> str:
+    return _x(value) if ci is None else f"{_x(value)} [{_x(ci[0])}, {_x(ci[1])}]"
 
 
 def _range(r: dict) -> str:

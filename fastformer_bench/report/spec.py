@@ -54,9 +54,11 @@ SPECS = (
     SPEEDUP,
     FigureSpec("columns", "Effect of the column count C", "Time per call against the column count C at fixed "
                "shapes.", figures.column_effect, "no shape was measured at two or more C"),
-    FigureSpec("throughput", "Achieved bandwidth and FLOP/s", "Left: bytes_min / time against N with the measured "
-               "copy bandwidth (dashed). Right: roofline view, analytic FLOP/s against flops / bytes_min with the "
-               "copy-bandwidth line.", figures.throughput, "no ok points with flops and bytes_min"),
+    FigureSpec("throughput", "Achieved bandwidth and FLOP/s (roofline)", "Left: bytes_min / time against N with "
+               "the measured copy bandwidth (dashed). Right: the roofline, analytic FLOP/s against flops / "
+               "bytes_min, under the memory roof (copy bandwidth x intensity, dashed) and the compute roof (the "
+               "same run's float32 GEMM FLOP/s, dotted) at the slice's thread count; every implementation placed "
+               "by its points.", figures.throughput, "no ok points with flops and bytes_min"),
     FigureSpec("token_budget", "Time per layer at a fixed token budget (paper Fig. 2)", "Time per layer call with "
                "B x N held fixed: linear attention should stay flat, quadratic attention grow with N.",
                figures.token_budget, "no layer-scope points at a constant B x N with three or more N"),

@@ -1,0 +1,120 @@
+"""The largest-size analyses: fits past the last-level cache, t = a + bN + cN², speedups at fixed N, and the
+share of the same run's roofs (copy bandwidth and GEMM FLOP/s, per thread count)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from report_synthetic import run_env, synthetic_records, write_results
+
+from fastformer_bench.report import analysis, asymptotics, build_report, load
+
+LLC = 32 * 2**20
+#: a linear implementation that runs twice as fast per token while its inputs (3 x N x 256 x 4 B) fit the LLC
+CACHE_NS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+
+
+def _cache_step_records(threads: int = 1, cache: int = LLC) -> list[dict]:
+    records = []
+    for i, n in enumerate(CACHE_NS):
+        inputs = 3 * n * 256 * 4
+        per_token = 1e-9 if inputs > cache else 0.4e-9
+        t = per_token * n * (1 + 0.005 * math.sin(i * 1.3))
+        base = next(r for r in synthetic_records() if r["impl"] == "eager" and r["mode"] == "fwd")
+        records.append({**base, "point_id": f"step-{threads}-{n}", "batch": 1, "seq_len": n, "width": 256,
+                        "heads": 8, "threads": threads, "time_median": t, "time_p20": t, "time_p80": t,
+                        "samples": [t] * 3, "flops": 8.0 * n * 256, "bytes_min": 16.0 * n * 256})
+    return records
+
+
+def _env(**extra) -> dict:
+    return {**run_env(), "last_level_cache_bytes": LLC, **extra}
+
+
+def test_a_time_fit_keeps_to_the_inputs_past_the_cache(tmp_path):
+    frame, _ = load([str(write_results(tmp_path, _cache_step_records(), _env()))])
+    fit = next(f for f in analysis.scaling_fits(frame, "time") if f["impl"] == "eager")
+    # across the step the slope would read ~1.15; past the cache the time is exactly linear
+    assert fit["fit_range"] == analysis.PAST_LLC
+    assert fit["n_min"] == 16384 and fit["n_max"] == 131072
+    assert 0.98 < fit["slope"] < 1.02
+    assert fit["inputs_max_bytes"] == pytest.approx(3 * 131072 * 256 * 4, rel=1e-5)
+
+
+def test_without_a_known_cache_the_fit_takes_the_top_half(tmp_path):
+    # the step between N = 32768 and 65536, inside the top half of the N
+    frame, _ = load([str(write_results(tmp_path, _cache_step_records(cache=4 * LLC), run_env()))])
+    fit = next(f for f in analysis.scaling_fits(frame, "time") if f["impl"] == "eager")
+    assert fit["fit_range"] == analysis.TOP_HALF
+    assert fit["n_min"] == 16384
+    assert fit["slope"] > 1.05
+
+
+def test_the_quadratic_model_recovers_its_coefficients():
+    ns = [2**k for k in range(8, 17)]
+    a, b, c = 1e-4, 2e-8, 3e-13
+    times = [(a + b * n + c * n * n) * (1 + 0.01 * math.sin(i * 2.1)) for i, n in enumerate(ns)]
+    fit = asymptotics.fit_quadratic(ns, times)
+    assert fit["b_ci"][0] < b < fit["b_ci"][1]
+    assert fit["c_ci"][0] < c < fit["c_ci"][1]
+    assert fit["c_ci"][0] > 0  # the N² term is there and the fit says so
+    share = c * ns[-1] ** 2 / (a + b * ns[-1] + c * ns[-1] ** 2)
+    assert fit["quadratic_share_at_n_max"] == pytest.approx(share, rel=0.1)
+
+
+def test_a_linear_time_has_no_significant_quadratic_term():
+    ns = [2**k for k in range(8, 17)]
+    times = [(5e-5 + 1e-8 * n) * (1 + 0.01 * math.sin(i * 2.1)) for i, n in enumerate(ns)]
+    fit = asymptotics.fit_quadratic(ns, times)
+    assert fit["c_ci"][0] < 0 < fit["c_ci"][1]
+    assert fit["b_ci"][0] < 1e-8 < fit["b_ci"][1]
+
+
+def test_polynomial_fits_use_the_past_cache_range(tmp_path):
+    frame, _ = load([str(write_results(tmp_path, _cache_step_records(), _env()))])
+    fit = next(f for f in asymptotics.polynomial_fits(frame) if f["impl"] == "eager")
+    assert fit["fit_range"] == analysis.PAST_LLC and fit["n_min"] == 16384
+    assert fit["c_ci"][0] < 0 < fit["c_ci"][1]
+    assert fit["b_ci"][0] < 1e-9 < fit["b_ci"][1]
+    assert fit["complexity"] == "linear"
+
+
+def test_speedups_at_a_fixed_n_and_at_the_largest_n_both_ran(tmp_path):
+    frame, _ = load([str(write_results(tmp_path))])
+    rows = asymptotics.speedups(frame)
+    row = next(r for r in rows if r["impl"] == "eager" and r["baseline"] == "softmax_sdpa" and r["width"] == 64
+               and r["mode"] == "fwd")
+    # synthetic: t(sdpa) / t(eager) = 1e-8 N² / 1e-6 N = N / 100, within the ±1% wobble of each side
+    assert row["largest_n"] == 2048
+    assert row["speedup_at_largest_n"] == pytest.approx(20.48, rel=0.03)
+    assert row["speedup"] is None  # N = 8192 was not measured
+    assert row["complexity"] == "linear"
+
+
+def test_roofs_are_read_per_thread_count(tmp_path):
+    records = _cache_step_records(1) + _cache_step_records(2)
+    roofs = [{"device": "cpu", "threads": 1, "copy_bytes_per_s": 4e10, "gemm_flops_per_s": 1e11},
+             {"device": "cpu", "threads": 2, "copy_bytes_per_s": 5e10, "gemm_flops_per_s": 2e11}]
+    frame, _ = load([str(write_results(tmp_path, records, _env(roofs=roofs)))])
+    by_threads = frame.groupby("threads")[["copy_bw", "gemm_flops"]].max()
+    assert by_threads.loc[1].tolist() == [4e10, 1e11]
+    assert by_threads.loc[2].tolist() == [5e10, 2e11]
+    rows = {r.get("threads", 0): r for r in asymptotics.streaming_bandwidth(frame)}
+    # points with B·N·D >= 2^25: N = 131072 at width 256; bytes_min / t = 16·256 B / 1e-9 s per token
+    share = 16 * 256 / 1e-9 / 4e10
+    if "threads" in analysis.SLICE:
+        assert rows[1]["share_median"] == pytest.approx(share, rel=0.01)
+        assert rows[2]["share_median"] == pytest.approx(share * 4 / 5, rel=0.01)
+    assert all(r["n_values"] == [131072] for r in rows.values())
+
+
+def test_the_report_states_the_largest_sizes_and_the_roofs(tmp_path):
+    roofs = [{"device": "cpu", "threads": 2, "copy_bytes_per_s": 1e10, "gemm_flops_per_s": 1e11}]
+    results = write_results(tmp_path / "r", env=_env(roofs=roofs))
+    build_report([str(results)], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "### At the largest sizes" in text
+    assert "Speedup over softmax_sdpa" in text and "at the largest N both ran: eager" in text
+    assert "cpu x2: copy 10 GB/s, GEMM 100 GFLOP/s" in text
+    assert "### t = a + b·N + c·N²" in text
