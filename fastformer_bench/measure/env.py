@@ -1,5 +1,6 @@
 """The machine a run happened on (versions, CPU, GPU via NVML, threads, allocator settings, git state), for
-run.json, plus the run-level machine measurement the report's roofline needs: the copy bandwidth.
+run.json, plus the run-level machine measurements the report's roofline needs: the copy bandwidth and the GEMM
+FLOP/s, per device and thread count (``machine_roofs``).
 
 Everything degrades quietly: no GPU, no pynvml, NVML failing or no git gives None fields, never a warning.
 """
@@ -170,17 +171,17 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
 
 def copy_bandwidths(devices: Iterable[str]) -> dict[str, float | None]:
     """The copy bandwidth of each device (None for one this machine lacks: its points are recorded unsupported)."""
-    found = {}
-    for device in sorted(set(devices)):
-        try:
-            found[device] = copy_bandwidth(device)
-        except Exception:  # no such device here
-            found[device] = None
-    return found
+    return {device: _measured(copy_bandwidth, device) for device in sorted(set(devices))}
 
 
-def copy_bandwidth(device: str, nbytes: int = 256 * 2**20) -> float:
-    """Bytes/s of ``dst.copy_(src)`` on ``device``, counting the read and the write (2·nbytes per copy); median."""
+def copy_bandwidth(device: str, nbytes: int = 256 * 2**20, threads: int | None = None) -> float:
+    """Bytes/s of ``dst.copy_(src)`` on ``device``, counting the read and the write (2·nbytes per copy); median.
+    ``threads``: torch's thread count while it copies (None: the count in force)."""
+    with host.threads_set(threads):
+        return _copy_bandwidth(device, nbytes)
+
+
+def _copy_bandwidth(device: str, nbytes: int) -> float:
     dev = torch.device(device)
     src = torch.ones(nbytes, dtype=torch.uint8, device=dev)
     dst = torch.empty_like(src)
@@ -203,3 +204,65 @@ def copy_bandwidth(device: str, nbytes: int = 256 * 2**20) -> float:
         rates.append(2 * nbytes / seconds)
     rates.sort()
     return float(rates[len(rates) // 2])
+
+
+#: the GEMM roof's matrix size: big enough to run near peak, small enough for about a second per measurement
+GEMM_N = {"cpu": 2048, "cuda": 8192}
+
+
+def gemm_flops(device: str, threads: int | None = None, n: int | None = None, repeats: int = 3) -> float:
+    """FLOP/s of a float32 square ``torch.mm`` (n x n, 2·n³ FLOPs: the suite's 2 per multiply-add) on ``device``
+    at ``threads`` (None: the count in force); the median of ``repeats`` after one warm-up."""
+    dev = torch.device(device)
+    n = n or GEMM_N.get(dev.type, 2048)
+    cuda = dev.type == "cuda"
+    with host.threads_set(threads):
+        gen = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=gen).to(dev) for _ in range(2))
+        out = torch.mm(a, b)  # warm-up: page faults, BLAS start-up, CUDA handles are not FLOP/s
+        rates = []
+        for _ in range(repeats):
+            if cuda:
+                with torch.cuda.device(dev):  # events record on the current device's stream
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    torch.mm(a, b, out=out)
+                    end.record()
+                    end.synchronize()
+                seconds = start.elapsed_time(end) / 1e3
+            else:
+                t0 = time.perf_counter()
+                torch.mm(a, b, out=out)
+                seconds = time.perf_counter() - t0
+            rates.append(2 * n**3 / seconds)
+    rates.sort()
+    return float(rates[len(rates) // 2])
+
+
+def _measured(fn: Callable[..., float], *args, **kwargs) -> float | None:
+    try:
+        return fn(*args, **kwargs)
+    except Exception:  # no such device here: its points are recorded unsupported
+        return None
+
+
+def roofs(pairs: Iterable[tuple[str, int]]) -> list[dict]:
+    """The machine's roofs per (device, threads): copy bandwidth (bytes/s) and float32 GEMM FLOP/s, None for a
+    device this machine lacks. One entry per distinct pair, sorted."""
+    return [{"device": device, "threads": threads,
+             "copy_bytes_per_s": _measured(copy_bandwidth, device, threads=threads),
+             "gemm_flops_per_s": _measured(gemm_flops, device, threads=threads)}
+            for device, threads in sorted(set(pairs))]
+
+
+def machine_roofs(problems: Iterable, threads: int) -> dict:
+    """run.json's machine measurements for ``problems`` (anything with ``device`` and ``threads``) in a process
+    at ``threads``: ``roofs`` for each (device, threads) they use, a point without its own threads running at
+    ``threads``, and ``copy_bytes_per_s`` {device: bytes/s} at ``threads`` as before the roofs existed (the
+    gate's and the history's reader); a roof at ``threads`` gives its copy bandwidth instead of a second copy."""
+    problems = list(problems)
+    found = roofs((p.device, p.threads or threads) for p in problems)
+    copy = {r["device"]: r["copy_bytes_per_s"] for r in found if r["threads"] == threads}
+    # a device whose points all name other thread counts: measured at the setting as before
+    copy.update(copy_bandwidths(p.device for p in problems if p.device not in copy))
+    return {"copy_bytes_per_s": dict(sorted(copy.items())), "roofs": found}
