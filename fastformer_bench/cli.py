@@ -242,7 +242,7 @@ def _print_table(records: list[dict], skipped: list) -> None:
     from fastformer_bench.runner import spread_of
 
     table = Table(title=f"{len(records)} points recorded, {len(skipped)} combinations skipped")
-    for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "status", "median ms", "p20–p80 %",
+    for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "T", "status", "median ms", "p20–p80 %",
                    "windows", "peak MiB", "GFLOP/s", "rel err"):
         table.add_column(column, justify="right" if column[0].isupper() or " " in column else "left")
     for r in records:
@@ -251,7 +251,8 @@ def _print_table(records: list[dict], skipped: list) -> None:
         gflops = r["flops"] / r["time_median"] / 1e9 if ok and r.get("flops") and r["time_median"] else None
         table.add_row(
             r["impl"], r["dtype"], r["mode"], r["scope"], str(r["batch"]), str(r["seq_len"]), str(r["width"]),
-            str(r["columns"]), r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:40]}",
+            str(r["columns"]), str(r.get("threads") or ""),
+            r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:40]}",
             f"{r['time_median'] * 1e3:.3f}" if ok else "",
             f"{spread * 100:.1f}" if spread is not None else "",
             str(r.get("timing_attempts") or "") if ok else "",
@@ -273,8 +274,9 @@ def _cmd_list(args) -> int:
                 print(f"{p.point_id}  {p.label}")
             return 0
         for p in problems:
+            threads = "" if p.threads is None else f" threads={p.threads}"  # None: the run's setting
             print(f"{p.point_id}  {p.impl:14s} {p.device} {p.dtype:8s} {p.mode:7s} {p.scope:5s} B={p.batch} "
-                  f"N={p.seq_len} D={p.width} H={p.heads} C={p.columns} masked={p.masked}")
+                  f"N={p.seq_len} D={p.width} H={p.heads} C={p.columns} masked={p.masked}{threads}")
         for p, reason in skipped:
             print(f"skipped {p.impl} C={p.columns}: {reason}")
         return 0

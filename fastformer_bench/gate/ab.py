@@ -109,9 +109,10 @@ def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings:
     for tree in trees.values():
         check_imports_from(tree)
     samples = int(settings.get("min_samples", 10))
-    # as many CPUs as the most threaded point uses (the threads axis), so its threads are not timed on fewer
-    cpus = shared_cpus(max([_side_threads(side, settings)["threads"] or 0 for point in points
-                            for side in point.values() if isinstance(side, dict)], default=0) or None)
+    threads = settings.get("threads")
+    if threads:  # as many CPUs as the most threaded point uses (the threads axis), so it is not timed on fewer
+        threads = max([threads, *(point[name].get("threads") or 0 for point in points for name in trees)])
+    cpus = shared_cpus(threads)
     sample_s = float(settings.get("min_time_s", 0.3)) / samples
     found: dict[str, list[list[dict]]] = {name: [] for name in trees}
     for number in range(rounds):

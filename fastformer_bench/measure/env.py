@@ -185,23 +185,28 @@ def _copy_bandwidth(device: str, nbytes: int) -> float:
     dev = torch.device(device)
     src = torch.ones(nbytes, dtype=torch.uint8, device=dev)
     dst = torch.empty_like(src)
-    cuda = dev.type == "cuda"
     dst.copy_(src)  # first touch: page faults / lazy init are not bandwidth
+    return _median_rate(dev, lambda: dst.copy_(src), 2 * nbytes, repeats=7)
+
+
+def _median_rate(dev: torch.device, call: Callable[[], object], work: float, repeats: int) -> float:
+    """The median of ``work`` / seconds over ``repeats`` calls: timed by CUDA events on a GPU (the kernels, not
+    their launch), by the wall clock on a CPU."""
     rates = []
-    for _ in range(7):
-        if cuda:
+    for _ in range(repeats):
+        if dev.type == "cuda":
             with torch.cuda.device(dev):  # events record on the current device's stream
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                dst.copy_(src)
+                call()
                 end.record()
                 end.synchronize()
             seconds = start.elapsed_time(end) / 1e3
         else:
             t0 = time.perf_counter()
-            dst.copy_(src)
+            call()
             seconds = time.perf_counter() - t0
-        rates.append(2 * nbytes / seconds)
+        rates.append(work / seconds)
     rates.sort()
     return float(rates[len(rates) // 2])
 
@@ -215,28 +220,12 @@ def gemm_flops(device: str, threads: int | None = None, n: int | None = None, re
     at ``threads`` (None: the count in force); the median of ``repeats`` after one warm-up."""
     dev = torch.device(device)
     n = n or GEMM_N.get(dev.type, 2048)
-    cuda = dev.type == "cuda"
     with host.threads_set(threads):
-        gen = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(n, n, generator=gen).to(dev) for _ in range(2))
+        # drawn where they are used: 8192² values drawn on a CPU would take longer than the GPU's measurement
+        gen = torch.Generator(device=dev).manual_seed(0)
+        a, b = (torch.randn(n, n, generator=gen, device=dev) for _ in range(2))
         out = torch.mm(a, b)  # warm-up: page faults, BLAS start-up, CUDA handles are not FLOP/s
-        rates = []
-        for _ in range(repeats):
-            if cuda:
-                with torch.cuda.device(dev):  # events record on the current device's stream
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    torch.mm(a, b, out=out)
-                    end.record()
-                    end.synchronize()
-                seconds = start.elapsed_time(end) / 1e3
-            else:
-                t0 = time.perf_counter()
-                torch.mm(a, b, out=out)
-                seconds = time.perf_counter() - t0
-            rates.append(2 * n**3 / seconds)
-    rates.sort()
-    return float(rates[len(rates) // 2])
+        return _median_rate(dev, lambda: torch.mm(a, b, out=out), 2 * n**3, repeats)
 
 
 def _measured(fn: Callable[..., float], *args, **kwargs) -> float | None:

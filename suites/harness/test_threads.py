@@ -87,6 +87,13 @@ def test_a_bad_threads_value_is_one_line_and_exit_2(args, words, tmp_path):
     assert not (tmp_path / "X").exists()
 
 
+def test_the_gate_refuses_more_threads_than_cores_in_one_line():
+    done = cli("gate", "--baseline-rev", "HEAD", "--threads-axis", str((os.cpu_count() or 1) + 1),
+               cwd=Path(__file__).resolve().parents[2])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "logical cores" in lines[0], done.stderr
+
+
 def test_threads_set_applies_and_restores():
     before = torch.get_num_threads()
     with threads_set(1) as inside:
@@ -183,3 +190,30 @@ def test_a_run_over_the_threads_axis_records_both_counts_and_the_roofs_of_both(t
         assert all(r["copy_bytes_per_s"] > 0 and r["gemm_flops_per_s"] > 0 for r in run[key])
     # the old readers' field, as before: at the run's setting (1 thread)
     assert run["copy_bytes_per_s"]["cpu"] > 0 and run["copy_bytes_per_s_end"]["cpu"] > 0
+
+
+@two_cores
+def test_a_cluster_shard_runs_each_point_at_its_threads_and_records_the_roofs_of_its_host(tmp_path):
+    import resource
+    import signal
+    from dataclasses import asdict
+
+    from fastformer_bench.cluster import shard
+
+    spec = {"out": str(tmp_path), "problems": [tiny(threads=2).params(), tiny().params()],
+            "settings": asdict(FAST), "run_id": "r", "preset": "t", "isolate": False, "argv": [], "submitted_at": 0.0}
+    # the job sets up its process (threads, memory cap, signal handler): this one's are put back after
+    before = signal.getsignal(signal.SIGUSR2), resource.getrlimit(resource.RLIMIT_AS), torch.get_num_threads()
+    try:
+        summary = shard.measure_shard(spec)  # called directly, it stands for one job on this machine
+    finally:
+        signal.signal(signal.SIGUSR2, before[0])
+        resource.setrlimit(resource.RLIMIT_AS, before[1])
+        torch.set_num_threads(before[2])
+    records = [json.loads(line) for line in (tmp_path / f"points.{summary['job']}.jsonl").read_text().splitlines()]
+    assert [r["threads"] for r in records] == [2, 1]
+    info = json.loads(shard.env_path(tmp_path, summary["job"]).read_text())
+    for roofs in (info["env"]["roofs"], info["roofs_end"]):
+        assert [(r["device"], r["threads"]) for r in roofs] == [("cpu", 1), ("cpu", 2)]
+        assert all(r["copy_bytes_per_s"] > 0 and r["gemm_flops_per_s"] > 0 for r in roofs)
+    assert info["env"]["copy_bytes_per_s"]["cpu"] > 0 and info["copy_bytes_per_s_end"]["cpu"] > 0
