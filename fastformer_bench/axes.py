@@ -6,7 +6,7 @@ grouping columns. Pure Python (no torch): the report and the results store impor
 
 Roles:
   implementation  which implementation runs the point
-  slice           what makes two points incomparable in a figure (device, dtype, mode, scope)
+  slice           what makes two points incomparable in a figure (device, dtype, mode, scope, threads)
   shape           the problem size besides N (batch, width, heads, columns, masked)
   length          the swept sequence length N
   seed            the inputs' random seed
@@ -33,13 +33,20 @@ class Axis:
     choices: tuple | None = None
     #: the smallest allowed integer (None: any integer)
     minimum: int | None = None
+    #: None is a value of this axis (for threads: "the run's setting"); a point holding None leaves the axis out
+    #: of its parameters, so its point_id is the one it had before the axis existed
+    optional: bool = False
+    #: the command-line override's option name when it cannot be the axis's own (``run --threads`` is a setting)
+    option: str | None = None
 
     @property
     def flag(self) -> str:
-        return f"--{self.name.replace('_', '-')}"
+        return f"--{self.option or self.name.replace('_', '-')}"
 
     def check(self, value) -> None:
         """ValueError with one sentence unless ``value`` is a valid value of this axis."""
+        if value is None and self.optional:
+            return
         if self.type is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"{self.name} must be true or false, got {value!r}.")
@@ -87,6 +94,10 @@ AXES: tuple[Axis, ...] = (
     Axis("mode", str, SLICE, "fwd (forward only) or fwd_bwd (forward + backward)", default="fwd", choices=MODES),
     Axis("scope", str, SLICE, "core (the attention alone) or layer (projections + core + output)",
          default="core", choices=SCOPES),
+    # No default: a grid that does not name threads runs at the run's setting (Settings.threads) and keeps the
+    # point_id it had before this axis existed (stored baselines and histories pair points by it).
+    Axis("threads", int, SLICE, "CPU threads of the point's timed step (default: the run's --threads setting)",
+         minimum=1, optional=True, option="threads-axis"),
     Axis("batch", int, SHAPE, "batch size B", default=1, minimum=1),
     Axis("seq_len", int, LENGTH, "sequence length N (tokens)", minimum=1),
     Axis("width", int, SHAPE, "width D = heads x head size", minimum=1),
@@ -122,9 +133,9 @@ def validate(params: dict) -> None:
     if unknown:
         raise ValueError(f"unknown axes {unknown}; known: {', '.join(NAMES)}.")
     for axis in AXES:
-        if axis.name not in params:
+        if axis.name not in params and not axis.optional:
             raise ValueError(f"the axis {axis.name!r} needs a value.")
-        axis.check(params[axis.name])
+        axis.check(params.get(axis.name))
 
 
 def add_overrides(parser, names) -> None:

@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="results directory (points.jsonl + run.json)")
     run.add_argument("--resume", action="store_true", help="skip points already recorded in --out")
     run.add_argument("--isolate", action="store_true", help="measure each point in its own process")
-    run.add_argument("--threads", type=int, help="CPU threads (default: the preset's)")
+    run.add_argument("--threads", type=_thread_setting,
+                     help="the run's CPU threads (one integer; default: the preset's): the process's thread count, "
+                          "and the points' where the grid does not name the threads axis (their point ids do not "
+                          "change); to sweep thread counts give --threads-axis 1,2 or threads = [1, 2] in a grid")
     run.add_argument("--min-time", type=float, dest="min_time_s", help="minimum measured seconds per point")
     run.add_argument("--time-limit", type=float, dest="time_limit_s", help="seconds allowed per point")
     run.add_argument("--no-flops", action="store_true", help="skip the fvcore/FlopCounterMode cross-checks")
@@ -88,10 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _thread_setting(text: str) -> int:
+    """``run --threads``: the run's one thread count; a list is the threads axis, which has its own option."""
+    if "," in text:
+        raise argparse.ArgumentTypeError(f"is the run's one thread count, got {text!r}; to measure each point at "
+                                         "several thread counts give --threads-axis with that list")
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+
+
 def _cmd_run(args) -> int:
     from fastformer_bench import presets
-    from fastformer_bench.measure.env import collect_env
-    from fastformer_bench.measure.host import cpu_mhz, prepare_process
+    from fastformer_bench.measure.env import collect_env, machine_roofs
+    from fastformer_bench.measure.host import check_thread_counts, cpu_mhz, prepare_process, say_threads
     from fastformer_bench.point import Settings
     from fastformer_bench.results import writer_lock
     from fastformer_bench.runner import check_target, run_sweep
@@ -117,7 +131,9 @@ def _cmd_run(args) -> int:
     problems, skipped = presets.expand(preset, overrides)
     options = _executor_options(args)
     if options is not None:
+        # the jobs' nodes may have more cores than this one: a point with too many threads is refused there
         return _cmd_run_sharded(args, options, preset, settings, problems, skipped)
+    check_thread_counts([settings.threads, *(p.threads for p in problems)])
     # The directory first: a run refused there must not claim a CPU or measure anything.
     with writer_lock(args.out):
         check_target(args.out, args.resume)
@@ -125,17 +141,21 @@ def _cmd_run(args) -> int:
         # An oversized CPU allocation must fail as out-of-memory in the process that makes it; isolated points
         # are capped in their own worker.
         cap = not args.isolate and all(p.device == "cpu" for p in problems)
-        applied = prepare_process(settings.threads, pin_cpus=settings.pin_cpus, cap_memory=cap)
+        applied = prepare_process(settings.threads, pin_cpus=settings.pin_cpus, cap_memory=cap,
+                                  cpus=max((p.threads or 1 for p in problems), default=1))
         threads = applied["threads"]
+        say_threads(problems, threads, applied["cpu_affinity"])
         settings = Settings(**{**settings.__dict__, "threads": threads})
         env = collect_env(threads=threads, argv=sys.argv)
         env.update({k: applied[k] for k in ("threads", "allocator", "cpu_affinity")})
-        env["copy_bytes_per_s"] = _copy_bandwidths(problems)
+        env.update(machine_roofs(problems, threads))
         env["cpu_mhz"] = cpu_mhz()
         run_sweep(problems, settings, args.out, preset=preset.name, resume=args.resume, isolate=args.isolate,
                   env=env, progress=not args.no_progress)
         # The machine's state at the end too: a run whose bandwidth moved while it measured is visible as such.
-        _record_end_state(args.out, {"copy_bytes_per_s_end": _copy_bandwidths(problems), "cpu_mhz_end": cpu_mhz()})
+        end = machine_roofs(problems, threads)
+        _record_end_state(args.out, {"copy_bytes_per_s_end": end["copy_bytes_per_s"], "roofs_end": end["roofs"],
+                                     "cpu_mhz_end": cpu_mhz()})
     # The whole directory, not this session's share: a resumed run still reports (and fails on) earlier points.
     wanted = {p.point_id for p in problems}
     records = [r for r in read_store(args.out) if r["point_id"] in wanted]
@@ -215,12 +235,6 @@ def _record_end_state(out: str, state: dict) -> None:
     write_json_atomic(Path(out) / RUN_FILE, run)
 
 
-def _copy_bandwidths(problems) -> dict:
-    from fastformer_bench.measure.env import copy_bandwidths
-
-    return copy_bandwidths(p.device for p in problems)
-
-
 def _print_table(records: list[dict], skipped: list) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -228,7 +242,7 @@ def _print_table(records: list[dict], skipped: list) -> None:
     from fastformer_bench.runner import spread_of
 
     table = Table(title=f"{len(records)} points recorded, {len(skipped)} combinations skipped")
-    for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "status", "median ms", "p20–p80 %",
+    for column in ("impl", "dtype", "mode", "scope", "B", "N", "D", "C", "T", "status", "median ms", "p20–p80 %",
                    "windows", "peak MiB", "GFLOP/s", "rel err"):
         table.add_column(column, justify="right" if column[0].isupper() or " " in column else "left")
     for r in records:
@@ -237,7 +251,8 @@ def _print_table(records: list[dict], skipped: list) -> None:
         gflops = r["flops"] / r["time_median"] / 1e9 if ok and r.get("flops") and r["time_median"] else None
         table.add_row(
             r["impl"], r["dtype"], r["mode"], r["scope"], str(r["batch"]), str(r["seq_len"]), str(r["width"]),
-            str(r["columns"]), r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:40]}",
+            str(r["columns"]), str(r.get("threads") or ""),
+            r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:40]}",
             f"{r['time_median'] * 1e3:.3f}" if ok else "",
             f"{spread * 100:.1f}" if spread is not None else "",
             str(r.get("timing_attempts") or "") if ok else "",
@@ -259,8 +274,9 @@ def _cmd_list(args) -> int:
                 print(f"{p.point_id}  {p.label}")
             return 0
         for p in problems:
+            threads = "" if p.threads is None else f" threads={p.threads}"  # None: the run's setting
             print(f"{p.point_id}  {p.impl:14s} {p.device} {p.dtype:8s} {p.mode:7s} {p.scope:5s} B={p.batch} "
-                  f"N={p.seq_len} D={p.width} H={p.heads} C={p.columns} masked={p.masked}")
+                  f"N={p.seq_len} D={p.width} H={p.heads} C={p.columns} masked={p.masked}{threads}")
         for p, reason in skipped:
             print(f"skipped {p.impl} C={p.columns}: {reason}")
         return 0

@@ -121,9 +121,19 @@ def _axis_label(name: str, value) -> str | None:
     return str(value) if axis.type is str else f"{name}={value}"
 
 
+#: axes left out of names, groups and params: every record holds its thread count, whether its grid named the
+#: threads axis or not, so naming it would rename every stored series; points that differ by it alone keep their
+#: point_id in the name (_named), and extra_info holds the count
+_UNNAMED = ("threads",)
+
+
+def _named_axes(*roles: str) -> list[str]:
+    return [name for name in axes.names(*roles) if name not in _UNNAMED]
+
+
 def param_id(record: dict) -> str:
     """The point's axes but the implementation, pytest-id style: ``cpu-float32-fwd-core-B1-N256-D256-H8-C3``."""
-    labels = (_axis_label(n, record.get(n)) for n in axes.names(axes.SLICE, axes.SHAPE, axes.LENGTH, axes.SEED))
+    labels = (_axis_label(n, record.get(n)) for n in _named_axes(axes.SLICE, axes.SHAPE, axes.LENGTH, axes.SEED))
     return "-".join(label for label in labels if label is not None)
 
 
@@ -134,8 +144,8 @@ def point_name(record: dict) -> str:
 
 def point_group(record: dict) -> str:
     """The problem (every axis but the implementation and the seed): implementations line up within a group."""
-    parts = [str(record.get(n)) for n in axes.names(axes.SLICE)]
-    for name in axes.names(axes.SHAPE, axes.LENGTH):
+    parts = [str(record.get(n)) for n in _named_axes(axes.SLICE)]
+    for name in _named_axes(axes.SHAPE, axes.LENGTH):
         value = record.get(name)
         if axes.get(name).type is bool:
             if value:
@@ -221,7 +231,7 @@ def to_pytest_benchmark(records: list[dict], run: dict) -> dict:
             "name": name,
             "fullname": f"fastformer_bench::{name}",
             "param": param_id(record),
-            "params": {axis: record.get(axis) for axis in axes.NAMES},
+            "params": {axis: record.get(axis) for axis in axes.NAMES if axis not in _UNNAMED},  # threads: extra_info
             "extra_info": {field: record.get(field) for field in _EXTRA_INFO},
             "options": {"timer": record.get("timing_method"), "min_rounds": settings.get("min_samples"),
                         "warmup": None if warmup is None else warmup > 0},

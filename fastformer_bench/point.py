@@ -11,6 +11,7 @@ import gc
 import hashlib
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -166,6 +167,10 @@ def preflight(problem: Problem) -> str | None:
                                                                                     problem.torch_dtype)
     if reason is None and problem.device == "cuda" and not torch.cuda.is_available():
         reason = "no CUDA device on this machine"
+    cores = os.cpu_count()
+    if reason is None and problem.threads is not None and cores is not None and problem.threads > cores:
+        # a cluster node or a gate side smaller than the machine that planned the run: not timed oversubscribed
+        reason = f"{problem.threads} threads asked, this machine has {cores} logical cores"
     return reason
 
 
@@ -190,13 +195,16 @@ def incorrect_reason(accuracy: dict) -> str:
 
 def base_record(problem: Problem, run_id: str = "", preset: str | None = None, threads: int | None = None,
                 settings: Settings | None = None) -> dict:
-    """The record's identity: the point's axes, the facts of its implementation and its settings (DESIGN §4)."""
+    """The record's identity: the point's axes, the facts of its implementation and its settings (DESIGN §4).
+
+    ``threads``: the point's own (threads axis), else ``threads``, else the count in force in this process.
+    """
     impl = registry.get(problem.impl)
-    return new_record(run_id=run_id, point_id=problem.point_id, **problem.params(),
-                      **registry.facts(problem.impl), device_name=device_name(problem.device),
-                      compute_dtype=impl.compute_dtype or problem.dtype,
-                      settings_hash=settings.digest if settings is not None else None,
-                      threads=torch.get_num_threads() if threads is None else threads, preset=preset, quantities={})
+    threads = problem.threads or threads
+    axes = {**problem.params(), "threads": torch.get_num_threads() if threads is None else threads}
+    return new_record(run_id=run_id, point_id=problem.point_id, **axes, **registry.facts(problem.impl),
+                      device_name=device_name(problem.device), compute_dtype=impl.compute_dtype or problem.dtype,
+                      settings_hash=settings.digest if settings is not None else None, preset=preset, quantities={})
 
 
 def _apply(meter: measure.Meter, subject: measure.Subject, record: dict) -> None:
@@ -211,7 +219,16 @@ def _apply(meter: measure.Meter, subject: measure.Subject, record: dict) -> None
 
 
 def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset: str | None = None) -> dict:
-    """Measure one point and return its record; every failure of the point is a status, not an exception."""
+    """Measure one point and return its record; every failure of the point is a status, not an exception.
+
+    A point of the threads axis runs at its own thread count (the whole point: its compile, check and timing),
+    and the process's count is restored after it.
+    """
+    with host.threads_set(problem.threads):
+        return _measure_point(problem, settings, run_id, preset)
+
+
+def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: str | None) -> dict:
     impl = registry.get(problem.impl)
     record = base_record(problem, run_id, preset, settings=settings)
     reason = preflight(problem)

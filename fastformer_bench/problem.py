@@ -37,6 +37,8 @@ class Problem:
     scope: str = _default("scope")
     masked: bool = _default("masked")
     seed: int = _default("seed")
+    #: CPU threads of the timed step; None: the run's setting (Settings.threads), as before this axis existed
+    threads: int | None = _default("threads")
 
     def __post_init__(self) -> None:
         axes.validate(self.params())
@@ -58,7 +60,10 @@ class Problem:
         return DTYPES[self.dtype]
 
     def params(self) -> dict:
-        return asdict(self)
+        """The point's axes; an optional axis holding None is left out (its point_id predates the axis, and a
+        baseline revision without that axis can still build the Problem from these)."""
+        return {name: value for name, value in asdict(self).items()
+                if value is not None or not axes.get(name).optional}
 
     @property
     def point_id(self) -> str:

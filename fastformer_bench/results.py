@@ -41,8 +41,9 @@ COMPLEXITIES = ("linear", "quadratic")
 #: expected_exponent ([low, high or None] of time in N at large N, or None); display_order (registry position)
 IMPL_FACTS = ("complexity", "baseline_rank", "expected_exponent", "display_order")
 #: every axis but the seed, which is a point's input rather than what tells points apart (point_id covers it)
+#: (``threads`` is an axis: every record holds the count its point ran at, whether its grid named it or not)
 IDENTITY = ("run_id", "point_id", *axes.names(axes.IMPLEMENTATION, axes.SLICE, axes.LENGTH, axes.SHAPE), "family",
-            "device_name", "threads", *IMPL_FACTS, "compute_dtype", "settings_hash")
+            "device_name", *IMPL_FACTS, "compute_dtype", "settings_hash")
 #: the axes that are a point's inputs rather than its identity (the seed): every record holds every axis
 INPUTS = tuple(axes.names(axes.SEED))
 OUTCOME = ("status", "reason")

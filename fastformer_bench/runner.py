@@ -246,6 +246,8 @@ class _progress:
 
     def advance(self, problem: Problem, record: dict, seconds: float, revisit: bool = False) -> None:
         label = f"{problem.impl} N={problem.seq_len} D={problem.width} C={problem.columns} {problem.mode}"
+        if problem.threads is not None:
+            label += f" threads={problem.threads}"
         if revisit:
             label = f"revisit {label}"
         else:

@@ -15,7 +15,8 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     problem = Problem(**job["problem"])
     settings = Settings(**job["settings"])
-    prepare_process(settings.threads, cap_memory=problem.device == "cpu")
+    # A point of the threads axis sets up its process at its own count (the inter-op count too, settable once).
+    prepare_process(problem.threads or settings.threads, cap_memory=problem.device == "cpu")
     record = measure_point(problem, settings, run_id=job["run_id"], preset=job["preset"])
     print(json.dumps(json_safe(record), allow_nan=False, default=str), flush=True)
 

@@ -59,7 +59,7 @@ def measure_shard(spec: dict) -> dict:
     ``spec`` holds plain data only (it is pickled to the node): out, problems, settings, run_id, preset,
     isolate, argv, submitted_at.
     """
-    from fastformer_bench.measure.env import collect_env, copy_bandwidths
+    from fastformer_bench.measure.env import collect_env, machine_roofs
     from fastformer_bench.measure.host import cpu_mhz, prepare_process
     from fastformer_bench.point import Settings
     from fastformer_bench.problem import Problem
@@ -73,10 +73,11 @@ def measure_shard(spec: dict) -> dict:
     problems = [Problem(**params) for params in spec["problems"]]
     # As `run` does: an oversized CPU allocation must fail as out-of-memory in the process that makes it.
     cap = not spec["isolate"] and all(p.device == "cpu" for p in problems)
-    applied = prepare_process(settings.threads, pin_cpus=settings.pin_cpus, cap_memory=cap)
+    applied = prepare_process(settings.threads, pin_cpus=settings.pin_cpus, cap_memory=cap,
+                              cpus=max((p.threads or 1 for p in problems), default=1))
     env = collect_env(threads=applied["threads"], argv=spec["argv"])
     env.update({k: applied[k] for k in ("threads", "allocator", "cpu_affinity")})
-    env["copy_bytes_per_s"] = copy_bandwidths(p.device for p in problems)
+    env.update(machine_roofs(problems, applied["threads"]))
     env["cpu_mhz"] = cpu_mhz()
     info = {"job": job, "host": socket.gethostname(), "submitted_at": spec["submitted_at"], "started_at": started,
             "points": len(problems), "env": env}
@@ -107,7 +108,8 @@ def measure_shard(spec: dict) -> dict:
               f"{info['stopped']['after_s']:.0f} s; its unmeasured points are measured by the next --resume",
               file=sys.stderr, flush=True)
         raise SystemExit(3) from None
-    info.update(finished_at=time.time(), copy_bytes_per_s_end=copy_bandwidths(p.device for p in problems),
+    end = machine_roofs(problems, applied["threads"])
+    info.update(finished_at=time.time(), copy_bytes_per_s_end=end["copy_bytes_per_s"], roofs_end=end["roofs"],
                 cpu_mhz_end=cpu_mhz())
     write_json_atomic(env_path(out, job), info)
     return {"job": job, "host": info["host"], "measured": len(records)}

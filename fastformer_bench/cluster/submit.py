@@ -131,7 +131,8 @@ def _submit(todo: list, settings, out: Path, *, preset: str, run_id: str, option
     shards = split(list(by_id), options.jobs)
     # a fresh submitit folder per submission: job ids restart at 1 when a cluster's state is wiped
     folder = out / "submitit" / time.strftime("%Y%m%dT%H%M%S", time.gmtime()) / f"{os.getpid()}"
-    executor = _executor(options, folder, settings.threads)
+    # a job asks for as many CPUs as its most threaded point uses (the threads axis), not only the setting's
+    executor = _executor(options, folder, max([settings.threads, *(p.threads or 1 for p in todo)]))
     submitted_at = time.time()
     specs = [{"out": str(out), "problems": [by_id[i].params() for i in shard], "settings": asdict(settings),
               "run_id": run_id, "preset": preset, "isolate": isolate, "argv": argv or [],

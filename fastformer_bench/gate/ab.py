@@ -55,7 +55,7 @@ class Worker:
 
 def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings: dict, samples: int,
                    sample_s: float) -> dict[str, dict]:
-    setup = {name: workers[name].ask({"op": "setup", "params": params[name], "threads": settings.get("threads"),
+    setup = {name: workers[name].ask({"op": "setup", **_side_threads(params[name], settings),
                                       "warmup_s": settings.get("warmup_s", 0.1)}) for name in workers}
     # "pair" keeps the samples of one pairing together: a baseline point measured beside two candidates is two
     # comparisons, each against the samples taken interleaved with it, never pooled across time windows.
@@ -75,6 +75,14 @@ def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings
             records[name]["samples"].append(reply["s"])
             records[name]["clock"] = reply.get("clock", "wall")  # an older worker script times wall only
     return records
+
+
+def _side_threads(params: dict, settings: dict) -> dict:
+    """The setup's point and thread count: a point of the threads axis sets its worker's count through the
+    setup (as the preset's setting does), and its parameters go without the axis, so a baseline revision older
+    than the axis builds the same Problem. Its records keep the axis (a pairing key)."""
+    return {"params": {k: v for k, v in params.items() if k != "threads"},
+            "threads": params.get("threads") or settings.get("threads")}
 
 
 def shared_cpus(threads: int | None) -> set[int] | None:
@@ -101,7 +109,10 @@ def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings:
     for tree in trees.values():
         check_imports_from(tree)
     samples = int(settings.get("min_samples", 10))
-    cpus = shared_cpus(settings.get("threads"))
+    threads = settings.get("threads")
+    if threads:  # as many CPUs as the most threaded point uses (the threads axis), so it is not timed on fewer
+        threads = max([threads, *(point[name].get("threads") or 0 for point in points for name in trees)])
+    cpus = shared_cpus(threads)
     sample_s = float(settings.get("min_time_s", 0.3)) / samples
     found: dict[str, list[list[dict]]] = {name: [] for name in trees}
     for number in range(rounds):

@@ -71,6 +71,9 @@ def _problems(args, preset_name: str, impls: list[str] | None) -> tuple[list, di
     settings = dict(preset.settings)
     if args.min_time is not None:
         settings["min_time_s"] = args.min_time
+    from fastformer_bench.measure.host import check_thread_counts
+
+    check_thread_counts([settings.get("threads"), *(p.threads for p in problems)])  # as `run` refuses them
     return problems, settings
 
 
@@ -136,7 +139,12 @@ def _countable(args, impls: list[str] | None) -> list[dict]:
             print(f"gate: {p.impl} {p.device} skipped: instruction counts are for CPU implementations that do not "
                   "compile", file=sys.stderr)
             continue
-        kept.append(p.params())
+        if (p.threads or 1) != 1:
+            print(f"gate: {p.impl} at {p.threads} threads skipped: instruction counts run one thread",
+                  file=sys.stderr)
+            continue
+        # without the axis: the worker runs one thread anyway, and a baseline older than the axis reads these
+        kept.append({k: v for k, v in p.params().items() if k != "threads"})
     return kept
 
 

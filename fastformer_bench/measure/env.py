@@ -1,5 +1,6 @@
 """The machine a run happened on (versions, CPU, GPU via NVML, threads, allocator settings, git state), for
-run.json, plus the run-level machine measurement the report's roofline needs: the copy bandwidth.
+run.json, plus the run-level machine measurements the report's roofline needs: the copy bandwidth and the GEMM
+FLOP/s, per device and thread count (``machine_roofs``).
 
 Everything degrades quietly: no GPU, no pynvml, NVML failing or no git gives None fields, never a warning.
 """
@@ -170,36 +171,87 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
 
 def copy_bandwidths(devices: Iterable[str]) -> dict[str, float | None]:
     """The copy bandwidth of each device (None for one this machine lacks: its points are recorded unsupported)."""
-    found = {}
-    for device in sorted(set(devices)):
-        try:
-            found[device] = copy_bandwidth(device)
-        except Exception:  # no such device here
-            found[device] = None
-    return found
+    return {device: _measured(copy_bandwidth, device) for device in sorted(set(devices))}
 
 
-def copy_bandwidth(device: str, nbytes: int = 256 * 2**20) -> float:
-    """Bytes/s of ``dst.copy_(src)`` on ``device``, counting the read and the write (2·nbytes per copy); median."""
+def copy_bandwidth(device: str, nbytes: int = 256 * 2**20, threads: int | None = None) -> float:
+    """Bytes/s of ``dst.copy_(src)`` on ``device``, counting the read and the write (2·nbytes per copy); median.
+    ``threads``: torch's thread count while it copies (None: the count in force)."""
+    with host.threads_set(threads):
+        return _copy_bandwidth(device, nbytes)
+
+
+def _copy_bandwidth(device: str, nbytes: int) -> float:
     dev = torch.device(device)
     src = torch.ones(nbytes, dtype=torch.uint8, device=dev)
     dst = torch.empty_like(src)
-    cuda = dev.type == "cuda"
     dst.copy_(src)  # first touch: page faults / lazy init are not bandwidth
+    return _median_rate(dev, lambda: dst.copy_(src), 2 * nbytes, repeats=7)
+
+
+def _median_rate(dev: torch.device, call: Callable[[], object], work: float, repeats: int) -> float:
+    """The median of ``work`` / seconds over ``repeats`` calls: timed by CUDA events on a GPU (the kernels, not
+    their launch), by the wall clock on a CPU."""
     rates = []
-    for _ in range(7):
-        if cuda:
+    for _ in range(repeats):
+        if dev.type == "cuda":
             with torch.cuda.device(dev):  # events record on the current device's stream
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                dst.copy_(src)
+                call()
                 end.record()
                 end.synchronize()
             seconds = start.elapsed_time(end) / 1e3
         else:
             t0 = time.perf_counter()
-            dst.copy_(src)
+            call()
             seconds = time.perf_counter() - t0
-        rates.append(2 * nbytes / seconds)
+        rates.append(work / seconds)
     rates.sort()
     return float(rates[len(rates) // 2])
+
+
+#: the GEMM roof's matrix size: big enough to run near peak, small enough for about a second per measurement
+GEMM_N = {"cpu": 2048, "cuda": 8192}
+
+
+def gemm_flops(device: str, threads: int | None = None, n: int | None = None, repeats: int = 3) -> float:
+    """FLOP/s of a float32 square ``torch.mm`` (n x n, 2·n³ FLOPs: the suite's 2 per multiply-add) on ``device``
+    at ``threads`` (None: the count in force); the median of ``repeats`` after one warm-up."""
+    dev = torch.device(device)
+    n = n or GEMM_N.get(dev.type, 2048)
+    with host.threads_set(threads):
+        # drawn where they are used: 8192² values drawn on a CPU would take longer than the GPU's measurement
+        gen = torch.Generator(device=dev).manual_seed(0)
+        a, b = (torch.randn(n, n, generator=gen, device=dev) for _ in range(2))
+        out = torch.mm(a, b)  # warm-up: page faults, BLAS start-up, CUDA handles are not FLOP/s
+        return _median_rate(dev, lambda: torch.mm(a, b, out=out), 2 * n**3, repeats)
+
+
+def _measured(fn: Callable[..., float], *args, **kwargs) -> float | None:
+    try:
+        return fn(*args, **kwargs)
+    except Exception:  # no such device here: its points are recorded unsupported
+        return None
+
+
+def roofs(pairs: Iterable[tuple[str, int]]) -> list[dict]:
+    """The machine's roofs per (device, threads): copy bandwidth (bytes/s) and float32 GEMM FLOP/s, None for a
+    device this machine lacks. One entry per distinct pair, sorted."""
+    return [{"device": device, "threads": threads,
+             "copy_bytes_per_s": _measured(copy_bandwidth, device, threads=threads),
+             "gemm_flops_per_s": _measured(gemm_flops, device, threads=threads)}
+            for device, threads in sorted(set(pairs))]
+
+
+def machine_roofs(problems: Iterable, threads: int) -> dict:
+    """run.json's machine measurements for ``problems`` (anything with ``device`` and ``threads``) in a process
+    at ``threads``: ``roofs`` for each (device, threads) they use, a point without its own threads running at
+    ``threads``, and ``copy_bytes_per_s`` {device: bytes/s} at ``threads`` as before the roofs existed (the
+    gate's and the history's reader); a roof at ``threads`` gives its copy bandwidth instead of a second copy."""
+    problems = list(problems)
+    found = roofs((p.device, p.threads or threads) for p in problems)
+    copy = {r["device"]: r["copy_bytes_per_s"] for r in found if r["threads"] == threads}
+    # a device whose points all name other thread counts: measured at the setting as before
+    copy.update(copy_bandwidths(p.device for p in problems if p.device not in copy))
+    return {"copy_bytes_per_s": dict(sorted(copy.items())), "roofs": found}

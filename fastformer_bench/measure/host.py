@@ -8,12 +8,14 @@ them on its own.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -24,15 +26,18 @@ CPU_MEMORY_SHARE = 0.85
 
 
 def prepare_process(threads: int | None = None, *, pin_cpus: bool = False, allocator: bool = True,
-                    cap_memory: bool = False) -> dict:
+                    cap_memory: bool = False, cpus: int | None = None) -> dict:
     """Set this process up for measuring; return what was applied (run.json's threads/allocator/affinity).
 
     ``allocator`` keeps freed heap memory in the process (configure_allocator); ``cap_memory`` bounds the
-    address space so an oversized CPU allocation fails as out-of-memory (cap_cpu_memory).
+    address space so an oversized CPU allocation fails as out-of-memory (cap_cpu_memory). ``cpus``: how many
+    CPUs ``pin_cpus`` claims when the run's points use more threads than ``threads`` (the threads axis), so a
+    2-thread point is not timed on one pinned CPU; never fewer than the process's own threads.
     """
     applied = {"threads": configure_threads(threads)}
     applied["allocator"] = configure_allocator() if allocator else {}
-    applied["cpu_affinity"] = claim_cpus(applied["threads"], say=_to_stderr) if pin_cpus else None
+    claim = max(applied["threads"], cpus or 0)
+    applied["cpu_affinity"] = claim_cpus(claim, say=_to_stderr) if pin_cpus else None
     applied["memory_cap_bytes"] = cap_cpu_memory() if cap_memory else None
     return applied
 
@@ -53,6 +58,41 @@ def configure_threads(threads: int | None) -> int:
     except RuntimeError:
         pass  # only settable before the first inter-op parallel work; intra-op is what the kernels use
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads_set(threads: int | None) -> Iterator[int]:
+    """torch's intra-op thread count at ``threads`` inside the block (None: left as it is), restored after; yields
+    the count in force. A point of the threads axis runs this way in whatever process measures it."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def check_thread_counts(counts: Iterable[int | None], cores: int | None = None) -> None:
+    """ValueError (one sentence) for a thread count above this machine's logical cores: more threads than cores
+    would time the threads queueing for each other, not the implementation."""
+    cores = cores or os.cpu_count()
+    too_many = sorted({c for c in counts if c is not None and cores is not None and c > cores})
+    if too_many:
+        raise ValueError(f"threads {', '.join(map(str, too_many))} exceed this machine's {cores} logical cores.")
+
+
+def say_threads(problems: Iterable, threads: int, pinned: list[int] | None, say=None) -> None:
+    """One line naming the thread counts of a run whose points name the threads axis, and the CPUs they run on
+    (the claimed ones, or the whole affinity the OS schedules them over)."""
+    counts = sorted({p.threads or threads for p in problems})
+    if all(p.threads is None for p in problems):
+        return  # as before the axis: claim_cpus names the pinned CPU
+    cpus = pinned or (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [])
+    where = f"pinned to CPU {', '.join(map(str, cpus))}" if pinned else \
+        f"on CPU {', '.join(map(str, cpus)) or '(unknown)'}, not pinned"
+    (say or _to_stderr)(f"fastformer-bench: points at {', '.join(map(str, counts))} thread(s), {where}")
 
 
 def configure_affinity(threads: int) -> list[int] | None:

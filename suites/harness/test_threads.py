@@ -1,0 +1,219 @@
+"""The threads axis (a point's own CPU thread count) and the run's machine roofs per (device, threads)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastformer_bench import axes, presets
+from fastformer_bench.gate import ab, compare
+from fastformer_bench.measure.env import gemm_flops, machine_roofs
+from fastformer_bench.measure.host import check_thread_counts, threads_set
+from fastformer_bench.point import Settings, measure_point
+from fastformer_bench.problem import Problem
+from fastformer_bench.runner import run_sweep
+
+FAST = Settings(threads=1, warmup_s=0.01, min_time_s=0.02, min_samples=3, max_samples=5, time_limit_s=60,
+                count_flops=False, measure_energy=False)
+two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a 2-thread point needs 2 logical cores")
+
+
+def tiny(impl: str = "eager", **changes) -> Problem:
+    return Problem(**{"impl": impl, "batch": 1, "seq_len": 64, "width": 32, "heads": 2, **changes})
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastformer_bench", *args], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+def test_the_axis_parses_and_validates():
+    axis = axes.get("threads")
+    assert axis.role == axes.SLICE and axis.flag == "--threads-axis"
+    assert axis.parse("1, 2") == [1, 2]
+    for bad, words in (("1,x", "integers"), ("1,,2", "empty")):
+        with pytest.raises(ValueError, match=words):
+            axis.parse(bad)
+    axis.check(None)  # "the run's setting"
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="threads"):
+            axis.check(bad)
+    with pytest.raises(ValueError, match="positive integer"):
+        tiny(threads=0)
+    assert "threads" not in axes.defaults()  # a grid that does not name it keeps None
+
+
+def test_a_point_without_threads_keeps_the_point_id_it_had_before_the_axis():
+    # today's formula: the sha256 of every other field, exactly as Problem hashed them before the axis existed
+    def old_point_id(problem: Problem) -> str:
+        fields = {f.name: getattr(problem, f.name) for f in dataclasses.fields(Problem) if f.name != "threads"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+    preset = presets.Preset(name="t", description="", settings={}, grids=[
+        {"impl": ["eager", "softmax_sdpa"], "seq_len": [64, 128], "width": [32], "heads": [2], "masked": [True]}])
+    problems, _ = presets.expand(preset)
+    assert problems and all(p.threads is None for p in problems)
+    assert [p.point_id for p in problems] == [old_point_id(p) for p in problems]
+    assert all("threads" not in p.params() for p in problems)  # what a revision older than the axis reads
+    named, _ = presets.expand(preset, {"threads": [1, 2]})
+    assert len({p.point_id for p in named}) == 2 * len(problems)
+    assert not {p.point_id for p in named} & {p.point_id for p in problems}
+
+
+def test_thread_counts_above_the_logical_cores_are_refused():
+    check_thread_counts([None, 1, 2], cores=2)
+    with pytest.raises(ValueError, match="threads 3, 8 exceed this machine's 2 logical cores"):
+        check_thread_counts([1, 3, 8, None], cores=2)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--threads-axis", "0"], "positive integer"),
+    (["--threads-axis", "1,two"], "integers"),
+    (["--threads-axis", str((os.cpu_count() or 1) + 1)], "logical cores"),
+    (["--threads", "1,2"], "--threads-axis"),
+])
+def test_a_bad_threads_value_is_one_line_and_exit_2(args, words, tmp_path):
+    done = cli("run", "--preset", "quick", "--out", "X", "--impl", "eager", *args, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
+    assert not (tmp_path / "X").exists()
+
+
+def test_the_gate_refuses_more_threads_than_cores_in_one_line():
+    done = cli("gate", "--baseline-rev", "HEAD", "--threads-axis", str((os.cpu_count() or 1) + 1),
+               cwd=Path(__file__).resolve().parents[2])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "logical cores" in lines[0], done.stderr
+
+
+def test_threads_set_applies_and_restores():
+    before = torch.get_num_threads()
+    with threads_set(1) as inside:
+        assert inside == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with threads_set(None) as inside:
+        assert inside == before
+
+
+def test_the_gate_pairs_by_threads_and_sends_a_baseline_the_point_without_the_axis():
+    base = {**tiny().params(), "status": "ok"}
+    assert compare.point_key({**base, "threads": 1}) != compare.point_key({**base, "threads": 2})
+    assert compare.point_key(base) == compare.point_key(dict(base))
+    sent = ab._side_threads(tiny(threads=2).params(), {"threads": 1})
+    assert sent["threads"] == 2 and "threads" not in sent["params"]
+    assert ab._side_threads(tiny().params(), {"threads": 1})["threads"] == 1
+
+
+@pytest.fixture
+def threads_log(test_impls, tmp_path, monkeypatch):
+    import plugins_for_tests
+
+    log = tmp_path / "threads.log"
+    monkeypatch.setenv(plugins_for_tests.THREADS_LOG_ENV, str(log))
+    return log
+
+
+def _seen(log: Path) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = {}
+    for line in log.read_text().splitlines():
+        pid, count = map(int, line.split())
+        found.setdefault(pid, set()).add(count)
+    return found
+
+
+@two_cores
+def test_an_in_process_point_runs_at_its_threads_and_restores_the_setting(threads_log):
+    before = torch.get_num_threads()
+    record = measure_point(tiny("test_threads_seen", threads=2), FAST)
+    assert record["status"] in ("ok", "contended"), record["reason"]
+    assert record["threads"] == 2 and torch.get_num_threads() == before
+    assert _seen(threads_log) == {os.getpid(): {2}}
+
+
+@two_cores
+def test_isolated_points_run_at_their_threads(threads_log, tmp_path):
+    problems = [tiny("test_threads_seen", threads=1), tiny("test_threads_seen", threads=2),
+                tiny("test_threads_seen")]
+    records = run_sweep(problems, FAST, tmp_path / "r", preset="t", isolate=True, progress=False)
+    assert [r["status"] in ("ok", "contended") for r in records] == [True] * 3, [r["reason"] for r in records]
+    assert [r["threads"] for r in records] == [1, 2, 1]  # the last at the run's setting
+    # each point in its own process, every call of it (check and timing) at the record's count
+    assert sorted(map(sorted, _seen(threads_log).values())) == [[1], [1], [2]]
+
+
+def test_gemm_flops_is_positive_and_leaves_the_thread_count():
+    before = torch.get_num_threads()
+    assert gemm_flops("cpu", threads=1, n=64, repeats=1) > 0
+    assert torch.get_num_threads() == before
+
+
+def test_machine_roofs_cover_each_device_and_thread_count(monkeypatch):
+    from fastformer_bench.measure import env
+
+    # the sizes the run measures are its business; here only which (device, threads) pairs and fields appear
+    monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 10.0 * (threads or 7))
+    monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None: 100.0 * threads)
+    found = machine_roofs([tiny(threads=2), tiny(), tiny(threads=2, seq_len=128)], threads=1)
+    assert found["roofs"] == [
+        {"device": "cpu", "threads": 1, "copy_bytes_per_s": 10.0, "gemm_flops_per_s": 100.0},
+        {"device": "cpu", "threads": 2, "copy_bytes_per_s": 20.0, "gemm_flops_per_s": 200.0}]
+    assert found["copy_bytes_per_s"] == {"cpu": 10.0}  # at the setting, as before the roofs
+    # no point at the setting: its copy bandwidth is still measured there, for the old readers
+    assert machine_roofs([tiny(threads=2)], threads=1)["copy_bytes_per_s"] == {"cpu": 70.0}
+
+
+@two_cores
+def test_a_run_over_the_threads_axis_records_both_counts_and_the_roofs_of_both(tmp_path):
+    preset = tmp_path / "t.toml"
+    preset.write_text("[settings]\nthreads = 1\nwarmup_s = 0.01\nmin_time_s = 0.05\nmin_samples = 3\n"
+                      "max_samples = 5\ncount_flops = false\nmeasure_energy = false\n"
+                      "[[grid]]\nimpl = ['eager']\nseq_len = [64]\nwidth = [32]\nheads = [2]\n")
+    out = tmp_path / "r"
+    done = cli("run", "--preset", str(preset), "--out", str(out), "--threads-axis", "1,2", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "points at 1, 2 thread(s)" in done.stderr
+    records = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    assert sorted(r["threads"] for r in records) == [1, 2]
+    assert {r["status"] for r in records} <= {"ok", "contended"}, [r["reason"] for r in records]
+    assert len({r["point_id"] for r in records}) == 2
+    run = json.loads((out / "run.json").read_text())
+    for key in ("roofs", "roofs_end"):
+        assert [(r["device"], r["threads"]) for r in run[key]] == [("cpu", 1), ("cpu", 2)]
+        assert all(r["copy_bytes_per_s"] > 0 and r["gemm_flops_per_s"] > 0 for r in run[key])
+    # the old readers' field, as before: at the run's setting (1 thread)
+    assert run["copy_bytes_per_s"]["cpu"] > 0 and run["copy_bytes_per_s_end"]["cpu"] > 0
+
+
+@two_cores
+def test_a_cluster_shard_runs_each_point_at_its_threads_and_records_the_roofs_of_its_host(tmp_path):
+    import resource
+    import signal
+    from dataclasses import asdict
+
+    from fastformer_bench.cluster import shard
+
+    spec = {"out": str(tmp_path), "problems": [tiny(threads=2).params(), tiny().params()],
+            "settings": asdict(FAST), "run_id": "r", "preset": "t", "isolate": False, "argv": [], "submitted_at": 0.0}
+    # the job sets up its process (threads, memory cap, signal handler): this one's are put back after
+    before = signal.getsignal(signal.SIGUSR2), resource.getrlimit(resource.RLIMIT_AS), torch.get_num_threads()
+    try:
+        summary = shard.measure_shard(spec)  # called directly, it stands for one job on this machine
+    finally:
+        signal.signal(signal.SIGUSR2, before[0])
+        resource.setrlimit(resource.RLIMIT_AS, before[1])
+        torch.set_num_threads(before[2])
+    records = [json.loads(line) for line in (tmp_path / f"points.{summary['job']}.jsonl").read_text().splitlines()]
+    assert [r["threads"] for r in records] == [2, 1]
+    info = json.loads(shard.env_path(tmp_path, summary["job"]).read_text())
+    for roofs in (info["env"]["roofs"], info["roofs_end"]):
+        assert [(r["device"], r["threads"]) for r in roofs] == [("cpu", 1), ("cpu", 2)]
+        assert all(r["copy_bytes_per_s"] > 0 and r["gemm_flops_per_s"] > 0 for r in roofs)
+    assert info["env"]["copy_bytes_per_s"]["cpu"] > 0 and info["copy_bytes_per_s_end"]["cpu"] > 0
