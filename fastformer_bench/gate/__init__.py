@@ -17,6 +17,11 @@ from pathlib import Path
 from fastformer_bench import axes
 from fastformer_bench.gate import compare, instructions, modes, sides, stats, table
 
+#: where --layouts takes its default when the command line gives none. Each layout is one more valgrind process
+#: per side (~50 s of CPU importing torch), so the test of the pull-request workflow (suites/harness/
+#: test_workflow.py), which runs the workflow's command lines as written, sets it to 1; the workflow never does.
+LAYOUTS_ENV = "FASTFORMER_BENCH_GATE_LAYOUTS"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The gate's options, on the subparser cli.build_parser gives it."""
@@ -49,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instr-threshold", type=float, default=stats.DEFAULT_INSTRUCTION_PERCENT,
                         metavar="PERCENT", help="instruction-count increase that is a regression (default 1)")
     parser.add_argument("--calls", type=int, default=50, help="calls per counted region (--instructions)")
-    parser.add_argument("--layouts", type=int, default=instructions.DEFAULT_LAYOUTS,
+    # A string default goes through type=int, so a bad $LAYOUTS_ENV is a usage error (exit 2) like a bad option.
+    parser.add_argument("--layouts", type=int, default=os.environ.get(LAYOUTS_ENV) or str(instructions.DEFAULT_LAYOUTS),
                         help="memory layouts each side is counted under, its count their mean (--instructions; "
-                             f"default {instructions.DEFAULT_LAYOUTS})")
+                             f"default {instructions.DEFAULT_LAYOUTS}, or ${LAYOUTS_ENV} where set)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
     parser.add_argument("--github", action="store_true",
                         help="GitHub Actions: append the markdown to $GITHUB_STEP_SUMMARY and print one ::error "
