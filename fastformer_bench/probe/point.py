@@ -6,12 +6,14 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from fastformer_bench import axes, impls
 from fastformer_bench.probe import tasks
 
 MIXERS = ("additive", "softmax")
+#: the role of the axes that set a point's training budget (a settings value of the same name) rather than its task
+BUDGET = "budget"
 #: the implementation a mixer uses when the grid names none: the registry's defaults
 DEFAULT_IMPL = {"additive": impls.DEFAULT_ADDITIVE, "softmax": impls.DEFAULT_SOFTMAX}
 
@@ -28,11 +30,16 @@ AXES: tuple[axes.Axis, ...] = (
     axes.Axis("pairs", int, axes.SHAPE, "key-value pairs (mqar)", default=8, minimum=1),
     axes.Axis("vocab", int, axes.SHAPE, "vocabulary size (duplicate: at least 2N)", default=128, minimum=2),
     axes.Axis("seed", int, axes.SEED, "seed of the data, the initialisation and the batches", default=0),
+    # Budget axes: a grid's own training budget, overriding the settings' value of the same name. At 0 (the
+    # default) a point trains with the settings' value and its identity is what it was before the axis existed.
+    axes.Axis("steps", int, BUDGET, "training steps (0: the settings' steps)", default=0, minimum=0),
 )
 BY_NAME = {axis.name: axis for axis in AXES}
 NAMES = tuple(BY_NAME)
 #: the axes only probe points have: their command-line overrides (the others exist for speed points already)
-OWN = ("task", "mixer", "layers", "pairs", "vocab")
+OWN = ("task", "mixer", "layers", "pairs", "vocab", "steps")
+#: budget axes, each overriding the settings value it is named after when not 0
+BUDGETS = tuple(axis.name for axis in AXES if axis.role == BUDGET)
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class ProbePoint:
     pairs: int = 8
     vocab: int = 128
     seed: int = 0
+    steps: int = 0
 
     def __post_init__(self) -> None:
         for axis in AXES:
@@ -68,7 +76,15 @@ class ProbePoint:
         return self.impl or DEFAULT_IMPL[self.mixer]
 
     def params(self) -> dict:
-        return {**asdict(self), "impl": self.implementation}
+        """The axes that make the point (its identity): budget axes only where the grid set them, so a point
+        trained with the settings' budget keeps the id it had before budget axes existed."""
+        found = {**asdict(self), "impl": self.implementation}
+        return {k: v for k, v in found.items() if k not in BUDGETS or v != BY_NAME[k].default}
+
+    def budget(self, settings: ProbeSettings) -> ProbeSettings:
+        """The settings this point trains with: ``settings`` with the point's budget axes in place of their values."""
+        changes = {name: getattr(self, name) for name in BUDGETS if getattr(self, name) != BY_NAME[name].default}
+        return replace(settings, **changes) if changes else settings
 
     @property
     def point_id(self) -> str:
@@ -79,7 +95,8 @@ class ProbePoint:
     def label(self) -> str:
         extra = f" pairs={self.pairs}" if self.task == "mqar" else ""
         columns = f" C={self.columns}" if self.mixer == "additive" else ""
-        return f"{self.task} {self.mixer}{columns} N={self.seq_len} D={self.width}{extra} seed={self.seed}"
+        budget = "".join(f" {name}={getattr(self, name)}" for name in BUDGETS if getattr(self, name))
+        return f"{self.task} {self.mixer}{columns} N={self.seq_len} D={self.width}{extra}{budget} seed={self.seed}"
 
 
 _RANGES = {"steps": (int, 1), "batch_tokens": (int, 1), "eval_examples": (int, 1), "threads": (int, 1),

@@ -10,7 +10,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 
-from fastformer_bench.probe.point import ProbePoint, ProbeSettings
+from fastformer_bench.probe.point import BUDGETS, ProbePoint, ProbeSettings
 from fastformer_bench.results import PROBE, SCHEMA, ResultStore, read_run, writer_lock
 
 
@@ -18,9 +18,11 @@ def probe_record(point: ProbePoint, settings: ProbeSettings, run_id: str, preset
     """The identity part of a probe record (DESIGN §4, probe records)."""
     from fastformer_bench.measure.env import cpu_model
 
+    budget = point.budget(settings)  # the steps it trains for, whether its grid's or the settings'
     return {"schema": SCHEMA, "kind": PROBE, "run_id": run_id, "point_id": point.point_id, "preset": preset,
-            **point.params(), "device": "cpu", "device_name": cpu_model(), "threads": settings.threads,
-            "settings_hash": settings.digest, "status": "ok", "reason": None}
+            **point.params(), **{name: getattr(budget, name) for name in BUDGETS}, "device": "cpu",
+            "device_name": cpu_model(), "threads": settings.threads, "settings_hash": settings.digest,
+            "status": "ok", "reason": None}
 
 
 def train_record(point: ProbePoint, settings: ProbeSettings, run_id: str, preset: str) -> dict:

@@ -92,7 +92,9 @@ def static_query_analysis(model: ProbeModel, batch: tasks.Batch) -> dict:
 
 
 def train_point(point: ProbePoint, settings: ProbeSettings) -> dict:
-    """Train and evaluate ``point``; the record's measured fields (the caller adds identity and status)."""
+    """Train and evaluate ``point`` (with its own budget where its grid set one: ``point.budget(settings)``); the
+    record's measured fields (the caller adds identity and status)."""
+    settings = point.budget(settings)
     shape = tasks.shape(point.task, point.seq_len, point.vocab)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(settings.threads)

@@ -58,7 +58,7 @@ def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
         panels = fig.subplots(1, len(tasks), squeeze=False)[0]
         for ax, task in zip(panels, tasks):
             part = ok[ok["task"] == task]
-            sweeps = part.groupby(["mixer_label", "width", "pairs", "layers"]).filter(
+            sweeps = part.groupby(["mixer_label", *LINE]).filter(
                 lambda g: g["seq_len"].nunique() >= 2)
             _mixer_lines(ax, sweeps, "seq_len", float(part["chance"].iloc[0]))
             ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="sequence length N", ylabel="held-out accuracy")
@@ -67,28 +67,45 @@ def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
                       "Probe accuracy vs sequence length (mean over seeds; band: min–max)", "probe_length")]
 
 
-def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
-    """MQAR accuracy against model width, one panel per number of pairs."""
+def _mqar_sweep(frame: pd.DataFrame, directory: Path, x: str, panel: str, xlabel: str, figure: tuple) -> list[dict]:
+    """MQAR accuracy against ``x``: one panel per value of ``panel`` and per N, vocabulary and step budget (a
+    configuration measured at two or more values of ``x``), one line per mixer; ``figure``: name, title, kind."""
     ok = _ok(frame)
     ok = ok[ok["task"] == "mqar"]
-    ok = ok.groupby(["pairs", "seq_len"]).filter(lambda g: g["width"].nunique() >= 2)
+    keys = [panel, "seq_len", "vocab", "steps"]
+    ok = ok.groupby(keys).filter(lambda g: g[x].nunique() >= 2)
     if ok.empty:
         return []
     ok["mixer_label"] = ok.apply(_mixer_label, axis=1)
-    pairs = sorted(ok["pairs"].unique())
+    panels = [part for _, part in ok.groupby(keys)]  # in the order of the keys' values
     with style():
-        fig = Figure(figsize=(3.8 * len(pairs), 3.6), layout="constrained")
-        panels = fig.subplots(1, len(pairs), squeeze=False)[0]
-        for ax, count in zip(panels, pairs):
-            part = ok[ok["pairs"] == count]
-            _mixer_lines(ax, part, "width", float(part["chance"].iloc[0]))
-            ax.set(ylim=(0, 1.02), title=f"{count} pairs (N={int(part['seq_len'].iloc[0])})",
-                   xlabel="model width D", ylabel="held-out accuracy")
-            ax.set_xticks(sorted(part["width"].unique()), [str(w) for w in sorted(part["width"].unique())])
+        fig = Figure(figsize=(3.8 * len(panels), 3.6), layout="constrained")
+        for ax, part in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+            _mixer_lines(ax, part, x, float(part["chance"].iloc[0]))
+            first = part.iloc[0]
+            where = f"N={int(first['seq_len'])}, V={int(first['vocab'])}, {int(first['steps'])} steps"
+            title = f"{int(first['pairs'])} pairs" if panel == "pairs" else f"{panel} {int(first[panel])}"
+            ax.set(ylim=(0, 1.02), title=f"{title} ({where})", xlabel=xlabel, ylabel="held-out accuracy")
+            if x == "pairs":
+                ax.set_xscale("log", base=2)
+            ticks = sorted(part[x].unique())
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
             ax.legend(fontsize="small")
-        return [_save(fig, directory, "probe_mqar_vs_width",
-                      "MQAR accuracy vs width (Zoology's test of recall; mean over seeds, band: min–max)",
-                      "probe_width")]
+        return [_save(fig, directory, *figure)]
+
+
+def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
+    """MQAR accuracy against model width, one panel per number of pairs (and N, vocabulary, step budget)."""
+    return _mqar_sweep(frame, directory, "width", "pairs", "model width D", (
+        "probe_mqar_vs_width", "MQAR accuracy vs width (Zoology's test of recall; mean over seeds, band: min–max)",
+        "probe_width"))
+
+
+def accuracy_vs_pairs(frame: pd.DataFrame, directory: Path) -> list[dict]:
+    """MQAR accuracy against the number of key-value pairs, one panel per width (and N, vocabulary, budget)."""
+    return _mqar_sweep(frame, directory, "pairs", "width", "key-value pairs (log scale)", (
+        "probe_mqar_vs_pairs", "MQAR accuracy vs pairs, per width (mean over seeds, band: min–max)", "probe_pairs"))
 
 
 def pareto(frame: pd.DataFrame, directory: Path) -> list[dict]:
@@ -141,13 +158,13 @@ def example_weights(frame: pd.DataFrame, directory: Path) -> list[dict]:
         return [_save(fig, directory, "probe_example_weights", title, "probe_example")]
 
 
-FIGURES = (accuracy_vs_length, accuracy_vs_width, pareto, example_weights)
+FIGURES = (accuracy_vs_length, accuracy_vs_width, accuracy_vs_pairs, pareto, example_weights)
 
 
 def summarize(frame: pd.DataFrame) -> dict:
     """Tables and headline numbers (JSON-ready) from the probe records."""
     ok = _ok(frame)
-    by = ["task", "mixer", "columns", "seq_len", "width", "heads", "layers", "pairs", "vocab"]
+    by = ["task", "mixer", "columns", "seq_len", "width", "heads", "layers", "pairs", "vocab", "steps"]
     table = _spread(ok, by) if not ok.empty else pd.DataFrame(columns=[*by, "mean", "low", "high", "seeds"])
     chance = ok.groupby(by)["chance"].first().reset_index() if not ok.empty else None
     if chance is not None:
@@ -182,15 +199,17 @@ def _gap(table: pd.DataFrame, task: str, key: dict) -> dict | None:
 
 
 #: what makes two configurations of one task the same sweep line (besides the swept axis)
-LINE = ["width", "heads", "layers", "pairs", "vocab"]
+LINE = ["width", "heads", "layers", "pairs", "vocab", "steps"]
 
 
 def headlines(table: pd.DataFrame) -> list[dict]:
-    """Additive vs softmax (C = 3) along each task's N sweep (the configuration measured at the most N), and
-    along each width sweep (a configuration measured at several widths, one N)."""
+    """Additive vs softmax (C = 3) along each task's N sweep (the configuration measured at the most N), along
+    each width sweep (a configuration measured at several widths, one N), and along each pairs sweep (several
+    pairs, one N and width) not already listed by a width sweep."""
     found: list[dict] = []
     if table.empty:
         return found
+    listed: set[tuple] = set()
     both = table[table["columns"] == 3]
     for task in sorted(both["task"].unique()):
         part = both[both["task"] == task]
@@ -201,15 +220,18 @@ def headlines(table: pd.DataFrame) -> list[dict]:
                 gap = _gap(table, task, {"seq_len": int(n), **key})
                 if gap:
                     found.append({**gap, "sweep": "length"})
-        others = [k for k in LINE if k != "width"]
-        for values, sweep in part.groupby([*others, "seq_len"]):
-            if sweep["width"].nunique() < 2:
-                continue
-            key = dict(zip([*others, "seq_len"], values))
-            for width in sorted(sweep["width"].unique()):
-                gap = _gap(table, task, {**key, "width": int(width)})
-                if gap:
-                    found.append({**gap, "sweep": "width"})
+        for axis in ("width", "pairs"):
+            others = [k for k in LINE if k != axis]
+            for values, sweep in part.groupby([*others, "seq_len"]):
+                if sweep[axis].nunique() < 2:
+                    continue
+                key = dict(zip([*others, "seq_len"], values))
+                for value in sorted(sweep[axis].unique()):
+                    gap = _gap(table, task, {**key, axis: int(value)})
+                    identity = (task, *(gap[k] for k in [*LINE, "seq_len"])) if gap else None
+                    if gap and identity not in listed:
+                        listed.add(identity)
+                        found.append({**gap, "sweep": axis})
     return found
 
 
@@ -217,17 +239,22 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
 
+def _settings(runs: list[dict]) -> dict:
+    return next((r["env"].get("settings") for r in runs if r["env"].get("settings")), {}) or {}
+
+
 def render(summary: dict, runs: list[dict]) -> str:
     """REPORT.md of a probe run."""
     from fastformer_bench.report.markdown import _table, environment
 
-    settings = next((r["env"].get("settings") for r in runs if r["env"].get("settings")), {}) or {}
+    settings = _settings(runs)
     lines = ["# fastformer-bench capability probe", "",
              f"Results: {', '.join(r['label'] for r in runs)}. Regenerate with `fastformer-bench report`; do not edit "
              "by hand.", ""]
     lines += environment(runs)
     lines += ["## Conditions", "",
-              f"- Training: {settings.get('steps', '?')} AdamW steps of {settings.get('batch_tokens', '?')} tokens "
+              f"- Training: {settings.get('steps', '?')} AdamW steps (unless a grid set its own budget: the "
+              f"table's steps column) of {settings.get('batch_tokens', '?')} tokens "
               f"(batch = tokens // N sequences), {settings.get('workers', 1)} point(s) at once, peak "
               f"learning rate {settings.get('lr', '?')} (10 % warm-up, cosine decay), weight decay "
               f"{settings.get('weight_decay', '?')}, {settings.get('threads', '?')} CPU thread(s), float32; every "
@@ -236,15 +263,17 @@ def render(summary: dict, runs: list[dict]) -> str:
               "(MQAR: over query positions). Models differ only in the mixer: same embedding, positions, MLP "
               "blocks, norms, head, width and depth.",
               "- Spread: mean over seeds, with the lowest and highest seed in brackets.",
-              "- Every accuracy is after the same fixed step budget: a mixer that falls at a longer N (or a narrower "
-              "width) may only need more steps there. The probe compares what the mixers learn for the same "
-              "training, not what they could learn without limit.", ""]
+              "- Every accuracy is after a fixed step budget, the same for both mixers at a configuration: a mixer "
+              "that falls at a longer N (or a narrower width, or more pairs) may only need more steps there. The "
+              "probe compares what the mixers learn for the same training, not what they could learn without "
+              "limit.", ""]
     lines += ["## Conclusions (in numbers)", ""]
     statuses = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
     lines.append(f"- {summary['points']} points: {statuses}.")
     for h in summary["headlines"]:
         where = f"N = {h['seq_len']}, width {h['width']}" + (f", {h['pairs']} pairs" if h["task"] == "mqar" else "")
-        where += " (width sweep)" if h["sweep"] == "width" else ""
+        where += f", {h['steps']} steps" if h.get("steps", settings.get("steps")) != settings.get("steps") else ""
+        where += f" ({h['sweep']} sweep)" if h["sweep"] != "length" else ""
         lines.append(f"- {h['task']} at {where}: additive {_pct(h['additive'])} "
                      f"[{_pct(h['additive_range'][0])}–{_pct(h['additive_range'][1])}] vs softmax "
                      f"{_pct(h['softmax'])} [{_pct(h['softmax_range'][0])}–{_pct(h['softmax_range'][1])}] "
@@ -255,6 +284,7 @@ def render(summary: dict, runs: list[dict]) -> str:
     lines += ["## Accuracy per configuration", "", _table([
         {"task": r["task"], "mixer": r["mixer"], "C": r["columns"], "N": r["seq_len"], "D": r["width"],
          "layers": r["layers"], "pairs": r["pairs"] if r["task"] == "mqar" else "-",
+         "steps": r.get("steps", "-"),
          "accuracy": f"{_pct(r['mean'])} [{_pct(r['low'])}–{_pct(r['high'])}]", "seeds": r["seeds"],
          "chance": _pct(r["chance"]), "train s (median)": f"{r['train_s']:.1f}"} for r in summary["accuracy"]]), ""]
     lines += ["## Static-query analysis", "",
@@ -279,6 +309,8 @@ def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list
 
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
+    steps = int(_settings(runs).get("steps", 0))  # for records that do not say (every record here does, so far)
+    frame = frame.assign(steps=frame["steps"].fillna(steps).astype(int) if "steps" in frame else steps)
     summary = summarize(frame)
     summary["figures"] = [entry for draw in FIGURES for entry in draw(frame, figures_dir)]
     if unreadable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import torch
 
 from fastformer_bench.impls.additive_eager import eager_additive_attention, pooling_weights
 from fastformer_bench.probe import tasks
-from fastformer_bench.probe.point import ProbePoint, ProbeSettings
+from fastformer_bench.probe.point import ProbePoint, ProbeSettings, expand
+from fastformer_bench.probe.runner import run_probe
 from fastformer_bench.probe.train import _auc, train_point
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +128,50 @@ def test_additive_records_carry_the_static_query_analysis():
     assert weights.shape == (2, 3, 32) and torch.allclose(weights.sum(-1), torch.ones(2, 3), atol=1e-4)
 
 
+# -- per-grid budget ---------------------------------------------------------------------------------------------
+def test_a_points_steps_override_the_settings_and_are_part_of_its_identity():
+    plain = ProbePoint(task="mqar", mixer="softmax", seq_len=32, pairs=4, vocab=32)
+    longer = ProbePoint(**{**plain.params(), "steps": 5})
+    assert "steps" not in plain.params() and longer.params()["steps"] == 5
+    assert plain.point_id != longer.point_id
+    assert plain.budget(TINY) is TINY and longer.budget(TINY) == ProbeSettings(**{**asdict(TINY), "steps": 5})
+    assert "steps=5" in longer.label and "steps" not in plain.label
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        ProbePoint(**{**plain.params(), "steps": -1})
+
+
+def test_a_grid_without_steps_keeps_the_ids_of_the_committed_results():
+    from fastformer_bench import presets
+
+    preset = presets.load("probe")
+    settings = ProbeSettings(**preset.settings)
+    committed = {(r := json.loads(line))["point_id"]: r
+                 for line in (REPO / "results" / "probe" / "points.jsonl").read_text().splitlines()}
+    expanded = {p.point_id: p for p in expand(preset.grids)}
+    assert set(committed) <= set(expanded)  # a --resume into the committed results re-trains nothing
+    assert all(record["steps"] == expanded[pid].budget(settings).steps for pid, record in committed.items())
+    # The grids without a budget give the ids their points had before budgets existed (trained for the settings'
+    # steps); the budgeted grid's points are others.
+    plain = expand([grid for grid in preset.grids if "steps" not in grid])
+    assert {p.point_id for p in plain} == {pid for pid, r in committed.items() if r["steps"] == settings.steps}
+    budgeted = [p for p in expanded.values() if p.steps]
+    assert budgeted and all(p.steps != settings.steps for p in budgeted)
+
+
+def test_a_grids_steps_are_the_steps_its_points_train_for(tmp_path):
+    grid = {"task": ["topic"], "mixer": ["additive"], "seq_len": [16], "width": [8], "heads": [2], "layers": [1],
+            "vocab": [16]}
+    points = expand([grid, {**grid, "steps": [3]}])
+    assert [p.steps for p in points] == [0, 3]
+    records = run_probe(points, TINY, str(tmp_path / "out"), preset="test", progress=False)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert [r["steps"] for r in records] == [TINY.steps, 3]  # the settings' steps, then the grid's
+    assert [r["point_id"] for r in records] == [p.point_id for p in points]
+    assert records[0]["train_loss"] != records[1]["train_loss"]
+    again = run_probe(points, TINY, str(tmp_path / "out"), preset="test", resume=True, progress=False)
+    assert again == []
+
+
 # -- sanity: if a mixer cannot reach these, the probe is broken, not the mixer -------------------------------------
 def test_softmax_attention_solves_mqar_at_n64_with_8_pairs():
     from fastformer_bench import presets
@@ -177,7 +223,7 @@ def test_a_probe_run_resumes_and_reports(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ("--task", "sorting"), ("--task", "mqar", "--pairs", "64", "--seq-len", "64"), ("--width", "30", "--heads", "4"),
-    ("--dtype", "float16"), ("--executor", "slurm"),
+    ("--dtype", "float16"), ("--executor", "slurm"), ("--steps", "-1"),
 ])
 def test_bad_probe_requests_exit_2_in_one_line(tmp_path, args):
     done = _cli("run", "--preset", "probe-quick", "--out", str(tmp_path / "x"), *args)
@@ -185,8 +231,9 @@ def test_bad_probe_requests_exit_2_in_one_line(tmp_path, args):
     assert not (tmp_path / "x" / "points.jsonl").exists()
 
 
-def test_probe_flags_on_a_speed_preset_exit_2(tmp_path):
-    done = _cli("run", "--preset", "quick", "--out", str(tmp_path / "x"), "--task", "topic")
+@pytest.mark.parametrize("flag", [("--task", "topic"), ("--steps", "10")])
+def test_probe_flags_on_a_speed_preset_exit_2(tmp_path, flag):
+    done = _cli("run", "--preset", "quick", "--out", str(tmp_path / "x"), *flag)
     assert done.returncode == 2 and "probe presets only" in done.stderr
 
 
@@ -210,3 +257,26 @@ def test_the_probe_report_never_imports_torch(tmp_path):
     text = (tmp_path / "report" / "REPORT.md").read_text()
     assert ("topic at N = 64, width 16: additive 55.0 % [50.0 %–60.0 %] vs softmax 75.0 % [70.0 %–80.0 %] (2 seeds): "
             "softmax ahead by +20.0 points") in text
+
+
+def test_the_probe_report_draws_accuracy_against_pairs_with_each_grids_steps(tmp_path):
+    from fastformer_bench.report import build_report
+
+    out = tmp_path / "probe"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"kind": "probe", "settings": {"steps": 3}}))
+    record = {"schema": 2, "kind": "probe", "run_id": "r", "status": "ok", "reason": None, "impl": "eager",
+              "task": "mqar", "columns": 3, "seq_len": 64, "width": 16, "heads": 2, "layers": 1, "vocab": 130,
+              "chance": 1 / 65, "train_s": 1.0, "loss": 0.1, "steps": 10, "query_auc": None, "query_auc_mean": None,
+              "example": None}
+    lines = [json.dumps({**record, "point_id": f"{mixer}{pairs}{seed}", "mixer": mixer, "pairs": pairs, "seed": seed,
+                         "accuracy": (1.0 if mixer == "softmax" else 0.5) / pairs + 0.01 * seed})
+             for mixer in ("additive", "softmax") for pairs in (4, 16, 64) for seed in (0, 1, 2)]
+    (out / "points.jsonl").write_text("\n".join(lines) + "\n")
+    summary = build_report([str(out)], str(tmp_path / "report"))
+    assert (tmp_path / "report" / "figures" / "probe_mqar_vs_pairs.png").exists()
+    assert [(h["pairs"], h["steps"], h["sweep"]) for h in summary["headlines"] if h["sweep"] == "pairs"] == [
+        (4, 10, "pairs"), (16, 10, "pairs"), (64, 10, "pairs")]
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert ("mqar at N = 64, width 16, 64 pairs, 10 steps (pairs sweep): additive 1.8 % [0.8 %–2.8 %] vs softmax "
+            "2.6 % [1.6 %–3.6 %] (3 seeds)") in text
