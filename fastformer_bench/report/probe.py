@@ -243,6 +243,17 @@ def _settings(runs: list[dict]) -> dict:
     return next((r["env"].get("settings") for r in runs if r["env"].get("settings")), {}) or {}
 
 
+def _session_lines(runs: list[dict]) -> list[str]:
+    """What run.json says of sessions that resumed the run under other conditions (their points' train_s differ)."""
+    lines = []
+    for run in runs:
+        for session in run["env"].get("resumed_sessions") or []:
+            if isinstance(session, dict) and session.get("note"):
+                added = f"{session['points_added']} points" if session.get("points_added") else "points"
+                lines.append(f"- A resumed session added {added}: {session['note']}.")
+    return lines
+
+
 def render(summary: dict, runs: list[dict]) -> str:
     """REPORT.md of a probe run."""
     from fastformer_bench.report.markdown import _table, environment
@@ -266,7 +277,7 @@ def render(summary: dict, runs: list[dict]) -> str:
               "- Every accuracy is after a fixed step budget, the same for both mixers at a configuration: a mixer "
               "that falls at a longer N (or a narrower width, or more pairs) may only need more steps there. The "
               "probe compares what the mixers learn for the same training, not what they could learn without "
-              "limit.", ""]
+              "limit.", *_session_lines(runs), ""]
     lines += ["## Conclusions (in numbers)", ""]
     statuses = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
     lines.append(f"- {summary['points']} points: {statuses}.")

@@ -280,3 +280,12 @@ def test_the_probe_report_draws_accuracy_against_pairs_with_each_grids_steps(tmp
     text = (tmp_path / "report" / "REPORT.md").read_text()
     assert ("mqar at N = 64, width 16, 64 pairs, 10 steps (pairs sweep): additive 1.8 % [0.8 %–2.8 %] vs softmax "
             "2.6 % [1.6 %–3.6 %] (3 seeds)") in text
+
+
+def test_a_resumed_session_under_other_conditions_is_stated_in_the_conditions():
+    from fastformer_bench.report.probe import _session_lines
+
+    runs = [{"label": "r", "env": {"resumed_sessions": [
+        {"points_added": 30, "note": "trained one at a time on one core"}, {"git_commit": "abc"}]}}]
+    assert _session_lines(runs) == ["- A resumed session added 30 points: trained one at a time on one core."]
+    assert _session_lines([{"label": "r", "env": {}}]) == []
