@@ -118,10 +118,8 @@ def test_the_committed_report_regenerates_from_its_results(tmp_path):
     summary = build_report([str(ROOT / "results" / "cpu")], str(tmp_path))
     committed = ROOT / "reports" / "cpu"
     assert (tmp_path / "REPORT.md").read_text() == (committed / "REPORT.md").read_text()
-    # schema 1 upgraded: the baselines come from the frozen facts; that key is the only one schema 2 adds
-    assert summary["baselines"] == ["softmax_sdpa", "softmax_naive"] and "quantities" not in summary
-    old = json.loads((committed / "summary.json").read_text())
-    assert {k: v for k, v in summary.items() if k != "baselines"} == {k: v for k, v in old.items() if k != "baselines"}
+    assert summary["baselines"] == ["softmax_sdpa", "softmax_naive"]
+    assert summary == json.loads((committed / "summary.json").read_text())
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == \
         sorted(p.name for p in (committed / "figures").glob("*.png"))
 
