@@ -217,26 +217,29 @@ def test_csv_keeps_every_record_and_reads_in_pandas(synthetic, tmp_path):
     assert json.loads(by_id.loc[records[0]["point_id"], "flops_notes"]) == records[0]["flops_notes"]
 
 
-# ---- the committed CPU study (schema 1) --------------------------------------------------------------------------
+# ---- the committed CPU study (schema 2) --------------------------------------------------------------------------
 
 
 def test_real_results_export_in_every_format(tmp_path):
     records = load_records([REAL])
     timed = _timed(records)
-    assert timed and all(r["schema"] == 1 for r in records)
+    assert timed and all(r["schema"] == 2 for r in records)
     pb = _export(REAL, "pytest-benchmark", tmp_path / "cpu.json")
     benches = _load_pytest_benchmark(pb, tmp_path)
-    assert sorted(b["name"] for b in benches) == sorted(export.point_name(r) for r in timed)
+    # the study's threads axis: its 1- and 2-thread points share a name, so both keep their point_id in it
+    names = [name for _, name in export._named(timed)]
+    assert len(set(names)) == len(names) > len({export.point_name(r) for r in timed})
+    assert sorted(b["name"] for b in benches) == sorted(names)
     assert {b["iterations"] for b in benches} == {r["calls_per_sample"] for r in timed}
     table = _compare(tmp_path, str(pb), "--columns", "median,rounds")
-    assert all(export.point_name(r) in table for r in timed)
+    assert all(name in table for name in names)
     data = json.loads(pb.read_text())
     run = json.loads((REAL / "run.json").read_text())
     assert data["machine_info"]["node"] == run["hostname"] and data["commit_info"]["id"] == run["git_commit"]
     _check_github_action_benchmark(json.loads(_export(REAL, "github-action-benchmark", tmp_path / "g.json")
                                               .read_text()))
     frame = pd.read_csv(_export(REAL, "csv", tmp_path / "cpu.csv"))
-    assert len(frame) == len(records) and set(frame["schema"]) == {1}
+    assert len(frame) == len(records) and set(frame["schema"]) == {2}
 
 
 # ---- bad input, stdout, determinism, no torch ------------------------------------------------------------------
