@@ -1,5 +1,5 @@
 """Measures the gate's own error rates on this machine: repeated A/B gates of unchanged code (false alarms)
-and of a deliberately slowed candidate (misses), plus instruction-count gates (1 % more work by default; unchanged).
+and of a deliberately slowed candidate (misses), plus instruction-count gates (2 % more work by default; unchanged).
 
     python suites/harness/gate_selftest.py --repeats 20 --out results/gate-selftest
 
@@ -97,7 +97,7 @@ def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str], facto
     return _trials(repo, repeats, workdir, args, factor, "test_slowdown", "wall")
 
 
-def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1.01",
+def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1.02",
                        threshold: str = "0.5") -> list[dict]:
     """Instruction gates (forward: test_extra adds forward work only): eager vs test_extra at ``factor`` x the
     work, flagged above ``threshold`` %. A factor of exactly 1 + threshold/100 is never caught: the worker's own
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/gate-selftest", help="where the JSON results go")
     parser.add_argument("--gate-args", default="", help="extra gate options for the wall-time trials")
     parser.add_argument("--factor", default="1.25", help="the slowed candidate's wall-time factor (default 1.25)")
-    parser.add_argument("--instruction-factor", default="1.01",
-                        help="the extra work of the instruction trials' candidate (default 1.01)")
+    parser.add_argument("--instruction-factor", default="1.02",
+                        help="the instruction candidate's work factor (default 1.02; 50 calls are counted)")
     parser.add_argument("--instruction-threshold", default="0.5",
                         help="the instruction trials' gate threshold, percent (default 0.5, the gate's own is 1)")
     parser.add_argument("--repo", help="use this git clone as the candidate (its HEAD is the baseline) instead of "
