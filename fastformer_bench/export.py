@@ -123,7 +123,7 @@ def _axis_label(name: str, value) -> str | None:
 
 #: axes left out of names, groups and params: every record holds its thread count, whether its grid named the
 #: threads axis or not, so naming it would rename every stored series; points that differ by it alone keep their
-#: point_id in the name (_named), and extra_info holds the count
+#: point_id in the name (named_points), and extra_info holds the count
 _UNNAMED = ("threads",)
 
 
@@ -155,7 +155,7 @@ def point_group(record: dict) -> str:
     return " ".join(parts)
 
 
-def _named(records: list[dict]) -> list[tuple[dict, str]]:
+def named_points(records: list[dict]) -> list[tuple[dict, str]]:
     """Each record with its name; two points with the same axes (different runs' settings) keep their point_id."""
     names = [point_name(r) for r in records]
     seen = {n: names.count(n) for n in names}
@@ -217,7 +217,7 @@ def to_pytest_benchmark(records: list[dict], run: dict) -> dict:
     version, Stats = _pytest_benchmark()
     settings = run.get("settings") or {}
     benchmarks = []
-    for record, name in _named([r for r in records if samples_of(r) is not None]):
+    for record, name in named_points([r for r in records if samples_of(r) is not None]):
         samples = samples_of(record)
         stats = Stats()
         for seconds in samples:
@@ -252,7 +252,7 @@ def to_github_action_benchmark(records: list[dict], run: dict) -> list[dict]:
     """The action's ``customSmallerIsBetter`` entries: median time per call of each timed point."""
     commit = run.get("git_commit")
     entries = []
-    for record, name in _named([r for r in records if samples_of(r) is not None]):
+    for record, name in named_points([r for r in records if samples_of(r) is not None]):
         samples = samples_of(record)
         median = record.get("time_median")
         median = statistics.median(samples) if median is None else median

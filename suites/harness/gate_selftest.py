@@ -23,10 +23,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from plugins_for_tests import calls_for_exact_work  # this script's folder is on sys.path
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]  # the repository this file belongs to: the snapshot's source and the gate's working folder
 PLUGINS = "plugins_for_tests:SLOWDOWN,plugins_for_tests:EXTRA"
 SLOWDOWN_ENV = "FASTFORMER_BENCH_TEST_SLOWDOWN"
+DEFAULT_COUNTED_CALLS = 50  # the gate's --calls default
 
 
 def snapshot(source: Path, dest: Path) -> Path:
@@ -101,9 +104,14 @@ def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1
                        threshold: str = "0.5") -> list[dict]:
     """Instruction gates (forward: test_extra adds forward work only): eager vs test_extra at ``factor`` x the
     work, flagged above ``threshold`` %. A factor of exactly 1 + threshold/100 is never caught: the worker's own
-    per-call instructions dilute the extra work, so its ratio lands just under the factor."""
+    per-call instructions dilute the extra work, so its ratio lands just under the factor.
+
+    test_extra adds whole eager calls (one per denominator of the factor), so each counted region holds a
+    multiple of the denominator of calls, at least the gate's default 50: 100 at 1.01, where 50 calls would hold
+    no extra work at all."""
+    calls = calls_for_exact_work(factor, DEFAULT_COUNTED_CALLS)
     args = ["--instructions", "--mode", "fwd", "--impl", "eager,softmax_sdpa,eager", "--candidate-impl",
-            "eager,softmax_sdpa,test_extra", "--instr-threshold", threshold]
+            "eager,softmax_sdpa,test_extra", "--instr-threshold", threshold, "--calls", str(calls)]
     return _trials(repo, repeats, workdir, args, factor, "test_extra", "instruction")
 
 
@@ -121,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate-args", default="", help="extra gate options for the wall-time trials")
     parser.add_argument("--factor", default="1.25", help="the slowed candidate's wall-time factor (default 1.25)")
     parser.add_argument("--instruction-factor", default="1.02",
-                        help="the instruction candidate's work factor (default 1.02; 50 calls are counted)")
+                        help="the instruction candidate's work factor (default 1.02); each counted region holds a "
+                             "multiple of its denominator of calls, at least 50 (100 at 1.01)")
     parser.add_argument("--instruction-threshold", default="0.5",
                         help="the instruction trials' gate threshold, percent (default 0.5, the gate's own is 1)")
     parser.add_argument("--repo", help="use this git clone as the candidate (its HEAD is the baseline) instead of "

@@ -69,14 +69,22 @@ def plugin_spec() -> str:
 SLOWDOWN_ENV = "FASTFORMER_BENCH_TEST_SLOWDOWN"
 
 
-def _factor() -> Fraction:
-    factor = Fraction(os.environ.get(SLOWDOWN_ENV, "1.25")).limit_denominator(1000)
+def slowdown_factor(text: str) -> Fraction:
+    """``text`` (e.g. "1.01") as the exact fraction test_extra works to: 1.01 is 101/100, so test_extra does one
+    extra eager call per 100 calls, and only a run of a multiple of 100 calls holds exactly 1.01x the work."""
+    factor = Fraction(text).limit_denominator(1000)
     if factor < 1:
         raise ValueError(f"{SLOWDOWN_ENV} must be >= 1, got {factor}.")
     return factor
 
 
-_FACTOR = _factor()
+def calls_for_exact_work(text: str, at_least: int) -> int:
+    """The fewest calls, at least ``at_least``, over which test_extra does exactly its factor x the work."""
+    denominator = slowdown_factor(text).denominator
+    return denominator * -(-at_least // denominator)
+
+
+_FACTOR = slowdown_factor(os.environ.get(SLOWDOWN_ENV, "1.25"))
 _debt = [0]  # extra work owed by test_extra, in units of 1 / denominator of an eager call
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gate_selftest import plugin_env, snapshot  # suites/harness is on sys.path (conftest)
+from plugins_for_tests import calls_for_exact_work
 
 from fastformer_bench.gate import compare as gate_compare
 from fastformer_bench.gate import instructions as gate_instructions
@@ -277,6 +278,27 @@ def test_instruction_counts_flag_two_percent_more_work_and_not_unchanged_code(cl
     assert rows["unchanged"]["verdict"] == "same" and abs(rows["unchanged"]["ratio"] - 1) < 0.005, rows
     assert "3 layouts" in rows["unchanged"]["note"], rows
     assert rows["slowed"]["verdict"] == "regression" and rows["slowed"]["ratio"] > 1.01, rows
+
+
+@pytest.mark.parametrize("factor", ["1.01", "1.02", "1.05", "1.25"])
+def test_the_self_tests_counted_calls_hold_exactly_the_extra_candidates_factor(factor, monkeypatch):
+    # test_extra adds whole eager calls; at 1.01 the gate's default 50 counted calls held none of them (101/100),
+    # so the self-test's 1 % trials could not be caught. Any run of the chosen count, from any starting debt,
+    # must hold exactly factor x the eager calls.
+    import plugins_for_tests
+
+    calls = calls_for_exact_work(factor, 50)
+    exact = plugins_for_tests.slowdown_factor(factor)
+    made = []
+    monkeypatch.setattr(plugins_for_tests, "_FACTOR", exact)
+    monkeypatch.setattr(plugins_for_tests, "_debt", [0])
+    monkeypatch.setattr(plugins_for_tests, "eager_additive_attention", lambda x, w, mask=None: made.append(1))
+    for debt in (0, exact.denominator - 1, exact.denominator // 2):
+        plugins_for_tests._debt[0] = debt
+        made.clear()
+        for _ in range(calls):
+            plugins_for_tests._extra(None, None)
+        assert calls >= 50 and len(made) == calls * exact, (factor, calls, debt, len(made))
 
 
 # -- structure ---------------------------------------------------------------------------------------------------

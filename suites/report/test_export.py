@@ -227,7 +227,7 @@ def test_real_results_export_in_every_format(tmp_path):
     pb = _export(REAL, "pytest-benchmark", tmp_path / "cpu.json")
     benches = _load_pytest_benchmark(pb, tmp_path)
     # the study's threads axis: its 1- and 2-thread points share a name, so both keep their point_id in it
-    names = [name for _, name in export._named(timed)]
+    names = [name for _, name in export.named_points(timed)]
     assert len(set(names)) == len(names) > len({export.point_name(r) for r in timed})
     assert sorted(b["name"] for b in benches) == sorted(names)
     assert {b["iterations"] for b in benches} == {r["calls_per_sample"] for r in timed}
