@@ -184,6 +184,52 @@ def summarize(frame: pd.DataFrame) -> dict:
     }
 
 
+#: the probe's own sanity bars (issue 14): if a mixer cannot reach these, the probe is broken, not the mixer.
+#: Each: what it says, the configuration (C = 3, the settings' step budget, the study's main width 64), the bar.
+SANITY_BAR = 0.95
+SANITY = (
+    ("softmax solves MQAR at N = 64, 8 pairs", {"task": "mqar", "mixer": "softmax", "seq_len": 64, "pairs": 8}),
+    ("additive solves topic at N = 256", {"task": "topic", "mixer": "additive", "seq_len": 256}),
+    ("softmax solves topic at N = 256", {"task": "topic", "mixer": "softmax", "seq_len": 256}),
+)
+
+
+def sanity(frame: pd.DataFrame, steps: int | None) -> list[dict]:
+    """Each sanity bar against this run's own points at its configuration (width 64, C = 3, the settings' steps):
+    every seed's accuracy, their mean, and how many seeds reach the bar; "measured": False where the run has none."""
+    ok = _ok(frame)
+    found = []
+    for claim, key in SANITY:
+        rows = ok[(ok["columns"] == 3) & (ok["width"] == 64)] if not ok.empty else ok
+        if steps is not None and not rows.empty:
+            rows = rows[rows["steps"] == steps]
+        for name, value in key.items():
+            rows = rows[rows[name] == value] if not rows.empty else rows
+        seeds = rows.sort_values("seed")[["seed", "accuracy"]] if not rows.empty else rows
+        entry = {"claim": claim, **key, "width": 64, "bar": SANITY_BAR, "measured": not seeds.empty}
+        if not seeds.empty:
+            accuracies = [float(a) for a in seeds["accuracy"]]
+            entry.update(seeds=[int(s) for s in seeds["seed"]], accuracy=accuracies,
+                         mean=float(np.mean(accuracies)),
+                         seeds_at_bar=sum(a >= SANITY_BAR for a in accuracies))
+        found.append(entry)
+    return found
+
+
+def _sanity_lines(checks: list[dict]) -> list[str]:
+    lines = []
+    for c in checks:
+        if not c["measured"]:
+            lines.append(f"- {c['claim']} (width 64): not in this run.")
+            continue
+        per_seed = " / ".join(_pct(a) for a in c["accuracy"])
+        verdict = ("every seed reaches it" if c["seeds_at_bar"] == len(c["accuracy"]) else
+                   f"{len(c['accuracy']) - c['seeds_at_bar']} of {len(c['accuracy'])} seeds below it")
+        lines.append(f"- {c['claim']} (width 64, bar {_pct(c['bar'])}): mean {_pct(c['mean'])}; seeds "
+                     f"{', '.join(str(s) for s in c['seeds'])}: {per_seed}; {verdict}.")
+    return lines
+
+
 def _gap(table: pd.DataFrame, task: str, key: dict) -> dict | None:
     rows = table[(table["task"] == task) & (table["columns"] == 3)]
     for name, value in key.items():
@@ -290,6 +336,10 @@ def render(summary: dict, runs: list[dict]) -> str:
                      f"{_pct(h['softmax'])} [{_pct(h['softmax_range'][0])}–{_pct(h['softmax_range'][1])}] "
                      f"({h['seeds']} seeds): softmax ahead by {h['gap_points']:+.1f} points.")
     lines.append("")
+    if summary.get("sanity"):
+        lines += ["## Sanity (the probe's own bar)", "",
+                  "Where a mixer misses these, the training is suspect, not the mixer. From this run's points, "
+                  "at the settings' step budget:", "", *_sanity_lines(summary["sanity"]), ""]
     lines += ["## Figures", ""] + [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n"
                                    for f in summary["figures"]]
     lines += ["## Accuracy per configuration", "", _table([
@@ -323,6 +373,7 @@ def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list
     steps = int(_settings(runs).get("steps", 0))  # for records that do not say (every record here does, so far)
     frame = frame.assign(steps=frame["steps"].fillna(steps).astype(int) if "steps" in frame else steps)
     summary = summarize(frame)
+    summary["sanity"] = sanity(frame, steps or None)
     summary["figures"] = [entry for draw in FIGURES for entry in draw(frame, figures_dir)]
     if unreadable:
         summary["unreadable"] = unreadable

@@ -289,3 +289,35 @@ def test_a_resumed_session_under_other_conditions_is_stated_in_the_conditions():
         {"points_added": 30, "note": "trained one at a time on one core"}, {"git_commit": "abc"}]}}]
     assert _session_lines(runs) == ["- A resumed session added 30 points: trained one at a time on one core."]
     assert _session_lines([{"label": "r", "env": {}}]) == []
+
+
+def test_the_probe_report_checks_its_sanity_bars_per_seed_at_their_own_configuration(tmp_path):
+    from fastformer_bench.report import build_report
+
+    out = tmp_path / "probe"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"kind": "probe", "settings": {"steps": 300}}))
+    record = {"schema": 2, "kind": "probe", "run_id": "r", "status": "ok", "reason": None, "impl": "eager",
+              "columns": 3, "width": 64, "heads": 4, "layers": 2, "vocab": 64, "chance": 0.25, "train_s": 1.0,
+              "loss": 0.1, "steps": 300, "query_auc": None, "query_auc_mean": None, "example": None}
+    mqar = {"task": "mqar", "mixer": "softmax", "seq_len": 64, "pairs": 8}
+    points = [{**mqar, "seed": seed, "accuracy": acc} for seed, acc in ((0, 0.99), (1, 0.94), (2, 1.0))]
+    points += [{**mqar, "seed": 0, "accuracy": 0.1, "width": 32},  # the width sweep: not the sanity configuration
+               {**mqar, "seed": 0, "accuracy": 0.2, "steps": 1000},  # another step budget: neither
+               {**mqar, "seed": 0, "accuracy": 0.3, "columns": 4}]
+    points += [{"task": "topic", "mixer": "additive", "seq_len": 256, "pairs": 8, "seed": s, "accuracy": 0.97}
+               for s in (0, 1)]
+    lines = [json.dumps({**record, **p, "point_id": f"p{n}"}) for n, p in enumerate(points)]
+    (out / "points.jsonl").write_text("\n".join(lines) + "\n")
+    summary = build_report([str(out)], str(tmp_path / "report"))
+    checks = {c["claim"]: c for c in summary["sanity"]}
+    mqar_check = checks["softmax solves MQAR at N = 64, 8 pairs"]
+    assert mqar_check["accuracy"] == [0.99, 0.94, 1.0] and mqar_check["seeds_at_bar"] == 2
+    assert checks["additive solves topic at N = 256"]["seeds_at_bar"] == 2
+    assert not checks["softmax solves topic at N = 256"]["measured"]
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert ("- softmax solves MQAR at N = 64, 8 pairs (width 64, bar 95.0 %): mean 97.7 %; seeds 0, 1, 2: "
+            "99.0 % / 94.0 % / 100.0 %; 1 of 3 seeds below it.") in text
+    assert "- additive solves topic at N = 256 (width 64, bar 95.0 %): mean 97.0 %; seeds 0, 1: 97.0 % / 97.0 %; " \
+           "every seed reaches it." in text
+    assert "- softmax solves topic at N = 256 (width 64): not in this run." in text
