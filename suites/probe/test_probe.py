@@ -237,17 +237,24 @@ def test_probe_flags_on_a_speed_preset_exit_2(tmp_path, flag):
     assert done.returncode == 2 and "probe presets only" in done.stderr
 
 
-def test_the_probe_report_never_imports_torch(tmp_path):
+def _probe_run(tmp_path: Path, settings_steps: int, points: list[dict], **common) -> Path:
+    """A probe results directory of ok ``points`` (each over a record of ``common`` fields), as a run writes it."""
     out = tmp_path / "probe"
     out.mkdir()
-    (out / "run.json").write_text(json.dumps({"kind": "probe", "settings": {"steps": 3}}))
+    (out / "run.json").write_text(json.dumps({"kind": "probe", "settings": {"steps": settings_steps}}))
     record = {"schema": 2, "kind": "probe", "run_id": "r", "status": "ok", "reason": None, "impl": "eager",
-              "columns": 3, "width": 16, "heads": 2, "layers": 1, "pairs": 4, "vocab": 32, "chance": 0.25,
-              "train_s": 1.0, "loss": 0.1, "query_auc": None, "query_auc_mean": None, "example": None}
-    lines = [json.dumps({**record, "point_id": f"{task}{mixer}{n}{seed}", "task": task, "mixer": mixer,
-                         "seq_len": n, "seed": seed, "accuracy": 0.5 + 0.1 * seed + 0.2 * (mixer == "softmax")})
-             for task in ("topic", "mqar") for mixer in ("additive", "softmax") for n in (32, 64) for seed in (0, 1)]
+              "columns": 3, "chance": 0.25, "train_s": 1.0, "loss": 0.1, "query_auc": None, "query_auc_mean": None,
+              "example": None, **common}
+    lines = [json.dumps({**record, "point_id": f"p{n}", **point}) for n, point in enumerate(points)]
     (out / "points.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_the_probe_report_never_imports_torch(tmp_path):
+    points = [{"task": task, "mixer": mixer, "seq_len": n, "seed": seed,
+               "accuracy": 0.5 + 0.1 * seed + 0.2 * (mixer == "softmax")}
+              for task in ("topic", "mqar") for mixer in ("additive", "softmax") for n in (32, 64) for seed in (0, 1)]
+    out = _probe_run(tmp_path, 3, points, width=16, heads=2, layers=1, pairs=4, vocab=32)
     code = ("import sys, fastformer_bench.report as r; "
             f"s = r.build_report([{str(out)!r}], {str(tmp_path / 'report')!r}); "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')), len(s['headlines']))")
@@ -262,17 +269,11 @@ def test_the_probe_report_never_imports_torch(tmp_path):
 def test_the_probe_report_draws_accuracy_against_pairs_with_each_grids_steps(tmp_path):
     from fastformer_bench.report import build_report
 
-    out = tmp_path / "probe"
-    out.mkdir()
-    (out / "run.json").write_text(json.dumps({"kind": "probe", "settings": {"steps": 3}}))
-    record = {"schema": 2, "kind": "probe", "run_id": "r", "status": "ok", "reason": None, "impl": "eager",
-              "task": "mqar", "columns": 3, "seq_len": 64, "width": 16, "heads": 2, "layers": 1, "vocab": 130,
-              "chance": 1 / 65, "train_s": 1.0, "loss": 0.1, "steps": 10, "query_auc": None, "query_auc_mean": None,
-              "example": None}
-    lines = [json.dumps({**record, "point_id": f"{mixer}{pairs}{seed}", "mixer": mixer, "pairs": pairs, "seed": seed,
-                         "accuracy": (1.0 if mixer == "softmax" else 0.5) / pairs + 0.01 * seed})
-             for mixer in ("additive", "softmax") for pairs in (4, 16, 64) for seed in (0, 1, 2)]
-    (out / "points.jsonl").write_text("\n".join(lines) + "\n")
+    points = [{"mixer": mixer, "pairs": pairs, "seed": seed,
+               "accuracy": (1.0 if mixer == "softmax" else 0.5) / pairs + 0.01 * seed}
+              for mixer in ("additive", "softmax") for pairs in (4, 16, 64) for seed in (0, 1, 2)]
+    out = _probe_run(tmp_path, 3, points, task="mqar", seq_len=64, width=16, heads=2, layers=1, vocab=130,
+                     chance=1 / 65, steps=10)
     summary = build_report([str(out)], str(tmp_path / "report"))
     assert (tmp_path / "report" / "figures" / "probe_mqar_vs_pairs.png").exists()
     assert [(h["pairs"], h["steps"], h["sweep"]) for h in summary["headlines"] if h["sweep"] == "pairs"] == [
@@ -294,12 +295,6 @@ def test_a_resumed_session_under_other_conditions_is_stated_in_the_conditions():
 def test_the_probe_report_checks_its_sanity_bars_per_seed_at_their_own_configuration(tmp_path):
     from fastformer_bench.report import build_report
 
-    out = tmp_path / "probe"
-    out.mkdir()
-    (out / "run.json").write_text(json.dumps({"kind": "probe", "settings": {"steps": 300}}))
-    record = {"schema": 2, "kind": "probe", "run_id": "r", "status": "ok", "reason": None, "impl": "eager",
-              "columns": 3, "width": 64, "heads": 4, "layers": 2, "vocab": 64, "chance": 0.25, "train_s": 1.0,
-              "loss": 0.1, "steps": 300, "query_auc": None, "query_auc_mean": None, "example": None}
     mqar = {"task": "mqar", "mixer": "softmax", "seq_len": 64, "pairs": 8}
     points = [{**mqar, "seed": seed, "accuracy": acc} for seed, acc in ((0, 0.99), (1, 0.94), (2, 1.0))]
     points += [{**mqar, "seed": 0, "accuracy": 0.1, "width": 32},  # the width sweep: not the sanity configuration
@@ -307,8 +302,7 @@ def test_the_probe_report_checks_its_sanity_bars_per_seed_at_their_own_configura
                {**mqar, "seed": 0, "accuracy": 0.3, "columns": 4}]
     points += [{"task": "topic", "mixer": "additive", "seq_len": 256, "pairs": 8, "seed": s, "accuracy": 0.97}
                for s in (0, 1)]
-    lines = [json.dumps({**record, **p, "point_id": f"p{n}"}) for n, p in enumerate(points)]
-    (out / "points.jsonl").write_text("\n".join(lines) + "\n")
+    out = _probe_run(tmp_path, 300, points, width=64, heads=4, layers=2, vocab=64, steps=300)
     summary = build_report([str(out)], str(tmp_path / "report"))
     checks = {c["claim"]: c for c in summary["sanity"]}
     mqar_check = checks["softmax solves MQAR at N = 64, 8 pairs"]
