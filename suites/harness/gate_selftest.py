@@ -77,10 +77,11 @@ def _rows(result: dict, slowed: bool, impl: str) -> list[dict]:
 
 
 def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: str, slowed_impl: str,
-            kind: str) -> list[dict]:
+            kind: str, trials: list[dict] | None = None, saved=None) -> list[dict]:
     """``repeats`` gates of ``args``: each a false alarm if an unchanged row fails, caught if every slowed row
-    (``slowed_impl`` at ``factor``) is a regression."""
-    trials = []
+    (``slowed_impl`` at ``factor``) is a regression. Each trial is appended to ``trials`` and ``saved()`` called,
+    so a run cut short keeps the trials it finished."""
+    trials = [] if trials is None else trials
     for number in range(repeats):
         result = run_gate(repo, args, plugin_env(factor), workdir)
         unchanged, slowed = _rows(result, False, slowed_impl), _rows(result, True, slowed_impl)
@@ -89,19 +90,22 @@ def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: st
                  "caught": bool(slowed) and all(r["verdict"] == "regression" for r in slowed),
                  "rows": result.get("rows"), "stderr": result.get("stderr")}
         trials.append(trial)
+        if saved:
+            saved()
         print(f"{kind} trial {number}: false alarm {trial['false_alarm']}, caught {trial['caught']}, "
               f"{trial['wall_s']:.0f} s", file=sys.stderr, flush=True)
     return trials
 
 
-def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str], factor: str = "1.25") -> list[dict]:
+def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str], factor: str = "1.25",
+                trials: list[dict] | None = None, saved=None) -> list[dict]:
     """Default A/B gates, each with the preset's points unchanged plus eager vs test_slowdown (``factor``, 1.25x)."""
     args = ["--impl", "eager,softmax_sdpa,eager", "--candidate-impl", "eager,softmax_sdpa,test_slowdown", *extra]
-    return _trials(repo, repeats, workdir, args, factor, "test_slowdown", "wall")
+    return _trials(repo, repeats, workdir, args, factor, "test_slowdown", "wall", trials, saved)
 
 
-def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1.02",
-                       threshold: str = "0.5") -> list[dict]:
+def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1.02", threshold: str = "0.5",
+                       trials: list[dict] | None = None, saved=None) -> list[dict]:
     """Instruction gates (forward: test_extra adds forward work only): eager vs test_extra at ``factor`` x the
     work, flagged above ``threshold`` %. A factor of exactly 1 + threshold/100 is never caught: the worker's own
     per-call instructions dilute the extra work, so its ratio lands just under the factor.
@@ -112,7 +116,7 @@ def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1
     calls = calls_for_exact_work(factor, DEFAULT_COUNTED_CALLS)
     args = ["--instructions", "--mode", "fwd", "--impl", "eager,softmax_sdpa,eager", "--candidate-impl",
             "eager,softmax_sdpa,test_extra", "--instr-threshold", threshold, "--calls", str(calls)]
-    return _trials(repo, repeats, workdir, args, factor, "test_extra", "instruction")
+    return _trials(repo, repeats, workdir, args, factor, "test_extra", "instruction", trials, saved)
 
 
 def _summary(trials: list[dict]) -> dict:
@@ -138,26 +142,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # The file is written after every trial (and named at the start), so a run cut short keeps what it measured.
+    target = out / f"selftest-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    wall: list[dict] = []
+    instr: list[dict] = []
+    load_before = os.getloadavg()
+
+    def payload() -> dict:
+        return {
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+            "cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "command": " ".join([sys.executable, str(HERE.relative_to(REPO) / Path(__file__).name),
+                                 *(argv or sys.argv[1:])]),
+            "complete": len(wall) == args.repeats and len(instr) == args.instruction_repeats,
+            "wall": {"summary": _summary(wall), "trials": wall},
+            "instructions": {"summary": _summary(instr), "trials": instr},
+        }
+
+    def saved() -> None:
+        target.write_text(json.dumps(payload(), indent=1) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="ffb-selftest-") as tmp:
         repo = Path(args.repo).resolve() if args.repo else snapshot(REPO, Path(tmp) / "clone")
-        load_before = os.getloadavg()
-        wall = wall_trials(repo, args.repeats, Path(tmp), args.gate_args.split(), args.factor)
-        instr = instruction_trials(repo, args.instruction_repeats, Path(tmp), args.instruction_factor,
-                                   args.instruction_threshold)
-    payload = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-        "cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "command": " ".join([sys.executable, str(HERE.relative_to(REPO) / Path(__file__).name),
-                             *(argv or sys.argv[1:])]),
-        "wall": {"summary": _summary(wall), "trials": wall},
-        "instructions": {"summary": _summary(instr), "trials": instr},
-    }
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"selftest-{stamp}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    print(json.dumps({"wall": payload["wall"]["summary"], "instructions": payload["instructions"]["summary"]}))
-    wall_ok = payload["wall"]["summary"]["false_alarms"] == 0 and payload["wall"]["summary"]["caught"] == len(wall)
-    instr_ok = (payload["instructions"]["summary"]["false_alarms"] == 0
-                and payload["instructions"]["summary"]["caught"] == len(instr))
+        wall_trials(repo, args.repeats, Path(tmp), args.gate_args.split(), args.factor, wall, saved)
+        instruction_trials(repo, args.instruction_repeats, Path(tmp), args.instruction_factor,
+                           args.instruction_threshold, instr, saved)
+    saved()
+    final = payload()
+    print(json.dumps({"wall": final["wall"]["summary"], "instructions": final["instructions"]["summary"]}))
+    wall_ok = final["wall"]["summary"]["false_alarms"] == 0 and final["wall"]["summary"]["caught"] == len(wall)
+    instr_ok = (final["instructions"]["summary"]["false_alarms"] == 0
+                and final["instructions"]["summary"]["caught"] == len(instr))
     return 0 if wall_ok and instr_ok else 1
 
 
