@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,16 @@ def _to_github(rows: list, title: str, instructions: bool, summary: str) -> None
               file=sys.stderr)
 
 
+def resolution(rows: list) -> str:
+    """What a time gate could see at this run's noise: the median over points of the slowdown each point's
+    interval lets the rule flag about half the time (a smaller one may pass unseen), with the least sensitive."""
+    found = sorted(r.flagged_from for r in rows if r.flagged_from is not None)
+    if not found:
+        return ""
+    return (f"at this run's noise a point is flagged from about {100 * (statistics.median(found) - 1):.1f} % slower "
+            f"(median over points; least sensitive {100 * (found[-1] - 1):.1f} %); ")
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the gate the parsed ``args`` describe; 0 pass, 1 regression or incorrect point (2 via ValueError)."""
     started = time.monotonic()
@@ -118,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
             "CI: percentile bootstrap of the ratio of medians")
     verdict = "FAIL" if failed or not compared else "PASS"
     summary = (f"{verdict}: {len(failed)} of {len(rows)} points fail, {len(compared)} compared ({rule}); "
-               f"{time.monotonic() - started:.0f} s")
+               f"{resolution(rows)}{time.monotonic() - started:.0f} s")
     instructions = bool(args.instructions)
     table.print_table(rows, title, instructions)
     print(summary)

@@ -18,6 +18,7 @@ from fastformer_bench.gate.stats import (
     DEFAULT_MARGIN,
     REGRESSION,
     compare_counts,
+    flagged_from,
     measure_samples,
     settle,
 )
@@ -52,6 +53,8 @@ class Row:
     q_value: float | None
     verdict: str
     note: str = ""
+    #: time rows: the slowdown this point's noise lets the rule flag about half the time (stats.flagged_from)
+    flagged_from: float | None = None
 
     @property
     def fails(self) -> bool:
@@ -148,7 +151,8 @@ def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
     for (at, base, cand), result in zip(timed, settled):
         rows[at] = Row(_label(base, cand), statistics.median(base.samples), statistics.median(cand.samples),
                        result.ratio, result.ci_low, result.ci_high, result.q_value, result.verdict,
-                       f"{len(base.samples)} vs {len(cand.samples)} samples; p = {result.p_value:.2g}")
+                       f"{len(base.samples)} vs {len(cand.samples)} samples; p = {result.p_value:.2g}",
+                       flagged_from(result.ratio, result.ci_low, margin))
     return rows
 
 

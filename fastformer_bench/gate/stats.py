@@ -103,6 +103,15 @@ def settle(found: list[Comparison], margin: float = DEFAULT_MARGIN, alpha: float
     return settled
 
 
+def flagged_from(ratio: float | None, ci_low: float | None, margin: float = DEFAULT_MARGIN) -> float | None:
+    """The slowdown (time ratio) that this point's noise lets the rule flag about half the time: a true ratio s,
+    measured at s with an interval of the same relative width, is flagged once s * (ci_low / ratio) > 1 + margin.
+    What a PASS can vouch for: slowdowns below it may have gone unseen. None without an interval."""
+    if ratio is None or ci_low is None or not ci_low > 0 or not ratio > 0:
+        return None
+    return (1 + margin) * ratio / ci_low
+
+
 def compare_counts(baseline: float, candidate: float,
                    percent: float = DEFAULT_INSTRUCTION_PERCENT) -> Comparison:
     """Compare instruction counts: a regression when the candidate executes more than ``percent`` % more."""

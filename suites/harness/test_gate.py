@@ -65,6 +65,35 @@ def test_large_and_significant_slowdown_is_a_regression_with_its_interval():
     assert faster.verdict == gate_stats.FASTER
 
 
+def test_a_points_resolution_is_the_slowdown_its_noise_lets_the_rule_flag():
+    # Unchanged code (the same samples, reordered: ratio exactly 1) gives the interval's relative width; the same
+    # candidate made slower by just more than that slowdown is flagged, by just less it is not.
+    base = _noisy(1.0, 80, 0.03, 7)
+    unchanged = gate_stats.compare_samples(base, base[::-1])
+    resolution = gate_stats.flagged_from(unchanged.ratio, unchanged.ci_low)
+    assert unchanged.ratio == 1 and resolution == pytest.approx((1 + gate_stats.DEFAULT_MARGIN) / unchanged.ci_low)
+    assert 1.02 < resolution < 1.1
+    above = gate_stats.compare_samples(base, [t * resolution * 1.005 for t in base[::-1]])
+    below = gate_stats.compare_samples(base, [t * resolution * 0.995 for t in base[::-1]])
+    assert above.verdict == gate_stats.REGRESSION and below.verdict == gate_stats.SAME
+    assert gate_stats.flagged_from(1.0, None) is None
+
+
+def test_the_time_gate_says_what_slowdown_it_could_have_seen():
+    from fastformer_bench.gate import resolution
+
+    sides = {(n,): gate_compare.Side(label=f"p{n}", status="ok", samples=tuple(_noisy(1.0, 60, spread, n)))
+             for n, spread in ((1, 0.01), (2, 0.05))}
+    rows = gate_compare.compare(sides, {k: gate_compare.Side(label=v.label, status="ok", samples=v.samples[::-1])
+                                        for k, v in sides.items()})
+    quiet, noisy = (r.flagged_from for r in rows)
+    assert 1.02 < quiet < noisy  # more noise, a larger slowdown before anything is flagged
+    line = resolution(rows)
+    assert f"from about {100 * ((quiet + noisy) / 2 - 1):.1f} % slower" in line
+    assert f"least sensitive {100 * (noisy - 1):.1f} %" in line
+    assert resolution([]) == ""
+
+
 def test_the_false_discovery_rate_is_controlled_across_points():
     # One point with p just under alpha among many unchanged ones: alone it would count, in a gate of 20 it is
     # what chance gives one point in twenty.
