@@ -24,12 +24,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from plugins_for_tests import calls_for_exact_work  # this script's folder is on sys.path
+from plugins_for_tests import SLOWDOWN_ENV, calls_for_exact_work  # this script's folder is on sys.path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]  # the repository this file belongs to: the snapshot's source and the gate's working folder
 PLUGINS = "plugins_for_tests:SLOWDOWN,plugins_for_tests:EXTRA"
-SLOWDOWN_ENV = "FASTFORMER_BENCH_TEST_SLOWDOWN"
 DEFAULT_COUNTED_CALLS = 50  # the gate's --calls default
 
 
