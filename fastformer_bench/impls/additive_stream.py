@@ -172,15 +172,12 @@ def _build_and_load() -> ctypes.CDLL:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    P, I, T = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    P, I, T, F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     for suffix, _ in _KERNELS.values():
-        getattr(lib, f"ffs_pool_{suffix}").argtypes = [P, I, I, I, I, I, I, P, P, I, I, P, P, P, T, I]
-        getattr(lib, f"ffs_output_{suffix}").argtypes = [P, I, I, I, I, I, P, P, I, I, P, T]
-        getattr(lib, f"ffs_backward_last_{suffix}").argtypes = [P, I, I, P, I, I, I, I, I, P, P, I, I, P, P, T, I]
-        getattr(lib, f"ffs_backward_column_{suffix}").argtypes = [P, I, I, I, I, I, I, P, P, P, P, P, P, I, I, P, P,
-                                                                   T, I]
-        for kind in ("pool", "output", "backward_last", "backward_column"):
-            getattr(lib, f"ffs_{kind}_{suffix}").restype = None
+        forward, backward = getattr(lib, f"ffs_forward_{suffix}"), getattr(lib, f"ffs_backward_{suffix}")
+        forward.argtypes = [P, I, I, I, I, I, I, I, I, P, P, I, I, P, P, P, P, P, T, I]
+        backward.argtypes = [P, I, I, I, P, I, I, I, I, I, I, I, P, F, P, P, P, P, P, I, I, P, P, T, I]
+        forward.restype = backward.restype = None
     lib.ffs_has_openmp.argtypes, lib.ffs_has_openmp.restype = [], ctypes.c_int
 
 
@@ -193,7 +190,7 @@ def has_openmp() -> bool:
 
 
 def _row_major(t: torch.Tensor) -> torch.Tensor:
-    """t [B, N, D] with unit stride along D (any strides for B and N): the kernels' layout."""
+    """t [..., D] with unit stride along D (any other strides): the kernels' layout."""
     return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
 
 
@@ -211,73 +208,42 @@ def _kernel(kind: str, dtype: torch.dtype):
     return getattr(_library(), f"ffs_{kind}_{_KERNELS[dtype][0]}")
 
 
-def _forward(cols: list[torch.Tensor], w: torch.Tensor, mask: torch.Tensor | None, chunk_n: int):
-    """out [B, N, D] and, per pooled column c, u_c, g_c [B, H, Dh] and m_c, l_c [B, H] (accumulation dtype)."""
-    C = len(cols)
-    B, N, D = cols[0].shape
+def _forward(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, chunk_n: int):
+    """out [B, N, D] and, per pooled column c, u_c, g_c [B, H, Dh] and m_c, l_c [B, H] (accumulation dtype).
+
+    x [C, B, N, D] with unit stride along D (``_row_major``); one call into the kernels does every column."""
+    C, B, N, D = x.shape
     H, Dh = w.shape[1], w.shape[2]
-    acc = _KERNELS[cols[0].dtype][1]
-    nt = torch.get_num_threads()
-    scale = 1.0 / math.sqrt(Dh)
+    acc = _KERNELS[x.dtype][1]
     mptr, mb, mn = _mask_args(mask)
-    wa = w.to(acc) * scale
+    wa = (w.to(acc) * (1.0 / math.sqrt(Dh))).contiguous()
     u = torch.empty((C - 1, B, H, Dh), dtype=acc)
     g = torch.empty_like(u)
     m = torch.empty((C - 1, B, H), dtype=acc)
     l = torch.empty_like(m)
-    pool = _kernel("pool", cols[0].dtype)
-    for c in range(C - 1):
-        # v_c = g_{c-1} ⊙ w_c / sqrt(Dh): the score of column c without forming G_c
-        v = wa[c].expand(B, H, Dh).contiguous() if c == 0 else (g[c - 1] * wa[c]).contiguous()
-        xc = cols[c]
-        pool(xc.data_ptr(), xc.stride(0), xc.stride(1), B, N, H, Dh, v.data_ptr(), mptr, mb, mn,
-             m[c].data_ptr(), l[c].data_ptr(), u[c].data_ptr(), nt, chunk_n)
-        if c > 0:
-            torch.mul(g[c - 1], u[c], out=g[c])
-        else:
-            g[c].copy_(u[c])
-    out = torch.empty((B, N, D), dtype=cols[0].dtype)
-    last = cols[C - 1]
-    _kernel("output", last.dtype)(last.data_ptr(), last.stride(0), last.stride(1), B, N, D, g[C - 2].data_ptr(),
-                                  mptr, mb, mn, out.data_ptr(), nt)
+    out = torch.empty((B, N, D), dtype=x.dtype)
+    _kernel("forward", x.dtype)(x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), C, B, N, H, Dh,
+                                wa.data_ptr(), mptr, mb, mn, out.data_ptr(), u.data_ptr(), g.data_ptr(),
+                                m.data_ptr(), l.data_ptr(), torch.get_num_threads(), chunk_n)
     return out, u, g, m, l
 
 
-def _backward(dout: torch.Tensor, cols: list[torch.Tensor], w: torch.Tensor, mask: torch.Tensor | None,
-              u: torch.Tensor, g: torch.Tensor, m: torch.Tensor, l: torch.Tensor, chunk_n: int, want_dx: bool):
+def _backward(dout: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, u: torch.Tensor,
+              g: torch.Tensor, m: torch.Tensor, l: torch.Tensor, chunk_n: int, want_dx: bool):
     """dx [C, B, N, D] (None unless want_dx) and dw [C-1, H, Dh] (accumulation dtype), last column first."""
-    C = len(cols)
-    B, N, D = cols[0].shape
+    C, B, N, D = x.shape
     H, Dh = w.shape[1], w.shape[2]
-    dtype, acc = cols[0].dtype, _KERNELS[cols[0].dtype][1]
-    nt = torch.get_num_threads()
+    dtype, acc = x.dtype, _KERNELS[x.dtype][1]
     scale = 1.0 / math.sqrt(Dh)
     mptr, mb, mn = _mask_args(mask)
-    wa = w.to(acc) * scale
+    wa = (w.to(acc) * scale).contiguous()
     dout = _row_major(dout.to(dtype))
     dx = torch.empty((C, B, N, D), dtype=dtype) if want_dx else None
-    dw = torch.zeros((C - 1, H, Dh), dtype=acc)
-
-    dg = torch.empty((B, H, Dh), dtype=acc)  # d loss / d g_{C-2}
-    last = cols[C - 1]
-    _kernel("backward_last", dtype)(last.data_ptr(), last.stride(0), last.stride(1), dout.data_ptr(),
-                                    dout.stride(0), dout.stride(1), B, N, D, g[C - 2].data_ptr(), mptr, mb, mn,
-                                    _ptr(dx[C - 1]) if want_dx else None, dg.data_ptr(), nt, chunk_n)
-    column = _kernel("backward_column", dtype)
-    dv = torch.empty((B, H, Dh), dtype=acc)
-    for c in range(C - 2, -1, -1):
-        # g_c = g_{c-1} ⊙ u_c, u_c = Σ_n a_n x_c[n], a = softmax(<x_c[n], v_c>), v_c = g_{c-1} ⊙ w_c / sqrt(Dh)
-        g_prev = g[c - 1] if c > 0 else None
-        du = (dg * g_prev if g_prev is not None else dg).contiguous()
-        v = (g_prev * wa[c] if g_prev is not None else wa[c].expand(B, H, Dh)).contiguous()
-        delta = (du * u[c]).sum(-1).contiguous()
-        xc = cols[c]
-        column(xc.data_ptr(), xc.stride(0), xc.stride(1), B, N, H, Dh, v.data_ptr(), m[c].data_ptr(),
-               l[c].data_ptr(), du.data_ptr(), delta.data_ptr(), mptr, mb, mn,
-               _ptr(dx[c]) if want_dx else None, dv.data_ptr(), nt, chunk_n)
-        dw[c] = (dv * g_prev).sum(0) * scale if g_prev is not None else dv.sum(0) * scale
-        if c > 0:
-            dg = dg * u[c] + dv * wa[c]
+    dw = torch.empty((C - 1, H, Dh), dtype=acc)
+    _kernel("backward", dtype)(x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), dout.data_ptr(),
+                               dout.stride(0), dout.stride(1), C, B, N, H, Dh, wa.data_ptr(), scale, u.data_ptr(),
+                               g.data_ptr(), m.data_ptr(), l.data_ptr(), mptr, mb, mn, _ptr(dx), dw.data_ptr(),
+                               torch.get_num_threads(), chunk_n)
     return dx, dw
 
 
@@ -287,8 +253,7 @@ def _backward(dout: torch.Tensor, cols: list[torch.Tensor], w: torch.Tensor, mas
 class _StreamAdditiveAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, chunk_n: int) -> torch.Tensor:
-        cols = [_row_major(x[c]) for c in range(x.shape[0])]
-        out, u, g, m, l = _forward(cols, w, mask, chunk_n)
+        out, u, g, m, l = _forward(_row_major(x), w, mask, chunk_n)
         # x and w are the inputs (alive anyway); u, g, m, l are O(B·H·Dh): no N×D intermediate is saved.
         ctx.save_for_backward(x, w, mask, u, g, m, l)
         ctx.chunk_n = chunk_n
@@ -298,8 +263,7 @@ class _StreamAdditiveAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout: torch.Tensor):
         x, w, mask, u, g, m, l = ctx.saved_tensors
-        cols = [_row_major(x[c]) for c in range(x.shape[0])]
-        dx, dw = _backward(dout, cols, w, mask, u, g, m, l, ctx.chunk_n, want_dx=ctx.needs_input_grad[0])
+        dx, dw = _backward(dout, _row_major(x), w, mask, u, g, m, l, ctx.chunk_n, want_dx=ctx.needs_input_grad[0])
         return dx, (dw.to(w.dtype) if ctx.needs_input_grad[1] else None), None, None
 
 
