@@ -340,7 +340,10 @@ def throughput(frame: pd.DataFrame) -> list[dict]:
 
 
 def fwd_bwd(frame: pd.DataFrame) -> list[dict]:
-    """Time of forward+backward over forward alone, at matching points."""
+    """Time of forward+backward over forward alone, at matching points; also over the shapes whose inputs exceed
+    the last-level cache alone (``past_llc``): below it the ratio also says whose working set still fits (the
+    backward's, its inputs and gradients and grad_out, is about twice the forward's), not only how much work
+    the backward does."""
     t = timed(frame)
     per_slice = [name for name in SLICE if name != "mode"] + ["impl"]
     keys = per_slice + SHAPE + ["seq_len"]
@@ -348,10 +351,17 @@ def fwd_bwd(frame: pd.DataFrame) -> list[dict]:
     if "fwd" not in per.columns or "fwd_bwd" not in per.columns:
         return []
     ratio = (per["fwd_bwd"] / per["fwd"]).dropna().rename("ratio").reset_index()
+    past = t.assign(past_llc=t["input_bytes"] > t["llc_bytes"])  # False where the LLC is unknown (NaN)
+    ratio = ratio.join(past.groupby(keys)["past_llc"].max(), on=keys)
     rows = []
     for key, g in ratio.groupby(per_slice, sort=True):
+        beyond = g[g["past_llc"].astype(bool)]
         rows.append({**key_dict(per_slice, key), **_ratio_stats(g["ratio"]),
-                     "n_values": sorted(int(n) for n in g["seq_len"].unique())})
+                     "n_values": sorted(int(n) for n in g["seq_len"].unique()),
+                     "shapes": [{"seq_len": int(r.seq_len), "width": int(r.width), "ratio": num(r.ratio, 4),
+                                 "past_llc": bool(r.past_llc)}
+                                for r in g.sort_values(["width", "seq_len"]).itertuples()],
+                     "past_llc": _ratio_stats(beyond["ratio"]) if len(beyond) else None})
     return rows
 
 

@@ -195,7 +195,7 @@ def conclusions(s: dict) -> list[str]:
                    f"{si(t['best_flops_per_s'], 'FLOP/s')}.")
     for r in s["fwd_bwd"]:
         out.append(f"- {r['impl']} fwd_bwd takes {r['median']:.2f}x the fwd time ({r['device']} {r['dtype']} "
-                   f"{r['scope']}; median of {r['n']} shapes, range {r['min']:.2f}–{r['max']:.2f}).")
+                   f"{r['scope']}; median of {r['n']} shapes, range {r['min']:.2f}–{r['max']:.2f}){_past_llc(r)}.")
     for c in s["columns"]:
         steps = f" ({c['steps_ratio']:.3g}x as many aggregation steps)" if c["steps_ratio"] else ""
         out.append(f"- {c['impl']} time grows {c['time_ratio']:.3g}x from C = {c['c_min']} to C = {c['c_max']}"
@@ -235,6 +235,17 @@ def _oom_sentence(o: dict) -> str:
     last = f"largest N that ran: {o['largest_ok_n']} ({si(o['largest_ok_peak_bytes'], 'B')} peak)" \
         if o["largest_ok_n"] is not None else "no smaller N ran"
     return f"{o['impl']} ran out of memory at N = {o['first_oom_n']} at width {o['width']}; {last}."
+
+
+def _past_llc(r: dict) -> str:
+    """Where the inputs exceed the last-level cache, the ratio alone, and each shape's."""
+    shapes = r.get("shapes") or []
+    each = ", ".join(f"N = {x['seq_len']} width {x['width']}{' (past LLC)' if x['past_llc'] else ''}: "
+                     f"{x['ratio']:.2f}x" for x in shapes)
+    beyond = r.get("past_llc")
+    if not beyond:
+        return f"; {each}; no shape's inputs exceed the LLC" if shapes else ""
+    return f"; {each}; past the LLC: {beyond['median']:.2f}x (median of {beyond['n']})"
 
 
 def _flop_sentences(rows: list[dict]) -> list[str]:

@@ -118,3 +118,23 @@ def test_the_report_states_the_largest_sizes_and_the_roofs(tmp_path):
     assert "Speedup over softmax_sdpa" in text and "at the largest N both ran: eager" in text
     assert "cpu x2: copy 10 GB/s, GEMM 100 GFLOP/s" in text
     assert "### t = a + b·N + c·N²" in text
+
+
+def test_the_backward_ratio_is_also_given_past_the_cache(tmp_path):
+    """fwd_bwd / fwd per shape, and over the shapes whose inputs exceed the LLC alone: there the forward's and
+    the backward's working sets both come from memory; below it a ratio also says which of them still fits."""
+    records = []
+    for n, ratio in [(2048, 5.0), (8192, 4.0), (16384, 2.6), (65536, 2.8)]:  # inputs past 32 MiB from 16384
+        for mode in ("fwd", "fwd_bwd"):
+            t = 1e-9 * n * (ratio if mode == "fwd_bwd" else 1)
+            records += [{**r, "point_id": f"{mode}-{n}", "mode": mode, "seq_len": n, "width": 256, "heads": 8,
+                         "batch": 1, "time_median": t, "time_p20": t, "time_p80": t, "samples": [t] * 3}
+                        for r in _cache_step_records()[:1]]
+    frame, _ = load([str(write_results(tmp_path, records, _env()))])
+    row = next(r for r in analysis.fwd_bwd(frame) if r["impl"] == "eager")
+    assert row["median"] == pytest.approx(3.4) and row["n"] == 4
+    assert [(s["seq_len"], s["past_llc"]) for s in row["shapes"]] == [(2048, False), (8192, False), (16384, True),
+                                                                    (65536, True)]
+    assert row["past_llc"]["median"] == pytest.approx(2.7) and row["past_llc"]["n"] == 2
+    frame, _ = load([str(write_results(tmp_path / "unknown", records, run_env()))])
+    assert next(r for r in analysis.fwd_bwd(frame) if r["impl"] == "eager")["past_llc"] is None
