@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Mann-Whitney U tests; default 0.05)")
     parser.add_argument("--instr-threshold", type=float, default=stats.DEFAULT_INSTRUCTION_PERCENT,
                         metavar="PERCENT", help="instruction-count increase that is a regression (default 1)")
-    parser.add_argument("--calls", type=int, default=50, help="calls per counted region (--instructions)")
+    parser.add_argument("--calls", type=int, default=instructions.DEFAULT_CALLS,
+                        help="calls per counted region (--instructions)")
     # A string default goes through type=int, so a bad $LAYOUTS_ENV is a usage error (exit 2) like a bad option.
     parser.add_argument("--layouts", type=int, default=os.environ.get(LAYOUTS_ENV) or str(instructions.DEFAULT_LAYOUTS),
                         help="memory layouts each side is counted under, its count their mean (--instructions; "

@@ -84,7 +84,11 @@ def plan(trees: dict[str, Path], root: Path, layouts: int) -> dict[str, list[tup
     return planned
 
 
-def start(problems: list[dict], workdir: Path, env: dict[str, str], calls: int = 50,
+#: calls per counted region unless told otherwise (the gate's --calls default)
+DEFAULT_CALLS = 50
+
+
+def start(problems: list[dict], workdir: Path, env: dict[str, str], calls: int = DEFAULT_CALLS,
           repeats: int = 3) -> subprocess.Popen:
     """Start one valgrind process (sides and layouts run in parallel: counts do not depend on contention)."""
     copy_worker("callgrind.py", workdir)
@@ -133,8 +137,9 @@ def merge_layouts(layouts: list[list[dict]]) -> list[dict]:
     return merged
 
 
-def count_instructions(trees: dict[str, Path], problems: dict[str, list[dict]], calls: int = 50, repeats: int = 3,
-                       layouts: int = DEFAULT_LAYOUTS, timeout: float = 900) -> dict[str, list[dict]]:
+def count_instructions(trees: dict[str, Path], problems: dict[str, list[dict]], calls: int = DEFAULT_CALLS,
+                       repeats: int = 3, layouts: int = DEFAULT_LAYOUTS,
+                       timeout: float = 900) -> dict[str, list[dict]]:
     """Instruction counts of each side's problems under ``layouts`` layouts, every valgrind process at once."""
     with tempfile.TemporaryDirectory(prefix="ffb-callgrind-") as tmp:
         planned = plan(trees, Path(tmp), layouts)

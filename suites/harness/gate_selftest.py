@@ -26,10 +26,11 @@ from pathlib import Path
 
 from plugins_for_tests import SLOWDOWN_ENV, calls_for_exact_work  # this script's folder is on sys.path
 
+from fastformer_bench.gate.instructions import DEFAULT_CALLS
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]  # the repository this file belongs to: the snapshot's source and the gate's working folder
 PLUGINS = "plugins_for_tests:SLOWDOWN,plugins_for_tests:EXTRA"
-DEFAULT_COUNTED_CALLS = 50  # the gate's --calls default
 
 
 def snapshot(source: Path, dest: Path) -> Path:
@@ -114,7 +115,7 @@ def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1
     test_extra adds whole eager calls (one per denominator of the factor), so each counted region holds a
     multiple of the denominator of calls, at least the gate's default 50: 100 at 1.01, where 50 calls would hold
     no extra work at all."""
-    calls = calls_for_exact_work(factor, DEFAULT_COUNTED_CALLS)
+    calls = calls_for_exact_work(factor, DEFAULT_CALLS)
     args = ["--instructions", "--mode", "fwd", "--impl", "eager,softmax_sdpa,eager", "--candidate-impl",
             "eager,softmax_sdpa,test_extra", "--instr-threshold", threshold, "--calls", str(calls)]
     return _trials(repo, repeats, workdir, args, factor, "test_extra", "instruction", trials, saved)
