@@ -11,7 +11,9 @@ column, last to first. Backward traffic: (C + 1)·B·N·D read, C·B·N·D writt
 
 The kernels are C++ with OpenMP (``additive_stream.cpp``, no torch headers), built with the system compiler
 into a shared library cached under TORCH_EXTENSIONS_DIR (default ``~/.cache/torch_extensions``) and called
-through ctypes with raw pointers and strides; the build takes seconds, once per machine, source and compiler.
+through ctypes with raw pointers and strides, once per direction: the column loop and the small vectors between
+passes live in C++ too, since as torch ops they cost more than the passes at short N. The build takes seconds,
+once per machine, source and compiler.
 It happens in ``supports`` (which the API and the harness call before the first call), not per shape, so the
 implementation does not count as compiling. Threads: ``torch.get_num_threads()`` at each call. Without a C++
 compiler, ``supports`` says so and the implementation is unsupported.
