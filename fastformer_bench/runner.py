@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 
+from fastformer_bench.measure import host
 from fastformer_bench.point import Settings, base_record, measure_point
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import HELD_FILE, ResultStore, points_files, read_run, read_store, writer_lock
@@ -29,8 +30,9 @@ def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | N
     base = base_record(problem, run_id, preset, threads=settings.threads, settings=settings)
     limit = settings.time_limit_s + 60  # the child's own import and start-up are not the point's fault
     try:
-        done = subprocess.run([sys.executable, "-m", "fastformer_bench.worker"], input=payload, text=True,
-                              capture_output=True, timeout=limit)
+        with host.widened(problem.threads):  # a 2-thread point's worker must not inherit a 1-CPU pin
+            done = subprocess.run([sys.executable, "-m", "fastformer_bench.worker"], input=payload, text=True,
+                                  capture_output=True, timeout=limit)
     except subprocess.TimeoutExpired:
         return {**base, "status": "timeout", "reason": f"killed after {limit:g} s in an isolated process"}
     if done.returncode < 0:

@@ -36,10 +36,25 @@ def prepare_process(threads: int | None = None, *, pin_cpus: bool = False, alloc
     """
     applied = {"threads": configure_threads(threads)}
     applied["allocator"] = configure_allocator() if allocator else {}
-    claim = max(applied["threads"], cpus or 0)
-    applied["cpu_affinity"] = claim_cpus(claim, say=_to_stderr) if pin_cpus else None
+    applied["cpu_affinity"] = _claim_for_run(applied["threads"], cpus or 0) if pin_cpus else None
     applied["memory_cap_bytes"] = cap_cpu_memory() if cap_memory else None
     return applied
+
+
+def _claim_for_run(threads: int, most: int) -> list[int] | None:
+    """Pin the run to ``threads`` claimed CPUs; points at more threads (up to ``most``) widen for their duration.
+
+    Where ``most`` CPUs can be held with one left over, all of them are held and the run is pinned to the last
+    ``threads``; else (the threads axis on a 2-core machine) only ``threads`` are held, and a 2-thread point
+    also runs on the idlest other CPU, unheld. Claiming ``most`` there would pin nothing at all: the 1-thread
+    points of the cpu study then floated between both cores (run.json's cpu_affinity was null).
+    """
+    if most > threads:
+        held = claim_cpus(most, pin=False, say=_to_stderr)
+        if held is not None:
+            _pin_within(held[-threads:], held)
+            return held[-threads:]
+    return claim_cpus(threads, say=_to_stderr)
 
 
 def _to_stderr(line: str) -> None:
@@ -63,15 +78,70 @@ def configure_threads(threads: int | None) -> int:
 @contextlib.contextmanager
 def threads_set(threads: int | None) -> Iterator[int]:
     """torch's intra-op thread count at ``threads`` inside the block (None: left as it is), restored after; yields
-    the count in force. A point of the threads axis runs this way in whatever process measures it."""
+    the count in force. A point of the threads axis runs this way in whatever process measures it; in a process
+    pinned to fewer CPUs than ``threads`` (claim_cpus), every thread's affinity widens to that many for the block."""
     before = torch.get_num_threads()
-    if threads is not None and threads != before:
-        torch.set_num_threads(threads)
+    with widened(threads):
+        if threads is not None and threads != before:
+            torch.set_num_threads(threads)
+        try:
+            yield torch.get_num_threads()
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def widened(threads: int | None) -> Iterator[None]:
+    """Inside the block a pinned process (claim_cpus) runs on at least ``threads`` CPUs, every thread of it and
+    any process it starts (an isolated point's worker inherits the mask); narrowed back after."""
+    narrow = _widen(threads)
     try:
-        yield torch.get_num_threads()
+        yield
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        if narrow is not None:
+            _pin_all_threads(narrow)
+
+
+#: the CPUs a pinned process may widen to (claim_cpus; empty: never pinned): a point or a roof at more threads
+#: than the pinned CPUs runs on as many of these for its duration (threads_set)
+_room: list[int] = []
+
+
+def _pin_within(cpus: list[int], room: list[int]) -> None:
+    _room[:] = sorted(room)
+    _pin_all_threads(cpus)
+
+
+def _pin_all_threads(cpus: Iterable[int]) -> None:
+    """Set the affinity of every thread of this process, not only the caller's: a thread of torch's OpenMP pool
+    keeps the mask it had, so narrowing and widening the caller alone left a later 2-thread point's second
+    thread on the first one's CPU (seen on the 2-core VM)."""
+    cpus = set(cpus)
+    try:
+        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass  # a thread that ended meanwhile
+
+
+def _widen(threads: int | None) -> list[int] | None:
+    """Widen a pinned process to ``threads`` CPUs (its own first, then the highest-numbered others of its room);
+    the mask to go back to after, or None when nothing changed."""
+    if threads is None or not _room or not hasattr(os, "sched_getaffinity"):
+        return None
+    current = sorted(os.sched_getaffinity(0))
+    if len(current) >= threads:
+        return None
+    extra = [cpu for cpu in reversed(_room) if cpu not in current][: threads - len(current)]
+    if not extra:
+        return None
+    _pin_all_threads(current + extra)
+    return current
 
 
 def check_thread_counts(counts: Iterable[int | None], cores: int | None = None) -> None:
@@ -92,6 +162,10 @@ def say_threads(problems: Iterable, threads: int, pinned: list[int] | None, say=
     cpus = pinned or (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [])
     where = f"pinned to CPU {', '.join(map(str, cpus))}" if pinned else \
         f"on CPU {', '.join(map(str, cpus)) or '(unknown)'}, not pinned"
+    wider = [count for count in counts if pinned and count > len(pinned)]
+    if wider and _room:  # as _widen will choose
+        extra = [cpu for cpu in reversed(_room) if cpu not in pinned][: max(wider) - len(pinned)]
+        where += f"; {max(wider)}-thread points also on CPU {', '.join(map(str, sorted(extra)))}"
     (say or _to_stderr)(f"fastformer-bench: points at {', '.join(map(str, counts))} thread(s), {where}")
 
 
@@ -204,7 +278,7 @@ def claim_cpus(count: int, *, pin: bool = True, wait_s: float = 900.0, say=print
             waited = True
         time.sleep(1.0)
     if pin:
-        os.sched_setaffinity(0, taken)
+        _pin_within(taken, allowed)
     others = f"; {_holders(held_by)}" if held_by else ""
     say(f"fastformer-bench: timing on CPU {', '.join(map(str, sorted(taken)))}{others}")
     return sorted(taken)

@@ -170,6 +170,45 @@ def test_machine_roofs_cover_each_device_and_thread_count(monkeypatch):
     assert machine_roofs([tiny(threads=2)], threads=1)["copy_bytes_per_s"] == {"cpu": 70.0}
 
 
+_PIN_AND_WIDEN = """
+import json, os, torch
+from fastformer_bench.measure import host
+applied = host.prepare_process(1, pin_cpus=True, allocator=False, cpus=2)
+def masks():
+    return sorted({tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir("/proc/self/task")})
+found = {"pinned": applied["cpu_affinity"], "before": masks()}
+with host.threads_set(2):
+    a = torch.randn(512, 512)
+    (a @ a).sum()  # starts torch's pool threads, with the mask they are created with
+    found["inside"], found["threads"] = masks(), torch.get_num_threads()
+found["after"] = masks()
+with host.threads_set(2):
+    found["again"] = masks()
+import subprocess, sys
+with host.widened(2):  # as the runner starts an isolated 2-thread point's worker
+    child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                           capture_output=True, text=True, check=True)
+found["child"] = json.loads(child.stdout)
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs and Linux's per-thread affinity")
+def test_a_run_over_the_threads_axis_pins_its_own_thread_count_and_widens_for_more():
+    """Claiming the CPUs of the most threaded point left none over on 2 cores, so nothing was pinned: the cpu
+    study's 1-thread points floated between both (run.json cpu_affinity null). Now the run's own count is
+    pinned, and a 2-thread point widens every thread (torch's pool too) to two CPUs, and narrows back after."""
+    done = subprocess.run([sys.executable, "-c", _PIN_AND_WIDEN], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    (cpu,) = found["pinned"]
+    assert found["before"] == [[cpu]] and found["after"] == [[cpu]]
+    (wide,) = found["inside"]
+    assert len(wide) == 2 and cpu in wide and found["threads"] == 2
+    assert found["again"] == [wide] and found["child"] == wide
+
+
 @two_cores
 def test_a_run_over_the_threads_axis_records_both_counts_and_the_roofs_of_both(tmp_path):
     preset = tmp_path / "t.toml"
