@@ -169,25 +169,6 @@ def say_threads(problems: Iterable, threads: int, pinned: list[int] | None, say=
     (say or _to_stderr)(f"fastformer-bench: points at {', '.join(map(str, counts))} thread(s), {where}")
 
 
-def configure_affinity(threads: int) -> list[int] | None:
-    """Pin this process (and the threads it starts) to its last ``threads`` allowed CPUs; return them.
-
-    A pinned process keeps its caches and is not migrated between cores mid-sample; the CPUs left over take
-    the OS, interrupts and the harness's own bookkeeping. Nothing is pinned (None) where the OS has no
-    affinity call or no CPU would be left over.
-    """
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}.")
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) <= threads:
-        return None
-    chosen = allowed[-threads:]
-    os.sched_setaffinity(0, chosen)
-    return chosen
-
-
 #: one advisory lock file per CPU, shared by every fastformer-bench process of this machine
 CPU_LOCK_DIR = Path(tempfile.gettempdir()) / "fastformer-bench-cpus"
 _held_cpu_locks: dict[int, int] = {}  # cpu -> open file descriptor, held for this process's lifetime

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastformer_bench.measure import timing
-from fastformer_bench.measure.host import configure_affinity, configure_allocator, configure_threads, release_heap
+from fastformer_bench.measure.host import configure_allocator, configure_threads, release_heap
 from fastformer_bench.measure.timing import (
     MAX_SETTLING_CALLS,
     Timing,
@@ -224,27 +224,6 @@ def test_real_windows_carry_their_attempt_count():
     t = time_step(_sleeper(0.002), "cpu", warmup_s=0.01, min_time_s=0.05, min_samples=5, max_spread=1e-9,
                   max_attempts=2)
     assert t.attempts == 2 and len(t.rejected) == 1 and len(t.rejected[0]) >= 5
-
-
-def test_configure_affinity_pins_to_the_last_cpus_in_a_child_process():
-    import json
-    import os
-    import subprocess
-    import sys
-
-    if not hasattr(os, "sched_getaffinity"):
-        pytest.skip("no CPU affinity on this OS")
-    code = ("import json, os; from fastformer_bench.measure.host import configure_affinity; "
-            "got = configure_affinity(1); print(json.dumps([got, sorted(os.sched_getaffinity(0))]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    got, now = json.loads(out.strip().splitlines()[-1])
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) > 1:
-        assert got == now == allowed[-1:]
-    else:
-        assert got is None and now == allowed
-    with pytest.raises(ValueError):
-        configure_affinity(0)
 
 
 def _faulting_step(faulting_calls: int):
