@@ -46,8 +46,9 @@ def _claim_for_run(threads: int, most: int) -> list[int] | None:
 
     Where ``most`` CPUs can be held with one left over, all of them are held and the run is pinned to the last
     ``threads``; else (the threads axis on a 2-core machine) only ``threads`` are held, and a 2-thread point
-    also runs on the idlest other CPU, unheld. Claiming ``most`` there would pin nothing at all: the 1-thread
-    points of the cpu study then floated between both cores (run.json's cpu_affinity was null).
+    also runs on the highest-numbered other CPU, unheld (the contention check sees a neighbour there).
+    Claiming ``most`` there would pin nothing at all: the 1-thread points of the cpu study then floated between
+    both cores (run.json's cpu_affinity was null).
     """
     if most > threads:
         held = claim_cpus(most, pin=False, say=_to_stderr)
