@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fastformer_bench import axes
@@ -146,7 +148,9 @@ def _cmd_run(args) -> int:
         threads = applied["threads"]
         say_threads(problems, threads, applied["cpu_affinity"])
         settings = Settings(**{**settings.__dict__, "threads": threads})
+        started = time.time()
         env = collect_env(threads=threads, argv=sys.argv)
+        env["started_at"] = _utc(started)
         env.update({k: applied[k] for k in ("threads", "allocator", "cpu_affinity")})
         env.update(machine_roofs(problems, threads))
         env["cpu_mhz"] = cpu_mhz()
@@ -154,8 +158,10 @@ def _cmd_run(args) -> int:
                   env=env, progress=not args.no_progress)
         # The machine's state at the end too: a run whose bandwidth moved while it measured is visible as such.
         end = machine_roofs(problems, threads)
+        # and how long this session took, roofs included (a study's cost, for whoever runs it next)
         _record_end_state(args.out, {"copy_bytes_per_s_end": end["copy_bytes_per_s"], "roofs_end": end["roofs"],
-                                     "cpu_mhz_end": cpu_mhz()})
+                                     "cpu_mhz_end": cpu_mhz(), "ended_at": _utc(time.time()),
+                                     "wall_s": round(time.time() - started, 1)})
     # The whole directory, not this session's share: a resumed run still reports (and fails on) earlier points.
     wanted = {p.point_id for p in problems}
     records = [r for r in read_store(args.out) if r["point_id"] in wanted]
@@ -222,6 +228,10 @@ def _cmd_run_sharded(args, options, preset, settings, problems, skipped) -> int:
               file=sys.stderr)
     failed = summary["killed"] or any(r["status"] == "incorrect" for r in records)
     return 1 if failed else 0
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _record_end_state(out: str, state: dict) -> None:

@@ -229,6 +229,8 @@ def test_a_run_over_the_threads_axis_records_both_counts_and_the_roofs_of_both(t
         assert all(r["copy_bytes_per_s"] > 0 and r["gemm_flops_per_s"] > 0 for r in run[key])
     # the old readers' field, as before: at the run's setting (1 thread)
     assert run["copy_bytes_per_s"]["cpu"] > 0 and run["copy_bytes_per_s_end"]["cpu"] > 0
+    # when it ran and for how long (whole seconds in the stamps, tenths in wall_s)
+    assert run["started_at"] <= run["ended_at"] and run["wall_s"] > 0
 
 
 @two_cores
