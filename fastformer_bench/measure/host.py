@@ -136,13 +136,17 @@ def _widen(threads: int | None) -> list[int] | None:
     if threads is None or not _room or not hasattr(os, "sched_getaffinity"):
         return None
     current = sorted(os.sched_getaffinity(0))
-    if len(current) >= threads:
-        return None
-    extra = [cpu for cpu in reversed(_room) if cpu not in current][: threads - len(current)]
+    extra = _extra_cpus(current, threads)
     if not extra:
         return None
     _pin_all_threads(current + extra)
     return current
+
+
+def _extra_cpus(current: list[int], threads: int) -> list[int]:
+    """The CPUs of the room a pinned process adds to ``current`` to run ``threads`` threads: the highest-numbered
+    first (the OS favours low CPUs for its own work); none when ``current`` is enough or nothing was pinned."""
+    return [cpu for cpu in reversed(_room) if cpu not in current][: max(0, threads - len(current))]
 
 
 def check_thread_counts(counts: Iterable[int | None], cores: int | None = None) -> None:
@@ -163,10 +167,9 @@ def say_threads(problems: Iterable, threads: int, pinned: list[int] | None, say=
     cpus = pinned or (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [])
     where = f"pinned to CPU {', '.join(map(str, cpus))}" if pinned else \
         f"on CPU {', '.join(map(str, cpus)) or '(unknown)'}, not pinned"
-    wider = [count for count in counts if pinned and count > len(pinned)]
-    if wider and _room:  # as _widen will choose
-        extra = [cpu for cpu in reversed(_room) if cpu not in pinned][: max(wider) - len(pinned)]
-        where += f"; {max(wider)}-thread points also on CPU {', '.join(map(str, sorted(extra)))}"
+    extra = _extra_cpus(pinned or [], max(counts))
+    if pinned and extra:
+        where += f"; {max(counts)}-thread points also on CPU {', '.join(map(str, sorted(extra)))}"
     (say or _to_stderr)(f"fastformer-bench: points at {', '.join(map(str, counts))} thread(s), {where}")
 
 
