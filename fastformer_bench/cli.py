@@ -159,9 +159,10 @@ def _cmd_run(args) -> int:
         # The machine's state at the end too: a run whose bandwidth moved while it measured is visible as such.
         end = machine_roofs(problems, threads)
         # and how long this session took, roofs included (a study's cost, for whoever runs it next)
+        ended = time.time()
         _record_end_state(args.out, {"copy_bytes_per_s_end": end["copy_bytes_per_s"], "roofs_end": end["roofs"],
-                                     "cpu_mhz_end": cpu_mhz(), "ended_at": _utc(time.time()),
-                                     "wall_s": round(time.time() - started, 1)})
+                                     "cpu_mhz_end": cpu_mhz(), "ended_at": _utc(ended),
+                                     "wall_s": round(ended - started, 1)})
     # The whole directory, not this session's share: a resumed run still reports (and fails on) earlier points.
     wanted = {p.point_id for p in problems}
     records = [r for r in read_store(args.out) if r["point_id"] in wanted]

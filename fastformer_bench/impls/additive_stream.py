@@ -210,6 +210,13 @@ def _kernel(kind: str, dtype: torch.dtype):
     return getattr(_library(), f"ffs_{kind}_{_KERNELS[dtype][0]}")
 
 
+def _scaled_queries(w: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, float]:
+    """w / sqrt(Dh) [C-1, H, Dh], contiguous in the accumulation dtype (the kernels' score vectors start from
+    it), and the scale itself (backward turns d/d(w / sqrt(Dh)) into d/dw with it)."""
+    scale = 1.0 / math.sqrt(w.shape[2])
+    return (w.to(acc) * scale).contiguous(), scale
+
+
 def _forward(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, chunk_n: int):
     """out [B, N, D] and, per pooled column c, u_c, g_c [B, H, Dh] and m_c, l_c [B, H] (accumulation dtype).
 
@@ -218,7 +225,7 @@ def _forward(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, chunk_
     H, Dh = w.shape[1], w.shape[2]
     acc = _KERNELS[x.dtype][1]
     mptr, mb, mn = _mask_args(mask)
-    wa = (w.to(acc) * (1.0 / math.sqrt(Dh))).contiguous()
+    wa, _ = _scaled_queries(w, acc)
     u = torch.empty((C - 1, B, H, Dh), dtype=acc)
     g = torch.empty_like(u)
     m = torch.empty((C - 1, B, H), dtype=acc)
@@ -236,9 +243,8 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mask: torch.
     C, B, N, D = x.shape
     H, Dh = w.shape[1], w.shape[2]
     dtype, acc = x.dtype, _KERNELS[x.dtype][1]
-    scale = 1.0 / math.sqrt(Dh)
     mptr, mb, mn = _mask_args(mask)
-    wa = (w.to(acc) * scale).contiguous()
+    wa, scale = _scaled_queries(w, acc)
     dout = _row_major(dout.to(dtype))
     dx = torch.empty((C, B, N, D), dtype=dtype) if want_dx else None
     dw = torch.empty((C - 1, H, Dh), dtype=acc)

@@ -123,13 +123,13 @@ def test_the_report_states_the_largest_sizes_and_the_roofs(tmp_path):
 def test_the_backward_ratio_is_also_given_past_the_cache(tmp_path):
     """fwd_bwd / fwd per shape, and over the shapes whose inputs exceed the LLC alone: there the forward's and
     the backward's working sets both come from memory; below it a ratio also says which of them still fits."""
-    records = []
+    base, records = _cache_step_records()[0], []
     for n, ratio in [(2048, 5.0), (8192, 4.0), (16384, 2.6), (65536, 2.8)]:  # inputs past 32 MiB from 16384
         for mode in ("fwd", "fwd_bwd"):
             t = 1e-9 * n * (ratio if mode == "fwd_bwd" else 1)
-            records += [{**r, "point_id": f"{mode}-{n}", "mode": mode, "seq_len": n, "width": 256, "heads": 8,
-                         "batch": 1, "time_median": t, "time_p20": t, "time_p80": t, "samples": [t] * 3}
-                        for r in _cache_step_records()[:1]]
+            records.append({**base, "point_id": f"{mode}-{n}", "mode": mode, "seq_len": n, "width": 256,
+                            "heads": 8, "batch": 1, "time_median": t, "time_p20": t, "time_p80": t,
+                            "samples": [t] * 3})
     frame, _ = load([str(write_results(tmp_path, records, _env()))])
     row = next(r for r in analysis.fwd_bwd(frame) if r["impl"] == "eager")
     assert row["median"] == pytest.approx(3.4) and row["n"] == 4
