@@ -1,15 +1,19 @@
 """`fastformer-bench run | list | env | report | gate | export` (DESIGN §5).
 
 Exit codes: 0 done; 1 a check failed (an incorrect point, a regression); 2 the request itself is wrong
-(one line on stderr, never a traceback).
+(one line on stderr, never a traceback); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished and held
+points are saved either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +24,29 @@ from fastformer_bench.results import RUN_FILE, read_store, write_json_atomic
 
 class UsageError(Exception):
     """The request is wrong: printed as one line, exit 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a batch system's time limit) stops a command the way Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_stops_like_ctrl_c():
+    """SIGTERM raises Terminated for the command's duration. Python's default is to die at once, without the
+    clean-up a Ctrl-C gets (the points held for a revisit stored with their best measurement, the writer lock
+    released); and a sweep started in the background by a shell ignores Ctrl-C, so SIGTERM is how it is stopped."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -347,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"run": _cmd_run, "list": _cmd_list, "env": _cmd_env, "report": _cmd_report, "gate": gate.main,
                    "history": _cmd_history,
                    "export": export.main}[args.command]
-        return handler(args)
+        with _sigterm_stops_like_ctrl_c():
+            return handler(args)
     except UsageError as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2
@@ -357,10 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # an unwritable --out, a file where a directory should be
         print(f"fastformer-bench: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fastformer-bench: interrupted; finished points are saved (use --resume to continue).",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how, code = ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        print(f"fastformer-bench: {how}; finished points are saved (use --resume to continue).", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -235,6 +235,40 @@ def test_an_interrupted_revisit_still_stores_the_held_point_once(monkeypatch, tm
     assert [(r["seq_len"], r["samples"]) for r in stored] == [(2, [2.0]), (1, [1.0])]
 
 
+def test_a_sigterm_stops_a_run_like_ctrl_c_keeping_its_held_point_and_exits_143(tmp_path):
+    from fastformer_bench.results import HELD_FILE
+
+    # `kill`, `timeout` and a batch system's time limit stop a background sweep with SIGTERM (a shell's background
+    # job ignores Ctrl-C). N=8 is held as noisy; the run is terminated while N=16 is being judged.
+    preset = tmp_path / "p.toml"
+    preset.write_text("[settings]\nrevisits = 1\nmin_time_s = 0.02\ncount_flops = false\n[[grid]]\n"
+                      "impl = ['eager']\nseq_len = [8, 16]\nwidth = [8]\nheads = [2]\nbatch = [2]\n")
+    child = """
+import os, signal, sys
+from fastformer_bench import cli, runner
+def noisy(record, max_spread):
+    if record["seq_len"] == 16:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+runner.too_noisy = noisy
+sys.exit(cli.main(sys.argv[1:]))
+"""
+    out = tmp_path / "out"
+    args = ["run", "--preset", str(preset), "--out", str(out), "--no-progress"]
+    stopped = subprocess.run([sys.executable, "-c", child, *args], capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "terminated; finished points are saved" in stopped.stderr and "Traceback" not in stopped.stderr
+    # the held point is stored with its measurement, as on Ctrl-C; the point cut short is not stored at all
+    (kept,) = read_points(out / "points.jsonl")
+    assert kept["seq_len"] == 8 and kept["time_median"] > 0 and not (out / HELD_FILE).exists()
+    # the writer lock went with the process: --resume measures only what is missing
+    resumed = subprocess.run([sys.executable, "-m", "fastformer_bench", *args, "--resume"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    stored = read_points(out / "points.jsonl")
+    assert sorted(r["seq_len"] for r in stored) == [8, 16] and stored[0] == kept
+
+
 def test_revisits_must_be_a_whole_number_of_passes():
     with pytest.raises(ValueError, match="revisits"):
         Settings(revisits=-1)
