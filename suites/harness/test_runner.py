@@ -171,7 +171,7 @@ def _scripted_measurements(monkeypatch, script: dict[int, list[dict]]) -> list[i
         outcome = script[n][k]
         if isinstance(outcome, BaseException):
             raise outcome
-        median = 1.0
+        median = outcome.get("median", 1.0)
         spread = outcome.get("spread", 0.0)
         return {**base_record(problem), "status": outcome.get("status", "ok"),
                 "reason": outcome.get("reason"), "time_median": median, "time_p20": median - spread / 2,
@@ -225,6 +225,25 @@ def test_a_revisit_that_fails_keeps_the_first_timing_but_a_wrong_answer_wins(mon
     wrong, timed_out = records  # the wrong answer is final after one revisit; the other is held for two
     assert timed_out["status"] == "ok" and timed_out["samples"] == [1.0] and "slow host" in timed_out["revisit_note"]
     assert wrong["status"] == "incorrect" and wrong["revisits"] == 1
+
+
+def test_a_revisit_in_a_slow_steady_episode_does_not_replace_a_faster_measurement(monkeypatch, tmp_path):
+    # N=1: fast but noisy (19.3 ms at 6 %), then a bandwidth slump: 3x slower, steady (2 %). The ranges do not
+    # overlap, so the fast one stays (and, still noisy, is revisited again). N=2: the same speed both times, so
+    # the steadier wins as before.
+    _scripted_measurements(monkeypatch, {
+        1: [{"median": 19.3, "spread": 0.06 * 19.3}, {"median": 59.6, "spread": 0.02 * 59.6},
+            {"median": 60.0, "spread": 0.01 * 60.0}],
+        2: [{"median": 1.0, "spread": 0.2}, {"median": 1.01, "spread": 0.01}]})
+    records = run_sweep([tiny("eager", seq_len=n) for n in (1, 2)], REVISIT, tmp_path, preset="t",
+                        progress=False)
+    stored = {r["seq_len"]: r for r in read_points(tmp_path / "points.jsonl")}
+    assert len(records) == 2
+    assert stored[1]["time_median"] == 19.3 and stored[1]["revisits"] == 2
+    # both slow measurements' samples stay in the record, among the rejected, and every window is counted
+    assert [1.1] in stored[1]["rejected_samples"] and [1.2] in stored[1]["rejected_samples"]
+    assert stored[1]["timing_attempts"] == 6
+    assert stored[2]["time_median"] == 1.01 and stored[2]["revisits"] == 1
 
 
 def test_an_interrupted_revisit_still_stores_the_held_point_once(monkeypatch, tmp_path):
