@@ -203,6 +203,13 @@ def too_noisy(record: dict, max_spread: float | None) -> bool:
     return max_spread is not None and spread is not None and spread > max_spread
 
 
+def _ranges_apart(a: dict, b: dict) -> bool:
+    """Whether two timed records' p20-p80 ranges do not overlap (False where either has no range)."""
+    if spread_of(a) is None or spread_of(b) is None:
+        return False
+    return a["time_p80"] < b["time_p20"] or b["time_p80"] < a["time_p20"]
+
+
 def revisit(first: dict, again: dict) -> dict:
     """One record from two measurements of a point, carrying the other's samples: the faster one where the two
     p20-p80 ranges do not overlap, else the one with the tighter spread.
@@ -225,7 +232,7 @@ def revisit(first: dict, again: dict) -> dict:
         value = spread_of(record)
         return math.inf if value is None else value
 
-    if again["time_p80"] < first["time_p20"] or first["time_p80"] < again["time_p20"]:
+    if _ranges_apart(first, again):
         kept, other = (again, first) if again["time_median"] < first["time_median"] else (first, again)
     else:
         kept, other = (again, first) if spread(again) < spread(first) else (first, again)
