@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0.02)")
     parser.add_argument("--alpha", type=float, default=stats.DEFAULT_ALPHA,
                         help="false-discovery rate across the gate's points (Benjamini-Hochberg over one-sided "
-                             "Mann-Whitney U tests; default 0.05)")
+                             "tests: Student's t over paired rounds, Mann-Whitney U on pooled samples; default 0.05)")
     parser.add_argument("--instr-threshold", type=float, default=stats.DEFAULT_INSTRUCTION_PERCENT,
                         metavar="PERCENT", help="instruction-count increase that is a regression (default 1)")
     parser.add_argument("--calls", type=int, default=instructions.DEFAULT_CALLS,
@@ -96,6 +96,19 @@ def _to_github(rows: list, title: str, instructions: bool, summary: str) -> None
               file=sys.stderr)
 
 
+def _estimate(rows: list) -> str:
+    """How the compared time rows were estimated (compare.paired decides per point)."""
+    paired = any(r.round_ratios is not None for r in rows)
+    pooled = any(r.round_ratios is None and r.ratio is not None for r in rows)
+    said = []
+    if paired:
+        said.append("paired rounds: geometric mean of the rounds' ratios of medians, Student's t interval and "
+                    "test over rounds")
+    if pooled:
+        said.append("pooled samples: ratio of medians, percentile bootstrap interval, Mann-Whitney U test")
+    return "; ".join(said)
+
+
 def resolution(rows: list) -> str:
     """What a time gate could see at this run's noise: the median over points of the slowdown each point's
     interval lets the rule flag about half the time (a smaller one may pass unseen), with the least sensitive."""
@@ -125,9 +138,9 @@ def main(args: argparse.Namespace) -> int:
     failed = [r for r in rows if r.fails]
     compared = [r for r in rows if r.ratio is not None]
     rule = (f"regression: more than {args.instr_threshold:g} % more instructions" if args.instructions else
-            f"regression: the 95% interval of the time ratio above {1 + args.margin:g} and one-sided "
-            f"Mann-Whitney q < {args.alpha:g}, false-discovery rate controlled across points (Benjamini-Hochberg); "
-            "CI: percentile bootstrap of the ratio of medians")
+            f"regression: the 95% interval of the time ratio above {1 + args.margin:g} and a one-sided test's "
+            f"q < {args.alpha:g}, false-discovery rate controlled across points (Benjamini-Hochberg); "
+            + _estimate(rows))
     verdict = "FAIL" if failed or not compared else "PASS"
     summary = (f"{verdict}: {len(failed)} of {len(rows)} points fail, {len(compared)} compared ({rule}); "
                f"{resolution(rows)}{time.monotonic() - started:.0f} s")

@@ -16,9 +16,11 @@ from fastformer_bench.gate.stats import (
     DEFAULT_ALPHA,
     DEFAULT_INSTRUCTION_PERCENT,
     DEFAULT_MARGIN,
+    MIN_PAIRED_ROUNDS,
     REGRESSION,
     compare_counts,
     flagged_from,
+    measure_rounds,
     measure_samples,
     settle,
 )
@@ -31,7 +33,7 @@ INCORRECT, BROKEN, NOT_COMPARED = "incorrect", "broken", "not compared"
 
 @dataclass
 class Side:
-    """One point as one side measured it (several rounds pooled)."""
+    """One point as one side measured it: its samples pooled over rounds, and kept by round (A/B pairs them)."""
 
     label: str
     status: str
@@ -39,6 +41,7 @@ class Side:
     samples: tuple[float, ...] = ()
     count: float | None = None  # instructions per call (instruction mode): the mean over layouts
     layout_counts: tuple[float, ...] = ()  # the count under each memory layout, in layout order
+    rounds: tuple[tuple[float, ...], ...] = ()  # the samples of each round, in round order
 
 
 @dataclass
@@ -55,6 +58,8 @@ class Row:
     note: str = ""
     #: time rows: the slowdown this point's noise lets the rule flag about half the time (stats.flagged_from)
     flagged_from: float | None = None
+    #: paired rounds: each round's ratio of medians, in round order (what the interval was computed from)
+    round_ratios: tuple[float, ...] | None = None
 
     @property
     def fails(self) -> bool:
@@ -87,6 +92,7 @@ def pool(rounds: Iterable[Iterable[dict]], rename: dict[str, str] | None = None)
                     side.status, side.reason = record["status"], record.get("reason")
                 continue
             side.samples = side.samples + tuple(record.get("samples") or ())
+            side.rounds = side.rounds + (tuple(record.get("samples") or ()),)
             if record.get("instructions") is not None:
                 side.count = record["instructions"]
                 side.layout_counts = tuple(record.get("instruction_layouts") or ())
@@ -147,13 +153,26 @@ def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
         else:
             timed.append((len(rows), base, cand))
             rows.append(None)  # filled in once every timed point is known
-    settled = settle([measure_samples(list(b.samples), list(c.samples)) for _, b, c in timed], margin, alpha)
+    settled = settle([_measure(b, c) for _, b, c in timed], margin, alpha)
     for (at, base, cand), result in zip(timed, settled):
+        how = (f"{len(base.rounds)} paired rounds" if result.round_ratios is not None
+               else f"{len(base.samples)} vs {len(cand.samples)} samples")
         rows[at] = Row(_label(base, cand), statistics.median(base.samples), statistics.median(cand.samples),
                        result.ratio, result.ci_low, result.ci_high, result.q_value, result.verdict,
-                       f"{len(base.samples)} vs {len(cand.samples)} samples; p = {result.p_value:.2g}",
-                       flagged_from(result.ratio, result.ci_low, margin))
+                       f"{how}; p = {result.p_value:.2g}", flagged_from(result.ratio, result.ci_low, margin),
+                       result.round_ratios)
     return rows
+
+
+def paired(base: Side, cand: Side) -> bool:
+    """Whether the two sides were measured in paired rounds enough to be compared round by round."""
+    return len(base.rounds) == len(cand.rounds) >= MIN_PAIRED_ROUNDS and all(base.rounds) and all(cand.rounds)
+
+
+def _measure(base: Side, cand: Side):
+    if paired(base, cand):
+        return measure_rounds([list(r) for r in base.rounds], [list(r) for r in cand.rounds])
+    return measure_samples(list(base.samples), list(cand.samples))
 
 
 def _layout_note(base: Side, cand: Side) -> str:

@@ -1,12 +1,20 @@
 """The gate's statistics: is a candidate slower than its baseline, on raw samples or on instruction counts?
 
-Time: a point regresses when the whole 95 % interval of its ratio of medians (candidate / baseline) lies above
-1 + ``margin`` AND its one-sided Mann–Whitney U test says the candidate's samples are larger, at a false-discovery
-rate of ``alpha`` across every point of the gate (Benjamini–Hochberg). The interval makes the effect size part of
-the rule (a point is flagged only when even the interval's low end is a slowdown worth the name); the
-adjustment keeps a gate of many points from flagging noise because one of them had to be unlucky. The
-interval is a percentile bootstrap of the ratio of medians (each side resampled on its own) with a fixed seed,
-so a verdict is reproducible from its samples.
+Time: a point regresses when the whole 95 % interval of its time ratio (candidate / baseline) lies above
+1 + ``margin`` AND a one-sided test says the candidate is slower, at a false-discovery rate of ``alpha`` across
+every point of the gate (Benjamini–Hochberg). The interval makes the effect size part of the rule (a point is
+flagged only when even the interval's low end is a slowdown worth the name); the adjustment keeps a gate of many
+points from flagging noise because one of them had to be unlucky.
+
+Two estimates, by how the samples were taken:
+- paired rounds (A/B, ``measure_rounds``): each round is a fresh pair of processes measured side by side, so its
+  ratio of medians is one independent observation, with the process's own luck (memory layout, which core's
+  caches) in it. The ratio is the geometric mean of the rounds' ratios, the interval and the test Student's t on
+  their logarithms. Pooling the rounds' samples instead treats 80 samples from 4 processes as 80 independent
+  ones, and the process-to-process part of the noise goes uncounted.
+- pooled samples (a stored baseline, or fewer than MIN_PAIRED_ROUNDS rounds, ``measure_samples``): the ratio of
+  medians, a percentile bootstrap interval (each side resampled on its own, fixed seed: a verdict is
+  reproducible from its samples) and a one-sided Mann–Whitney U test.
 Instruction counts are deterministic for one process image; what moves them between images (memory layout)
 is averaged out before they get here (instructions.py), so a plain relative threshold on the means is the rule.
 """
@@ -25,6 +33,8 @@ DEFAULT_MARGIN = 0.02
 #: the false-discovery rate across the gate's points
 DEFAULT_ALPHA = 0.05
 DEFAULT_INSTRUCTION_PERCENT = 1.0
+#: the fewest paired rounds compared round by round (a t interval on two rounds has one degree of freedom)
+MIN_PAIRED_ROUNDS = 3
 
 REGRESSION = "regression"
 FASTER = "faster"
@@ -40,6 +50,7 @@ class Comparison:
     verdict: str  # REGRESSION | FASTER | SAME
     p_faster: float | None = None  # one-sided Mann–Whitney U, candidate < baseline
     q_value: float | None = None  # p_value adjusted across the gate's points (Benjamini–Hochberg)
+    round_ratios: tuple[float, ...] | None = None  # paired rounds: each round's ratio of medians, in round order
 
     @property
     def regressed(self) -> bool:
@@ -82,6 +93,28 @@ def measure_samples(baseline: list[float], candidate: list[float]) -> Comparison
     faster = float(stats.mannwhitneyu(cand, base, alternative="less").pvalue)
     low, high = ratio_interval(baseline, candidate)
     return Comparison(ratio=ratio, ci_low=low, ci_high=high, p_value=slower, verdict=SAME, p_faster=faster)
+
+
+def measure_rounds(baseline: list[list[float]], candidate: list[list[float]],
+                   confidence: float = 0.95) -> Comparison:
+    """Ratio, interval and both one-sided p-values of one point measured in paired rounds (round i of each side
+    taken side by side); its verdict waits for settle()."""
+    if len(baseline) != len(candidate) or len(baseline) < MIN_PAIRED_ROUNDS:
+        raise ValueError(f"paired rounds need the same number of rounds on both sides, at least "
+                         f"{MIN_PAIRED_ROUNDS}; got {len(baseline)} and {len(candidate)}.")
+    if not all(baseline) or not all(candidate):
+        raise ValueError("every round needs at least one sample on both sides to be compared.")
+    per_round = np.array([np.median(c) / np.median(b) for b, c in zip(baseline, candidate)])
+    logs = np.log(per_round)
+    ratio = float(np.exp(logs.mean()))
+    found = Comparison(ratio=ratio, ci_low=ratio, ci_high=ratio, p_value=float(ratio <= 1), verdict=SAME,
+                       p_faster=float(ratio >= 1), round_ratios=tuple(float(r) for r in per_round))
+    if np.ptp(logs) == 0:
+        return found  # every round says exactly the same: no spread, the interval is the ratio itself
+    interval = stats.ttest_1samp(logs, 0.0).confidence_interval(confidence)
+    return replace(found, ci_low=float(np.exp(interval.low)), ci_high=float(np.exp(interval.high)),
+                   p_value=float(stats.ttest_1samp(logs, 0.0, alternative="greater").pvalue),
+                   p_faster=float(stats.ttest_1samp(logs, 0.0, alternative="less").pvalue))
 
 
 def settle(found: list[Comparison], margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA) -> list[Comparison]:

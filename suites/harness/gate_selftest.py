@@ -24,6 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from plugins_for_tests import SLOWDOWN_ENV, calls_for_exact_work  # this script's folder is on sys.path
 
 from fastformer_bench.gate.instructions import DEFAULT_CALLS
@@ -126,9 +127,22 @@ def _summary(trials: list[dict]) -> dict:
     # Time rows: the slowdown each point's noise let the gate flag (about half the time), over every row of every
     # trial: why a factor was or was not caught on this machine at this time.
     flagged = sorted(r["flagged_from"] for t in trials for r in t.get("rows") or () if r.get("flagged_from"))
+    # Paired rounds, unchanged rows: how far one pair of processes moves the ratio on its own (the SD of the
+    # rounds' log ratios, in %), per point over every trial: the noise a slowdown must stand out from.
+    # Pooled over trials: the squared deviations from each trial's own mean over its degrees of freedom.
+    spread: dict[str, list] = {}
+    for trial in trials:
+        for row in trial.get("rows") or ():
+            logs = np.log(row.get("round_ratios") or [1.0])
+            if " vs " not in row["label"] and len(logs) > 1:
+                found = spread.setdefault(row["label"], [0.0, 0])
+                found[0] += float(np.sum(np.square(logs - logs.mean())))
+                found[1] += len(logs) - 1
     return {"trials": len(trials), "false_alarms": sum(t["false_alarm"] for t in trials),
             "caught": sum(t["caught"] for t in trials), "wall_s_median": walls[len(walls) // 2] if walls else None,
-            "flagged_from_median": flagged[len(flagged) // 2] if flagged else None}
+            "flagged_from_median": flagged[len(flagged) // 2] if flagged else None,
+            "round_sd_percent": {label: round(100 * float(np.sqrt(squares / freedom)), 2)
+                                 for label, (squares, freedom) in spread.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
