@@ -59,7 +59,10 @@ SHOWN = ("quantities",)
 EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
          "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention",
          # the node that measured the point, in a cluster run (its environment: run.json hosts[host])
-         "host")
+         "host",
+         # bytes/s of a copy past the cache right after the point was timed (measure/bandwidth.py; CPU points
+         # whose inputs exceed the last-level cache)
+         "copy_bytes_per_s_now")
 FIELDS = ("schema", *IDENTITY, *INPUTS, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY, *SHOWN)
 #: IDENTITY's own optional fields: absent from some writers' records and never needed to read one
 _OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash")

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 
 from fastformer_bench.measure import host
+from fastformer_bench.measure.bandwidth import SLUMP_SHARE
 from fastformer_bench.point import Settings, base_record, measure_point
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import HELD_FILE, ResultStore, points_files, read_run, read_store, writer_lock
@@ -155,8 +156,12 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
         best[problem.point_id] = record
         queue.append(problem)
 
+    copy_seen: dict = {}  # thread count -> the best copy bandwidth measured right after a point (bytes/s)
+
     def wants_revisit(record: dict) -> bool:
-        return record.get("revisits", 0) < settings.revisits and too_noisy(record, settings.max_spread)
+        if record.get("revisits", 0) >= settings.revisits:
+            return False
+        return too_noisy(record, settings.max_spread) or slumped(record, copy_seen)
 
     # A point still noisy after its windows waits for a revisit at the end of the sweep: the host's noisy
     # episodes last seconds, so minutes later is an independent chance (see revisit()).
@@ -196,6 +201,16 @@ def spread_of(record: dict) -> float | None:
     if record.get("status") != "ok" or not median or p20 is None or p80 is None:
         return None
     return (p80 - p20) / median
+
+
+def slumped(record: dict, copy_seen: dict) -> bool:
+    """Whether a point was timed while the host's copy bandwidth (measured right after it, measure/bandwidth.py)
+    was below SLUMP_SHARE of the best this sweep has seen at its thread count; ``copy_seen`` is updated."""
+    now = record.get("copy_bytes_per_s_now")
+    if record.get("status") != "ok" or not now:
+        return False
+    best = copy_seen[record.get("threads")] = max(now, copy_seen.get(record.get("threads"), 0.0))
+    return now < SLUMP_SHARE * best
 
 
 def too_noisy(record: dict, max_spread: float | None) -> bool:

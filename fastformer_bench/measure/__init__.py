@@ -67,6 +67,7 @@ PLUGIN_ENV = "FASTFORMER_BENCH_METERS"
 REGISTRY: Registry[Meter] = Registry("meter", Meter, PLUGIN_ENV, {
     "work": ("fastformer_bench.measure.flops", "METER"),
     "time": ("fastformer_bench.measure.timing", "METER"),
+    "bandwidth": ("fastformer_bench.measure.bandwidth", "METER"),
     "memory": ("fastformer_bench.measure.memory", "METER"),
     "energy": ("fastformer_bench.measure.energy", "METER"),
 })

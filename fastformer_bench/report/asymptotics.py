@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from fastformer_bench.measure.bandwidth import SLUMP_SHARE  # torch-free: the rule the sweep revisits by
 from fastformer_bench.report.analysis import PAST_LLC, SHAPE, SLICE, crossovers, impl_facts, key_dict
 from fastformer_bench.report.numbers import num, timed
 
@@ -103,11 +104,15 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
     t = t[(t["batch"] * t["seq_len"] * t["width"] >= STREAMING_ELEMENTS) & (t["bytes_min"] > 0)
           & (t["copy_bw"] > 0)].copy()
     t["share"] = t["bytes_min"] / t["time_median"] / t["copy_bw"]
+    t["share_now"] = t["bytes_min"] / t["time_median"] / t["copy_bytes_per_s_now"]
     t["flop_rate"] = t["flops"] / t["time_median"]
     rows = []
     for key, g in t.groupby(SLICE + ["impl"], sort=True):
         gemm = g["gemm_flops"].max()
-        rows.append({**key_dict(SLICE + ["impl"], key), "points": len(g),
+        now = g["share_now"].dropna()
+        # only where the run measured it (older runs did not): the share of the copy bandwidth at the same time
+        same_time = {"share_now_median": num(now.median(), 3), "points_now": len(now)} if len(now) else {}
+        rows.append({**key_dict(SLICE + ["impl"], key), "points": len(g), **same_time,
                      "n_values": sorted({int(n) for n in g["seq_len"]}),
                      "share_median": num(g["share"].median(), 3), "share_min": num(g["share"].min(), 3),
                      "share_max": num(g["share"].max(), 3), "copy_bytes_per_s": num(g["copy_bw"].max(), 4),
@@ -117,6 +122,22 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def bandwidth_slumps(frame: pd.DataFrame) -> dict | None:
+    """The timed points whose same-time copy bandwidth (measured right after each) fell below SLUMP_SHARE of the
+    run's roof at their thread count; None when no point carries a same-time measurement."""
+    t = timed(frame)
+    t = t[(t["copy_bytes_per_s_now"] > 0) & (t["copy_bw"] > 0)]
+    if t.empty:
+        return None
+    low = t[t["copy_bytes_per_s_now"] < SLUMP_SHARE * t["copy_bw"]].sort_values(SLICE + ["impl", "seq_len"])
+    return {"share": SLUMP_SHARE, "checked": len(t),
+            "points": [{**key_dict(SLICE + ["impl"], tuple(r[c] for c in SLICE + ["impl"])),
+                        "seq_len": int(r["seq_len"]), "width": int(r["width"]), "batch": int(r["batch"]),
+                        "copy_now": num(r["copy_bytes_per_s_now"], 4), "copy_run": num(r["copy_bw"], 4)}
+                       for _, r in low.iterrows()]}
+
+
 def summarize(frame: pd.DataFrame) -> dict:
     return {"poly_rule": POLY_RULE, "poly_fits": polynomial_fits(frame), "speedups": speedups(frame),
-            "streaming": streaming_bandwidth(frame), "streaming_elements": STREAMING_ELEMENTS}
+            "streaming": streaming_bandwidth(frame), "streaming_elements": STREAMING_ELEMENTS,
+            "bandwidth_slumps": bandwidth_slumps(frame)}

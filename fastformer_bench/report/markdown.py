@@ -127,6 +127,29 @@ def _speedup_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def _same_time(row: dict) -> str:
+    if row.get("share_now_median") is None:
+        return ""
+    return (f"; {row['share_now_median'] * 100:.0f}% of the copy bandwidth measured right after each point "
+            f"(median of {row['points_now']})")
+
+
+def _slump_lines(slumps: dict | None) -> list[str]:
+    """The caveat on points timed while the host's memory bandwidth sagged (measure/bandwidth.py)."""
+    if slumps is None:
+        return []
+    if not slumps["points"]:
+        return [f"- Memory bandwidth during the run: the copy bandwidth measured right after each of the "
+                f"{slumps['checked']} timed points past the LLC stayed above {slumps['share']:.0%} of the run's."]
+    named = "; ".join(f"{p['impl']} ({_slice(p)}) N = {p['seq_len']} D = {p['width']} B = {p['batch']}: "
+                      f"{si(p['copy_now'], 'B/s')} of {si(p['copy_run'], 'B/s')}" for p in slumps["points"])
+    return [f"- Memory-bandwidth slumps: {len(slumps['points'])} of {slumps['checked']} timed points past the LLC "
+            f"were timed while the copy bandwidth measured right after them was below {slumps['share']:.0%} of "
+            f"the run's (another tenant of the host streaming memory; no CPU time was taken, so the contention "
+            f"check cannot see it): their times are slower than the code, read them against the same-time "
+            f"figure. {named}."]
+
+
 def largest_sizes(s: dict) -> list[str]:
     """Conclusions at the largest sizes: speedups over softmax, bandwidth against the roofs, the N² term."""
     out = _speedup_lines(s.get("speedups", []))
@@ -136,7 +159,7 @@ def largest_sizes(s: dict) -> list[str]:
         out.append(f"- {r['impl']} ({_slice(r)}) at B·N·D >= 2^{int(math.log2(s['streaming_elements']))} "
                    f"(N = {', '.join(map(str, r['n_values']))}): bytes_min / time = {r['share_median'] * 100:.0f}% "
                    f"of the same run's copy bandwidth {si(r['copy_bytes_per_s'], 'B/s')} (median of {r['points']}; "
-                   f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){gemm}.")
+                   f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){_same_time(r)}{gemm}.")
     groups = {}
     for r in s.get("poly_fits", []):
         if r.get("complexity") == "linear" and r["c_ci"] is not None and r["quadratic_share_at_n_max"] is not None:
@@ -288,7 +311,8 @@ def _fit_rows(fits: list[dict]) -> list[dict]:
              "inputs / LLC at N max": f"{f['inputs_max_bytes'] / f['llc_bytes']:.3g}"
              if f.get("llc_bytes") and f.get("inputs_max_bytes") else "-", "points": f["n_points"],
              "exponent": f"{f['slope']:.3f}", "95% CI": "-" if f["ci_low"] is None else
-             f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}]", "r²": f"{f['r2']:.4f}"} for f in fits]
+             f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}]", "r²": "-" if f["r2"] is None else f"{f['r2']:.4f}"}
+            for f in fits]
 
 
 def tables(s: dict) -> list[str]:
@@ -308,6 +332,8 @@ def tables(s: dict) -> list[str]:
         {"slice": _slice(r), "impl": r["impl"], "N": ", ".join(map(str, r["n_values"])),
          "bytes_min / time / copy (median, min-max)":
          f"{r['share_median']:.3f} ({r['share_min']:.3f}-{r['share_max']:.3f})",
+         **({"/ same-time copy (median)": _x(r.get("share_now_median"))} if any(
+             x.get("share_now_median") is not None for x in s.get("streaming", [])) else {}),
          "copy bandwidth": si(r["copy_bytes_per_s"], "B/s"), "GEMM roof": si(r["gemm_flops_per_s"], "FLOP/s"),
          "best FLOP/s / GEMM": _x(r["flops_share_of_gemm"])} for r in s.get("streaming", [])]), ""]
     out += ["### Expected exponents", "", _table([
@@ -412,6 +438,7 @@ def caveats(s: dict, runs: list[dict]) -> list[str]:
             "column count, B the batch.",
             f"- Noise: {spread}. Differences smaller than that spread are not evidence.",
             *[f"  - {line}" for line in _noise_lines(n)],
+            *_slump_lines(s.get("bandwidth_slumps")),
             f"- Threads: {', '.join(threads) or 'not recorded'} (CPU timings depend on the thread count and on "
             "other load on the machine).",
             "- FLOP convention: the analytic count is 2 per multiply-add. fvcore counts 1 per multiply-add, so the "

@@ -176,7 +176,8 @@ def _scripted_measurements(monkeypatch, script: dict[int, list[dict]]) -> list[i
         return {**base_record(problem), "status": outcome.get("status", "ok"),
                 "reason": outcome.get("reason"), "time_median": median, "time_p20": median - spread / 2,
                 "time_p80": median + spread / 2, "samples": [n + k / 10], "timing_attempts": 2,
-                "rejected_samples": [[-k - 1.0]]}
+                "rejected_samples": [[-k - 1.0]], **({"copy_bytes_per_s_now": outcome["copy"]} if "copy" in outcome
+                                                     else {})}
 
     monkeypatch.setattr(runner, "measure_point", measure)
     return calls
@@ -225,6 +226,27 @@ def test_a_revisit_that_fails_keeps_the_first_timing_but_a_wrong_answer_wins(mon
     wrong, timed_out = records  # the wrong answer is final after one revisit; the other is held for two
     assert timed_out["status"] == "ok" and timed_out["samples"] == [1.0] and "slow host" in timed_out["revisit_note"]
     assert wrong["status"] == "incorrect" and wrong["revisits"] == 1
+
+
+def test_a_point_timed_in_a_memory_bandwidth_slump_is_measured_again_after_the_others(monkeypatch, tmp_path):
+    # Steady (spread 1 %) at every measurement, so only the copy right after each point can tell: N=2 was timed
+    # while the host copied at 5 GB/s against the 15 GB/s seen before it (below 80 %), 3x slower. Measured again
+    # at the end, at full bandwidth, the faster measurement is kept. N=3 at 13 GB/s (87 %) is not revisited.
+    calls = _scripted_measurements(monkeypatch, {
+        1: [{"median": 1.0, "spread": 0.01, "copy": 15e9}],
+        2: [{"median": 3.0, "spread": 0.03, "copy": 5e9}, {"median": 1.0, "spread": 0.01, "copy": 15e9}],
+        3: [{"median": 1.1, "spread": 0.011, "copy": 13e9}],
+        4: [{"median": 1.0, "spread": 0.01}]})  # inside the cache: no copy measured, nothing to compare
+    records = run_sweep([tiny("eager", seq_len=n) for n in (1, 2, 3, 4)], REVISIT, tmp_path, preset="t",
+                        progress=False)
+    assert calls == [1, 2, 3, 4, 2]
+    slumped = next(r for r in records if r["seq_len"] == 2)
+    assert slumped["time_median"] == 1.0 and slumped["copy_bytes_per_s_now"] == 15e9 and slumped["revisits"] == 1
+    assert slumped["rejected_samples"][1] == [2.0]  # the slumped window's samples stay in the record
+    no_revisits = Settings(**{**REVISIT.__dict__, "revisits": 0})
+    calls.clear()
+    run_sweep([tiny("eager", seq_len=n) for n in (1, 2)], no_revisits, tmp_path / "b", preset="t", progress=False)
+    assert calls == [1, 2]
 
 
 def test_a_revisit_in_a_slow_steady_episode_does_not_replace_a_faster_measurement(monkeypatch, tmp_path):

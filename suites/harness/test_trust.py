@@ -269,3 +269,27 @@ def torch_float32():
     import torch
 
     return torch.float32
+
+
+def test_a_point_past_the_cache_records_the_copy_bandwidth_of_the_moment_it_was_timed(monkeypatch):
+    # The last-level cache made tiny (4 KiB) so a tiny point's inputs (1 x 256 x 8 x 4 B x 3 + w) exceed it; the
+    # copy itself stays past any real cache (bandwidth.MIN_COPY_BYTES).
+    import torch
+
+    from fastformer_bench.measure import bandwidth
+
+    past = tiny(seq_len=256)
+    monkeypatch.setattr(bandwidth, "last_level_cache_bytes", lambda: 4096)
+    record = measure_point(past, FAST)
+    assert record["status"] == "ok" and record["copy_bytes_per_s_now"] > 1e8  # any machine copies 100 MB/s
+    monkeypatch.setattr(bandwidth, "last_level_cache_bytes", lambda: 64 * 2**20)
+    assert measure_point(past, FAST).get("copy_bytes_per_s_now") is None  # inside the cache: nothing to say
+    copies = []
+    monkeypatch.setattr("fastformer_bench.measure.env.copy_bandwidth",
+                        lambda *a, **k: copies.append((k, torch.get_num_threads())) or 1.0)
+    monkeypatch.setattr(bandwidth, "last_level_cache_bytes", lambda: 4096)
+    threads = min(2, os.cpu_count() or 1)
+    record = measure_point(tiny("eager", seq_len=256, threads=threads), FAST)
+    assert record.get("copy_bytes_per_s_now") == 1.0, (record["status"], record["reason"])
+    # at the point's own thread count (measure_point sets it for the whole point), past the cache
+    assert copies == [({"nbytes": bandwidth.MIN_COPY_BYTES}, threads)]

@@ -138,3 +138,36 @@ def test_the_backward_ratio_is_also_given_past_the_cache(tmp_path):
     assert row["past_llc"]["median"] == pytest.approx(2.7) and row["past_llc"]["n"] == 2
     frame, _ = load([str(write_results(tmp_path / "unknown", records, run_env()))])
     assert next(r for r in analysis.fwd_bwd(frame) if r["impl"] == "eager")["past_llc"] is None
+
+
+def test_points_timed_in_a_memory_bandwidth_slump_are_named_and_read_against_the_same_time_copy(tmp_path):
+    # The run's roof is 40 GB/s; right after N = 131072 the host's copy read 12 GB/s (another tenant streaming
+    # memory), so that point runs at 30 % of the roof but 100 % of what the memory system gave it then.
+    records = _cache_step_records()
+    for r in records:
+        if 3 * r["seq_len"] * 256 * 4 > LLC:  # the meter measures the points past the cache only
+            r["copy_bytes_per_s_now"] = 1.2e10 if r["seq_len"] == 131072 else 3.9e10
+    roofs = [{"device": "cpu", "threads": 1, "copy_bytes_per_s": 4e10, "gemm_flops_per_s": 1e11}]
+    for r in records:
+        if r["seq_len"] == 131072:
+            r.update(time_median=16 * 131072 * 256 / 1.2e10, time_p20=16 * 131072 * 256 / 1.2e10,
+                     time_p80=16 * 131072 * 256 / 1.2e10)
+    results = write_results(tmp_path / "r", records, _env(roofs=roofs))
+    frame, _ = load([str(results)])
+    slumps = asymptotics.bandwidth_slumps(frame)
+    assert slumps["checked"] == 4  # N = 16384 ... 131072 carry a same-time copy
+    assert [(p["impl"], p["seq_len"]) for p in slumps["points"]] == [("eager", 131072)]
+    row, = asymptotics.streaming_bandwidth(frame)
+    assert row["share_median"] == pytest.approx(0.3, rel=1e-3)
+    assert row["share_now_median"] == pytest.approx(1.0, rel=1e-3) and row["points_now"] == 1
+    build_report([str(results)], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "Memory-bandwidth slumps: 1 of 4 timed points past the LLC" in text
+    assert "N = 131072 D = 256 B = 1: 12 GB/s of 40 GB/s" in text
+    assert "100% of the copy bandwidth measured right after each point (median of 1)" in text
+
+
+def test_a_run_without_same_time_copies_says_nothing_of_slumps(tmp_path):
+    frame, _ = load([str(write_results(tmp_path, _cache_step_records(), _env()))])
+    assert asymptotics.bandwidth_slumps(frame) is None
+    assert all("share_now_median" not in r for r in asymptotics.streaming_bandwidth(frame))
