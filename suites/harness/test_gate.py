@@ -342,16 +342,19 @@ def _rows(report: Path) -> dict[str, dict]:
 
 
 def test_ab_wall_time_passes_unchanged_code_and_catches_a_slowed_candidate(clone, tmp_path):
-    # The plumbing end to end, at a slowdown (2x) that no load on a busy machine hides in 2 short rounds; the
-    # gate's power at 5-25 % is the self-test's business (gate_selftest.py), not a unit test's.
+    # The plumbing end to end, at a slowdown (2x) that no load on a busy machine hides in 3 short rounds (the
+    # fewest compared round by round); the gate's power at 5-25 % is the self-test's business
+    # (gate_selftest.py), not a unit test's.
     report = tmp_path / "gate.json"
     done = _gate("--repo", str(clone), "--baseline-rev", "HEAD", "--impl", "eager,eager", "--candidate-impl",
-                 "eager,test_slowdown", *TINY, "--rounds", "2", "--min-time", "0.4", "--json", str(report),
+                 "eager,test_slowdown", *TINY, "--rounds", "3", "--min-time", "0.3", "--json", str(report),
                  env=plugin_env("2"))
     assert done.returncode == 1, done.stderr[-2000:]
     rows = _rows(report)
     assert rows["unchanged"]["verdict"] != "regression", rows
     assert rows["slowed"]["verdict"] == "regression", rows
+    assert all(len(row["round_ratios"]) == 3 for row in rows.values()), rows  # each round's own ratio
+    assert rows["slowed"]["note"].startswith("3 paired rounds") and "Student's t" in done.stdout
 
 
 @pytest.mark.skipif(gate_instructions.valgrind_missing() is not None,
