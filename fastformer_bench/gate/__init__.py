@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidate-impl", metavar="I[,I...]",
                         help="the candidate measures these instead, paired by position with --impl")
     axes.add_overrides(parser, modes.RUN_AXES)
-    parser.add_argument("--rounds", type=int, default=4, help="A/B rounds, each a fresh pair of processes (default 4)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="A/B rounds, each a fresh pair of processes (default 4); from 3 on, each round's "
+                             "ratio is one observation (Student's t over rounds), below 3 the samples are pooled")
     parser.add_argument("--min-time", type=float, help="seconds of samples per point, side and round (default: "
                                                         "the preset's min_time_s, in its min_samples samples)")
     parser.add_argument("--margin", type=float, default=stats.DEFAULT_MARGIN,
@@ -96,7 +98,7 @@ def _to_github(rows: list, title: str, instructions: bool, summary: str) -> None
               file=sys.stderr)
 
 
-def _estimate(rows: list) -> str:
+def _estimate(rows: list) -> list[str]:
     """How the compared time rows were estimated (compare.paired decides per point)."""
     paired = any(r.round_ratios is not None for r in rows)
     pooled = any(r.round_ratios is None and r.ratio is not None for r in rows)
@@ -106,7 +108,7 @@ def _estimate(rows: list) -> str:
                     "test over rounds")
     if pooled:
         said.append("pooled samples: ratio of medians, percentile bootstrap interval, Mann-Whitney U test")
-    return "; ".join(said)
+    return said
 
 
 def resolution(rows: list) -> str:
@@ -139,8 +141,8 @@ def main(args: argparse.Namespace) -> int:
     compared = [r for r in rows if r.ratio is not None]
     rule = (f"regression: more than {args.instr_threshold:g} % more instructions" if args.instructions else
             f"regression: the 95% interval of the time ratio above {1 + args.margin:g} and a one-sided test's "
-            f"q < {args.alpha:g}, false-discovery rate controlled across points (Benjamini-Hochberg); "
-            + _estimate(rows))
+            f"q < {args.alpha:g}, false-discovery rate controlled across points (Benjamini-Hochberg)"
+            + "".join(f"; {how}" for how in _estimate(rows)))
     verdict = "FAIL" if failed or not compared else "PASS"
     summary = (f"{verdict}: {len(failed)} of {len(rows)} points fail, {len(compared)} compared ({rule}); "
                f"{resolution(rows)}{time.monotonic() - started:.0f} s")

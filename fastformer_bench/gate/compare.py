@@ -73,6 +73,12 @@ def point_key(record: dict, rename: dict[str, str] | None = None) -> tuple:
     return (*(values[name] for name in KEY_FIELDS), record.get("pair"))
 
 
+def pair_key(base_impl: str, cand_impl: str) -> str:
+    """What keeps one (baseline, candidate) pairing's records apart from another's on either side: by the
+    candidate alone, --impl a,x --candidate-impl b,b would file both pairings' candidate records under one key."""
+    return f"{base_impl}>{cand_impl}"
+
+
 def point_label(record: dict) -> str:
     extra = "" if record.get("scope", "core") == "core" else f" {record['scope']}"
     masked = " masked" if record.get("masked") else ""
@@ -125,7 +131,7 @@ def _matches(baseline: dict, candidate: dict, pairs: list[tuple[str, str]] | Non
     found, used = [], set()
     for base_impl, cand_impl in pairs:
         for key in baseline:
-            if key[_IMPL] == base_impl and key[-1] in (None, cand_impl):
+            if key[_IMPL] == base_impl and key[-1] in (None, pair_key(base_impl, cand_impl)):
                 cand_key = (*key[:_IMPL], cand_impl, *key[_IMPL + 1:])
                 found.append((key, cand_key if cand_key in candidate else None))
                 used.add(cand_key)

@@ -32,7 +32,8 @@ def impls(args: argparse.Namespace) -> tuple[Names, Names, Pairs]:
         return base, base, None
     if base is None or len(base) != len(cand):
         raise ValueError("--candidate-impl needs --impl with as many implementations (paired by position).")
-    return sorted(set(base), key=base.index), sorted(set(cand), key=cand.index), list(zip(base, cand))
+    # a pair named twice is one comparison: measured twice, it would be two sessions' samples under one key
+    return sorted(set(base), key=base.index), sorted(set(cand), key=cand.index), list(dict.fromkeys(zip(base, cand)))
 
 
 def _preset_path(name: str) -> str:
@@ -80,7 +81,7 @@ def _problems(args, preset_name: str, impls: list[str] | None) -> tuple[list, di
 def _points(problems: list, pairs: list[tuple[str, str]] | None) -> list[dict[str, dict]]:
     if pairs is None:
         return [{"baseline": p.params(), "candidate": p.params()} for p in problems]
-    return [{"baseline": p.params(), "candidate": p.with_(impl=cand).params(), "pair": cand}
+    return [{"baseline": p.params(), "candidate": p.with_(impl=cand).params(), "pair": compare.pair_key(base, cand)}
             for p in problems for base, cand in pairs if p.impl == base]
 
 

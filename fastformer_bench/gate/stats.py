@@ -46,9 +46,9 @@ class Comparison:
     ratio: float  # candidate / baseline (median time, or instruction count)
     ci_low: float | None  # 95 % interval of the ratio (None where it does not apply)
     ci_high: float | None
-    p_value: float | None  # one-sided Mann–Whitney U, candidate > baseline
+    p_value: float | None  # one-sided test (t over paired rounds, or Mann–Whitney U), candidate > baseline
     verdict: str  # REGRESSION | FASTER | SAME
-    p_faster: float | None = None  # one-sided Mann–Whitney U, candidate < baseline
+    p_faster: float | None = None  # the same test, candidate < baseline
     q_value: float | None = None  # p_value adjusted across the gate's points (Benjamini–Hochberg)
     round_ratios: tuple[float, ...] | None = None  # paired rounds: each round's ratio of medians, in round order
 
@@ -104,8 +104,11 @@ def measure_rounds(baseline: list[list[float]], candidate: list[list[float]],
                          f"{MIN_PAIRED_ROUNDS}; got {len(baseline)} and {len(candidate)}.")
     if not all(baseline) or not all(candidate):
         raise ValueError("every round needs at least one sample on both sides to be compared.")
-    per_round = np.array([np.median(c) / np.median(b) for b, c in zip(baseline, candidate)])
-    logs = np.log(per_round)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_round = np.array([np.median(c) / np.median(b) for b, c in zip(baseline, candidate)], dtype=float)
+        logs = np.log(per_round)
+    if not np.isfinite(logs).all():  # a zero median: no ratio to speak of (not compared), and no crash
+        return Comparison(ratio=None, ci_low=None, ci_high=None, p_value=1.0, verdict=SAME, p_faster=1.0)
     ratio = float(np.exp(logs.mean()))
     found = Comparison(ratio=ratio, ci_low=ratio, ci_high=ratio, p_value=float(ratio <= 1), verdict=SAME,
                        p_faster=float(ratio >= 1), round_ratios=tuple(float(r) for r in per_round))

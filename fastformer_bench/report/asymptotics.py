@@ -140,4 +140,4 @@ def bandwidth_slumps(frame: pd.DataFrame) -> dict | None:
 def summarize(frame: pd.DataFrame) -> dict:
     return {"poly_rule": POLY_RULE, "poly_fits": polynomial_fits(frame), "speedups": speedups(frame),
             "streaming": streaming_bandwidth(frame), "streaming_elements": STREAMING_ELEMENTS,
-            "bandwidth_slumps": bandwidth_slumps(frame)}
+            **({"bandwidth_slumps": slumps} if (slumps := bandwidth_slumps(frame)) is not None else {})}

@@ -149,6 +149,39 @@ def test_rounds_are_paired_only_when_both_sides_have_enough_of_them():
     assert gate_stats.settle([unchanged])[0].verdict == gate_stats.SAME
 
 
+def test_two_pairings_with_one_candidate_keep_their_rounds_apart():
+    # --impl eager,softmax_sdpa --candidate-impl stream,stream: two comparisons whose candidate records share an
+    # implementation. Keyed by the candidate alone, both landed under one key: 2R candidate rounds against R, so
+    # the rounds could not be paired and both rows were compared against a mix of two sessions' samples.
+    from types import SimpleNamespace
+
+    from fastformer_bench.gate import modes
+    from fastformer_bench.problem import Problem
+
+    args = SimpleNamespace(impl="eager,softmax_sdpa", candidate_impl="stream,stream")
+    base_impls, _, pairs = modes.impls(args)
+    points = modes._points([Problem(impl=i, batch=1, seq_len=64, width=32, heads=2) for i in base_impls], pairs)
+    rounds = {"baseline": [], "candidate": []}
+    for number in range(4):
+        for side in rounds:
+            rounds[side].append([{**point[side], "status": "ok", "pair": point.get("pair"),
+                                  "samples": [1.0 + 0.01 * number] * 3} for point in points])
+    rows = gate_compare.compare(gate_compare.pool(rounds["baseline"]), gate_compare.pool(rounds["candidate"]),
+                                pairs=pairs)
+    assert len(rows) == 2 and all(len(row.round_ratios) == 4 for row in rows), rows
+    # a pairing named twice is one comparison, measured once
+    assert modes.impls(SimpleNamespace(impl="eager,eager", candidate_impl="stream,stream"))[2] == [("eager", "stream")]
+
+
+def test_a_round_with_a_zero_median_is_not_compared_rather_than_crashing_the_gate():
+    base, cand = _rounds([0.0] * 3, 5, 0.01, 1), _rounds([0.0] * 3, 5, 0.01, 9)
+    cand[1] = [0.0] * 5
+    result = gate_stats.measure_rounds(base, cand)
+    assert result.ratio is None and result.ci_low is None and result.p_value == 1.0
+    row, = gate_compare.compare(_sides(base), _sides(cand))
+    assert row.ratio is None and not row.fails
+
+
 def test_a_gate_round_keeps_its_samples_apart_from_the_other_rounds():
     side, = gate_compare.pool([[_record(samples=[1.0, 1.1])], [_record(samples=[2.0])]]).values()
     assert side.rounds == ((1.0, 1.1), (2.0,)) and side.samples == (1.0, 1.1, 2.0)
