@@ -10,6 +10,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -156,12 +157,17 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
         best[problem.point_id] = record
         queue.append(problem)
 
-    copy_seen: dict = {}  # thread count -> the best copy bandwidth measured right after a point (bytes/s)
+    copies: dict = {}  # thread count -> every copy bandwidth measured right after a point so far (bytes/s)
+
+    def measure_and_note(problem: Problem) -> dict:
+        record = measure(problem)
+        if record.get("status") == "ok" and record.get("copy_bytes_per_s_now"):
+            copies.setdefault(record.get("threads"), []).append(record["copy_bytes_per_s_now"])
+        return record
 
     def wants_revisit(record: dict) -> bool:
-        if record.get("revisits", 0) >= settings.revisits:
-            return False
-        return too_noisy(record, settings.max_spread) or slumped(record, copy_seen)
+        return record.get("revisits", 0) < settings.revisits and (
+            too_noisy(record, settings.max_spread) or slumped(record, copies.get(record.get("threads"), ())))
 
     # A point still noisy after its windows waits for a revisit at the end of the sweep: the host's noisy
     # episodes last seconds, so minutes later is an independent chance (see revisit()).
@@ -169,7 +175,7 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
         with _progress(len(todo), progress) as advance:
             for problem in todo:
                 started = time.monotonic()
-                record = measure(problem)
+                record = measure_and_note(problem)
                 if wants_revisit(record):
                     hold(problem, record)
                 else:
@@ -180,7 +186,7 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
             while queue:
                 problem = queue[0]
                 started = time.monotonic()
-                record = revisit(best[problem.point_id], measure(problem))
+                record = revisit(best[problem.point_id], measure_and_note(problem))
                 advance(problem, record, time.monotonic() - started, revisit=True)
                 if wants_revisit(record):
                     hold(problem, record)
@@ -203,14 +209,20 @@ def spread_of(record: dict) -> float | None:
     return (p80 - p20) / median
 
 
-def slumped(record: dict, copy_seen: dict) -> bool:
+#: the fewest same-time copies at a thread count before one of them is judged against their median
+MIN_COPIES = 3
+
+
+def slumped(record: dict, copies: Sequence[float]) -> bool:
     """Whether a point was timed while the host's copy bandwidth (measured right after it, measure/bandwidth.py)
-    was below SLUMP_SHARE of the best this sweep has seen at its thread count; ``copy_seen`` is updated."""
+    was below SLUMP_SHARE of the median of the copies this sweep measured at its thread count (``copies``).
+
+    The median, not the best: one copy reads 15-20 GB/s on a quiet 2-core VM, and against its best an ordinary
+    reading would look like a slump; a lasting drift moves the median along, so it is not revisited forever."""
     now = record.get("copy_bytes_per_s_now")
-    if record.get("status") != "ok" or not now:
+    if record.get("status") != "ok" or not now or len(copies) < MIN_COPIES:
         return False
-    best = copy_seen[record.get("threads")] = max(now, copy_seen.get(record.get("threads"), 0.0))
-    return now < SLUMP_SHARE * best
+    return now < SLUMP_SHARE * statistics.median(copies)
 
 
 def too_noisy(record: dict, max_spread: float | None) -> bool:

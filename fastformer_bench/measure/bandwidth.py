@@ -4,8 +4,8 @@ run.json's roofs are measured at the start and the end of a run. A shared host w
 minutes in between (another tenant streaming memory) makes every call timed then slow alike: the spread stays
 small, the CPU-contention check sees nothing (no time slice was taken), and the point is stored three times
 slower than it runs. A copy past the cache, at the point's thread count, right after its timing measures what
-the memory system gave at that time; the report places each such point against it beside the run's roof, and
-names the points timed while it was well below that roof.
+the memory system gave at that time: a sweep measures a point again when it reads well below the sweep's typical
+copy, and the report places each such point against it beside the run's roof and names those it finds below.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import functools
 
 from fastformer_bench.measure import Meter, Subject
 
-#: a point whose same-time copy fell below this share of the best seen at its thread count was timed in a slump:
-#: the sweep measures it again at the end (runner.measure_all), and the report names it if it stays so
+#: a point whose same-time copy fell below this share of the typical one was timed in a slump: the sweep measures
+#: it again at the end (against the median of the sweep's copies: runner.slumped), and the report names it
+#: (against the run's roof)
 SLUMP_SHARE = 0.8
 #: a copy buffer this many times the last-level cache (and at least MIN_COPY_BYTES): DRAM, not cache, is timed
 CACHE_MULTIPLE = 4
