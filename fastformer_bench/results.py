@@ -63,6 +63,10 @@ EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_
          # bytes/s of a copy past the cache right after the point was timed (measure/bandwidth.py; CPU points
          # whose inputs exceed the last-level cache)
          "copy_bytes_per_s_now")
+#: a point whose copy_bytes_per_s_now is below this share of the typical copy was timed in a slump of the host's
+#: memory bandwidth: a sweep measures it again (against the median of its copies: runner.slumped), the report
+#: names it (against the run's roof). Here, in the record contract, because both sides of the layering read it.
+SLUMP_SHARE = 0.8
 FIELDS = ("schema", *IDENTITY, *INPUTS, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY, *SHOWN)
 #: IDENTITY's own optional fields: absent from some writers' records and never needed to read one
 _OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash")

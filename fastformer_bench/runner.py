@@ -19,10 +19,17 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 
 from fastformer_bench.measure import host
-from fastformer_bench.measure.bandwidth import SLUMP_SHARE
 from fastformer_bench.point import Settings, base_record, measure_point
 from fastformer_bench.problem import Problem
-from fastformer_bench.results import HELD_FILE, ResultStore, points_files, read_run, read_store, writer_lock
+from fastformer_bench.results import (
+    HELD_FILE,
+    SLUMP_SHARE,
+    ResultStore,
+    points_files,
+    read_run,
+    read_store,
+    writer_lock,
+)
 
 
 def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | None) -> dict:

@@ -14,10 +14,6 @@ import functools
 
 from fastformer_bench.measure import Meter, Subject
 
-#: a point whose same-time copy fell below this share of the typical one was timed in a slump: the sweep measures
-#: it again at the end (against the median of the sweep's copies: runner.slumped), and the report names it
-#: (against the run's roof)
-SLUMP_SHARE = 0.8
 #: a copy buffer this many times the last-level cache (and at least MIN_COPY_BYTES): DRAM, not cache, is timed
 CACHE_MULTIPLE = 4
 MIN_COPY_BYTES = 64 * 2**20

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from fastformer_bench.measure.bandwidth import SLUMP_SHARE  # torch-free: the rule the sweep revisits by
 from fastformer_bench.report.analysis import PAST_LLC, SHAPE, SLICE, crossovers, impl_facts, key_dict
 from fastformer_bench.report.numbers import num, timed
+from fastformer_bench.results import SLUMP_SHARE
 
 #: at least one degree of freedom beyond the three coefficients, or the fit has no error estimate
 MIN_POLY_POINTS = 4
