@@ -166,11 +166,16 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
 
     copies: dict = {}  # thread count -> every copy bandwidth measured right after a point so far (bytes/s)
 
-    def measure_and_note(problem: Problem) -> dict:
-        record = measure(problem)
+    def note(record: dict) -> dict:
         if record.get("status") == "ok" and record.get("copy_bytes_per_s_now"):
             copies.setdefault(record.get("threads"), []).append(record["copy_bytes_per_s_now"])
         return record
+
+    def measure_and_note(problem: Problem) -> dict:
+        return note(measure(problem))
+
+    for record in best.values():  # a resumed run's held points: their copies count from the start
+        note(record)
 
     def wants_revisit(record: dict) -> bool:
         return record.get("revisits", 0) < settings.revisits and (
@@ -225,7 +230,9 @@ def slumped(record: dict, copies: Sequence[float]) -> bool:
     was below SLUMP_SHARE of the median of the copies this sweep measured at its thread count (``copies``).
 
     The median, not the best: one copy reads 15-20 GB/s on a quiet 2-core VM, and against its best an ordinary
-    reading would look like a slump; a lasting drift moves the median along, so it is not revisited forever."""
+    reading would look like a slump; a lasting drift moves the median along, so it is not revisited forever.
+    What this cannot see: the first MIN_COPIES - 1 points at a thread count, and a slump that covers most of the
+    copies so far (it is the median then). The report judges every point against the run's roof instead."""
     now = record.get("copy_bytes_per_s_now")
     if record.get("status") != "ok" or not now or len(copies) < MIN_COPIES:
         return False

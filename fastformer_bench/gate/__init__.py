@@ -44,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the candidate measures these instead, paired by position with --impl")
     axes.add_overrides(parser, modes.RUN_AXES)
     parser.add_argument("--rounds", type=int, default=4,
-                        help="A/B rounds, each a fresh pair of processes (default 4); from 3 on, each round's "
-                             "ratio is one observation (Student's t over rounds), below 3 the samples are pooled")
+                        help="A/B rounds, each a fresh pair of processes (default 4); from "
+                             f"{stats.MIN_PAIRED_ROUNDS} on, each round's ratio is one observation (Student's t "
+                             "over rounds), below that the samples are pooled")
     parser.add_argument("--min-time", type=float, help="seconds of samples per point, side and round (default: "
                                                         "the preset's min_time_s, in its min_samples samples)")
     parser.add_argument("--margin", type=float, default=stats.DEFAULT_MARGIN,

@@ -159,8 +159,14 @@ def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
         else:
             timed.append((len(rows), base, cand))
             rows.append(None)  # filled in once every timed point is known
-    settled = settle([_measure(b, c) for _, b, c in timed], margin, alpha)
-    for (at, base, cand), result in zip(timed, settled):
+    measured = [(at, base, cand, _measure(base, cand)) for at, base, cand in timed]
+    for at, base, cand, result in measured:
+        if result.ratio is None:
+            rows[at] = Row(_label(base, cand), None, None, None, None, None, None, NOT_COMPARED,
+                           "a median of zero seconds per call: no ratio")
+    measured = [m for m in measured if m[3].ratio is not None]
+    settled = settle([result for *_, result in measured], margin, alpha)
+    for (at, base, cand, _), result in zip(measured, settled):
         how = (f"{len(base.rounds)} paired rounds" if result.round_ratios is not None
                else f"{len(base.samples)} vs {len(cand.samples)} samples")
         rows[at] = Row(_label(base, cand), statistics.median(base.samples), statistics.median(cand.samples),

@@ -83,11 +83,17 @@ def compare_samples(baseline: list[float], candidate: list[float], margin: float
     return settle([measure_samples(baseline, candidate)], margin, alpha)[0]
 
 
+#: a point with a zero median on either side: no ratio to speak of, so it is reported as not compared
+NO_RATIO = Comparison(ratio=None, ci_low=None, ci_high=None, p_value=None, verdict=SAME)
+
+
 def measure_samples(baseline: list[float], candidate: list[float]) -> Comparison:
     """Ratio, interval and both one-sided p-values of one point; its verdict waits for settle()."""
     if not baseline or not candidate:
         raise ValueError("both sides need at least one sample to be compared.")
     base, cand = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    if not (np.median(base) > 0 and np.median(cand) > 0):
+        return NO_RATIO
     ratio = float(np.median(cand) / np.median(base))
     slower = float(stats.mannwhitneyu(cand, base, alternative="greater").pvalue)
     faster = float(stats.mannwhitneyu(cand, base, alternative="less").pvalue)
@@ -104,16 +110,16 @@ def measure_rounds(baseline: list[list[float]], candidate: list[list[float]],
                          f"{MIN_PAIRED_ROUNDS}; got {len(baseline)} and {len(candidate)}.")
     if not all(baseline) or not all(candidate):
         raise ValueError("every round needs at least one sample on both sides to be compared.")
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):
         per_round = np.array([np.median(c) / np.median(b) for b, c in zip(baseline, candidate)], dtype=float)
         logs = np.log(per_round)
-    if not np.isfinite(logs).all():  # a zero median: no ratio to speak of (not compared), and no crash
-        return Comparison(ratio=None, ci_low=None, ci_high=None, p_value=1.0, verdict=SAME, p_faster=1.0)
+    if not np.isfinite(logs).all():  # a zero (or denormal) median: no ratio to speak of
+        return NO_RATIO
     ratio = float(np.exp(logs.mean()))
     found = Comparison(ratio=ratio, ci_low=ratio, ci_high=ratio, p_value=float(ratio <= 1), verdict=SAME,
                        p_faster=float(ratio >= 1), round_ratios=tuple(float(r) for r in per_round))
-    if np.ptp(logs) == 0:
-        return found  # every round says exactly the same: no spread, the interval is the ratio itself
+    if np.ptp(logs) < 1e-12:
+        return found  # every round says the same to rounding: no spread, the interval is the ratio itself
     interval = stats.ttest_1samp(logs, 0.0).confidence_interval(confidence)
     return replace(found, ci_low=float(np.exp(interval.low)), ci_high=float(np.exp(interval.high)),
                    p_value=float(stats.ttest_1samp(logs, 0.0, alternative="greater").pvalue),

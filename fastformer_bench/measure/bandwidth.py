@@ -36,13 +36,15 @@ def _applies(subject: Subject) -> bool:
 
 
 def _measure(subject: Subject) -> dict:
+    import torch
+
     from fastformer_bench.measure.env import copy_bandwidth
 
     nbytes = max(CACHE_MULTIPLE * (last_level_cache_bytes() or 0), MIN_COPY_BYTES)
     try:
         # at the thread count in force: measure_point has set the point's own
         return {"copy_bytes_per_s_now": copy_bandwidth("cpu", nbytes=nbytes)}
-    except (MemoryError, RuntimeError):
+    except (MemoryError, torch.OutOfMemoryError):
         return {"copy_bytes_per_s_now": None}  # no room for the copy: the point's own timing stands
 
 

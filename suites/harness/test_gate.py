@@ -177,9 +177,22 @@ def test_a_round_with_a_zero_median_is_not_compared_rather_than_crashing_the_gat
     base, cand = _rounds([0.0] * 3, 5, 0.01, 1), _rounds([0.0] * 3, 5, 0.01, 9)
     cand[1] = [0.0] * 5
     result = gate_stats.measure_rounds(base, cand)
-    assert result.ratio is None and result.ci_low is None and result.p_value == 1.0
+    assert result.ratio is None and result.ci_low is None
     row, = gate_compare.compare(_sides(base), _sides(cand))
-    assert row.ratio is None and not row.fails
+    assert row.ratio is None and row.verdict == gate_compare.NOT_COMPARED and not row.fails
+    assert "zero" in row.note
+    pooled, = gate_compare.compare(_sides(base[:1]), _sides([[0.0] * 5]))  # the pooled estimate, likewise
+    assert pooled.verdict == gate_compare.NOT_COMPARED
+    # a point without a ratio stays out of the false-discovery group: the other point's q is its own p
+    two = {**_sides(base), ("q",): gate_compare.Side(label="q", status="ok", samples=(1.0,) * 9,
+                                                     rounds=((1.0,) * 3,) * 3)}
+    cand_two = {**_sides(cand), ("q",): gate_compare.Side(label="q", status="ok", samples=(2.0,) * 9,
+                                                          rounds=((2.0,) * 3,) * 3)}
+    zero, doubled = gate_compare.compare(two, cand_two)
+    assert doubled.verdict == gate_stats.REGRESSION and doubled.q_value == 0.0
+    # rounds that agree to the last bit or two: no spread, no precision-loss warning from the t test
+    near = gate_stats.measure_rounds(base, [[t * 1.1 * (1 + i * 1e-15) for t in r] for i, r in enumerate(base)])
+    assert near.ci_low == near.ci_high == near.ratio
 
 
 def test_a_gate_round_keeps_its_samples_apart_from_the_other_rounds():
