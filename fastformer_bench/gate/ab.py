@@ -10,25 +10,55 @@ process-level luck (memory layout) is sampled as well.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 from fastformer_bench.gate.sides import GateError, check_imports_from, copy_worker, side_env_wall
 
+#: "heap bytes,mapped pages,filler": where a worker's heap, its libraries and its stack start (workers/wall.py)
+LAYOUT_ENV = "FASTFORMER_BENCH_GATE_LAYOUT"
+_ADDR_NO_RANDOMIZE = 0x0040000  # personality(2): this process's exec keeps the same addresses every time
+
+
+def random_layout(rng: random.Random) -> str:
+    """One round's memory layout, given to both sides: up to 4 MiB of heap in 64-byte steps, 16 MiB of mapped
+    address space in pages, 4 KiB of stack in bytes.
+
+    Where a process's code and data land moves a dispatch-heavy point's time: measured on the 2-core VM, eager
+    (1.4 ms a call) in two processes of the same tree, one started per side, differed by up to 10 % for the
+    processes' whole life, and by 0.1-0.9 % with the kernel's address randomization off. So both sides run with it
+    off and with the same layout, drawn anew each round: the layout's effect cancels within a round instead of
+    being a second noise, and is sampled over rounds instead of being one fixed layout's luck."""
+    return f"{64 * rng.randrange(1 << 16)},{rng.randrange(1 << 12)}," + "x" * rng.randrange(4096)
+
+
+def _start_child(cpus: set[int] | None) -> None:
+    # Between fork and exec. A kernel that refuses the personality (some container profiles) leaves the
+    # addresses randomized: independent layouts per side, more noise, no bias; the worker says which it got.
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    ctypes.CDLL(None).personality(_ADDR_NO_RANDOMIZE)
+
 
 class Worker:
     """One side's running workers/wall.py (its stderr goes to a file, so a full pipe never blocks it)."""
 
-    def __init__(self, name: str, tree: Path, workdir: Path, cpus: set[int] | None = None) -> None:
+    def __init__(self, name: str, tree: Path, workdir: Path, cpus: set[int] | None = None,
+                 layout: str | None = None) -> None:
         script = copy_worker("wall.py", workdir)
         self.name, self.log = name, workdir / "stderr.txt"
+        env = side_env_wall(tree)
+        if layout:
+            env[LAYOUT_ENV] = layout
         with open(self.log, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, str(script)], cwd=workdir, env=side_env_wall(tree),
+            self.proc = subprocess.Popen([sys.executable, str(script)], cwd=workdir, env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                                         preexec_fn=lambda: _start_child(cpus))
 
     def ask(self, payload: dict) -> dict:
         try:
@@ -53,9 +83,25 @@ class Worker:
         self.proc.stdout.close()
 
 
-def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings: dict, samples: int,
-                   sample_s: float) -> dict[str, dict]:
-    setup = {name: workers[name].ask({"op": "setup", **_side_threads(params[name], settings),
+#: the length of one sample (back-to-back calls of one side): short, so that a burst of a neighbour's load spoils
+#: few samples of the median. Measured on the 2-core VM, two input sets of eager (1.4 ms a call) timed in turn in
+#: one process for the same total time: the round-to-round SD of their ratio of medians was 3.3 % in 20 samples of
+#: 10 calls, 1.2 % in 100 samples of 2 calls.
+SAMPLE_S = 0.005
+
+
+def sampling(per_call_s: float, settings: dict) -> tuple[int, int]:
+    """(calls per sample, samples) of one point in one round: samples of about SAMPLE_S (at least one call), as
+    many as fill the preset's min_time_s, at least its min_samples and at most its max_samples."""
+    calls = max(1, round(SAMPLE_S / max(per_call_s, 1e-9)))
+    wanted = round(float(settings.get("min_time_s", 0.3)) / (calls * max(per_call_s, 1e-9)))
+    low = int(settings.get("min_samples", 10))
+    return calls, max(low, min(int(settings.get("max_samples", low)), wanted))
+
+
+def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings: dict,
+                   check: bool = True) -> dict[str, dict]:
+    setup = {name: workers[name].ask({"op": "setup", **_side_threads(params[name], settings), "check": check,
                                       "warmup_s": settings.get("warmup_s", 0.1)}) for name in workers}
     # "pair" keeps the samples of one pairing together: a baseline point measured beside two candidates is two
     # comparisons, each against the samples taken interleaved with it, never pooled across time windows.
@@ -63,8 +109,8 @@ def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings
     if any(reply["status"] != "ok" for reply in setup.values()):
         return records
     first = next(iter(workers))
-    # The same number of calls per sample on both sides (the first side's estimate): equal windows of time.
-    calls = max(1, round(sample_s / max(setup[first]["per_call_s"], 1e-9)))
+    # The same calls and samples on both sides (the first side's estimate): equal windows of time.
+    calls, samples = sampling(setup[first]["per_call_s"], settings)
     names = list(workers)
     for number in range(samples):
         for name in names if number % 2 == 0 else names[::-1]:
@@ -102,28 +148,53 @@ def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings:
     """Every point measured by both sides sample by sample (B C C B ...), in ``rounds`` fresh pairs of processes.
 
     ``points`` holds, per point, each side's Problem parameters; ``settings`` is the preset's [settings]
-    (threads, warmup_s, and min_time_s / min_samples: the samples per point and round, and their length).
+    (threads, warmup_s, and min_time_s, min_samples, max_samples: the samples per point and round, see sampling).
     """
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}.")
     for tree in trees.values():
         check_imports_from(tree)
-    samples = int(settings.get("min_samples", 10))
     threads = settings.get("threads")
     if threads:  # as many CPUs as the most threaded point uses (the threads axis), so it is not timed on fewer
         threads = max([threads, *(point[name].get("threads") or 0 for point in points for name in trees)])
     cpus = shared_cpus(threads)
-    sample_s = float(settings.get("min_time_s", 0.3)) / samples
     found: dict[str, list[list[dict]]] = {name: [] for name in trees}
+    rng = random.Random()
+    # Correctness before speed, once: each point is checked against the reference in the first round (the same
+    # code on the same seeded inputs gives the same answer in every round; at the gate preset's N = 4096 the
+    # float64 quadratic reference took seconds per side and point, most of a round).
+    refused: dict[int, dict[str, dict]] = {}
+    # The sides start from paths of the same length (a link per tree, a folder per side and round), so their
+    # environments and module search paths are the same size byte for byte: under the same layout, what Python and
+    # torch lay out before the side's own code is imported lands at the same addresses on both sides.
+    links, folders = {}, {}
+    for index, name in enumerate(trees):
+        links[name] = workdir / f"tree{index}"
+        links[name].symlink_to(Path(trees[name]).resolve(), target_is_directory=True)
+        folders[name] = f"side{index}-round"
     for number in range(rounds):
         names = list(trees) if number % 2 == 0 else list(trees)[::-1]
-        workers = {name: Worker(name, trees[name], workdir / f"{name}-{number}", cpus) for name in names}
+        layout = random_layout(rng)
+        workers = {name: Worker(name, links[name], workdir / f"{folders[name]}{number:04d}", cpus, layout)
+                   for name in names}
         try:
-            measured = [_measure_point(workers, point, settings, samples, sample_s) for point in points]
+            measured = []
+            for index, point in enumerate(points):
+                if index in refused:  # not ok on a side in round 1: reported as it was, never timed
+                    measured.append(refused[index])
+                    continue
+                records = _measure_point(workers, point, settings, check=number == 0)
+                if number == 0 and any(r["status"] != "ok" for r in records.values()):
+                    refused[index] = records
+                measured.append(records)
         finally:
             for worker in workers.values():
                 worker.close()
         for name in trees:
             found[name].append([m[name] for m in measured])
+        if number == 0 and any(m[name].get("layout") == "random" for m in measured for name in trees):
+            print("gate: the kernel kept address randomization on (personality refused): each side's memory "
+                  "layout is its own luck, so rounds vary more and a small slowdown needs more of them",
+                  file=sys.stderr, flush=True)
         print(f"gate: round {number + 1}/{rounds} done", file=sys.stderr, flush=True)
     return found

@@ -61,14 +61,21 @@ def _run_args(args, preset: str, impls: list[str] | None) -> list[str]:
 
 
 def _problems(args, preset_name: str, impls: list[str] | None) -> tuple[list, dict]:
-    """The preset's Problems with the command line's axis overrides, and its [settings]."""
+    """The preset's Problems with the command line's axis overrides, and its [settings]. An implementation the
+    preset names is measured at its own points (the gate preset times the linear ones at a larger N than the
+    quadratic ones); one it does not name (a plugin), at every point of the preset."""
     from fastformer_bench import presets
 
     overrides = axes.overrides(args)
-    if impls:
-        overrides["impl"] = impls
     preset = presets.load(preset_name)
     problems, _ = presets.expand(preset, overrides)
+    if impls:
+        named = {p.impl for p in problems}
+        problems = [p for p in problems if p.impl in impls]
+        others = [name for name in impls if name not in named]
+        if others:
+            problems += presets.expand(preset, {**overrides, "impl": others})[0]
+        problems.sort(key=lambda p: impls.index(p.impl))
     settings = dict(preset.settings)
     if args.min_time is not None:
         settings["min_time_s"] = args.min_time

@@ -5,9 +5,12 @@ gate's own 1 % threshold; unchanged).
     python suites/harness/gate_selftest.py --repeats 20 --out results/gate-selftest
 
 The candidate tree is a temporary clone of this working tree (uncommitted changes included, committed there),
-so the baseline revision ("HEAD" of the clone) is exactly the candidate's code. The slowed candidate is the
-test plugin ``test_slowdown`` (suites/harness/plugins_for_tests.py), paired with ``eager`` in the same gate:
-one gate run gives one unchanged trial (every eager/eager and softmax/softmax point) and one slowed trial.
+so the baseline revision ("HEAD" of the clone) is exactly the candidate's code. The slowed candidates are the
+test plugins ``test_slowdown`` (and ``_2``, ``_3`` for more factors; suites/harness/plugins_for_tests.py), each
+paired with ``eager`` in the same gate: one gate run gives one unchanged trial (the eager/eager and
+softmax/softmax points) and one slowed trial per factor.
+
+    python suites/harness/gate_selftest.py --repeats 20 --factor 1.05,1.10,1.25 --out results/gate-selftest
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from plugins_for_tests import SLOWDOWN_ENV, calls_for_exact_work  # this script's folder is on sys.path
+from plugins_for_tests import (  # this script's folder is on sys.path
+    SLOWDOWN_ATTRIBUTES,
+    SLOWDOWN_ENV,
+    calls_for_exact_work,
+    slowdown_name,
+)
 
 from fastformer_bench.gate.instructions import DEFAULT_CALLS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]  # the repository this file belongs to: the snapshot's source and the gate's working folder
-PLUGINS = "plugins_for_tests:SLOWDOWN,plugins_for_tests:EXTRA"
+PLUGINS = ",".join(f"plugins_for_tests:{name}" for name in (*SLOWDOWN_ATTRIBUTES, "EXTRA"))
 
 
 def snapshot(source: Path, dest: Path) -> Path:
@@ -74,36 +82,49 @@ def run_gate(repo: Path, args: list[str], env: dict[str, str], workdir: Path) ->
     return result
 
 
-def _rows(result: dict, slowed: bool, impl: str) -> list[dict]:
-    return [r for r in result.get("rows", []) if (f"vs {impl}" in r["label"]) == slowed]
+def _rows(result: dict, impl: str | None) -> list[dict]:
+    """The rows of the slowed ``impl`` (its label ends "vs <impl>"), or the unchanged rows (``impl`` None)."""
+    rows = result.get("rows", [])
+    if impl is None:
+        return [r for r in rows if " vs " not in r["label"]]
+    return [r for r in rows if r["label"].endswith(f" vs {impl}")]
 
 
-def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: str, slowed_impl: str,
+def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: str, slowed: dict[str, str],
             kind: str, trials: list[dict] | None = None, saved=None) -> list[dict]:
-    """``repeats`` gates of ``args``: each a false alarm if an unchanged row fails, caught if every slowed row
-    (``slowed_impl`` at ``factor``) is a regression. Each trial is appended to ``trials`` and ``saved()`` called,
-    so a run cut short keeps the trials it finished."""
+    """``repeats`` gates of ``args``: each a false alarm if an unchanged row fails, and per factor of ``slowed``
+    (factor text -> the implementation slowed by it) caught if every row of that implementation is a regression.
+    ``factor`` is what the plugins read (SLOWDOWN_ENV). Each trial is appended to ``trials`` and ``saved()``
+    called, so a run cut short keeps the trials it finished."""
     trials = [] if trials is None else trials
     for number in range(repeats):
         result = run_gate(repo, args, plugin_env(factor), workdir)
-        unchanged, slowed = _rows(result, False, slowed_impl), _rows(result, True, slowed_impl)
+        caught = {}
+        for text, impl in slowed.items():
+            rows = _rows(result, impl)
+            caught[text] = bool(rows) and all(r["verdict"] == "regression" for r in rows)
         trial = {"n": number, "wall_s": result["wall_s"], "exit": result["exit"],
-                 "false_alarm": any(r["fails"] for r in unchanged),
-                 "caught": bool(slowed) and all(r["verdict"] == "regression" for r in slowed),
+                 "false_alarm": any(r["fails"] for r in _rows(result, None)),
+                 "caught": all(caught.values()), "caught_by_factor": caught,
                  "rows": result.get("rows"), "stderr": result.get("stderr")}
         trials.append(trial)
         if saved:
             saved()
-        print(f"{kind} trial {number}: false alarm {trial['false_alarm']}, caught {trial['caught']}, "
+        print(f"{kind} trial {number}: false alarm {trial['false_alarm']}, caught {caught}, "
               f"{trial['wall_s']:.0f} s", file=sys.stderr, flush=True)
     return trials
 
 
 def wall_trials(repo: Path, repeats: int, workdir: Path, extra: list[str], factor: str = "1.25",
                 trials: list[dict] | None = None, saved=None) -> list[dict]:
-    """Default A/B gates, each with the preset's points unchanged plus eager vs test_slowdown (``factor``, 1.25x)."""
-    args = ["--impl", "eager,softmax_sdpa,eager", "--candidate-impl", "eager,softmax_sdpa,test_slowdown", *extra]
-    return _trials(repo, repeats, workdir, args, factor, "test_slowdown", "wall", trials, saved)
+    """Default A/B gates, each with the preset's points unchanged plus eager against one slowed copy of eager
+    per factor of ``factor`` ("1.25", or "1.05,1.10,1.25": every factor in the same gate, beside the same
+    unchanged points)."""
+    factors = factor.split(",")
+    slowed = {text: slowdown_name(index) for index, text in enumerate(factors)}
+    args = ["--impl", ",".join(["eager", "softmax_sdpa", *["eager"] * len(factors)]),
+            "--candidate-impl", ",".join(["eager", "softmax_sdpa", *slowed.values()]), *extra]
+    return _trials(repo, repeats, workdir, args, factor, slowed, "wall", trials, saved)
 
 
 def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1.01", threshold: str = "1",
@@ -119,7 +140,7 @@ def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1
     calls = calls_for_exact_work(factor, DEFAULT_CALLS)
     args = ["--instructions", "--mode", "fwd", "--impl", "eager,softmax_sdpa,eager", "--candidate-impl",
             "eager,softmax_sdpa,test_extra", "--instr-threshold", threshold, "--calls", str(calls)]
-    return _trials(repo, repeats, workdir, args, factor, "test_extra", "instruction", trials, saved)
+    return _trials(repo, repeats, workdir, args, factor, {factor: "test_extra"}, "instruction", trials, saved)
 
 
 def _summary(trials: list[dict]) -> dict:
@@ -138,8 +159,13 @@ def _summary(trials: list[dict]) -> dict:
                 found = spread.setdefault(row["label"], [0.0, 0])
                 found[0] += float(np.sum(np.square(logs - logs.mean())))
                 found[1] += len(logs) - 1
+    by_factor: dict[str, int] = {}
+    for trial in trials:
+        for text, caught in trial.get("caught_by_factor", {}).items():
+            by_factor[text] = by_factor.get(text, 0) + caught
     return {"trials": len(trials), "false_alarms": sum(t["false_alarm"] for t in trials),
-            "caught": sum(t["caught"] for t in trials), "wall_s_median": walls[len(walls) // 2] if walls else None,
+            "caught": sum(t["caught"] for t in trials), "caught_by_factor": by_factor,
+            "wall_s_median": walls[len(walls) // 2] if walls else None,
             "flagged_from_median": flagged[len(flagged) // 2] if flagged else None,
             "round_sd_percent": {label: round(100 * float(np.sqrt(squares / freedom)), 2)
                                  for label, (squares, freedom) in spread.items()}}
@@ -151,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instruction-repeats", type=int, default=5, help="instruction gates (default 5)")
     parser.add_argument("--out", default="results/gate-selftest", help="where the JSON results go")
     parser.add_argument("--gate-args", default="", help="extra gate options for the wall-time trials")
-    parser.add_argument("--factor", default="1.25", help="the slowed candidate's wall-time factor (default 1.25)")
+    parser.add_argument("--factor", default="1.25",
+                        help="the slowed candidates' wall-time factors, comma-separated, at most 3, measured in the "
+                             "same gates (default 1.25)")
     parser.add_argument("--instruction-factor", default="1.01",
                         help="the instruction candidate's work factor (default 1.01); each counted region holds a "
                              "multiple of its denominator of calls, at least 50 (100 at 1.01)")
@@ -160,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", help="use this git clone as the candidate (its HEAD is the baseline) instead of "
                                        "a fresh snapshot of this working tree")
     args = parser.parse_args(argv)
+    if len(args.factor.split(",")) > len(SLOWDOWN_ATTRIBUTES):
+        parser.error(f"--factor names at most {len(SLOWDOWN_ATTRIBUTES)} factors, got {args.factor!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # The file is written after every trial (and named at the start), so a run cut short keeps what it measured.

@@ -84,19 +84,34 @@ def calls_for_exact_work(text: str, at_least: int) -> int:
     return denominator * -(-at_least // denominator)
 
 
-_FACTOR = slowdown_factor(os.environ.get(SLOWDOWN_ENV, "1.25"))
+#: every factor SLOWDOWN_ENV names ("1.05" or "1.05,1.10,1.25"): test_slowdown is slowed by the first,
+#: test_slowdown_2 by the second and so on (a name past the list takes the last), so one gate can measure
+#: several slowdowns against the same unchanged points
+_FACTORS = [slowdown_factor(text) for text in os.environ.get(SLOWDOWN_ENV, "1.25").split(",")]
+_FACTOR = _FACTORS[0]
 _debt = [0]  # extra work owed by test_extra, in units of 1 / denominator of an eager call
 
 
-def _slowed(x, w, mask=None):
-    # Idles (busy, like a slower kernel) for (FACTOR - 1) x this call's own time: every call, every size, is
-    # FACTOR x slower in wall time, so the median moves by FACTOR too.
-    start = time.perf_counter()
-    out = eager_additive_attention(x, w, mask)
-    until = start + (time.perf_counter() - start) * float(_FACTOR)
-    while time.perf_counter() < until:
-        pass
-    return out
+def slowdown_name(index: int) -> str:
+    """The name of the test implementation slowed by the ``index``-th factor (0: test_slowdown)."""
+    return "test_slowdown" if index == 0 else f"test_slowdown_{index + 1}"
+
+
+def _slowed_by(factor: Fraction):
+    def slowed(x, w, mask=None):
+        # Busy (like a slower kernel) for (factor - 1) x this call's own time, on the clock the gate reads: the
+        # thread's CPU time at one thread (workers/wall.py), wall time otherwise. Spinning to a wall-clock deadline
+        # while the gate read CPU time made the slowdown smaller whenever the VM took the CPU away mid-spin
+        # (1.031x measured for 1.05x).
+        clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+        start = clock()
+        out = eager_additive_attention(x, w, mask)
+        until = start + (clock() - start) * float(factor)
+        while clock() < until:
+            pass
+        return out
+
+    return slowed
 
 
 def _extra(x, w, mask=None):
@@ -110,7 +125,14 @@ def _extra(x, w, mask=None):
     return out
 
 
-SLOWDOWN = Impl(name="test_slowdown", family=ADDITIVE, fn=_slowed,
-                description=f"eager, {SLOWDOWN_ENV} (default 1.25) x its wall time")
+def _slowdown(index: int) -> Impl:
+    factor = _FACTORS[min(index, len(_FACTORS) - 1)]
+    return Impl(name=slowdown_name(index), family=ADDITIVE, fn=_slowed_by(factor),
+                description=f"eager, {float(factor):g} x its wall time ({SLOWDOWN_ENV})")
+
+
+SLOWDOWN, SLOWDOWN_2, SLOWDOWN_3 = (_slowdown(index) for index in range(3))
+#: the module attributes of the slowed implementations, in factor order (for FASTFORMER_BENCH_PLUGINS)
+SLOWDOWN_ATTRIBUTES = ("SLOWDOWN", "SLOWDOWN_2", "SLOWDOWN_3")
 EXTRA = Impl(name="test_extra", family=ADDITIVE, fn=_extra,
              description=f"eager, {SLOWDOWN_ENV} (default 1.25) x its work over many calls")

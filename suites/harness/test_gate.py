@@ -9,18 +9,20 @@ the same interleaved job — one gate run instead of two keeps the file within C
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import gate_selftest  # suites/harness is on sys.path (conftest)
 import numpy as np
 import pytest
-from gate_selftest import plugin_env, snapshot  # suites/harness is on sys.path (conftest)
-from plugins_for_tests import calls_for_exact_work
+from gate_selftest import plugin_env, snapshot
+from plugins_for_tests import calls_for_exact_work, slowdown_name
 
+from fastformer_bench.gate import ab, sides
 from fastformer_bench.gate import compare as gate_compare
 from fastformer_bench.gate import instructions as gate_instructions
-from fastformer_bench.gate import sides
 from fastformer_bench.gate import stats as gate_stats
 from fastformer_bench.gate import table as gate_table
 from fastformer_bench.gate.ab import Worker
@@ -478,6 +480,50 @@ def _worker_protocol(tree: Path, workdir: Path) -> None:
 
 def test_wall_worker_runs_against_this_tree(tmp_path):
     _worker_protocol(REPO, tmp_path)
+
+
+def _kernel_allows_fixed_addresses() -> bool:
+    probe = "import ctypes, sys; sys.exit(ctypes.CDLL(None).personality(0x0040000) == -1)"
+    return subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+def test_a_rounds_workers_run_at_fixed_addresses_shifted_by_the_rounds_layout(tmp_path):
+    # Both sides of a round get the same layout with the kernel's address randomization off, so where code and
+    # data land cancels within the round (it moved eager's time by up to 10 % per process); a worker that kept
+    # random addresses, or never saw the layout, would bring that noise back unseen.
+    layout = ab.random_layout(random.Random(3))
+    worker = Worker("side", REPO, tmp_path, None, layout)
+    try:
+        params = {"impl": "eager", "batch": 1, "seq_len": 64, "width": 32, "heads": 2}
+        setup = worker.ask({"op": "setup", "params": params, "threads": 1, "warmup_s": 0.01})
+    finally:
+        worker.close()
+    assert setup["status"] == "ok", setup
+    assert setup["layout_shift"] == [int(v) for v in layout.split(",")[:2]] and setup["layout_shift"][0] > 0, setup
+    assert setup["layout"] == ("fixed" if _kernel_allows_fixed_addresses() else "random"), setup
+
+
+def test_a_round_times_short_samples_that_fill_the_presets_time_within_its_bounds():
+    # Short samples (one burst of a neighbour's load spoils few of them), as many as fill min_time_s: 20 samples
+    # of 30 ms left eager's round-to-round ratio 3x noisier than 100 of 6 ms for the same time.
+    settings = {"min_time_s": 0.6, "min_samples": 20, "max_samples": 200}
+    for per_call in (1e-5, 1.4e-3, 4e-3):
+        calls, samples = ab.sampling(per_call, settings)
+        assert abs(calls * per_call - ab.SAMPLE_S) <= per_call / 2, (per_call, calls)
+        assert abs(samples * calls * per_call - 0.6) < 0.6 * 0.1, (per_call, calls, samples)
+    assert ab.sampling(0.026, settings) == (1, 23)  # a call longer than a sample: one call per sample
+    assert ab.sampling(0.5, settings) == (1, 20)  # never fewer than min_samples
+    assert ab.sampling(1e-6, {**settings, "min_time_s": 60})[1] == 200  # never more than max_samples
+
+
+def test_the_self_test_tells_each_slowed_candidate_from_the_others():
+    # One gate measures several factors (test_slowdown, test_slowdown_2, ...): "vs test_slowdown" is also the
+    # start of "vs test_slowdown_2", and a caught 1.25x must not count as a caught 1.05x.
+    labels = ["eager B=2", "eager B=2 vs test_slowdown", "eager B=2 vs test_slowdown_2", "sdpa B=2"]
+    result = {"rows": [{"label": label} for label in labels]}
+    assert [r["label"] for r in gate_selftest._rows(result, slowdown_name(0))] == [labels[1]]
+    assert [r["label"] for r in gate_selftest._rows(result, slowdown_name(1))] == [labels[2]]
+    assert [r["label"] for r in gate_selftest._rows(result, None)] == [labels[0], labels[3]]
 
 
 def test_wall_worker_runs_against_a_baseline_from_before_the_gate_package(tmp_path):
