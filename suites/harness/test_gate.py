@@ -175,6 +175,43 @@ def test_two_pairings_with_one_candidate_keep_their_rounds_apart():
     assert modes.impls(SimpleNamespace(impl="eager,eager", candidate_impl="stream,stream"))[2] == [("eager", "stream")]
 
 
+def test_the_gate_measures_each_implementation_at_its_own_points_of_the_preset():
+    # The gate preset times the linear implementations at N = 4096 and the quadratic ones at 1024. Replacing the
+    # impl axis in every block put SDPA at N = 4096 (0.4 s a call) and eager at 1024 (where dispatch luck made its
+    # rounds 8.5 % noisy); a plugin the preset does not name still gets every point.
+    from fastformer_bench import cli, impls
+    from fastformer_bench.gate import modes
+    from fastformer_bench.presets import expand, load
+
+    args = cli.build_parser().parse_args(["gate", "--baseline-rev", "HEAD"])
+    everything, _ = expand(load("gate"))
+    sizes = {p.impl: p.seq_len for p in everything}
+    found = modes._problems(args, "gate", ["softmax_sdpa", "eager"])[0]
+    assert [(p.impl, p.seq_len) for p in found] == [("softmax_sdpa", sizes["softmax_sdpa"]),
+                                                   ("eager", sizes["eager"])]
+    assert sizes["softmax_sdpa"] != sizes["eager"]  # else this test shows nothing
+    with impls.registered(impls.Impl(name="plug", family=impls.ADDITIVE, fn=lambda x, w, mask=None: x[0],
+                                     description="a plugin")):
+        plugged = modes._problems(args, "gate", ["plug"])[0]
+    assert sorted(p.seq_len for p in plugged) == sorted({p.seq_len for p in everything})
+
+
+def test_an_incorrect_candidate_is_never_timed_in_any_round(tmp_path, monkeypatch):
+    # Correctness is checked in the first round only (the reference at N = 4096 took most of a round); a point
+    # that failed it there must stay failed and untimed in every later round, not be timed unchecked.
+    monkeypatch.setenv("FASTFORMER_BENCH_PLUGINS", "plugins_for_tests:WRONG")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    params = {"impl": "eager", "batch": 1, "seq_len": 64, "width": 32, "heads": 2}
+    points = [{"baseline": params, "candidate": {**params, "impl": "test_wrong"}, "pair": "eager>test_wrong"},
+              {"baseline": params, "candidate": params}]
+    settings = {"threads": 1, "warmup_s": 0.01, "min_time_s": 0.02, "min_samples": 3, "max_samples": 5}
+    found = ab.interleaved({"baseline": REPO, "candidate": REPO}, points, settings, 3, tmp_path)
+    wrong = [rnd[0] for rnd in found["candidate"]]
+    assert all(r["status"] == "incorrect" and not r.get("samples") for r in wrong), wrong
+    assert all(rnd[1]["status"] == "ok" and rnd[1]["samples"] for side in found.values() for rnd in side), found
+    assert "max_rel_err" in found["candidate"][0][1] and "max_rel_err" not in found["candidate"][2][1]
+
+
 def test_a_round_with_a_zero_median_is_not_compared_rather_than_crashing_the_gate():
     base, cand = _rounds([0.0] * 3, 5, 0.01, 1), _rounds([0.0] * 3, 5, 0.01, 9)
     cand[1] = [0.0] * 5

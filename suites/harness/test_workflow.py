@@ -19,6 +19,8 @@ Not GitHub's, to stay within CI's time (the workflow sets none of it; checked be
 - the checkout's gate presets are the repository's cut to eager forward (the other implementations and the
   backward would only add points, and `compiled` and `stream` compile for minutes); shapes and settings are the
   real ones;
+- FASTFORMER_BENCH_GATE_ROUNDS=4: four A/B rounds instead of twelve (the slowed pull request is 2x, and the
+  unchanged one is held to "no regression" only);
 - FASTFORMER_BENCH_GATE_LAYOUTS=1: one valgrind process per side instead of three (each pays ~50 s of CPU
   importing torch). One layout reads unchanged code up to 0.7 % apart (fastformer_bench/gate/instructions.py),
   inside the 1 % threshold; test_gate.py checks the default three layouts against that bound.
@@ -50,7 +52,7 @@ WORKFLOW = ROOT / ".github" / "workflows" / "perf.yml"
 #: steps this test stands in for: the checkout is built here, and the packages are this environment's
 PROVIDED = {"Install"}
 #: the shrinking knobs set for the job here (see the module docstring); the workflow must set none of them
-SHRINK_ENV = {gate.LAYOUTS_ENV: "1"}
+SHRINK_ENV = {gate.LAYOUTS_ENV: "1", gate.ROUNDS_ENV: "4"}
 PR_NUMBER = "42"
 GIT = ["git", "-c", "user.name=workflow-test", "-c", "user.email=workflow@test", "-c", "commit.gpgsign=false"]
 
@@ -230,12 +232,16 @@ def _run_job(workflow: dict, checkout: Path, tmp: Path) -> Job:
 
 
 def _cut_presets_to_eager_forward(tree: Path) -> None:
+    # The [[grid]] block that times eager, cut to eager forward; the other blocks go.
     for name in (gate.modes.WALL_PRESET, gate.modes.INSTRUCTION_PRESET):
         path = tree / "fastformer_bench" / "presets" / f"{name}.toml"
-        text, impls = re.subn(r"^impl = \[[^\]\n]*\]$", 'impl = ["eager"]', path.read_text(), flags=re.MULTILINE)
+        head, *blocks = path.read_text().split("\n[[grid]]\n")
+        kept = [b for b in blocks if re.search(r'^impl = \[[^\]\n]*"eager"', b, flags=re.MULTILINE)]
+        assert len(kept) == 1, f"{path}: expected one [[grid]] block with eager to cut"
+        text, impls = re.subn(r"^impl = \[[^\]\n]*\]$", 'impl = ["eager"]', kept[0], flags=re.MULTILINE)
         text, modes = re.subn(r"^mode = \[[^\]\n]*\]$", 'mode = ["fwd"]', text, flags=re.MULTILINE)
         assert impls == 1 and modes <= 1, f"{path}: expected one `impl = [...]` line (and one `mode` at most) to cut"
-        path.write_text(text)
+        path.write_text(head + "\n[[grid]]\n" + text)
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +312,7 @@ def test_an_unchanged_pull_request_passes_both_gates_and_the_job(unchanged):
     verdicts = _verdicts(unchanged.read(".benchmarks/instructions.md"))
     assert list(verdicts.values()) == ["same"], verdicts  # within 1 %: deterministic for a given build
     wall = _check_gate_step(unchanged, "wall", ".benchmarks/wall.md", "A/B time")
-    assert "(4 rounds, preset gate)" in unchanged.read(".benchmarks/wall.md")
+    assert f"({SHRINK_ENV[gate.ROUNDS_ENV]} rounds, preset gate)" in unchanged.read(".benchmarks/wall.md")
     assert wall.returncode == 0 and not wall.annotations, unchanged.read(".benchmarks/wall.md")
     assert list(_verdicts(unchanged.read(".benchmarks/wall.md")).values()) in (["same"], ["faster"])
 
