@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{stats.MIN_PAIRED_ROUNDS} on, each round's ratio is one observation (Student's t "
                              "over rounds), below that the samples are pooled")
     parser.add_argument("--min-time", type=float, help="seconds of samples per point, side and round (default: "
-                                                        "the preset's min_time_s, in its min_samples samples)")
+                                                        "the preset's min_time_s, in samples of about 5 ms)")
     parser.add_argument("--margin", type=float, default=stats.DEFAULT_MARGIN,
                         help="a regression's 95%% interval of the time ratio must lie above 1 + MARGIN "
                              "(default 0.02)")
