@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -63,6 +64,24 @@ def _command(workdir: Path) -> tuple[list[str], list[str]]:
             f"--callgrind-out-file={workdir / 'callgrind.out'}", *client], client
 
 
+def _portable_compiler(root: Path) -> str | None:
+    """A C++ compiler command that drops -march=native, for the stream kernels built under callgrind.
+
+    valgrind decodes no AVX-512: on a CPU that has it, a -march=native build killed the counted process with
+    SIGILL ("vex amd64->IR: unhandled instruction"). Every revision of the stream build takes $CXX and keys its
+    cache on the compiler's path, so both sides, whatever their age, build a baseline-ISA library here."""
+    real = next((shutil.which(n) for n in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if n and shutil.which(n)),
+                None)
+    if real is None:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    wrapper = root / "cxx-without-march-native"
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do shift; [ "$a" = "-march=native" ] || set -- "$@" "$a"; done\n'
+                       f'exec {shlex.quote(real)} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def plan(trees: dict[str, Path], root: Path, layouts: int) -> dict[str, list[tuple[Path, dict[str, str]]]]:
     """Each side's (workdir, environment) per layout: equal-sized environments for a layout, growing by layout.
 
@@ -71,11 +90,14 @@ def plan(trees: dict[str, Path], root: Path, layouts: int) -> dict[str, list[tup
     if layouts < 1:
         raise ValueError(f"layouts must be at least 1, got {layouts}.")
     planned: dict[str, list[tuple[Path, dict[str, str]]]] = {}
+    compiler = _portable_compiler(root)
     for layout in range(layouts):
         sized = {}
         for index, (name, tree) in enumerate(trees.items()):
             workdir = root / f"side{index:02d}-layout{layout:02d}"
             env = {**side_env(tree), PAD_VARIABLE: ""}
+            if compiler:
+                env["CXX"] = compiler
             sized[name] = (workdir, env, _block_bytes(env, _command(workdir)[1]))
         largest = max(size for _, _, size in sized.values())
         for name, (workdir, env, size) in sized.items():
