@@ -70,8 +70,9 @@ def _portable_compiler(root: Path) -> str | None:
     valgrind decodes no AVX-512: on a CPU that has it, a -march=native build killed the counted process with
     SIGILL ("vex amd64->IR: unhandled instruction"). Every revision of the stream build takes $CXX and keys its
     cache on the compiler's path, so both sides, whatever their age, build a baseline-ISA library here."""
-    names = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-    real = next((shutil.which(n) for n in names if n and shutil.which(n)), None)
+    from fastformer_bench.impls.additive_stream import compiler
+
+    real = compiler()  # the one the stream build would take
     if real is None:
         return None
     root.mkdir(parents=True, exist_ok=True)

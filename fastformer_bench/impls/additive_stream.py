@@ -57,7 +57,8 @@ class BuildError(RuntimeError):
 # --------------------------------------------------------------------------------------------------- build
 
 
-def _compiler() -> str | None:
+def compiler() -> str | None:
+    """The C++ compiler the kernels build with: $CXX where set and found, else g++, c++ or clang++ (None: none)."""
     for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++"):
         if name and shutil.which(name):
             return shutil.which(name)
@@ -135,7 +136,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
 
 
 def _build_and_load() -> ctypes.CDLL:
-    cxx = _compiler()
+    cxx = compiler()
     if cxx is None:
         raise BuildError("its C++ kernels need a C++ compiler (g++ or clang++, or $CXX) and none is on PATH")
     try:

@@ -234,7 +234,7 @@ def test_unsupported_devices_and_dtypes_say_why():
 
 
 def test_missing_compiler_is_unsupported_with_a_reason(monkeypatch):
-    monkeypatch.setattr(stream, "_compiler", lambda: None)
+    monkeypatch.setattr(stream, "compiler", lambda: None)
     with pytest.raises(stream.BuildError, match="C\\+\\+ compiler"):
         stream._build_and_load()
     monkeypatch.setattr(stream, "_load", lambda: (None, "its C++ kernels need a C++ compiler"))
