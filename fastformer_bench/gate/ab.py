@@ -4,8 +4,9 @@ Each side runs workers/wall.py against its own tree, both alive at once but only
 gate asks them for samples in turn (B C C B B C ...), so a neighbour's load on a shared runner, which comes and
 goes over seconds, lands on both sides alike instead of on whichever side ran in that window. Both are pinned to
 the same CPUs and run with the same fixed malloc thresholds (sides.MALLOC_ENV), which removed most of the
-per-process bias measured on a shared 2-core runner. Rounds restart both processes, so what remains of
-process-level luck (memory layout) is sampled as well.
+per-process bias measured on a shared 2-core runner. Rounds restart both processes, with one random memory layout
+shared by both sides of a round (random_layout): the layout's luck cancels within a round and is sampled over
+rounds.
 """
 
 from __future__ import annotations
