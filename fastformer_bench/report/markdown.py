@@ -446,7 +446,8 @@ def caveats(s: dict, runs: list[dict]) -> list[str]:
             "or misses are listed in the tables.",
             "- peak memory is what the call needed beyond its inputs; bytes_min is the minimal traffic (every "
             "input read once, every output written once), so bytes_min / time is a lower bound on the bandwidth "
-            "achieved. The copy bandwidth counts read + write bytes, measured in the same run.",
+            "achieved. The copy bandwidth is `dst.copy_(src)` of float32 tensors far past the caches, read + write "
+            "bytes counted, measured in the same run.",
             f"- Scaling fits: {s['fit_rule']}. A fit over a short or small-N range can miss the asymptotic exponent; "
             "the report states such misses instead of changing the range.",
             "- Only status = ok points are timed, plotted or fitted; incorrect points are reported above and "

@@ -72,6 +72,23 @@ def test_copy_bandwidth_is_a_plausible_rate():
     assert 1e8 < rate < 1e13  # between 100 MB/s and 10 TB/s: catches a unit slip either way
 
 
+def test_copy_bandwidth_copies_float32_elements_of_the_bytes_asked(monkeypatch):
+    # The roof is a float32 copy, what the studies stream: torch copies uint8 tensors of the same bytes 20-30 %
+    # slower on the reference VM, a roof that flattered every memory-bound implementation measured against it.
+    import fastformer_bench.measure.env as env
+
+    made = []
+    real_ones = torch.ones
+
+    def ones(*shape, **kwargs):
+        made.append((shape, kwargs.get("dtype")))
+        return real_ones(*shape, **kwargs)
+
+    monkeypatch.setattr(env.torch, "ones", ones)
+    copy_bandwidth("cpu", nbytes=4 * 2**20)
+    assert made == [((2**20,), torch.float32)]
+
+
 def test_contention_degrades_to_none_without_counters():
     from fastformer_bench.measure.host import contention_since
 
