@@ -573,3 +573,23 @@ def test_wall_worker_runs_against_a_baseline_from_before_the_gate_package(tmp_pa
     with sides.worktree(REPO, OLD_REV) as tree:
         assert not (tree / "fastformer_bench" / "point.py").exists()  # the compatibility path is the one taken
         _worker_protocol(tree, tmp_path)
+
+
+def test_the_self_test_counts_a_failing_wrapper_at_factor_one_as_a_false_alarm_not_a_catch():
+    # Factor 1 is harmless different code: a regression there is a false alarm, never a caught slowdown, and
+    # identical-code rows stay scored on their own.
+    rows = [{"label": "eager B=2", "fails": False, "verdict": "same"},
+            {"label": "eager B=2 vs test_slowdown", "fails": True, "verdict": "regression"},
+            {"label": "eager B=2 vs test_slowdown_2", "fails": True, "verdict": "regression"},
+            {"label": "eager B=2 vs test_slowdown_3", "fails": False, "verdict": "same"}]
+    slowed = {"1.00": slowdown_name(0), "1.05": slowdown_name(1), "1.25": slowdown_name(2)}
+    verdict = gate_selftest.score({"rows": rows}, slowed)
+    assert verdict["false_alarm"] is False and verdict["false_alarm_wrapped"] is True
+    assert verdict["caught_by_factor"] == {"1.05": True, "1.25": False} and verdict["caught"] is False
+    assert verdict["wrapped_labels"] == [rows[1]["label"]]
+    rows[1].update(fails=False, verdict="same")
+    rows[3].update(fails=True, verdict="regression")
+    verdict = gate_selftest.score({"rows": rows}, slowed)
+    assert verdict["false_alarm_wrapped"] is False and verdict["caught"] is True
+    summary = gate_selftest._summary([{"wall_s": 1.0, **verdict, "rows": rows}])
+    assert summary["false_alarms"] == summary["false_alarms_wrapped"] == 0 and summary["caught"] == 1
