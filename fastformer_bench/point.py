@@ -23,7 +23,7 @@ from fastformer_bench import measure
 from fastformer_bench.measure import host, timing
 from fastformer_bench.measure.env import cpu_model
 from fastformer_bench.problem import Inputs, Problem, make_inputs, make_step
-from fastformer_bench.results import new_record
+from fastformer_bench.results import REFERENCE_OOM, new_record
 
 #: max |out - ref| / max |ref| allowed, by the dtype the implementation ran in (the reference runs in float64)
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 5e-3, "bfloat16": 4e-2}
@@ -90,6 +90,10 @@ class Settings:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+class ReferenceOutOfMemory(MemoryError):
+    """The float64 check ran out of memory, not the implementation: its reason starts with REFERENCE_OOM."""
+
+
 def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
@@ -145,7 +149,13 @@ def check_correctness(problem: Problem, inputs: Inputs) -> dict:
     ref_impl = reference_for(problem)
     ref_inputs = _reference_inputs(problem, inputs, ref_impl)
     got = _outputs(problem, inputs, problem.impl)
-    want = _outputs(problem, ref_inputs, ref_impl)
+    try:
+        want = _outputs(problem, ref_inputs, ref_impl)
+    except Exception as exc:
+        if is_oom(exc):
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ReferenceOutOfMemory(f"{REFERENCE_OOM} ({ref_impl}): {type(exc).__name__}: {first_line}") from exc
+        raise
     max_abs, max_rel = 0.0, 0.0
     for g, w in zip(got, want):
         diff = (g.double() - w).abs().max().item() if g.numel() else 0.0
@@ -273,7 +283,8 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
     except Exception as exc:  # the point failed; the sweep goes on
         status = "oom" if is_oom(exc) else "error"
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-        return {**record, "status": status, "reason": f"{type(exc).__name__}: {first_line}"}
+        named = first_line if isinstance(exc, ReferenceOutOfMemory) else f"{type(exc).__name__}: {first_line}"
+        return {**record, "status": status, "reason": named}
     finally:
         del inputs, step, subject
         gc.collect()

@@ -67,6 +67,9 @@ EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_
 #: memory bandwidth: a sweep measures it again (against the median of its copies: runner.slumped), the report
 #: names it (against the run's roof). Here, in the record contract, because both sides of the layering read it.
 SLUMP_SHARE = 0.8
+#: how an oom record's reason starts when the float64 check ran out of memory, not the implementation: the point
+#: is unchecked (so untimed), and says nothing about how far the implementation itself reaches
+REFERENCE_OOM = "the float64 reference check ran out of memory"
 FIELDS = ("schema", *IDENTITY, *INPUTS, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY, *SHOWN)
 #: IDENTITY's own optional fields: absent from some writers' records and never needed to read one
 _OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash")

@@ -93,6 +93,7 @@ REGISTRY: Registry[Impl] = Registry("implementation", Impl, PLUGIN_ENV, {
     "softmax_naive": ("fastformer_bench.impls.softmax", "SOFTMAX_NAIVE"),
     "softmax_sdpa": ("fastformer_bench.impls.softmax", "SOFTMAX_SDPA"),
     "stream": ("fastformer_bench.impls.additive_stream", "STREAM"),
+    "softmax_blocked": ("fastformer_bench.impls.softmax", "SOFTMAX_BLOCKED"),
 })
 names, get, registered = REGISTRY.names, REGISTRY.get, REGISTRY.registered
 

@@ -219,15 +219,16 @@ def _median_rate(dev: torch.device, call: Callable[[], object], work: float, rep
 GEMM_N = {"cpu": 2048, "cuda": 8192}
 
 
-def gemm_flops(device: str, threads: int | None = None, n: int | None = None, repeats: int = 3) -> float:
-    """FLOP/s of a float32 square ``torch.mm`` (n x n, 2·n³ FLOPs: the suite's 2 per multiply-add) on ``device``
-    at ``threads`` (None: the count in force); the median of ``repeats`` after one warm-up."""
+def gemm_flops(device: str, threads: int | None = None, n: int | None = None, repeats: int = 3,
+               dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a square ``torch.mm`` (n x n, 2·n³ FLOPs: the suite's 2 per multiply-add) in ``dtype`` on
+    ``device`` at ``threads`` (None: the count in force); the median of ``repeats`` after one warm-up."""
     dev = torch.device(device)
     n = n or GEMM_N.get(dev.type, 2048)
     with host.threads_set(threads):
         # drawn where they are used: 8192² values drawn on a CPU would take longer than the GPU's measurement
         gen = torch.Generator(device=dev).manual_seed(0)
-        a, b = (torch.randn(n, n, generator=gen, device=dev) for _ in range(2))
+        a, b = (torch.randn(n, n, generator=gen, device=dev).to(dtype) for _ in range(2))
         out = torch.mm(a, b)  # warm-up: page faults, BLAS start-up, CUDA handles are not FLOP/s
         return _median_rate(dev, lambda: torch.mm(a, b, out=out), 2 * n**3, repeats)
 
@@ -239,22 +240,40 @@ def _measured(fn: Callable[..., float], *args, **kwargs) -> float | None:
         return None
 
 
-def roofs(pairs: Iterable[tuple[str, int]]) -> list[dict]:
-    """The machine's roofs per (device, threads): copy bandwidth (bytes/s) and float32 GEMM FLOP/s, None for a
-    device this machine lacks. One entry per distinct pair, sorted."""
-    return [{"device": device, "threads": threads,
-             "copy_bytes_per_s": _measured(copy_bandwidth, device, threads=threads),
-             "gemm_flops_per_s": _measured(gemm_flops, device, threads=threads)}
-            for device, threads in sorted(set(pairs))]
+#: GEMM dtypes measured beside float32 on a GPU, where bf16/fp16 products run on tensor cores at many times the
+#: float32 rate (so a bf16 point set against a float32 roof would read as several times the roof). Not on a CPU:
+#: its studies are float32, and a low-precision GEMM there takes seconds per measurement.
+GPU_GEMM_DTYPES = ("bfloat16", "float16")
+
+
+def roofs(pairs: Iterable[tuple[str, int]], dtypes: dict[str, Iterable[str]] | None = None) -> list[dict]:
+    """The machine's roofs per (device, threads): copy bandwidth (bytes/s) and float32 GEMM FLOP/s
+    (``gemm_dtype``), None for a device this machine lacks. On a GPU, ``gemm_flops_per_s_by_dtype`` adds the
+    GEMM rate in each of ``dtypes[device]`` that is in GPU_GEMM_DTYPES. One entry per distinct pair, sorted."""
+    found = []
+    for device, threads in sorted(set(pairs)):
+        roof = {"device": device, "threads": threads,
+                "copy_bytes_per_s": _measured(copy_bandwidth, device, threads=threads),
+                "gemm_flops_per_s": _measured(gemm_flops, device, threads=threads), "gemm_dtype": "float32"}
+        extra = sorted(set((dtypes or {}).get(device, ())) & set(GPU_GEMM_DTYPES))
+        if device.startswith("cuda") and extra and roof["gemm_flops_per_s"] is not None:
+            roof["gemm_flops_per_s_by_dtype"] = {"float32": roof["gemm_flops_per_s"], **{
+                name: _measured(gemm_flops, device, threads=threads, dtype=getattr(torch, name)) for name in extra}}
+        found.append(roof)
+    return found
 
 
 def machine_roofs(problems: Iterable, threads: int) -> dict:
-    """run.json's machine measurements for ``problems`` (anything with ``device`` and ``threads``) in a process
-    at ``threads``: ``roofs`` for each (device, threads) they use, a point without its own threads running at
-    ``threads``, and ``copy_bytes_per_s`` {device: bytes/s} at ``threads`` as before the roofs existed (the
-    gate's and the history's reader); a roof at ``threads`` gives its copy bandwidth instead of a second copy."""
+    """run.json's machine measurements for ``problems`` (anything with ``device`` and ``threads``; ``dtype``
+    where it has one) in a process at ``threads``: ``roofs`` for each (device, threads) they use, a point without
+    its own threads running at ``threads``, and ``copy_bytes_per_s`` {device: bytes/s} at ``threads`` as before
+    the roofs existed (the gate's and the history's reader); a roof at ``threads`` gives its copy bandwidth
+    instead of a second copy."""
     problems = list(problems)
-    found = roofs((p.device, p.threads or threads) for p in problems)
+    dtypes: dict[str, set[str]] = {}
+    for p in problems:  # a probe point has no dtype axis
+        dtypes.setdefault(p.device, set()).add(getattr(p, "dtype", "float32"))
+    found = roofs(((p.device, p.threads or threads) for p in problems), dtypes)
     copy = {r["device"]: r["copy_bytes_per_s"] for r in found if r["threads"] == threads}
     # a device whose points all name other thread counts: measured at the setting as before
     copy.update(copy_bandwidths(p.device for p in problems if p.device not in copy))

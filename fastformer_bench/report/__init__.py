@@ -41,24 +41,52 @@ def _copy_bandwidth(env: dict, device: str) -> float | None:
     return _positive(value)
 
 
-def _roof(env: dict, device: str, threads) -> tuple[float | None, float | None]:
-    """(copy bytes/s, GEMM FLOP/s) the run measured on ``device`` at ``threads``: its ``roofs`` entry for that
-    pair; the device's one copy bandwidth (and no GEMM roof) for runs that measured no roofs."""
+def _gemm_roof(roof: dict, dtype: str | None) -> float | None:
+    """The GEMM FLOP/s a roof entry measured in ``dtype``: a GPU's bf16/fp16 products run on tensor cores at
+    many times its float32 rate, so a point is only ever set against a GEMM of its own compute dtype. Entries
+    without ``gemm_dtype`` come from runs that measured float32 alone."""
+    by_dtype = roof.get("gemm_flops_per_s_by_dtype")
+    if isinstance(by_dtype, dict) and dtype in by_dtype:
+        return _positive(by_dtype[dtype])
+    if dtype == roof.get("gemm_dtype", "float32"):
+        return _positive(roof.get("gemm_flops_per_s"))
+    return None
+
+
+def _roof(env: dict, device: str, threads, dtype: str | None, key: str = "roofs") -> tuple[float | None, float | None]:
+    """(copy bytes/s, GEMM FLOP/s in ``dtype``) the run measured on ``device`` at ``threads``: its ``roofs`` entry
+    for that pair (``roofs_end``: the same measured after the sweep); the device's one copy bandwidth (and no GEMM
+    roof) for runs that measured no roofs."""
+    if key != "roofs":
+        found = [r for r in env.get(key) or [] if isinstance(r, dict) and r.get("device") == device
+                 and r.get("threads") == threads]
+        return (_positive(found[0].get("copy_bytes_per_s")), _gemm_roof(found[0], dtype)) if found else (None, None)
     for roof in env.get("roofs") or []:
         if isinstance(roof, dict) and roof.get("device") == device and roof.get("threads") == threads:
-            return _positive(roof.get("copy_bytes_per_s")), _positive(roof.get("gemm_flops_per_s"))
+            return _positive(roof.get("copy_bytes_per_s")), _gemm_roof(roof, dtype)
     return _copy_bandwidth(env, device), None
+
+
+def _cache_bytes(env: dict, device: str) -> float | None:
+    """The last-level cache between the device and its memory: the CPU's LLC, or a GPU's L2."""
+    return _positive(env.get("last_level_cache_bytes" if device == "cpu" else "gpu_l2_bytes"))
 
 
 def _machine_columns(frame, envs: list[dict]) -> None:
     """Each point's roofs and last-level cache, from the environment (one per row) it was measured in."""
     threads = frame["threads"] if "threads" in frame.columns else [None] * len(frame)
-    roofs, caches = [], []
-    for env, device, count in zip(envs, frame["device"], threads):
+    # the dtype the arithmetic ran in (a layer may compute in another than its inputs'), else the input dtype
+    computed = frame["compute_dtype"] if "compute_dtype" in frame.columns else [None] * len(frame)
+    dtypes = [c if isinstance(c, str) else d for c, d in zip(computed, frame["dtype"])]
+    roofs, ends, caches = [], [], []
+    for env, device, count, dtype in zip(envs, frame["device"], threads, dtypes):
         count = int(count) if isinstance(count, int | float) and count == count else None
-        roofs.append(_roof(env, str(device), count))
-        caches.append(_positive(env.get("last_level_cache_bytes")) if str(device) == "cpu" else None)
+        dtype = dtype if isinstance(dtype, str) else None
+        roofs.append(_roof(env, str(device), count, dtype))
+        ends.append(_roof(env, str(device), count, dtype, key="roofs_end")[0])
+        caches.append(_cache_bytes(env, str(device)))
     frame["copy_bw"] = [r[0] for r in roofs]
+    frame["copy_bw_end"] = ends
     frame["gemm_flops"] = [r[1] for r in roofs]
     frame["llc_bytes"] = caches
 

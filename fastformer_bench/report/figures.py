@@ -365,7 +365,7 @@ def throughput(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[di
                   "roofline (dashed: copy bandwidth x intensity)")
         _legend(fig, [left])
         note = "" if len(copy) else " (no copy bandwidth in run.json)"
-        note += "" if len(gemm) or not len(copy) else " (no GEMM roof in run.json)"
+        note += "" if len(gemm) or not len(copy) else " (no GEMM roof in this dtype in run.json)"
         entries.append(_save(fig, out, f"{kind}-{_slug(key)}",
                              f"Achieved bandwidth and FLOP/s: {_slice_text(key)}{note}", kind))
     return entries

@@ -15,7 +15,7 @@ from fastformer_bench.report.fmt import si
 from fastformer_bench.report.spec import SPECS
 
 #: run.json keys shown first, in this order (each is an environment fact: "triton" is that package's version)
-ENV_KEYS = ["python", "torch", "triton", "cpu_model", "threads", "gpu", "git_commit", "preset", "argv",
+ENV_KEYS = ["python", "torch", "triton", "cpu_model", "threads", "gpu_name", "git_commit", "preset", "argv",
             "copy_bytes_per_s", "roofs", "roofs_end", "last_level_cache_bytes"]
 #: shown only when some run recorded them (older runs did not measure them)
 OPTIONAL_ENV_KEYS = {"roofs", "roofs_end", "last_level_cache_bytes"}
@@ -98,10 +98,18 @@ def environment(runs: list[dict]) -> list[str]:
     return lines + [_table(rows), ""]
 
 
+def _gemm_text(roof: dict) -> str:
+    """'GEMM 90 GFLOP/s', or 'GEMM float32 51 TFLOP/s, bfloat16 790 TFLOP/s' where it was measured per dtype."""
+    by_dtype = roof.get("gemm_flops_per_s_by_dtype")
+    if isinstance(by_dtype, dict) and by_dtype:
+        return "GEMM " + ", ".join(f"{name} {si(rate, 'FLOP/s')}" for name, rate in sorted(by_dtype.items()))
+    return f"GEMM {si(roof.get('gemm_flops_per_s'), 'FLOP/s')}"
+
+
 def _roofs_text(roofs: list) -> str:
     """'cpu x1: copy 40 GB/s, GEMM 90 GFLOP/s; cpu x2: ...' from run.json's roofs list."""
     return "; ".join(f"{r.get('device')} x{r.get('threads')}: copy {si(r.get('copy_bytes_per_s'), 'B/s')}, "
-                     f"GEMM {si(r.get('gemm_flops_per_s'), 'FLOP/s')}" for r in roofs if isinstance(r, dict))
+                     f"{_gemm_text(r)}" for r in roofs if isinstance(r, dict))
 
 
 def _threads(row: dict) -> str:
@@ -128,10 +136,14 @@ def _speedup_lines(rows: list[dict]) -> list[str]:
 
 
 def _same_time(row: dict) -> str:
-    if row.get("share_now_median") is None:
-        return ""
-    return (f"; {row['share_now_median'] * 100:.0f}% of the copy bandwidth measured right after each point "
-            f"(median of {row['points_now']})")
+    out = ""
+    if row.get("share_now_median") is not None:
+        out += (f"; {row['share_now_median'] * 100:.0f}% of the copy bandwidth measured right after each point "
+                f"(median of {row['points_now']})")
+    if row.get("share_best_median") is not None and row.get("copy_best", 0) > row["copy_bytes_per_s"] * 1.005:
+        out += (f"; {row['share_best_median'] * 100:.0f}% of the best copy the run measured at this thread count "
+                f"({si(row['copy_best'], 'B/s')})")
+    return out
 
 
 def _slump_lines(slumps: dict | None) -> list[str]:
@@ -154,7 +166,7 @@ def largest_sizes(s: dict) -> list[str]:
     """Conclusions at the largest sizes: speedups over softmax, bandwidth against the roofs, the N² term."""
     out = _speedup_lines(s.get("speedups", []))
     for r in s.get("streaming", []):
-        gemm = (f"; best {r['flops_share_of_gemm'] * 100:.1f}% of the GEMM roof "
+        gemm = (f"; best {r['flops_share_of_gemm'] * 100:.1f}% of the {r.get('dtype', '')} GEMM roof "
                 f"{si(r['gemm_flops_per_s'], 'FLOP/s')}") if r["flops_share_of_gemm"] is not None else ""
         out.append(f"- {r['impl']} ({_slice(r)}) at B·N·D >= 2^{int(math.log2(s['streaming_elements']))} "
                    f"(N = {', '.join(map(str, r['n_values']))}): bytes_min / time = {r['share_median'] * 100:.0f}% "
@@ -447,7 +459,9 @@ def caveats(s: dict, runs: list[dict]) -> list[str]:
             "- peak memory is what the call needed beyond its inputs; bytes_min is the minimal traffic (every "
             "input read once, every output written once), so bytes_min / time is a lower bound on the bandwidth "
             "achieved. The copy bandwidth is `dst.copy_(src)` of float32 tensors far past the caches, read + write "
-            "bytes counted, measured in the same run.",
+            "bytes counted, measured in the same run; the GEMM roof is a square `torch.mm` in float32, and on a "
+            "GPU also in each bf16/fp16 dtype the run used: a point is set against the GEMM of its own dtype "
+            "(none where that was not measured).",
             f"- Scaling fits: {s['fit_rule']}. A fit over a short or small-N range can miss the asymptotic exponent; "
             "the report states such misses instead of changing the range.",
             "- Only status = ok points are timed, plotted or fitted; incorrect points are reported above and "

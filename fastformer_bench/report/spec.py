@@ -57,7 +57,7 @@ SPECS = (
     FigureSpec("throughput", "Achieved bandwidth and FLOP/s (roofline)", "Left: bytes_min / time against N with "
                "the measured copy bandwidth (dashed). Right: the roofline, analytic FLOP/s against flops / "
                "bytes_min, under the memory roof (copy bandwidth x intensity, dashed) and the compute roof (the "
-               "same run's float32 GEMM FLOP/s, dotted) at the slice's thread count; every implementation placed "
+               "same run's GEMM FLOP/s in the slice's dtype, dotted) at its thread count; every implementation placed "
                "by its points.", figures.throughput, "no ok points with flops and bytes_min"),
     FigureSpec("token_budget", "Time per layer at a fixed token budget (paper Fig. 2)", "Time per layer call with "
                "B x N held fixed: linear attention should stay flat, quadratic attention grow with N.",

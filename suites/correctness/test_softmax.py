@@ -115,6 +115,27 @@ def test_sdpa_matches_naive_float64(shape, mask_kind):
         assert_close(a, b, torch.float64, name)
 
 
+@pytest.mark.parametrize("mask_kind", MASKS, ids=MASK_IDS)
+@pytest.mark.parametrize("shape", SHAPE_PARAMS)
+def test_blocked_matches_naive_float64_across_several_blocks(shape, mask_kind, monkeypatch):
+    """The large-N ground truth in blocks of query rows (recomputed in backward) against the materialised form,
+    with a block budget small enough that every shape is split, most of them into blocks of unequal length."""
+    from fastformer_bench.impls import softmax
+
+    B, N, H, Dh = shape
+    rows_seen = []
+    real_rows = softmax._rows
+    monkeypatch.setattr(softmax, "_rows", lambda qh, *rest: rows_seen.append(qh.shape[2]) or real_rows(qh, *rest))
+    monkeypatch.setattr(softmax, "BLOCK_BYTES", 2 * B * H * N * 8 * 3)  # three query rows per block
+    q, k, v, mask, go = make_qkv(B, N, H, Dh, mask_kind, seed=2)
+    got = run(impl_fn("softmax_blocked", H), q, k, v, mask, go)
+    assert rows_seen and max(rows_seen) == min(3, N), "the N x N scores were built in one piece"
+    assert sum(rows_seen) == 2 * N  # each row once forward, once more when the backward recomputes its block
+    want = run(impl_fn("softmax_naive", H), q, k, v, mask, go)
+    for name, a, b in zip(("out", "grad q", "grad k", "grad v"), got, want):
+        assert_close(a, b, torch.float64, name)
+
+
 # -- lower dtypes ----------------------------------------------------------------------------------------------
 
 

@@ -22,7 +22,8 @@ def _cpu_impls(*, compiling: bool) -> set[str]:
     found = set()
     for name in impls.names():
         impl = impls.get(name)
-        truth = impl.quadratic and impl.family == impls.ADDITIVE  # the ground truth every other is checked against
+        # a quadratic one that is no softmax baseline only serves as a ground truth (reference, softmax_blocked)
+        truth = impl.quadratic and impl.baseline_rank is None
         if not truth and (compiling or not impl.compiles) and impl.unsupported_reason("cpu", torch.float32) is None:
             found.add(name)
     return found

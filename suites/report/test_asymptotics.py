@@ -109,6 +109,75 @@ def test_roofs_are_read_per_thread_count(tmp_path):
     assert all(r["n_values"] == [131072] for r in rows.values())
 
 
+def test_a_point_is_set_against_the_gemm_roof_of_its_own_dtype(tmp_path):
+    records = [{**r, "dtype": dtype, "compute_dtype": dtype, "point_id": f"{r['point_id']}-{dtype}"}
+               for r in _cache_step_records(2) for dtype in ("float32", "bfloat16", "float16")]
+    roofs = [{"device": "cpu", "threads": 2, "copy_bytes_per_s": 5e10, "gemm_flops_per_s": 2e11,
+              "gemm_dtype": "float32", "gemm_flops_per_s_by_dtype": {"float32": 2e11, "bfloat16": 9e11}}]
+    frame, _ = load([str(write_results(tmp_path / "a", records, _env(roofs=roofs)))])
+    gemm = frame.groupby("dtype")["gemm_flops"].max()
+    assert gemm["float32"] == 2e11 and gemm["bfloat16"] == 9e11
+    assert math.isnan(gemm["float16"])  # no fp16 GEMM measured: no roof rather than the float32 one
+    # a run that measured float32 alone (every run before the by-dtype roofs) gives bf16 points no GEMM roof
+    old = [{k: v for k, v in roofs[0].items() if k not in ("gemm_dtype", "gemm_flops_per_s_by_dtype")}]
+    frame, _ = load([str(write_results(tmp_path / "b", records, _env(roofs=old)))])
+    gemm = frame.groupby("dtype")["gemm_flops"].max()
+    assert gemm["float32"] == 2e11 and math.isnan(gemm["bfloat16"])
+    rows = {r["dtype"]: r for r in asymptotics.streaming_bandwidth(frame)}
+    assert rows["bfloat16"]["flops_share_of_gemm"] is None and rows["float32"]["flops_share_of_gemm"] > 0
+
+
+def test_an_oom_of_the_float64_check_is_no_memory_limit_of_the_implementation(tmp_path):
+    from fastformer_bench.results import REFERENCE_OOM
+
+    def limits(reason: str) -> dict:
+        records = _cache_step_records()
+        for r in records[-2:]:
+            r.update(status="oom", reason=reason, time_median=None, time_p20=None, time_p80=None, samples=None)
+        frame, _ = load([str(write_results(tmp_path / reason[:3], records, _env()))])
+        return next(r for r in analysis.oom_limits(frame) if r["impl"] == "eager")
+
+    own = limits("OutOfMemoryError: CUDA out of memory. Tried to allocate 8.00 GiB")
+    assert own["first_oom_n"] == CACHE_NS[-2] and own["largest_ok_n"] == CACHE_NS[-3]
+    checked = limits(f"{REFERENCE_OOM} (softmax_sdpa): OutOfMemoryError: CUDA out of memory.")
+    assert checked["first_oom_n"] is None and checked["largest_ok_n"] == CACHE_NS[-3]
+
+
+def test_a_gpu_point_is_measured_against_the_gpu_l2_not_the_hosts_llc(tmp_path):
+    records = [{**r, "device": "cuda"} for r in _cache_step_records()]
+    env = _env(gpu_l2_bytes=LLC, last_level_cache_bytes=300 * 2**20)
+    frame, _ = load([str(write_results(tmp_path, records, env))])
+    assert set(frame["llc_bytes"]) == {LLC}
+    fit = next(f for f in analysis.scaling_fits(frame, "time") if f["impl"] == "eager")
+    assert fit["fit_range"] == analysis.PAST_LLC and fit["n_min"] == 16384
+
+
+def test_the_share_of_the_best_copy_takes_the_highest_reading_of_the_run_at_the_points_thread_count(tmp_path):
+    """Start roof, end roof and the copies after each point all count; another thread count's copies do not."""
+    records = _cache_step_records(1) + _cache_step_records(2)
+    for r in records:
+        r["copy_bytes_per_s_now"] = {1: 3e10, 2: 9e10}[r["threads"]] if r["seq_len"] == 1024 else 4.5e10
+    roofs = [{"device": "cpu", "threads": 1, "copy_bytes_per_s": 4e10},
+             {"device": "cpu", "threads": 2, "copy_bytes_per_s": 5e10}]
+    ends = [{"device": "cpu", "threads": 1, "copy_bytes_per_s": 6e10},
+            {"device": "cpu", "threads": 2, "copy_bytes_per_s": 7e10}]
+    frame, _ = load([str(write_results(tmp_path, records, _env(roofs=roofs, roofs_end=ends)))])
+    rows = {r.get("threads", 0): r for r in asymptotics.streaming_bandwidth(frame)}
+    rate = 16 * 256 / 1e-9  # bytes_min / t at the one streaming point (N = 131072)
+    assert rows[1]["copy_best"] == 6e10 and rows[1]["share_best_median"] == pytest.approx(rate / 6e10, rel=0.01)
+    assert rows[2]["copy_best"] == 9e10 and rows[2]["share_best_median"] == pytest.approx(rate / 9e10, rel=0.01)
+    assert rows[1]["share_median"] == pytest.approx(rate / 4e10, rel=0.01)  # the start roof's reading stays
+    text = "\n".join(markdown_largest(frame))
+    assert "of the best copy the run measured at this thread count (60 GB/s)" in text
+
+
+def markdown_largest(frame) -> list[str]:
+    from fastformer_bench.report import markdown
+
+    return markdown.largest_sizes({"speedups": [], "streaming": asymptotics.streaming_bandwidth(frame),
+                                   "streaming_elements": asymptotics.STREAMING_ELEMENTS, "poly_fits": []})
+
+
 def test_the_report_states_the_largest_sizes_and_the_roofs(tmp_path):
     roofs = [{"device": "cpu", "threads": 2, "copy_bytes_per_s": 1e10, "gemm_flops_per_s": 1e11}]
     results = write_results(tmp_path / "r", env=_env(roofs=roofs))
