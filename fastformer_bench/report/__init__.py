@@ -57,14 +57,10 @@ def _roof(env: dict, device: str, threads, dtype: str | None, key: str = "roofs"
     """(copy bytes/s, GEMM FLOP/s in ``dtype``) the run measured on ``device`` at ``threads``: its ``roofs`` entry
     for that pair (``roofs_end``: the same measured after the sweep); the device's one copy bandwidth (and no GEMM
     roof) for runs that measured no roofs."""
-    if key != "roofs":
-        found = [r for r in env.get(key) or [] if isinstance(r, dict) and r.get("device") == device
-                 and r.get("threads") == threads]
-        return (_positive(found[0].get("copy_bytes_per_s")), _gemm_roof(found[0], dtype)) if found else (None, None)
-    for roof in env.get("roofs") or []:
+    for roof in env.get(key) or []:
         if isinstance(roof, dict) and roof.get("device") == device and roof.get("threads") == threads:
             return _positive(roof.get("copy_bytes_per_s")), _gemm_roof(roof, dtype)
-    return _copy_bandwidth(env, device), None
+    return (_copy_bandwidth(env, device), None) if key == "roofs" else (None, None)
 
 
 def _cache_bytes(env: dict, device: str) -> float | None:

@@ -98,9 +98,9 @@ def speedups(frame: pd.DataFrame) -> list[dict]:
 
 def _best_copies(frame: pd.DataFrame, points: pd.DataFrame) -> pd.Series:
     """For each of ``points``, the highest copy bandwidth its run measured on its device at its thread count: the
-    roofs at the start and the end and every copy right after a point. A host's copy bandwidth can move by a
-    fifth within a run (the 2-core reference VM: 19.3 to 26.9 GB/s at one thread), so a share of the start roof
-    alone can flatter; a share of the best copy is the one no reading of the run contradicts."""
+    roofs at the start and the end and every copy right after a point. A host's copy bandwidth can move by half
+    within a run (the 2-core reference VM, 2026-12-04: 19.3 to 31.7 GB/s at one thread), so a share of the start
+    roof alone can flatter; a share of the best copy is the one no reading of the run contradicts."""
     keys = [k for k in ("run_id", "device", "threads") if k in frame.columns]
     readings = pd.concat([frame[keys + [c]].rename(columns={c: "copy"}) for c in
                           ("copy_bw", "copy_bw_end", "copy_bytes_per_s_now") if c in frame.columns])
