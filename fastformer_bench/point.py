@@ -152,9 +152,8 @@ def check_correctness(problem: Problem, inputs: Inputs) -> dict:
     try:
         want = _outputs(problem, ref_inputs, ref_impl)
     except Exception as exc:
-        if is_oom(exc):
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise ReferenceOutOfMemory(f"{REFERENCE_OOM} ({ref_impl}): {type(exc).__name__}: {first_line}") from exc
+        if is_oom(exc):  # _measure_point keeps the first line of this message as the point's reason
+            raise ReferenceOutOfMemory(f"{REFERENCE_OOM} ({ref_impl}): {type(exc).__name__}: {exc}") from exc
         raise
     max_abs, max_rel = 0.0, 0.0
     for g, w in zip(got, want):

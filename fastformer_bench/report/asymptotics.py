@@ -105,9 +105,8 @@ def _best_copies(frame: pd.DataFrame, points: pd.DataFrame) -> pd.Series:
     readings = pd.concat([frame[keys + [c]].rename(columns={c: "copy"}) for c in
                           ("copy_bw", "copy_bw_end", "copy_bytes_per_s_now") if c in frame.columns])
     readings = readings[readings["copy"] > 0]
-    best = readings.groupby(keys, dropna=False)["copy"].max()
-    return pd.Series([best.get(tuple(row) if len(keys) > 1 else row[0], np.nan)
-                      for row in points[keys].itertuples(index=False, name=None)], index=points.index, dtype=float)
+    best = readings.groupby(keys, dropna=False)["copy"].max().reset_index()
+    return points[keys].merge(best, on=keys, how="left")["copy"].set_axis(points.index).astype(float)
 
 
 def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:

@@ -135,7 +135,7 @@ def _speedup_lines(rows: list[dict]) -> list[str]:
     return out
 
 
-def _same_time(row: dict) -> str:
+def _other_copy_readings(row: dict) -> str:
     out = ""
     if row.get("share_now_median") is not None:
         out += (f"; {row['share_now_median'] * 100:.0f}% of the copy bandwidth measured right after each point "
@@ -171,7 +171,7 @@ def largest_sizes(s: dict) -> list[str]:
         out.append(f"- {r['impl']} ({_slice(r)}) at B·N·D >= 2^{int(math.log2(s['streaming_elements']))} "
                    f"(N = {', '.join(map(str, r['n_values']))}): bytes_min / time = {r['share_median'] * 100:.0f}% "
                    f"of the same run's copy bandwidth {si(r['copy_bytes_per_s'], 'B/s')} (median of {r['points']}; "
-                   f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){_same_time(r)}{gemm}.")
+                   f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){_other_copy_readings(r)}{gemm}.")
     groups = {}
     for r in s.get("poly_fits", []):
         if r.get("complexity") == "linear" and r["c_ci"] is not None and r["quadratic_share_at_n_max"] is not None:
