@@ -34,8 +34,8 @@ def prepare_process(threads: int | None = None, *, pin_cpus: bool = False, alloc
     CPUs ``pin_cpus`` claims when the run's points use more threads than ``threads`` (the threads axis), so a
     2-thread point is not timed on one pinned CPU; never fewer than the process's own threads.
     """
-    applied = {"threads": configure_threads(threads)}
-    applied["allocator"] = configure_allocator() if allocator else {}
+    allocator_applied = configure_allocator() if allocator else {}  # before the threads: see its docstring
+    applied = {"threads": configure_threads(threads), "allocator": allocator_applied}
     applied["cpu_affinity"] = _claim_for_run(applied["threads"], cpus or 0) if pin_cpus else None
     applied["memory_cap_bytes"] = cap_cpu_memory() if cap_memory else None
     return applied
@@ -270,7 +270,7 @@ def claim_cpus(count: int, *, pin: bool = True, wait_s: float = 900.0, say=print
 
 
 # glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
 def _libc():
@@ -295,13 +295,22 @@ def configure_allocator() -> dict:
     trimmed (M_TRIM_THRESHOLD = -1 is SIZE_MAX: a finite threshold still returned the 4 GiB of a softmax_naive
     N = 8192 call to the OS every call, a million page faults and 2.7x the steady time), memory freed by one
     call is reused by the next, as with jemalloc/tcmalloc; ``release_heap`` hands it back between points.
+
+    One arena (M_ARENA_MAX = 1): when an allocation fails (a point out of memory under cap_cpu_memory), glibc
+    retries it in a secondary arena and leaves the thread there for good, and a secondary arena maps and unmaps
+    every block above 64 MiB whatever M_MMAP_MAX says. Every later point then page-faulted its large blocks in on
+    every call: after one softmax_naive point ran out of memory, the cpu study's fwd_bwd points past the
+    last-level cache ran 2.4-3.9x slower (stream N = 65536: 131 075 faults and 328 ms a call, against 0 and 77 ms
+    before the failure). With the main arena the only one, the retry stays there.
+    Set before the process's threads first allocate: glibc fixes its arena limit when it first needs one.
     Returns the settings applied ({} where the C library is not glibc), for run.json.
     """
     libc = _libc()
     if libc is None:
         return {}
     applied = {}
-    for name, param, value in (("M_MMAP_MAX", _M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, -1)):
+    for name, param, value in (("M_ARENA_MAX", _M_ARENA_MAX, 1), ("M_MMAP_MAX", _M_MMAP_MAX, 0),
+                               ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, -1)):
         if libc.mallopt(param, value) == 1:
             applied[name] = value
     return {"glibc_mallopt": applied} if applied else {}
