@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"${ROUNDS_ENV} where set); from "
                              f"{stats.MIN_PAIRED_ROUNDS} on, each round's ratio is one observation (Student's t "
                              "over rounds), below that the samples are pooled")
+    parser.add_argument("--max-rounds", type=int,
+                        help="A/B: a point measured slower than 1 + MARGIN but not flagged after --rounds is measured "
+                             f"in up to this many rounds in all, {modes.FOLLOW_UP_STEP} more at a time, until it is "
+                             "decided (default: twice --rounds; --rounds turns the follow-up off)")
     parser.add_argument("--min-time", type=float, help="seconds of samples per point, side and round (default: "
                                                         "the preset's min_time_s, in samples of about 5 ms)")
     parser.add_argument("--margin", type=float, default=stats.DEFAULT_MARGIN,
@@ -88,6 +92,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--margin is a fraction of the baseline time in [0, 1), got {args.margin:g}.")
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha is a significance level and must lie in (0, 1), got {args.alpha:g}.")
+    if args.max_rounds is None:
+        args.max_rounds = 2 * args.rounds
+    if args.max_rounds < args.rounds:
+        raise ValueError(f"--max-rounds ({args.max_rounds}) cannot be less than --rounds ({args.rounds}).")
     if args.calls < 1 or args.layouts < 1:
         raise ValueError(f"--calls and --layouts must be positive, got {args.calls} and {args.layouts}.")
     if not args.instr_threshold > 0:

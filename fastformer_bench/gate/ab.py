@@ -144,21 +144,33 @@ def shared_cpus(threads: int | None) -> set[int] | None:
     return set(found) if found else None
 
 
+def claim_for(trees: dict[str, Path], points: list[dict[str, dict]], settings: dict) -> set[int] | None:
+    """The CPUs the gate's sides share (shared_cpus), as many as the most threaded point uses (the threads axis),
+    so it is not timed on fewer; claimed once per gate, so follow-up rounds time on the same CPUs."""
+    threads = settings.get("threads")
+    if threads:
+        threads = max([threads, *(point[name].get("threads") or 0 for point in points for name in trees)])
+    return shared_cpus(threads)
+
+
 def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings: dict, rounds: int,
-                workdir: Path) -> dict[str, list[list[dict]]]:
+                workdir: Path, *, cpus: set[int] | None = None, check: bool = True,
+                label: str = "round") -> dict[str, list[list[dict]]]:
     """Every point measured by both sides sample by sample (B C C B ...), in ``rounds`` fresh pairs of processes.
 
     ``points`` holds, per point, each side's Problem parameters; ``settings`` is the preset's [settings]
     (threads, warmup_s, and min_time_s, min_samples, max_samples: the samples per point and round, see sampling).
+    ``cpus``: the CPUs both sides are pinned to (default: claimed here, claim_for); ``check=False`` for points
+    already checked against the reference in this gate (follow-up rounds); ``label`` names the rounds in the
+    progress lines.
     """
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}.")
     for tree in trees.values():
         check_imports_from(tree)
-    threads = settings.get("threads")
-    if threads:  # as many CPUs as the most threaded point uses (the threads axis), so it is not timed on fewer
-        threads = max([threads, *(point[name].get("threads") or 0 for point in points for name in trees)])
-    cpus = shared_cpus(threads)
+    if cpus is None:
+        cpus = claim_for(trees, points, settings)
+    workdir.mkdir(parents=True, exist_ok=True)
     found: dict[str, list[list[dict]]] = {name: [] for name in trees}
     rng = random.Random()
     # Correctness before speed, once: each point is checked against the reference in the first round (the same
@@ -184,7 +196,7 @@ def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings:
                 if index in refused:  # not ok on a side in round 1: reported as it was, never timed
                     measured.append(refused[index])
                     continue
-                records = _measure_point(workers, point, settings, check=number == 0)
+                records = _measure_point(workers, point, settings, check=check and number == 0)
                 if number == 0 and any(r["status"] != "ok" for r in records.values()):
                     refused[index] = records
                 measured.append(records)
@@ -197,5 +209,5 @@ def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings:
             print("gate: the kernel kept address randomization on (personality refused): each side's memory "
                   "layout is its own luck, so rounds vary more and a small slowdown needs more of them",
                   file=sys.stderr, flush=True)
-        print(f"gate: round {number + 1}/{rounds} done", file=sys.stderr, flush=True)
+        print(f"gate: {label} {number + 1}/{rounds} done", file=sys.stderr, flush=True)
     return found

@@ -18,6 +18,7 @@ from fastformer_bench.gate.stats import (
     DEFAULT_MARGIN,
     MIN_PAIRED_ROUNDS,
     REGRESSION,
+    SAME,
     compare_counts,
     flagged_from,
     measure_rounds,
@@ -174,6 +175,17 @@ def compare(baseline: dict[tuple, Side], candidate: dict[tuple, Side], *,
                        f"{how}; p = {result.p_value:.2g}", flagged_from(result.ratio, result.ci_low, margin),
                        result.round_ratios)
     return rows
+
+
+def undecided(row: Row, margin: float = DEFAULT_MARGIN) -> bool:
+    """A time row the rule could not settle: measured slower than 1 + margin, yet not flagged (its interval
+    reaches below the margin, or its q-value is too high). More rounds decide it (modes.wall_ab's follow-up)."""
+    return row.verdict == SAME and row.ratio is not None and row.ratio > 1 + margin
+
+
+def row_label(base_record: dict, cand_record: dict) -> str:
+    """The label compare() gives the row of these two records' point."""
+    return _label(Side(point_label(base_record), "ok"), Side(point_label(cand_record), "ok"))
 
 
 def paired(base: Side, cand: Side) -> bool:

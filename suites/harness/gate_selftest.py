@@ -115,6 +115,13 @@ def score(result: dict, slowed: dict[str, str]) -> dict:
             "caught": all(caught.values()), "caught_by_factor": caught, "wrapped_labels": labels}
 
 
+def follow_up_rounds(rows: list[dict]) -> dict[str, int]:
+    """The rows measured in more paired rounds than the gate's fewest (its follow-up rounds), with how many more."""
+    counts = {r["label"]: len(r["round_ratios"]) for r in rows if r.get("round_ratios")}
+    fewest = min(counts.values(), default=0)
+    return {label: n - fewest for label, n in counts.items() if n > fewest}
+
+
 def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: str, slowed: dict[str, str],
             kind: str, trials: list[dict] | None = None, saved=None) -> list[dict]:
     """``repeats`` gates of ``args``, each scored by ``score``. ``factor`` is what the plugins read
@@ -126,6 +133,7 @@ def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: st
         verdicts = score(result, slowed)
         caught = verdicts["caught_by_factor"]
         trial = {"n": number, "wall_s": result["wall_s"], "exit": result["exit"], **verdicts,
+                 "follow_up_rounds": follow_up_rounds(result.get("rows") or []),
                  "rows": result.get("rows"), "stderr": result.get("stderr")}
         trials.append(trial)
         if saved:
@@ -188,7 +196,8 @@ def _summary(trials: list[dict]) -> dict:
     return {"trials": len(trials), "false_alarms": sum(t["false_alarm"] for t in trials),
             "false_alarms_wrapped": sum(t.get("false_alarm_wrapped", False) for t in trials),
             "caught": sum(t["caught"] for t in trials), "caught_by_factor": by_factor,
-            "wall_s_median": walls[len(walls) // 2] if walls else None,
+            "wall_s_median": walls[len(walls) // 2] if walls else None, "wall_s_max": walls[-1] if walls else None,
+            "trials_followed_up": sum(bool(t.get("follow_up_rounds")) for t in trials),
             "flagged_from_median": flagged[len(flagged) // 2] if flagged else None,
             "round_sd_percent": {label: round(100 * float(np.sqrt(squares / freedom)), 2)
                                  for label, (squares, freedom) in spread.items()}}

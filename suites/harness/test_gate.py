@@ -236,6 +236,87 @@ def test_a_round_with_a_zero_median_is_not_compared_rather_than_crashing_the_gat
     assert near.ci_low == near.ci_high == near.ratio
 
 
+def _follow_up_gate(monkeypatch, round_ratio, rounds=12, max_rounds=24, margin=0.02):
+    """modes._follow_up over a fake ab.interleaved: point i's candidate round r measures round_ratio(i, r) times
+    the baseline's 1.0. Returns (every interleaved call's point indices, rounds and check flag; the rows; labels
+    followed up with their round counts)."""
+    from types import SimpleNamespace
+
+    from fastformer_bench.gate import modes
+
+    points = [{"baseline": {"seq_len": n}, "candidate": {"seq_len": n}} for n in (64, 128, 256)]
+    calls, counter = [], {}
+
+    def fake(trees, pts, settings, rounds_now, workdir, *, cpus=None, check=True, label="round"):
+        calls.append(([p["baseline"]["seq_len"] for p in pts], rounds_now, check))
+        found = {"baseline": [], "candidate": []}
+        for _ in range(rounds_now):
+            for name in found:
+                found[name].append([])
+            for point in pts:
+                i = [q["baseline"]["seq_len"] for q in points].index(point["baseline"]["seq_len"])
+                r = counter[i] = counter.get(i, -1) + 1
+                for name, scale in (("baseline", 1.0), ("candidate", round_ratio(i, r))):
+                    found[name][-1].append(_record(seq_len=point[name]["seq_len"],
+                                                   samples=[scale * t for t in (0.99, 1.0, 1.01)]))
+        return found
+
+    monkeypatch.setattr(ab, "interleaved", fake)
+    found = fake({}, points, {}, rounds, None)
+    args = SimpleNamespace(rounds=rounds, max_rounds=max_rounds, margin=margin, alpha=0.05)
+    followed = modes._follow_up(args, {"baseline": REPO, "candidate": REPO}, points, None, {}, found, Path("."), None)
+    rows = gate_compare.compare(gate_compare.pool(found["baseline"]), gate_compare.pool(found["candidate"]),
+                                margin=margin)
+    return calls[1:], rows, followed
+
+
+def test_only_an_undecided_point_is_measured_in_follow_up_rounds_until_it_is_decided(monkeypatch):
+    # Point 0 is unchanged, point 2 is 25 % slower: both decided in 12 rounds. Point 1 is 4 % slower with
+    # rounds alternating 1.00 / 1.08 (a layout's luck): at 12 rounds its interval reaches below 1.02 and it passes;
+    # the follow-up measures it alone, four rounds at a time, without checking it again, until it is flagged.
+    def ratio(i, r):
+        return (1.0 + 0.001 * (r % 3 - 1), 1.0 + 0.08 * (r % 2) - 0.004 * (r % 5 == 0), 1.25)[i]
+
+    calls, rows, followed = _follow_up_gate(monkeypatch, ratio)
+    assert calls and all(points == [128] and rounds == 4 and check is False for points, rounds, check in calls)
+    unchanged, slowed, large = rows
+    assert slowed.verdict == gate_stats.REGRESSION, slowed
+    assert len(slowed.round_ratios) == 12 + 4 * len(calls) <= 24
+    assert followed == {slowed.label: 4 * len(calls)}
+    assert unchanged.verdict == gate_stats.SAME and len(unchanged.round_ratios) == 12
+    assert large.verdict == gate_stats.REGRESSION and len(large.round_ratios) == 12
+    # at 12 rounds alone it passed: the follow-up is what caught it
+    only12 = gate_compare.compare(*(_sides([[ratio(1, r) * t for t in (0.99, 1.0, 1.01)] for r in range(12)]
+                                           if side else [[0.99, 1.0, 1.01]] * 12) for side in (0, 1)))
+    assert only12[0].verdict == gate_stats.SAME and only12[0].ratio > 1.02
+
+
+def test_follow_up_rounds_stop_at_max_rounds_and_are_off_at_max_rounds_equal_to_rounds(monkeypatch):
+    # A point whose rounds swing 0.96 / 1.12 stays undecided: measured up to --max-rounds in all, never beyond.
+    def swinging(i, r):
+        return 1.0 if i != 1 else (0.96, 1.12)[r % 2]
+
+    calls, rows, followed = _follow_up_gate(monkeypatch, swinging, max_rounds=18)
+    assert [rounds for _, rounds, _ in calls] == [4, 2]
+    assert len(rows[1].round_ratios) == 18 and rows[1].verdict == gate_stats.SAME
+    calls, rows, followed = _follow_up_gate(monkeypatch, swinging, max_rounds=12)
+    assert calls == [] and followed == {} and len(rows[1].round_ratios) == 12
+
+
+def test_max_rounds_below_rounds_is_refused_and_defaults_to_twice_rounds():
+    from fastformer_bench import cli
+
+    done = subprocess.run([sys.executable, "-m", "fastformer_bench", "gate", "--baseline-rev", "HEAD",
+                           "--rounds", "6", "--max-rounds", "5"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and "--max-rounds (5) cannot be less than --rounds (6)" in done.stderr
+    assert done.stderr.count("\n") == 1
+    from fastformer_bench import gate
+
+    args = cli.build_parser().parse_args(["gate", "--baseline-rev", "HEAD", "--rounds", "6"])
+    gate._check(args)
+    assert args.max_rounds == 12
+
+
 def test_a_gate_round_keeps_its_samples_apart_from_the_other_rounds():
     side, = gate_compare.pool([[_record(samples=[1.0, 1.1])], [_record(samples=[2.0])]]).values()
     assert side.rounds == ((1.0, 1.1), (2.0,)) and side.samples == (1.0, 1.1, 2.0)
@@ -593,3 +674,13 @@ def test_the_self_test_counts_a_failing_wrapper_at_factor_one_as_a_false_alarm_n
     assert verdict["false_alarm_wrapped"] is False and verdict["caught"] is True
     summary = gate_selftest._summary([{"wall_s": 1.0, **verdict, "rows": rows}])
     assert summary["false_alarms"] == summary["false_alarms_wrapped"] == 0 and summary["caught"] == 1
+
+
+def test_the_self_test_names_the_rows_measured_in_follow_up_rounds():
+    rows = [{"label": "a", "round_ratios": [1.0] * 12}, {"label": "b", "round_ratios": [1.0] * 20},
+            {"label": "c", "round_ratios": None}]
+    assert gate_selftest.follow_up_rounds(rows) == {"b": 8}
+    assert gate_selftest.follow_up_rounds(rows[:1]) == {} and gate_selftest.follow_up_rounds([]) == {}
+    trials = [{"wall_s": 1.0, "false_alarm": False, "caught": True, "follow_up_rounds": {"b": 8}},
+              {"wall_s": 2.0, "false_alarm": False, "caught": True, "follow_up_rounds": {}}]
+    assert gate_selftest._summary(trials)["trials_followed_up"] == 1
