@@ -183,13 +183,37 @@ def preflight(problem: Problem) -> str | None:
     return reason
 
 
-def predicted_oom(problem: Problem) -> str | None:
-    """Why a CPU point would run out of memory, from its implementation's memory model, before it allocates."""
+#: a CPU point predicted to need more than this share of the address-space cap runs in a process of its own
+OWN_PROCESS_SHARE = 1 / 16
+
+
+def predicted_need_bytes(problem: Problem) -> int | None:
+    """What a CPU point needs beyond its inputs, by its implementation's memory model (None: no model, or GPU)."""
     model = registry.get(problem.impl).memory_model
     if model is None or problem.device != "cpu":
         return None
-    need = model(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
+    return model(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
                  columns=problem.columns, dtype_bytes=problem.torch_dtype.itemsize, backward=problem.mode == "fwd_bwd")
+
+
+def wants_own_process(problem: Problem) -> bool:
+    """Whether a point is measured in a child process even without ``--isolate``: a CPU point predicted to need
+    more than OWN_PROCESS_SHARE of this process's address-space cap.
+
+    The measuring process keeps its freed heap (host.configure_allocator), and a heap grown by gigabytes keeps
+    its address space when a small block stays live above the freed ones: in the cpu study the address space
+    reached the cap after the quadratic points at N = 4096, and softmax_naive at N = 8192 (4 GiB) failed to
+    allocate, or was predicted not to fit in the 0.06 GiB left, in a 24 GiB machine with 22 GiB available. In a
+    child the point has a fresh heap and its own cap, and the sweep's process never grows that far."""
+    need, cap = predicted_need_bytes(problem), host.address_space_cap()
+    return need is not None and cap is not None and need > OWN_PROCESS_SHARE * cap
+
+
+def predicted_oom(problem: Problem) -> str | None:
+    """Why a CPU point would run out of memory, from its implementation's memory model, before it allocates."""
+    need = predicted_need_bytes(problem)
+    if need is None:
+        return None
     room = host.memory_headroom_bytes()
     if room is None or need <= room:
         return None

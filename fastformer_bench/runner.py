@@ -1,6 +1,7 @@
 """A sweep: runs a list of Problems into a results directory, with resume, revisits, isolation and progress.
 
-Each point is measured by ``point.measure_point`` (in this process, or in a child with ``isolate``); the
+Each point is measured by ``point.measure_point`` (in this process, or in a child with ``isolate`` or where
+``point.wants_own_process``: a point of gigabytes in a capped process); the
 process itself is set up once by its caller (``measure.host.prepare_process``).
 """
 
@@ -19,7 +20,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 
 from fastformer_bench.measure import host
-from fastformer_bench.point import Settings, base_record, measure_point
+from fastformer_bench.point import Settings, base_record, measure_point, wants_own_process
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import (
     HELD_FILE,
@@ -148,7 +149,7 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
     records: list[dict] = []
 
     def measure(problem: Problem) -> dict:
-        if isolate:
+        if isolate or wants_own_process(problem):
             return {**_isolated(problem, settings, run_id, preset), **(stamp or {})}
         return {**measure_point(problem, settings, run_id=run_id, preset=preset), **(stamp or {})}
 

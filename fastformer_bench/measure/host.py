@@ -378,6 +378,12 @@ def cap_cpu_memory(share: float = CPU_MEMORY_SHARE) -> int | None:
     return limit
 
 
+def address_space_cap() -> int | None:
+    """This process's address-space limit in bytes (cap_cpu_memory), None where it has none."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def memory_headroom_bytes(share: float = CPU_MEMORY_SHARE) -> int | None:
     """Bytes this process may still allocate: below its address-space cap if it has one, else a share of the
     memory available now; None where neither can be read."""

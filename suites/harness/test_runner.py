@@ -98,6 +98,35 @@ def test_isolated_crash_becomes_crashed_and_the_sweep_goes_on(tmp_path):
     assert "SIGABRT" in records[0]["reason"]
 
 
+def test_a_point_of_gigabytes_under_an_address_space_cap_runs_in_a_process_of_its_own(tmp_path, monkeypatch):
+    # A heap grown by a quadratic point keeps its address space in the sweep's process, and a later large point
+    # then found no room under the cap (softmax_naive N = 8192 oom in a machine with 22 GiB free): a point the
+    # memory model predicts above 1/16 of the cap runs in a child, the others stay in the process.
+    from fastformer_bench import point, runner
+    from fastformer_bench.measure import host
+
+    children = []
+    real = runner._isolated
+
+    def isolated(problem, *args):
+        children.append(problem.impl)
+        return real(problem, *args)
+
+    monkeypatch.setattr(runner, "_isolated", isolated)
+    naive = tiny("softmax_naive")
+    need = point.predicted_need_bytes(naive)
+    assert need and point.predicted_need_bytes(tiny("eager")) is None  # eager has no memory model
+    monkeypatch.setattr(host, "address_space_cap", lambda: 15 * need)  # need > cap / 16
+    records = run_sweep([naive, tiny("eager")], FAST, tmp_path / "a", preset="t", progress=False)
+    assert children == ["softmax_naive"] and [r["status"] for r in records] == ["ok", "ok"]
+    assert records[0]["samples"] and records[0]["run_id"] == records[1]["run_id"]
+    monkeypatch.setattr(host, "address_space_cap", lambda: 17 * need)  # below the share: in this process
+    run_sweep([naive], FAST, tmp_path / "b", preset="t", progress=False)
+    monkeypatch.setattr(host, "address_space_cap", lambda: None)  # no cap (a GPU run, a test): never
+    run_sweep([naive], FAST, tmp_path / "c", preset="t", progress=False)
+    assert children == ["softmax_naive"]
+
+
 def test_unsupported_device_is_recorded_not_raised():
     record = measure_point(tiny("eager", device="cuda"), FAST)
     assert record["status"] == "unsupported"
