@@ -151,7 +151,12 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
     def measure(problem: Problem) -> dict:
         if isolate or wants_own_process(problem):
             return {**_isolated(problem, settings, run_id, preset), **(stamp or {})}
-        return {**measure_point(problem, settings, run_id=run_id, preset=preset), **(stamp or {})}
+        record = measure_point(problem, settings, run_id=run_id, preset=preset)
+        if record["status"] == "oom" and problem.device == "cpu" and host.address_space_cap() is not None:
+            # Out of room under this process's cap, which its kept heap may have filled: a fresh process has
+            # its own heap and cap, so the point is oom only if it is oom there too.
+            record = _isolated(problem, settings, run_id, preset)
+        return {**record, **(stamp or {})}
 
     def keep(record: dict) -> None:
         store.append(record)

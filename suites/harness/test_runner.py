@@ -127,6 +127,31 @@ def test_a_point_of_gigabytes_under_an_address_space_cap_runs_in_a_process_of_it
     assert children == ["softmax_naive"]
 
 
+def test_an_oom_in_a_capped_sweep_process_is_measured_again_in_a_fresh_one(tmp_path, monkeypatch):
+    # The sweep's process keeps its heap, so its address space can fill up under the cap: N = 131072 fwd_bwd
+    # points (268 MB for stream) were recorded oom late in the cpu study. An oom there is tried in a child.
+    from fastformer_bench import runner
+    from fastformer_bench.measure import host
+
+    children = []
+
+    def in_process(problem, settings, run_id="", preset=None):
+        return {**base_record(problem, run_id, preset, settings=settings), "status": "oom", "reason": "full"}
+
+    def isolated(problem, settings, run_id, preset):
+        children.append(problem.impl)
+        return {**base_record(problem, run_id, preset, settings=settings), "status": "ok", "reason": None}
+
+    monkeypatch.setattr(runner, "measure_point", in_process)
+    monkeypatch.setattr(runner, "_isolated", isolated)
+    monkeypatch.setattr(host, "address_space_cap", lambda: 2**40)
+    records = run_sweep([tiny("eager")], FAST, tmp_path / "a", preset="t", progress=False)
+    assert children == ["eager"] and [r["status"] for r in records] == ["ok"]
+    monkeypatch.setattr(host, "address_space_cap", lambda: None)  # uncapped: the oom is the machine's
+    records = run_sweep([tiny("eager")], FAST, tmp_path / "b", preset="t", progress=False)
+    assert children == ["eager"] and [r["status"] for r in records] == ["oom"]
+
+
 def test_unsupported_device_is_recorded_not_raised():
     record = measure_point(tiny("eager", device="cuda"), FAST)
     assert record["status"] == "unsupported"
