@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from fastformer_bench import axes
-from fastformer_bench.gate import compare, instructions, modes, sides, stats, table
+from fastformer_bench.gate import ab, compare, instructions, modes, sides, stats, table
 
 #: where --layouts takes its default when the command line gives none. Each layout is one more valgrind process
 #: per side (~50 s of CPU importing torch), so the test of the pull-request workflow (suites/harness/
@@ -28,6 +28,8 @@ DEFAULT_ROUNDS = 12
 #: where --rounds takes its default when the command line gives none (the workflow's test sets 4: it gates a 2x
 #: slowdown, and CI's time is short; the workflow never does)
 ROUNDS_ENV = "FASTFORMER_BENCH_GATE_ROUNDS"
+#: where --warmup-rounds takes its default when the command line gives none (the workflow's test sets 0)
+WARMUP_ROUNDS_ENV = "FASTFORMER_BENCH_GATE_WARMUP_ROUNDS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"${ROUNDS_ENV} where set); from "
                              f"{stats.MIN_PAIRED_ROUNDS} on, each round's ratio is one observation (Student's t "
                              "over rounds), below that the samples are pooled")
+    parser.add_argument("--warmup-rounds", type=int,
+                        default=os.environ.get(WARMUP_ROUNDS_ENV) or str(ab.WARMUP_ROUNDS),
+                        help="A/B: rounds measured first and not counted (default "
+                             f"{ab.WARMUP_ROUNDS}, or ${WARMUP_ROUNDS_ENV} where set): a gate's first rounds read "
+                             "dispatch-heavy points a few percent off")
     parser.add_argument("--max-rounds", type=int,
                         help="A/B: a point measured slower than 1 + MARGIN but not flagged after --rounds is measured "
                              f"in up to this many rounds in all, {modes.FOLLOW_UP_STEP} more at a time, until it is "
@@ -92,6 +99,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--margin is a fraction of the baseline time in [0, 1), got {args.margin:g}.")
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha is a significance level and must lie in (0, 1), got {args.alpha:g}.")
+    if args.warmup_rounds < 0:
+        raise ValueError(f"--warmup-rounds must be at least 0, got {args.warmup_rounds}.")
     if args.max_rounds is None:
         args.max_rounds = 2 * args.rounds
     if args.max_rounds < args.rounds:

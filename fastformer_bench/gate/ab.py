@@ -84,6 +84,13 @@ class Worker:
         self.proc.stdout.close()
 
 
+#: rounds a gate measures first and does not count. In 60 self-test gates on the 2-core VM (12 rounds each), the
+#: first two rounds read every eager row's ratio low: by 2.5 and 4.0 % on identical code, 1.6-4.4 % on the slowed
+#: copies, against the gate's own mean; later rounds within +-2 %, SDPA's first rounds not at all (cause not
+#: found: the gate's start-up, the machine's, not the code's). Counting them biased a 5 % slowdown's ratio down
+#: and widened its interval: without them the same data caught 1.05x in 19 of 20 gates twice, against 16 and 17.
+WARMUP_ROUNDS = 2
+
 #: the length of one sample (back-to-back calls of one side): short, so that a burst of a neighbour's load spoils
 #: few samples of the median. Measured on the 2-core VM, two input sets of eager (1.4 ms a call) timed in turn in
 #: one process for the same total time: the round-to-round SD of their ratio of medians was 3.3 % in 20 samples of
@@ -154,18 +161,21 @@ def claim_for(trees: dict[str, Path], points: list[dict[str, dict]], settings: d
 
 
 def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings: dict, rounds: int,
-                workdir: Path, *, cpus: set[int] | None = None, check: bool = True,
-                label: str = "round") -> dict[str, list[list[dict]]]:
+                workdir: Path, *, cpus: set[int] | None = None, check: bool = True, label: str = "round",
+                warmup: int = 0) -> dict[str, list[list[dict]]]:
     """Every point measured by both sides sample by sample (B C C B ...), in ``rounds`` fresh pairs of processes.
 
     ``points`` holds, per point, each side's Problem parameters; ``settings`` is the preset's [settings]
     (threads, warmup_s, and min_time_s, min_samples, max_samples: the samples per point and round, see sampling).
     ``cpus``: the CPUs both sides are pinned to (default: claimed here, claim_for); ``check=False`` for points
     already checked against the reference in this gate (follow-up rounds); ``label`` names the rounds in the
-    progress lines.
+    progress lines. ``warmup`` more rounds run first, measured like the others (the first one checks), and are
+    not returned: see WARMUP_ROUNDS.
     """
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}.")
+    if warmup < 0:
+        raise ValueError(f"--warmup-rounds must be at least 0, got {warmup}.")
     for tree in trees.values():
         check_imports_from(tree)
     if cpus is None:
@@ -185,7 +195,7 @@ def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings:
         links[name] = workdir / f"tree{index}"
         links[name].symlink_to(Path(trees[name]).resolve(), target_is_directory=True)
         folders[name] = f"side{index}-round"
-    for number in range(rounds):
+    for number in range(warmup + rounds):
         names = list(trees) if number % 2 == 0 else list(trees)[::-1]
         layout = random_layout(rng)
         workers = {name: Worker(name, links[name], workdir / f"{folders[name]}{number:04d}", cpus, layout)
@@ -203,11 +213,14 @@ def interleaved(trees: dict[str, Path], points: list[dict[str, dict]], settings:
         finally:
             for worker in workers.values():
                 worker.close()
-        for name in trees:
-            found[name].append([m[name] for m in measured])
+        if number >= warmup:
+            for name in trees:
+                found[name].append([m[name] for m in measured])
         if number == 0 and any(m[name].get("layout") == "random" for m in measured for name in trees):
             print("gate: the kernel kept address randomization on (personality refused): each side's memory "
                   "layout is its own luck, so rounds vary more and a small slowdown needs more of them",
                   file=sys.stderr, flush=True)
-        print(f"gate: {label} {number + 1}/{rounds} done", file=sys.stderr, flush=True)
+        done = (f"warm-up round {number + 1}/{warmup}" if number < warmup else
+                f"{label} {number - warmup + 1}/{rounds}")
+        print(f"gate: {done} done", file=sys.stderr, flush=True)
     return found

@@ -106,11 +106,14 @@ def wall_ab(args: argparse.Namespace, repo: Path, base_impls: Names, cand_impls:
     with worktree(repo, args.baseline_rev) as base_tree, tempfile.TemporaryDirectory() as tmp:
         trees = {"baseline": base_tree, "candidate": repo}
         cpus = ab.claim_for(trees, points, settings)
-        found = ab.interleaved(trees, points, settings, args.rounds, Path(tmp) / "rounds", cpus=cpus)
+        found = ab.interleaved(trees, points, settings, args.rounds, Path(tmp) / "rounds", cpus=cpus,
+                               warmup=args.warmup_rounds)
         followed = _follow_up(args, trees, points, pairs, settings, found, Path(tmp), cpus)
     clocks = sorted({r["clock"] for side in found.values() for rnd in side for r in rnd if r.get("samples")})
     title = (f"A/B time ({', '.join(clocks) or 'wall'} clock): {args.baseline_rev} vs {repo} ({args.rounds} rounds, "
              f"preset {preset})")
+    if args.warmup_rounds:
+        title += f"; {args.warmup_rounds} warm-up rounds before them, not counted"
     if followed:
         title += (f"; undecided after them, so measured in {max(followed.values())} more rounds (up to "
                   f"--max-rounds {args.max_rounds}): {', '.join(followed)}")

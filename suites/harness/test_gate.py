@@ -212,6 +212,12 @@ def test_an_incorrect_candidate_is_never_timed_in_any_round(tmp_path, monkeypatc
     assert all(r["status"] == "incorrect" and not r.get("samples") for r in wrong), wrong
     assert all(rnd[1]["status"] == "ok" and rnd[1]["samples"] for side in found.values() for rnd in side), found
     assert "max_rel_err" in found["candidate"][0][1] and "max_rel_err" not in found["candidate"][2][1]
+    # Warm-up rounds are measured (the first one checks) and not returned: the check's error is not in the
+    # counted rounds, the incorrect point stays refused in them
+    found = ab.interleaved({"baseline": REPO, "candidate": REPO}, points, settings, 2, tmp_path / "w", warmup=1)
+    assert [len(side) for side in found.values()] == [2, 2]
+    assert all(rnd[0]["status"] == "incorrect" and not rnd[0].get("samples") for rnd in found["candidate"])
+    assert all(rnd[1]["samples"] and "max_rel_err" not in rnd[1] for side in found.values() for rnd in side)
 
 
 def test_a_round_with_a_zero_median_is_not_compared_rather_than_crashing_the_gate():
@@ -310,6 +316,9 @@ def test_max_rounds_below_rounds_is_refused_and_defaults_to_twice_rounds():
                            "--rounds", "6", "--max-rounds", "5"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2 and "--max-rounds (5) cannot be less than --rounds (6)" in done.stderr
     assert done.stderr.count("\n") == 1
+    done = subprocess.run([sys.executable, "-m", "fastformer_bench", "gate", "--baseline-rev", "HEAD",
+                           "--warmup-rounds", "-1"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and "--warmup-rounds must be at least 0, got -1" in done.stderr
     from fastformer_bench import gate
 
     args = cli.build_parser().parse_args(["gate", "--baseline-rev", "HEAD", "--rounds", "6"])
