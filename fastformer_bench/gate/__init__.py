@@ -22,8 +22,9 @@ from fastformer_bench.gate import ab, compare, instructions, modes, sides, stats
 #: per side (~50 s of CPU importing torch), so the test of the pull-request workflow (suites/harness/
 #: test_workflow.py), which runs the workflow's command lines as written, sets it to 1; the workflow never does.
 LAYOUTS_ENV = "FASTFORMER_BENCH_GATE_LAYOUTS"
-#: A/B rounds: on the 2-core VM, with 12 rounds the self-test caught 1.05x in 17 of 20 gates, 1.10x and 1.25x in
-#: 20 of 20, with no false alarm (suites/harness/gate_selftest.py; README)
+#: A/B rounds counted: on the 2-core VM, with 12 rounds (no warm-up, no follow-up, no order term) the self-test
+#: caught 1.05x in 17 of 20 gates, 1.10x and 1.25x in 20 of 20, with no false alarm; with 2 warm-up rounds and
+#: follow-up rounds, 1.05x in 10 of 13 (suites/harness/gate_selftest.py; README)
 DEFAULT_ROUNDS = 12
 #: where --rounds takes its default when the command line gives none (the workflow's test sets 4: it gates a 2x
 #: slowdown, and CI's time is short; the workflow never does)
@@ -130,7 +131,7 @@ def _estimate(rows: list) -> list[str]:
     said = []
     if paired:
         said.append("paired rounds: geometric mean of the rounds' ratios of medians, Student's t interval and "
-                    "test over rounds")
+                    "test over rounds, with the sides' start order (alternating by round) as a term")
     if pooled:
         said.append("pooled samples: ratio of medians, percentile bootstrap interval, Mann-Whitney U test")
     return said

@@ -113,7 +113,11 @@ def _measure_point(workers: dict[str, Worker], params: dict[str, dict], settings
                                       "warmup_s": settings.get("warmup_s", 0.1)}) for name in workers}
     # "pair" keeps the samples of one pairing together: a baseline point measured beside two candidates is two
     # comparisons, each against the samples taken interleaved with it, never pooled across time windows.
-    records = {name: {**params[name], **setup[name], "samples": [], "pair": params.get("pair")} for name in workers}
+    # "started_first": the side whose process the round started first (the order alternates by round; the
+    # statistics take it as a term of their own, stats.measure_rounds)
+    first_started = next(iter(workers))
+    records = {name: {**params[name], **setup[name], "samples": [], "pair": params.get("pair"),
+                      "started_first": name == first_started} for name in workers}
     if any(reply["status"] != "ok" for reply in setup.values()):
         return records
     first = next(iter(workers))

@@ -43,6 +43,8 @@ class Side:
     count: float | None = None  # instructions per call (instruction mode): the mean over layouts
     layout_counts: tuple[float, ...] = ()  # the count under each memory layout, in layout order
     rounds: tuple[tuple[float, ...], ...] = ()  # the samples of each round, in round order
+    #: per round, whether this side's process was started first (A/B; None where the record does not say)
+    started_first: tuple[bool | None, ...] = ()
 
 
 @dataclass
@@ -100,6 +102,7 @@ def pool(rounds: Iterable[Iterable[dict]], rename: dict[str, str] | None = None)
                 continue
             side.samples = side.samples + tuple(record.get("samples") or ())
             side.rounds = side.rounds + (tuple(record.get("samples") or ()),)
+            side.started_first = side.started_first + (record.get("started_first"),)
             if record.get("instructions") is not None:
                 side.count = record["instructions"]
                 side.layout_counts = tuple(record.get("instruction_layouts") or ())
@@ -195,7 +198,9 @@ def paired(base: Side, cand: Side) -> bool:
 
 def _measure(base: Side, cand: Side):
     if paired(base, cand):
-        return measure_rounds([list(r) for r in base.rounds], [list(r) for r in cand.rounds])
+        order = cand.started_first if None not in cand.started_first else None
+        return measure_rounds([list(r) for r in base.rounds], [list(r) for r in cand.rounds],
+                              candidate_first=order)
     return measure_samples(list(base.samples), list(cand.samples))
 
 

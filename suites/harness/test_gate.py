@@ -212,6 +212,9 @@ def test_an_incorrect_candidate_is_never_timed_in_any_round(tmp_path, monkeypatc
     assert all(r["status"] == "incorrect" and not r.get("samples") for r in wrong), wrong
     assert all(rnd[1]["status"] == "ok" and rnd[1]["samples"] for side in found.values() for rnd in side), found
     assert "max_rel_err" in found["candidate"][0][1] and "max_rel_err" not in found["candidate"][2][1]
+    # the sides start in alternating order, and each record says whether its side started first
+    assert [rnd[1]["started_first"] for rnd in found["candidate"]] == [False, True, False]
+    assert [rnd[1]["started_first"] for rnd in found["baseline"]] == [True, False, True]
     # Warm-up rounds are measured (the first one checks) and not returned: the check's error is not in the
     # counted rounds, the incorrect point stays refused in them
     found = ab.interleaved({"baseline": REPO, "candidate": REPO}, points, settings, 2, tmp_path / "w", warmup=1)
@@ -324,6 +327,39 @@ def test_max_rounds_below_rounds_is_refused_and_defaults_to_twice_rounds():
     args = cli.build_parser().parse_args(["gate", "--baseline-rev", "HEAD", "--rounds", "6"])
     gate._check(args)
     assert args.max_rounds == 12
+
+
+def test_the_start_order_is_a_term_of_the_estimate_so_its_swing_does_not_widen_the_interval():
+    # A true 5 % slowdown whose rounds swing +-4 % with the side started first (the order alternates by round):
+    # as plain rounds the swing is scatter and the interval reaches below 1.02; with the order as a term the
+    # estimate is the midpoint of the two orders' means and the interval is the scatter around them.
+    rng = np.random.default_rng(3)
+    first = [number % 2 == 1 for number in range(12)]  # the candidate starts first in odd rounds
+    ratios = [1.05 * (1.04 if f else 0.96) * float(np.exp(rng.normal(0, 0.01))) for f in first]
+    base = [[1.0, 1.0, 1.0] for _ in ratios]
+    cand = [[r] * 3 for r in ratios]
+    plain = gate_stats.measure_rounds(base, cand)
+    ordered = gate_stats.measure_rounds(base, cand, candidate_first=first)
+    assert plain.ci_low < 1.02 < ordered.ci_low < 1.05 < ordered.ci_high
+    logs = np.log(ratios)
+    midpoint = (logs[np.array(first)].mean() + logs[~np.array(first)].mean()) / 2
+    assert ordered.ratio == pytest.approx(float(np.exp(midpoint)))
+    assert ordered.p_value < plain.p_value and ordered.p_value + ordered.p_faster == pytest.approx(1)
+    # unbalanced orders: still the midpoint, not the mean over rounds
+    few = gate_stats.measure_rounds(base[:7], cand[:7], candidate_first=first[:7])
+    sub = logs[:7]
+    mask = np.array(first[:7])
+    assert few.ratio == pytest.approx(float(np.exp((sub[mask].mean() + sub[~mask].mean()) / 2)))
+    # an order seen in fewer than two rounds, or no order at all: plain t over rounds
+    lone = [True] + [False] * 11
+    assert gate_stats.measure_rounds(base, cand, candidate_first=lone).ci_low == pytest.approx(plain.ci_low)
+    # through pool and compare: records saying which side started first
+    def records(side_ratio, cand_side):
+        return [[_record(samples=[side_ratio[i]] * 3, started_first=(first[i] if cand_side else not first[i]))]
+                for i in range(12)]
+    row, = gate_compare.compare(gate_compare.pool(records([1.0] * 12, False)),
+                                gate_compare.pool(records(ratios, True)))
+    assert row.ci_low == pytest.approx(ordered.ci_low) and row.verdict == gate_stats.REGRESSION
 
 
 def test_a_gate_round_keeps_its_samples_apart_from_the_other_rounds():
