@@ -24,7 +24,8 @@ from fastformer_bench.gate import ab, compare, instructions, modes, sides, stats
 LAYOUTS_ENV = "FASTFORMER_BENCH_GATE_LAYOUTS"
 #: A/B rounds counted: on the 2-core VM, with 12 rounds (no warm-up, no follow-up, no order term) the self-test
 #: caught 1.05x in 17 of 20 gates, 1.10x and 1.25x in 20 of 20, with no false alarm; with 2 warm-up rounds and
-#: follow-up rounds, 1.05x in 10 of 13 (suites/harness/gate_selftest.py; README)
+#: follow-up rounds, 1.05x in 10 of 13; with the start-order term too, 6 of 6 so far (suites/harness/gate_selftest.py;
+#: README)
 DEFAULT_ROUNDS = 12
 #: where --rounds takes its default when the command line gives none (the workflow's test sets 4: it gates a 2x
 #: slowdown, and CI's time is short; the workflow never does)
