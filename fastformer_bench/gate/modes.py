@@ -133,14 +133,14 @@ def _follow_up(args: argparse.Namespace, trees: dict[str, Path], points: list[di
     more rounds. An unchanged point opens with a probability of about 1 % (its ratio must come out above 1 +
     margin) and is flagged only if its interval then lies above the margin too, with twice the rounds."""
     followed: dict[str, int] = {}
+    # each point's row label, from its records of the first round (the rows compare() gives carry no index)
+    labels = [compare.row_label(base, cand) for base, cand in zip(found["baseline"][0], found["candidate"][0])]
     done = args.rounds
     while done < args.max_rounds:
         rows = compare.compare(compare.pool(found["baseline"]), compare.pool(found["candidate"]), pairs=pairs,
                                margin=args.margin, alpha=args.alpha)
         still = {r.label for r in rows if compare.undecided(r, args.margin)}
-        first = {name: found[name][0] for name in trees}
-        open_points = [i for i in range(len(points))
-                       if compare.row_label(first["baseline"][i], first["candidate"][i]) in still]
+        open_points = [i for i, label in enumerate(labels) if label in still]
         if not open_points:
             break
         step = min(FOLLOW_UP_STEP, args.max_rounds - done)
@@ -149,8 +149,7 @@ def _follow_up(args: argparse.Namespace, trees: dict[str, Path], points: list[di
         for name in trees:
             found[name].extend(more[name])
         for i in open_points:
-            label = compare.row_label(first["baseline"][i], first["candidate"][i])
-            followed[label] = followed.get(label, 0) + step
+            followed[labels[i]] = followed.get(labels[i], 0) + step
         done += step
     return followed
 
