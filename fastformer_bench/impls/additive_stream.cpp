@@ -389,6 +389,10 @@ inline void scores2_f32(const float* rows, i64 sn, i64 tn, const uint8_t* real, 
       const i64 o = h * Dh;
       for (i64 d = 0; d < Dh; d += 8) {
         const v8f vv = ld8(v + o + d), dd = ld8(du + o + d);
+        if (d % 16 == 0) {  // as in scores_f32: the four rows are interleaved streams
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i) __builtin_prefetch(r[i] + kPrefetchBlocks * TB * sn + o + d, 0, 2);
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
           const v8f xv = ld8(r[i] + o + d);
