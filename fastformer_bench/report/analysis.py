@@ -334,7 +334,8 @@ def throughput(frame: pd.DataFrame) -> list[dict]:
         copy = g["copy_bw"].max()
         rows.append({**key_dict(keys, key),
                      "best_bytes_per_s": num(best["bw"], 4) if best is not None else None,
-                     "best_bw_at": {"seq_len": int(best["seq_len"]), "width": int(best["width"])}
+                     "best_bw_at": {"seq_len": int(best["seq_len"]), "width": int(best["width"]),
+                                    "past_llc": bool(best["input_bytes"] > best["llc_bytes"])}  # NaN: False
                      if best is not None else None,
                      "copy_bytes_per_s": num(copy, 4),
                      "fraction_of_copy": num(best["bw"] / copy, 3) if best is not None and copy > 0 else None,

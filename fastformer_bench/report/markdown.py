@@ -218,16 +218,7 @@ def conclusions(s: dict) -> list[str]:
         out.append(f"- No out-of-memory failure for {', '.join(never)} up to the largest N measured.")
     out += ["", "### Work, bandwidth, backward pass and columns", ""]
     out += _flop_sentences(s["flop_counters"])
-    for t in s["throughput"]:
-        if t["best_bytes_per_s"] is None:
-            continue
-        frac = f" = {t['fraction_of_copy'] * 100:.0f}% of the copy bandwidth {si(t['copy_bytes_per_s'], 'B/s')}" \
-            if t["fraction_of_copy"] is not None else ""
-        if (t["fraction_of_copy"] or 0) > 1:
-            frac += ", above the copy bandwidth, so that working set likely stayed in cache"
-        out.append(f"- {t['impl']} ({_slice(t)}) reaches at most {si(t['best_bytes_per_s'], 'B/s')}{frac} "
-                   f"(at N = {t['best_bw_at']['seq_len']}, width {t['best_bw_at']['width']}); best "
-                   f"{si(t['best_flops_per_s'], 'FLOP/s')}.")
+    out += [bandwidth_sentence(t) for t in s["throughput"] if t["best_bytes_per_s"] is not None]
     for r in s["fwd_bwd"]:
         out.append(f"- {r['impl']} fwd_bwd takes {r['median']:.2f}x the fwd time ({r['device']} {r['dtype']} "
                    f"{r['scope']}; median of {r['n']} shapes, range {r['min']:.2f}–{r['max']:.2f}){_past_llc(r)}.")
@@ -270,6 +261,21 @@ def _oom_sentence(o: dict) -> str:
     last = f"largest N that ran: {o['largest_ok_n']} ({si(o['largest_ok_peak_bytes'], 'B')} peak)" \
         if o["largest_ok_n"] is not None else "no smaller N ran"
     return f"{o['impl']} ran out of memory at N = {o['first_oom_n']} at width {o['width']}; {last}."
+
+
+def bandwidth_sentence(t: dict) -> str:
+    """One implementation's best bytes_min / time against the copy bandwidth. Above the copy bandwidth means a
+    cache-resident working set only where the inputs fit the last-level cache; past it, the copy reading was low
+    (it varies within a run on shared machines)."""
+    frac = f" = {t['fraction_of_copy'] * 100:.0f}% of the copy bandwidth {si(t['copy_bytes_per_s'], 'B/s')}" \
+        if t["fraction_of_copy"] is not None else ""
+    at = t["best_bw_at"]
+    if (t["fraction_of_copy"] or 0) > 1:
+        frac += (", above that copy reading with inputs larger than the last-level cache, so the copy reading, not a "
+                 "cache, is what to doubt" if at.get("past_llc") else
+                 ", above the copy bandwidth, so that working set likely stayed in cache")
+    return (f"- {t['impl']} ({_slice(t)}) reaches at most {si(t['best_bytes_per_s'], 'B/s')}{frac} "
+            f"(at N = {at['seq_len']}, width {at['width']}); best {si(t['best_flops_per_s'], 'FLOP/s')}.")
 
 
 def _past_llc(r: dict) -> str:

@@ -240,3 +240,23 @@ def test_a_run_without_same_time_copies_says_nothing_of_slumps(tmp_path):
     frame, _ = load([str(write_results(tmp_path, _cache_step_records(), _env()))])
     assert asymptotics.bandwidth_slumps(frame) is None
     assert all("share_now_median" not in r for r in asymptotics.streaming_bandwidth(frame))
+
+
+def test_above_the_copy_bandwidth_is_called_cache_resident_only_where_the_inputs_fit_the_cache(tmp_path):
+    """A point above the run's copy reading with inputs past the LLC says the copy reading was low; the old
+    sentence called a 200 MB working set 'likely stayed in cache' (reports/cpu, stream, 2 threads)."""
+    from fastformer_bench.report import markdown
+
+    def sentence(n: int) -> str:
+        base = _cache_step_records()[0]
+        t = 1e-9 * n  # bytes_min / time far above the env's copy bandwidth at every N
+        record = {**base, "point_id": f"fwd-{n}", "mode": "fwd", "seq_len": n, "width": 256, "heads": 8,
+                  "batch": 1, "time_median": t, "time_p20": t, "time_p80": t, "samples": [t] * 3}
+        frame, _ = load([str(write_results(tmp_path / str(n), [record], _env()))])
+        row = next(r for r in analysis.throughput(frame) if r["impl"] == "eager")
+        assert row["fraction_of_copy"] > 1
+        return markdown.bandwidth_sentence(row)
+
+    assert "likely stayed in cache" in sentence(2048)  # 3 columns x 2048 x 256 x 4 bytes: 6 MiB, inside 32 MiB
+    past = sentence(65536)
+    assert "likely stayed in cache" not in past and "the copy reading, not a cache, is what to doubt" in past
