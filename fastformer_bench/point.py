@@ -307,6 +307,8 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
         status = "oom" if is_oom(exc) else "error"
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         named = first_line if isinstance(exc, ReferenceOutOfMemory) else f"{type(exc).__name__}: {first_line}"
+        if status == "oom" and problem.device == "cpu":
+            named += f" (at the failure: {host.memory_state()})"
         return {**record, "status": status, "reason": named}
     finally:
         del inputs, step, subject

@@ -360,6 +360,20 @@ def reset_rss_high_water_mark() -> bool:
     return True
 
 
+def memory_state() -> str:
+    """This process's address-space cap, size and resident set and the machine's available memory, in GiB: what
+    an out-of-memory reason needs to tell a point too large for the machine from a process or moment short of
+    room (the cpu study once stored a 4 GiB point oom that ran ok alone minutes later)."""
+    def gib(value: int | None) -> str:
+        return "?" if value is None else f"{value / 2**30:.3g} GiB"
+
+    cap = address_space_cap()
+    available = meminfo_kib("MemAvailable")
+    return (f"address-space cap {gib(cap) if cap is not None else 'none'}, VmSize "
+            f"{gib(process_status_bytes('VmSize'))}, VmRSS {gib(process_status_bytes('VmRSS'))}, MemAvailable "
+            f"{gib(None if available is None else available * 1024)}")
+
+
 def minor_faults() -> int:
     """Minor page faults of this process so far (0 where the OS does not count them)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -248,6 +248,31 @@ def test_a_point_predicted_beyond_memory_is_oom_at_once_without_allocating():
     assert record["time_median"] is None and record["max_rel_err"] is None  # nothing was run
 
 
+def test_an_allocation_that_fails_is_oom_with_the_memory_the_process_and_machine_had(monkeypatch):
+    # The cpu study stored a 4 GiB point oom that ran ok alone minutes later: the reason must say how much room
+    # there was, so a point too large for the machine can be told from a process or moment short of it.
+    import re
+
+    from fastformer_bench import point
+    from fastformer_bench.measure import host
+
+    def failing(problem, *args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 2147483648 bytes. Error code 12")
+
+    monkeypatch.setattr(point, "make_inputs", failing)
+    record = measure_point(Problem("eager", batch=1, seq_len=64, width=8, heads=2), FAST)
+    assert record["status"] == "oom" and record["reason"].startswith("RuntimeError: [enforce fail")
+    found = re.search(r"at the failure: address-space cap (none|[\d.]+ GiB), VmSize ([\d.]+) GiB, VmRSS ([\d.]+) GiB, "
+                      r"MemAvailable ([\d.]+) GiB\)$", record["reason"])
+    assert found, record["reason"]
+    assert (found[1] == "none") == (host.address_space_cap() is None)
+    rss, available = float(found[3]), float(found[4])
+    assert 0 < rss <= float(found[2])  # this process's resident set within its address space
+    assert available == pytest.approx(host.meminfo_kib("MemAvailable") / 2**20, rel=0.5)
+    assert record["time_median"] is None
+
+
 def test_the_memory_models_bound_what_the_quadratic_implementations_really_allocate():
     from fastformer_bench import impls
 
