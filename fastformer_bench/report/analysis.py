@@ -82,6 +82,11 @@ def input_bytes(f: pd.DataFrame) -> pd.Series:
     return (tensors * f["batch"] * f["seq_len"] * f["width"] * per_element).astype("float64")
 
 
+def past_llc(f: pd.DataFrame) -> pd.Series:
+    """Whether each point's inputs exceed its machine's last-level cache (False where the LLC is unknown: NaN)."""
+    return f["input_bytes"] > f["llc_bytes"]
+
+
 def _whole(value) -> int | None:
     # pandas turns a column of ints with a None in it into floats with NaN
     return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) \
@@ -326,6 +331,7 @@ def throughput(frame: pd.DataFrame) -> list[dict]:
     t = timed(frame).copy()
     t["bw"] = t["bytes_min"] / t["time_median"]
     t["flop_rate"] = t["flops"] / t["time_median"]
+    t["past_llc"] = past_llc(t)
     keys = SLICE + ["impl"]
     rows = []
     for key, g in t.groupby(keys, sort=True):
@@ -335,7 +341,7 @@ def throughput(frame: pd.DataFrame) -> list[dict]:
         rows.append({**key_dict(keys, key),
                      "best_bytes_per_s": num(best["bw"], 4) if best is not None else None,
                      "best_bw_at": {"seq_len": int(best["seq_len"]), "width": int(best["width"]),
-                                    "past_llc": bool(best["input_bytes"] > best["llc_bytes"])}  # NaN: False
+                                    "past_llc": bool(best["past_llc"])}
                      if best is not None else None,
                      "copy_bytes_per_s": num(copy, 4),
                      "fraction_of_copy": num(best["bw"] / copy, 3) if best is not None and copy > 0 else None,
@@ -355,7 +361,7 @@ def fwd_bwd(frame: pd.DataFrame) -> list[dict]:
     if "fwd" not in per.columns or "fwd_bwd" not in per.columns:
         return []
     ratio = (per["fwd_bwd"] / per["fwd"]).dropna().rename("ratio").reset_index()
-    past = t.assign(past_llc=t["input_bytes"] > t["llc_bytes"])  # False where the LLC is unknown (NaN)
+    past = t.assign(past_llc=past_llc(t))
     ratio = ratio.join(past.groupby(keys)["past_llc"].max(), on=keys)
     rows = []
     for key, g in ratio.groupby(per_slice, sort=True):
