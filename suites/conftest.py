@@ -5,8 +5,13 @@ start, unless a CUDA device is present (then the kernels run for real) or the ca
 """
 
 import os
+from pathlib import Path
 
+import pytest
 import torch
+
+SUITES = Path(__file__).parent
+REPO = SUITES.parent
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -31,3 +36,22 @@ def pytest_collection_modifyitems(items):
     for item in items:
         for spec in TORCH_INTERNAL_WARNINGS:
             item.add_marker(pytest.mark.filterwarnings(spec))
+
+
+@pytest.fixture
+def test_impls(monkeypatch):
+    """Registers the misbehaving implementations of testkit.plugin_faulty_impls (in this process and its children)."""
+    from testkit import plugin_faulty_impls
+
+    from fastformer_bench import impls
+
+    monkeypatch.setenv(impls.PLUGIN_ENV, plugin_faulty_impls.plugin_spec())
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SUITES), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    before = dict(impls.REGISTRY.entries)
+    impls.REGISTRY.load_plugins()
+    yield
+    monkeypatch.delenv(impls.PLUGIN_ENV)  # before the registry forgets them: names() reads the variable again
+    impls.REGISTRY.entries = before
+    for name in list(impls.REGISTRY.loaded):
+        if name not in before:
+            del impls.REGISTRY.loaded[name]

@@ -19,13 +19,13 @@ from fastformer_bench import axes
 from fastformer_bench.gate import ab, compare, instructions, modes, sides, stats, table
 
 #: where --layouts takes its default when the command line gives none. Each layout is one more valgrind process
-#: per side (~50 s of CPU importing torch), so the test of the pull-request workflow (suites/harness/
+#: per side (~50 s of CPU importing torch), so the test of the pull-request workflow (suites/gate/
 #: test_workflow.py), which runs the workflow's command lines as written, sets it to 1; the workflow never does.
 LAYOUTS_ENV = "FASTFORMER_BENCH_GATE_LAYOUTS"
 #: A/B rounds counted: on the 2-core VM, with 12 rounds (no warm-up, no follow-up, no order term) the self-test
 #: caught 1.05x in 17 of 20 gates, 1.10x and 1.25x in 20 of 20, with no false alarm; with 2 warm-up rounds,
 #: follow-up rounds and the start-order term, 1.05x in 19 of 20, 1.10x and 1.25x in 20 of 20, no false alarm,
-#: median 220 s a gate (suites/harness/gate_selftest.py; README)
+#: median 220 s a gate (suites/testkit/gate_selftest.py; README)
 DEFAULT_ROUNDS = 12
 #: where --rounds takes its default when the command line gives none (the workflow's test sets 4: it gates a 2x
 #: slowdown, and CI's time is short; the workflow never does)

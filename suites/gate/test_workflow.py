@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from gate_selftest import snapshot  # suites/harness is on sys.path (conftest)
+from testkit.gate_selftest import snapshot
 
 from fastformer_bench import gate
 from fastformer_bench.cli import build_parser

@@ -2,15 +2,15 @@
 and of a deliberately slowed candidate (misses), plus instruction-count gates (1 % more work by default, at the
 gate's own 1 % threshold; unchanged).
 
-    python suites/harness/gate_selftest.py --repeats 20 --out results/gate-selftest
+    python suites/testkit/gate_selftest.py --repeats 20 --out results/gate-selftest
 
 The candidate tree is a temporary clone of this working tree (uncommitted changes included, committed there),
 so the baseline revision ("HEAD" of the clone) is exactly the candidate's code. The slowed candidates are the
-test plugins ``test_slowdown`` (and ``_2``, ``_3`` for more factors; suites/harness/plugins_for_tests.py), each
+test plugins ``test_slowdown`` (and ``_2``, ``_3`` for more factors; suites/testkit/plugin_faulty_impls.py), each
 paired with ``eager`` in the same gate: one gate run gives one unchanged trial (the eager/eager and
 softmax/softmax points) and one slowed trial per factor.
 
-    python suites/harness/gate_selftest.py --repeats 20 --factor 1.00,1.05,1.10,1.25 --out results/gate-selftest
+    python suites/testkit/gate_selftest.py --repeats 20 --factor 1.00,1.05,1.10,1.25 --out results/gate-selftest
 
 A factor of exactly 1 is harmless different code: eager called through the plugin wrapper, so its process
 allocates and lays out memory unlike the baseline's. Identical code on both sides cancels the layout's effect
@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from plugins_for_tests import (  # this script's folder is on sys.path
+from testkit.plugin_faulty_impls import (
     SLOWDOWN_ATTRIBUTES,
     SLOWDOWN_ENV,
     calls_for_exact_work,
@@ -44,7 +44,7 @@ from fastformer_bench.gate.instructions import DEFAULT_CALLS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]  # the repository this file belongs to: the snapshot's source and the gate's working folder
-PLUGINS = ",".join(f"plugins_for_tests:{name}" for name in (*SLOWDOWN_ATTRIBUTES, "EXTRA"))
+PLUGINS = ",".join(f"testkit.plugin_faulty_impls:{name}" for name in (*SLOWDOWN_ATTRIBUTES, "EXTRA"))
 
 
 def snapshot(source: Path, dest: Path) -> Path:
@@ -67,7 +67,7 @@ def snapshot(source: Path, dest: Path) -> Path:
 def plugin_env(factor: str) -> dict[str, str]:
     """The environment that registers the slowed test implementations in every process of a gate."""
     env = dict(os.environ, FASTFORMER_BENCH_PLUGINS=PLUGINS, **{SLOWDOWN_ENV: factor})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH", "")]))
     return env
 
 

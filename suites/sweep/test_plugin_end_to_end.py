@@ -3,8 +3,8 @@ report's tables and its figures through a real sweep, without any other module k
 
 from __future__ import annotations
 
-import plugin_impl
-import plugin_meter
+from testkit import plugin_impl
+from testkit import plugin_meter
 import pytest
 
 from fastformer_bench import impls, measure

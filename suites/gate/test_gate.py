@@ -14,11 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gate_selftest  # suites/harness is on sys.path (conftest)
+from testkit import gate_selftest
 import numpy as np
 import pytest
-from gate_selftest import plugin_env, snapshot
-from plugins_for_tests import calls_for_exact_work, slowdown_name
+from testkit.gate_selftest import plugin_env, snapshot
+from testkit.plugin_faulty_impls import calls_for_exact_work, slowdown_name
 
 from fastformer_bench.gate import ab, sides
 from fastformer_bench.gate import compare as gate_compare
@@ -199,7 +199,7 @@ def test_the_gate_measures_each_implementation_at_its_own_points_of_the_preset()
 def test_an_incorrect_candidate_is_never_timed_in_any_round(tmp_path, monkeypatch):
     # Correctness is checked in the first round only (the reference at N = 4096 took most of a round); a point
     # that failed it there must stay failed and untimed in every later round, not be timed unchecked.
-    monkeypatch.setenv("FASTFORMER_BENCH_PLUGINS", "plugins_for_tests:WRONG")
+    monkeypatch.setenv("FASTFORMER_BENCH_PLUGINS", "testkit.plugin_faulty_impls:WRONG")
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     params = {"impl": "eager", "batch": 1, "seq_len": 64, "width": 32, "heads": 2}
     points = [{"baseline": params, "candidate": {**params, "impl": "test_wrong"}, "pair": "eager>test_wrong"},
@@ -590,7 +590,7 @@ def test_the_self_tests_counted_calls_hold_exactly_the_extra_candidates_factor(f
     # test_extra adds whole eager calls; at 1.01 the gate's default 50 counted calls held none of them (101/100),
     # so the self-test's 1 % trials could not be caught. Any run of the chosen count, from any starting debt,
     # must hold exactly factor x the eager calls.
-    import plugins_for_tests
+    from testkit import plugin_faulty_impls as plugins_for_tests
 
     calls = calls_for_exact_work(factor, 50)
     exact = plugins_for_tests.slowdown_factor(factor)

@@ -114,7 +114,7 @@ def test_the_gate_pairs_by_threads_and_sends_a_baseline_the_point_without_the_ax
 
 @pytest.fixture
 def threads_log(test_impls, tmp_path, monkeypatch):
-    import plugins_for_tests
+    from testkit import plugin_faulty_impls as plugins_for_tests
 
     log = tmp_path / "threads.log"
     monkeypatch.setenv(plugins_for_tests.THREADS_LOG_ENV, str(log))

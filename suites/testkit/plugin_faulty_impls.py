@@ -61,7 +61,7 @@ ALL = "WRONG,HUGE,SLOW,ABORT,TWICE,THREADS_SEEN"
 
 
 def plugin_spec() -> str:
-    return ",".join(f"plugins_for_tests:{name}" for name in ALL.split(","))
+    return ",".join(f"testkit.plugin_faulty_impls:{name}" for name in ALL.split(","))
 
 
 # -- deliberately slowed candidates for the gate's self-test --------------------------------------------------
