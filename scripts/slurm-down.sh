@@ -3,7 +3,8 @@
 #   scripts/slurm-down.sh          stop; the job ids and accounting database are kept for the next slurm-up.sh
 #   scripts/slurm-down.sh --wipe   stop and delete the state directory (job ids restart at 1 with a fresh database)
 set -euo pipefail
-STATE=${FFB_SLURM_DIR:-/tmp/ffb-slurm}
+source "$(dirname "$0")/env-prefix.sh"
+STATE=$(setting SLURM_DIR /tmp/ffb-slurm)
 
 running() {  # a process that exists and is not a zombie: this machine's PID 1 reaps slowly, so kill -0 lies
     [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != "Z" ]

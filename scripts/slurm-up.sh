@@ -12,11 +12,12 @@
 # up and down: job ids restart at 1 only after --wipe, and then the database is wiped with them.
 # Needs: apt-get install slurmctld slurmd slurm-client slurmdbd munge mariadb-server
 set -euo pipefail
-STATE=${FFB_SLURM_DIR:-/tmp/ffb-slurm}
-DB_PORT=${FFB_SLURM_DB_PORT:-33061}
-# CPUs the node offers Slurm: this machine's by default; more (FFB_SLURM_CPUS) lets tests run more jobs at once
+source "$(dirname "$0")/env-prefix.sh"
+STATE=$(setting SLURM_DIR /tmp/ffb-slurm)
+DB_PORT=$(setting SLURM_DB_PORT 33061)
+# CPUs the node offers Slurm: this machine's by default; more (FASTFORMER_BENCH_SLURM_CPUS) lets tests run more jobs at once
 # on few cores, at the price of sharing them (set it only where no timing matters)
-CPUS=${FFB_SLURM_CPUS:-$(nproc)}
+CPUS=$(setting SLURM_CPUS "$(nproc)")
 host=$(hostname -s)
 mkdir -p "$STATE"/{ctld,spool,db,log,run}
 t0=$(date +%s%N)
@@ -115,7 +116,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobCompType=jobcomp/none
-# config_overrides: the node takes the CPU count given here even where it has fewer cores (FFB_SLURM_CPUS)
+# config_overrides: the node takes the CPU count given here even where it has fewer cores (FASTFORMER_BENCH_SLURM_CPUS)
 SlurmdParameters=config_overrides
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP

@@ -1,7 +1,7 @@
 """The cluster suite (tox -e cluster): sweeps through a real single-node Slurm (scripts/slurm-up.sh) and through
 submitit's local executor. Not part of `tox -e tests`: it needs the cluster, and minutes.
 
-Without a cluster the Slurm tests are skipped, naming why; with FFB_REQUIRE_CLUSTER=1 (tox -e cluster, which
+Without a cluster the Slurm tests are skipped, naming why; with FASTFORMER_BENCH_REQUIRE_CLUSTER=1 (tox -e cluster, which
 has just started one) they fail instead, so a cluster that did not come up is never a green run.
 """
 
@@ -56,7 +56,7 @@ def slurm_problem() -> str | None:
 def slurm() -> None:
     problem = slurm_problem()
     if problem is not None:
-        if os.environ.get("FFB_REQUIRE_CLUSTER") == "1":
+        if os.environ.get("FASTFORMER_BENCH_REQUIRE_CLUSTER") == "1":
             pytest.fail(f"the cluster suite needs a Slurm cluster: {problem}")
         pytest.skip(problem)
 
