@@ -25,7 +25,7 @@ LAYOUTS_ENV = "FASTFORMER_BENCH_GATE_LAYOUTS"
 #: A/B rounds counted: on the 2-core VM, with 12 rounds (no warm-up, no follow-up, no order term) the self-test
 #: caught 1.05x in 17 of 20 gates, 1.10x and 1.25x in 20 of 20, with no false alarm; with 2 warm-up rounds,
 #: follow-up rounds and the start-order term, 1.05x in 19 of 20, 1.10x and 1.25x in 20 of 20, no false alarm,
-#: median 220 s a gate (suites/testkit/gate_selftest.py; README)
+#: median 220 s a gate (scripts/gate_selftest.py; README)
 DEFAULT_ROUNDS = 12
 #: where --rounds takes its default when the command line gives none (the workflow's test sets 4: it gates a 2x
 #: slowdown, and CI's time is short; the workflow never does)

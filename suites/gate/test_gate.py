@@ -14,11 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from testkit import gate_selftest
 import numpy as np
 import pytest
-from testkit.gate_selftest import plugin_env, snapshot
-from testkit.plugin_faulty_impls import calls_for_exact_work, slowdown_name
 
 from fastformer_bench.gate import ab, sides
 from fastformer_bench.gate import compare as gate_compare
@@ -26,6 +23,9 @@ from fastformer_bench.gate import instructions as gate_instructions
 from fastformer_bench.gate import stats as gate_stats
 from fastformer_bench.gate import table as gate_table
 from fastformer_bench.gate.ab import Worker
+from fastformer_bench.tools import gate_selftest, slowed_impls
+from fastformer_bench.tools.gate_selftest import plugin_env, snapshot
+from fastformer_bench.tools.slowed_impls import calls_for_exact_work, slowdown_name
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--seq-len", "64", "--width", "32", "--heads", "2", "--batch", "1"]
@@ -557,7 +557,7 @@ def _rows(report: Path) -> dict[str, dict]:
 def test_ab_wall_time_passes_unchanged_code_and_catches_a_slowed_candidate(clone, tmp_path):
     # The plumbing end to end, at a slowdown (2x) that no load on a busy machine hides in 3 short rounds (the
     # fewest compared round by round); the gate's power at 5-25 % is the self-test's business
-    # (gate_selftest.py), not a unit test's.
+    # (scripts/gate_selftest.py), not a unit test's.
     report = tmp_path / "gate.json"
     done = _gate("--repo", str(clone), "--baseline-rev", "HEAD", "--impl", "eager,eager", "--candidate-impl",
                  "eager,test_slowdown", *TINY, "--rounds", "3", "--min-time", "0.3", "--json", str(report),
@@ -590,19 +590,17 @@ def test_the_self_tests_counted_calls_hold_exactly_the_extra_candidates_factor(f
     # test_extra adds whole eager calls; at 1.01 the gate's default 50 counted calls held none of them (101/100),
     # so the self-test's 1 % trials could not be caught. Any run of the chosen count, from any starting debt,
     # must hold exactly factor x the eager calls.
-    from testkit import plugin_faulty_impls as plugins_for_tests
-
     calls = calls_for_exact_work(factor, 50)
-    exact = plugins_for_tests.slowdown_factor(factor)
+    exact = slowed_impls.slowdown_factor(factor)
     made = []
-    monkeypatch.setattr(plugins_for_tests, "_FACTOR", exact)
-    monkeypatch.setattr(plugins_for_tests, "_debt", [0])
-    monkeypatch.setattr(plugins_for_tests, "eager_additive_attention", lambda x, w, mask=None: made.append(1))
+    monkeypatch.setattr(slowed_impls, "_FACTOR", exact)
+    monkeypatch.setattr(slowed_impls, "_debt", [0])
+    monkeypatch.setattr(slowed_impls, "eager_additive_attention", lambda x, w, mask=None: made.append(1))
     for debt in (0, exact.denominator - 1, exact.denominator // 2):
-        plugins_for_tests._debt[0] = debt
+        slowed_impls._debt[0] = debt
         made.clear()
         for _ in range(calls):
-            plugins_for_tests._extra(None, None)
+            slowed_impls.EXTRA.fn(None, None)
         assert calls >= 50 and len(made) == calls * exact, (factor, calls, debt, len(made))
 
 
@@ -686,9 +684,9 @@ def test_the_self_test_tells_each_slowed_candidate_from_the_others():
     # start of "vs test_slowdown_2", and a caught 1.25x must not count as a caught 1.05x.
     labels = ["eager B=2", "eager B=2 vs test_slowdown", "eager B=2 vs test_slowdown_2", "sdpa B=2"]
     result = {"rows": [{"label": label} for label in labels]}
-    assert [r["label"] for r in gate_selftest._rows(result, slowdown_name(0))] == [labels[1]]
-    assert [r["label"] for r in gate_selftest._rows(result, slowdown_name(1))] == [labels[2]]
-    assert [r["label"] for r in gate_selftest._rows(result, None)] == [labels[0], labels[3]]
+    assert [r["label"] for r in gate_selftest.rows(result, slowdown_name(0))] == [labels[1]]
+    assert [r["label"] for r in gate_selftest.rows(result, slowdown_name(1))] == [labels[2]]
+    assert [r["label"] for r in gate_selftest.rows(result, None)] == [labels[0], labels[3]]
 
 
 def test_wall_worker_runs_against_a_baseline_from_before_the_gate_package(tmp_path):
@@ -717,7 +715,7 @@ def test_the_self_test_counts_a_failing_wrapper_at_factor_one_as_a_false_alarm_n
     rows[3].update(fails=True, verdict="regression")
     verdict = gate_selftest.score({"rows": rows}, slowed)
     assert verdict["false_alarm_wrapped"] is False and verdict["caught"] is True
-    summary = gate_selftest._summary([{"wall_s": 1.0, **verdict, "rows": rows}])
+    summary = gate_selftest.summary([{"wall_s": 1.0, **verdict, "rows": rows}])
     assert summary["false_alarms"] == summary["false_alarms_wrapped"] == 0 and summary["caught"] == 1
 
 
@@ -728,4 +726,4 @@ def test_the_self_test_names_the_rows_measured_in_follow_up_rounds():
     assert gate_selftest.follow_up_rounds(rows[:1]) == {} and gate_selftest.follow_up_rounds([]) == {}
     trials = [{"wall_s": 1.0, "false_alarm": False, "caught": True, "follow_up_rounds": {"b": 8}},
               {"wall_s": 2.0, "false_alarm": False, "caught": True, "follow_up_rounds": {}}]
-    assert gate_selftest._summary(trials)["trials_followed_up"] == 1
+    assert gate_selftest.summary(trials)["trials_followed_up"] == 1

@@ -41,11 +41,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit.gate_selftest import snapshot
 
 from fastformer_bench import gate
 from fastformer_bench.cli import build_parser
 from fastformer_bench.gate import instructions as gate_instructions
+from fastformer_bench.tools.gate_selftest import snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "perf.yml"

@@ -1,16 +1,16 @@
 """Measures the gate's own error rates on this machine: repeated A/B gates of unchanged code (false alarms)
 and of a deliberately slowed candidate (misses), plus instruction-count gates (1 % more work by default, at the
-gate's own 1 % threshold; unchanged).
+gate's own 1 % threshold; unchanged). From the repository root, with fastformer_bench installed (or on PYTHONPATH):
 
-    python suites/testkit/gate_selftest.py --repeats 20 --out results/gate-selftest
+    python scripts/gate_selftest.py --repeats 20 --out results/gate-selftest
 
 The candidate tree is a temporary clone of this working tree (uncommitted changes included, committed there),
 so the baseline revision ("HEAD" of the clone) is exactly the candidate's code. The slowed candidates are the
-test plugins ``test_slowdown`` (and ``_2``, ``_3`` for more factors; suites/testkit/plugin_faulty_impls.py), each
+plugins ``test_slowdown`` (and ``_2``, ``_3`` for more factors; fastformer_bench/tools/slowed_impls.py), each
 paired with ``eager`` in the same gate: one gate run gives one unchanged trial (the eager/eager and
 softmax/softmax points) and one slowed trial per factor.
 
-    python suites/testkit/gate_selftest.py --repeats 20 --factor 1.00,1.05,1.10,1.25 --out results/gate-selftest
+    python scripts/gate_selftest.py --repeats 20 --factor 1.00,1.05,1.10,1.25 --out results/gate-selftest
 
 A factor of exactly 1 is harmless different code: eager called through the plugin wrapper, so its process
 allocates and lays out memory unlike the baseline's. Identical code on both sides cancels the layout's effect
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,44 +30,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-from testkit.plugin_faulty_impls import (
-    SLOWDOWN_ATTRIBUTES,
-    SLOWDOWN_ENV,
-    calls_for_exact_work,
-    slowdown_factor,
-    slowdown_name,
-)
-
 from fastformer_bench.gate.instructions import DEFAULT_CALLS
+from fastformer_bench.tools.gate_selftest import follow_up_rounds, plugin_env, score, snapshot, summary
+from fastformer_bench.tools.slowed_impls import SLOWDOWN_ATTRIBUTES, calls_for_exact_work, slowdown_name
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]  # the repository this file belongs to: the snapshot's source and the gate's working folder
-PLUGINS = ",".join(f"testkit.plugin_faulty_impls:{name}" for name in (*SLOWDOWN_ATTRIBUTES, "EXTRA"))
-
-
-def snapshot(source: Path, dest: Path) -> Path:
-    """A git clone of ``source`` whose HEAD holds ``source``'s working tree as it is now (tracked + untracked)."""
-    git = ["git", "-c", "user.name=gate-selftest", "-c", "user.email=gate@selftest", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "clone", "--quiet", "--shared", str(source), str(dest)], check=True)
-    listed = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        src = source / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    subprocess.run([*git, "-C", str(dest), "add", "-A"], check=True)
-    subprocess.run([*git, "-C", str(dest), "commit", "--quiet", "--allow-empty", "-m", "gate self-test snapshot"],
-                   check=True)
-    return dest
-
-
-def plugin_env(factor: str) -> dict[str, str]:
-    """The environment that registers the slowed test implementations in every process of a gate."""
-    env = dict(os.environ, FASTFORMER_BENCH_PLUGINS=PLUGINS, **{SLOWDOWN_ENV: factor})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH", "")]))
-    return env
+#: the repository this file belongs to: the snapshot's source and the gate's working folder
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_gate(repo: Path, args: list[str], env: dict[str, str], workdir: Path) -> dict:
@@ -85,41 +52,6 @@ def run_gate(repo: Path, args: list[str], env: dict[str, str], workdir: Path) ->
     else:
         result["stderr"] = done.stderr[-2000:]
     return result
-
-
-def _rows(result: dict, impl: str | None) -> list[dict]:
-    """The rows of the slowed ``impl`` (its label ends "vs <impl>"), or the unchanged rows (``impl`` None)."""
-    rows = result.get("rows", [])
-    if impl is None:
-        return [r for r in rows if " vs " not in r["label"]]
-    return [r for r in rows if r["label"].endswith(f" vs {impl}")]
-
-
-def _is_unchanged(text: str) -> bool:
-    return slowdown_factor(text) == 1
-
-
-def score(result: dict, slowed: dict[str, str]) -> dict:
-    """One gate's verdicts. ``slowed`` maps factor text -> the implementation slowed by it: a factor above 1 is
-    caught if every row of its implementation is a regression (and it has rows); a factor of 1 is a false alarm
-    ("false_alarm_wrapped") if any of its rows fails, as is any row of identical code ("false_alarm")."""
-    caught, wrapped, labels = {}, False, []
-    for text, impl in slowed.items():
-        rows = _rows(result, impl)
-        if _is_unchanged(text):
-            wrapped = wrapped or any(r["fails"] for r in rows)
-            labels += [r["label"] for r in rows]
-        else:
-            caught[text] = bool(rows) and all(r["verdict"] == "regression" for r in rows)
-    return {"false_alarm": any(r["fails"] for r in _rows(result, None)), "false_alarm_wrapped": wrapped,
-            "caught": all(caught.values()), "caught_by_factor": caught, "wrapped_labels": labels}
-
-
-def follow_up_rounds(rows: list[dict]) -> dict[str, int]:
-    """The rows measured in more paired rounds than the gate's fewest (its follow-up rounds), with how many more."""
-    counts = {r["label"]: len(r["round_ratios"]) for r in rows if r.get("round_ratios")}
-    fewest = min(counts.values(), default=0)
-    return {label: n - fewest for label, n in counts.items() if n > fewest}
 
 
 def _trials(repo: Path, repeats: int, workdir: Path, args: list[str], factor: str, slowed: dict[str, str],
@@ -172,37 +104,6 @@ def instruction_trials(repo: Path, repeats: int, workdir: Path, factor: str = "1
     return _trials(repo, repeats, workdir, args, factor, {factor: "test_extra"}, "instruction", trials, saved)
 
 
-def _summary(trials: list[dict]) -> dict:
-    walls = sorted(t["wall_s"] for t in trials)
-    # Time rows: the slowdown each point's noise let the gate flag (about half the time), over every row of every
-    # trial: why a factor was or was not caught on this machine at this time.
-    flagged = sorted(r["flagged_from"] for t in trials for r in t.get("rows") or () if r.get("flagged_from"))
-    # Paired rounds, every row: how far one pair of processes moves the ratio on its own (the SD of the rounds'
-    # log ratios, in %), per point over every trial: the noise a slowdown must stand out from. Identical code
-    # cancels the memory layout within a round; the wrapper (factor 1) and the slowed rows show what is left.
-    # Pooled over trials: the squared deviations from each trial's own mean over its degrees of freedom.
-    spread: dict[str, list] = {}
-    for trial in trials:
-        for row in trial.get("rows") or ():
-            logs = np.log(row.get("round_ratios") or [1.0])
-            if len(logs) > 1:
-                found = spread.setdefault(row["label"], [0.0, 0])
-                found[0] += float(np.sum(np.square(logs - logs.mean())))
-                found[1] += len(logs) - 1
-    by_factor: dict[str, int] = {}
-    for trial in trials:
-        for text, caught in trial.get("caught_by_factor", {}).items():
-            by_factor[text] = by_factor.get(text, 0) + caught
-    return {"trials": len(trials), "false_alarms": sum(t["false_alarm"] for t in trials),
-            "false_alarms_wrapped": sum(t.get("false_alarm_wrapped", False) for t in trials),
-            "caught": sum(t["caught"] for t in trials), "caught_by_factor": by_factor,
-            "wall_s_median": walls[len(walls) // 2] if walls else None, "wall_s_max": walls[-1] if walls else None,
-            "trials_followed_up": sum(bool(t.get("follow_up_rounds")) for t in trials),
-            "flagged_from_median": flagged[len(flagged) // 2] if flagged else None,
-            "round_sd_percent": {label: round(100 * float(np.sqrt(squares / freedom)), 2)
-                                 for label, (squares, freedom) in spread.items()}}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20, help="A/B wall-time gates (default 20)")
@@ -235,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return {
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            "command": " ".join([sys.executable, str(HERE.relative_to(REPO) / Path(__file__).name),
+            "command": " ".join([sys.executable, str(Path(__file__).resolve().relative_to(REPO)),
                                  *(argv or sys.argv[1:])]),
             "complete": len(wall) == args.repeats and len(instr) == args.instruction_repeats,
-            "wall": {"summary": _summary(wall), "trials": wall},
-            "instructions": {"summary": _summary(instr), "trials": instr},
+            "wall": {"summary": summary(wall), "trials": wall},
+            "instructions": {"summary": summary(instr), "trials": instr},
         }
 
     def saved() -> None:
@@ -253,10 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     saved()
     final = payload()
     print(json.dumps({"wall": final["wall"]["summary"], "instructions": final["instructions"]["summary"]}))
-    summary = final["wall"]["summary"]
-    wall_ok = summary["false_alarms"] == summary["false_alarms_wrapped"] == 0 and summary["caught"] == len(wall)
-    instr_ok = (final["instructions"]["summary"]["false_alarms"] == 0
-                and final["instructions"]["summary"]["caught"] == len(instr))
+    walls, instrs = final["wall"]["summary"], final["instructions"]["summary"]
+    wall_ok = walls["false_alarms"] == walls["false_alarms_wrapped"] == 0 and walls["caught"] == len(wall)
+    instr_ok = instrs["false_alarms"] == 0 and instrs["caught"] == len(instr)
     return 0 if wall_ok and instr_ok else 1
 
 
