@@ -334,13 +334,13 @@ def _cmd_list(args) -> int:
 
 def _cmd_history(args) -> int:
     if args.history_command == "add":
-        from fastformer_bench.gate import history
+        from fastformer_bench import history
 
         print(f"filed {history.add(args.results, args.history, commit=args.commit)}")
         return 0
     if not 0 <= args.margin < 1:
         raise ValueError(f"--margin is a fraction in [0, 1), got {args.margin:g}.")
-    from fastformer_bench.report import history as history_report
+    from fastformer_bench import history as history_report
 
     summary = history_report.show(args.history, args.out, normalize=args.normalize, margin=args.margin)
     for machine in summary["machines"]:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from fastformer_bench.gate import history
-from fastformer_bench.report.figures import _save, style
+from fastformer_bench.history.store import check_one_machine, entries
+from fastformer_bench.history.trend import DEFAULT_MARGIN, series, steps
+from fastformer_bench.report.figures import save, style
 
 MAX_PANELS = 12
 
@@ -41,20 +42,20 @@ def _figure(machine: str, lines: dict[str, dict], found: dict[str, list], direct
         for ax in panels[len(labels):]:
             ax.set_visible(False)
         name = f"trend_{machine}"[:80]
-        return _save(fig, directory, name, f"Trend per commit on {machine} (dashed: a detected step)",
-                     "history_trend")
+        return save(fig, directory, name, f"Trend per commit on {machine} (dashed: a detected step)",
+                    "history_trend")
 
 
 def show(history_dir: str | Path, out: str | Path, *, normalize: bool = False,
-         margin: float = history.DEFAULT_MARGIN) -> dict:
+         margin: float = DEFAULT_MARGIN) -> dict:
     """Write out/HISTORY.md, out/history.json and a trend figure per machine; return the summary."""
     out_dir = Path(out)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     summary: dict = {"machines": [], "margin": margin, "normalized": normalize}
-    for machine, filed in history.entries(history_dir).items():
-        history.check_one_machine(filed, normalize)
-        lines = history.series(filed, normalize)
-        found = {label: history.steps(line["median"], line["commits"], margin) if None not in line["median"]
+    for machine, filed in entries(history_dir).items():
+        check_one_machine(filed, normalize)
+        lines = series(filed, normalize)
+        found = {label: steps(line["median"], line["commits"], margin) if None not in line["median"]
                  else [] for label, line in lines.items()}
         figure = _figure(machine, lines, found, out_dir / "figures")
         summary["machines"].append({

@@ -8,26 +8,13 @@ gives byte-identical REPORT.md and summary.json.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 from fastformer_bench import results
+from fastformer_bench.report.output import clean, write
 
 __all__ = ["build_report", "load"]
-
-
-def _clean(value):
-    """JSON-ready copy: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _positive(value) -> float | None:
@@ -134,11 +121,11 @@ def load(inputs: list[str], unreadable: list[str] | None = None, include_contend
             # A cluster run measured on different machines: each machine its own environment column, and its
             # points their own series (the device label names the host), never one fit across two machines.
             for host, host_env in machines.items():
-                runs.append({"label": f"{label} @ {host}", "env": _clean(host_env)})
+                runs.append({"label": f"{label} @ {host}", "env": clean(host_env)})
             _machine_columns(frame, [machines.get(h, env) for h in frame["host"]])
             frame["device"] = [f"{d}@{h}" if h in machines else d for h, d in zip(frame["host"], frame["device"])]
         else:
-            runs.append({"label": label, "env": _clean(env)})
+            runs.append({"label": label, "env": clean(env)})
             _machine_columns(frame, [env] * len(frame))
         frames.append(frame)
     return analysis.prepare(pd.concat(frames, ignore_index=True)), runs
@@ -172,7 +159,7 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
     Raises results.ResultsError (a ValueError) with one sentence for missing, bad or foreign results. A line of
     the results that cannot be read is named on stderr and in the report's caveats, never dropped silently.
     """
-    from fastformer_bench.report import analysis, asymptotics, markdown, quantities, spec
+    from fastformer_bench.report import markdown, sections, spec
 
     unreadable: list[str] = []
     probe_frame = _probe_frame(inputs, unreadable)
@@ -182,13 +169,13 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
         for line in unreadable:
             print(f"fastformer-bench report: {line}", file=sys.stderr)
         runs = [{"label": ", ".join(sorted({str(r) for r in probe_frame["run_id"].dropna().unique()})) or "probe",
-                 "env": _clean(_run_of(inputs[0]))}]
+                 "env": clean(_run_of(inputs[0]))}]
         return probe.build(probe_frame, runs, Path(out), unreadable)
     frame, runs = load(inputs, unreadable, include_contended)
     for line in unreadable:
         print(f"fastformer-bench report: {line}", file=sys.stderr)
     out_dir = Path(out)
-    summary = {**analysis.summarize(frame), **asymptotics.summarize(frame), **quantities.summarize(frame)}
+    summary = sections.summarize(frame)
     summary["figures"] = spec.render_all(frame, out_dir / "figures", unreadable=len(unreadable))
     if unreadable:
         summary["unreadable"] = unreadable
@@ -196,8 +183,6 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
         summary["contended_included"] = True
     summary["inputs"] = [r["label"] for r in runs]
     summary["environment"] = [{"label": r["label"], **r["env"]} for r in runs]
-    summary = _clean(summary)
-    (out_dir / "REPORT.md").write_text(markdown.render(summary, runs), encoding="utf-8")
-    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False)
-    (out_dir / "summary.json").write_text(text + "\n", encoding="utf-8")
+    summary = clean(summary)
+    write(out_dir, markdown.render(summary, runs), summary)
     return summary

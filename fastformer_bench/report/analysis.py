@@ -15,7 +15,6 @@ import pandas as pd
 from scipy import stats
 
 from fastformer_bench import axes
-from fastformer_bench.report.noise import noise
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.results import IMPL_FACTS, REFERENCE_OOM, ResultsError
 
@@ -423,19 +422,3 @@ def budget_summary(frame: pd.DataFrame) -> dict | None:
         per = g.groupby(["seq_len", "batch"])["time_median"].median()
         series.append({**key_dict(keys, key), "points": [[int(n), int(b), num(v, 4)] for (n, b), v in per.items()]})
     return {"tokens": tokens, "series": series}
-
-
-def summarize(frame: pd.DataFrame) -> dict:
-    """Every analysis above, as one JSON-ready dict (the body of summary.json; ``quantities`` adds its own)."""
-    facts = impl_facts(frame)
-    time_fits = scaling_fits(frame, "time")
-    statuses = frame["status"].value_counts()
-    return {
-        "points": len(frame), "statuses": {s: int(c) for s, c in sorted(statuses.items())},
-        "baselines": baselines(facts),
-        "fit_rule": FIT_RULE, "time_fits": time_fits, "memory_fits": scaling_fits(frame, "memory"),
-        "targets": target_checks(time_fits, facts), "crossovers": crossovers(frame, facts), "oom": oom_limits(frame),
-        "flop_counters": flop_counters(frame), "correctness": correctness(frame), "throughput": throughput(frame),
-        "fwd_bwd": fwd_bwd(frame), "columns": column_effect(frame), "token_budget": budget_summary(frame),
-        "noise": noise(frame),
-    }

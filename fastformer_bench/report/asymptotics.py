@@ -151,9 +151,3 @@ def bandwidth_slumps(frame: pd.DataFrame) -> dict | None:
                         "seq_len": int(r["seq_len"]), "width": int(r["width"]), "batch": int(r["batch"]),
                         "copy_now": num(r["copy_bytes_per_s_now"], 4), "copy_run": num(r["copy_bw"], 4)}
                        for _, r in low.iterrows()]}
-
-
-def summarize(frame: pd.DataFrame) -> dict:
-    return {"poly_rule": POLY_RULE, "poly_fits": polynomial_fits(frame), "speedups": speedups(frame),
-            "streaming": streaming_bandwidth(frame), "streaming_elements": STREAMING_ELEMENTS,
-            **({"bandwidth_slumps": slumps} if (slumps := bandwidth_slumps(frame)) is not None else {})}

@@ -123,7 +123,8 @@ def _tidy_log_ticks(fig: Figure) -> None:
             axis.set_minor_formatter(NullFormatter())
 
 
-def _save(fig: Figure, directory: Path, name: str, title: str, kind: str) -> dict:
+def save(fig: Figure, directory: Path, name: str, title: str, kind: str) -> dict:
+    """Write ``fig`` to directory/name.png under ``title``; its entry in the summary's figure list."""
     _tidy_log_ticks(fig)
     # Wrapped to the figure's width: a one-panel figure must not crop a long title.
     width = max(40, int(fig.get_figwidth() * 72 / 6.5))
@@ -225,8 +226,8 @@ def time_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dic
                 ax.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
             _legend(fig, axes)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                 f"Time vs N (median, p20-p80 band): {_slice_text(key)}, {text}", kind))
+            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
+                                f"Time vs N (median, p20-p80 band): {_slice_text(key)}, {text}", kind))
     return entries
 
 
@@ -260,10 +261,10 @@ def memory_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[d
                 else None
             _legend(fig, axes, extra)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                 f"Peak memory vs N: {_slice_text(key)}, {text}" +
-                                 ("\ndashed line and X: smallest N that ran out of memory" if any_oom else ""),
-                                 kind))
+            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
+                                f"Peak memory vs N: {_slice_text(key)}, {text}" +
+                                ("\ndashed line and X: smallest N that ran out of memory" if any_oom else ""),
+                                kind))
     return entries
 
 
@@ -299,8 +300,8 @@ def speedup_heatmap(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> li
             fig.colorbar(axes[0].collections[0], ax=axes, label="log2 speedup (> 0: faster)",
                          shrink=0.9)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                 f"Speedup over {name} (x; > 1: additive faster)\n{_slice_text(key)}, {text}", kind))
+            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
+                                f"Speedup over {name} (x; > 1: additive faster)\n{_slice_text(key)}, {text}", kind))
     return entries
 
 
@@ -323,8 +324,8 @@ def column_effect(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
             ax.set(title=f"B = {batch}, N = {n}, D = {width}, H = {heads}" + (", masked" if masked else ""),
                    xlabel="column count C (aggregated columns + 1)", ylabel=TIME_LABEL)
         _legend(fig, axes)
-        entries.append(_save(fig, out, f"{kind}-{_slug(key)}", f"Time vs column count C: {_slice_text(key)}",
-                             kind))
+        entries.append(save(fig, out, f"{kind}-{_slug(key)}", f"Time vs column count C: {_slice_text(key)}",
+                            kind))
     return entries
 
 
@@ -366,8 +367,8 @@ def throughput(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[di
         _legend(fig, [left])
         note = "" if len(copy) else " (no copy bandwidth in run.json)"
         note += "" if len(gemm) or not len(copy) else " (no GEMM roof in this dtype in run.json)"
-        entries.append(_save(fig, out, f"{kind}-{_slug(key)}",
-                             f"Achieved bandwidth and FLOP/s: {_slice_text(key)}{note}", kind))
+        entries.append(save(fig, out, f"{kind}-{_slug(key)}",
+                            f"Achieved bandwidth and FLOP/s: {_slice_text(key)}{note}", kind))
     return entries
 
 
@@ -386,9 +387,9 @@ def token_budget(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[
             _log_y(ax, g["time_median"])
             ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="time per layer call (s)")
         _legend(fig, axes)
-        entries.append(_save(fig, out, f"{kind}-{_slug(key)}",
-                             f"Time per layer at a fixed token budget B x N = {tokens:,}: {_slice_text(key)}, "
-                             "layer scope", kind))
+        entries.append(save(fig, out, f"{kind}-{_slug(key)}",
+                            f"Time per layer at a fixed token budget B x N = {tokens:,}: {_slice_text(key)}, "
+                            "layer scope", kind))
     return entries
 
 
@@ -425,8 +426,8 @@ def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> lis
                       (Line2D([], [], color="black", ls="--"), "fwd_bwd (dashed)")]
             _legend(fig, [grid[1][0]], styles)
             text, tag = _combo_text(combo)
-            entries.append(_save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                 f"Forward vs forward+backward: {_slice_text(key)}, {text}", kind))
+            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
+                                f"Forward vs forward+backward: {_slice_text(key)}, {text}", kind))
     return entries
 
 
@@ -455,7 +456,7 @@ def quantity_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
                 text, tag = _combo_text(combo)
                 # a plugin meter names its own field: keep the file name to safe characters
                 name = re.sub(r"[^A-Za-z0-9_.]", "_", field)
-                entries.append(_save(fig, out, f"{name}_vs_n-{_slug(key)}-{tag}",
-                                     f"{spec['label']} vs N ({field}, {spec['unit']}): {_slice_text(key)}, {text}",
-                                     kind))
+                entries.append(save(fig, out, f"{name}_vs_n-{_slug(key)}-{tag}",
+                                    f"{spec['label']} vs N ({field}, {spec['unit']}): {_slice_text(key)}, {text}",
+                                    kind))
     return entries

@@ -15,3 +15,8 @@ def si(value, unit: str) -> str:
         if abs(value) >= scale * 0.9995:
             return f"{value / scale:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
+
+
+def short(value) -> str:
+    """3 significant digits, no unit; '-' when missing."""
+    return "-" if value is None else f"{value:.3g}"

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fastformer_bench.report.figures import _save, style
+from fastformer_bench.report import output
+from fastformer_bench.report.figures import save, style
 
 MIXER_COLOURS = {"additive": "#0072B2", "softmax": "#B2182B"}
 MIXER_MARKERS = {"additive": "o", "softmax": "s"}
@@ -63,8 +64,8 @@ def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
             _mixer_lines(ax, sweeps, "seq_len", float(part["chance"].iloc[0]))
             ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="sequence length N", ylabel="held-out accuracy")
             ax.legend(fontsize="small")
-        return [_save(fig, directory, "probe_accuracy_vs_length",
-                      "Probe accuracy vs sequence length (mean over seeds; band: min–max)", "probe_length")]
+        return [save(fig, directory, "probe_accuracy_vs_length",
+                     "Probe accuracy vs sequence length (mean over seeds; band: min–max)", "probe_length")]
 
 
 def _mqar_sweep(frame: pd.DataFrame, directory: Path, x: str, panel: str, xlabel: str, figure: tuple) -> list[dict]:
@@ -92,7 +93,7 @@ def _mqar_sweep(frame: pd.DataFrame, directory: Path, x: str, panel: str, xlabel
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.minorticks_off()
             ax.legend(fontsize="small")
-        return [_save(fig, directory, *figure)]
+        return [save(fig, directory, *figure)]
 
 
 def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
@@ -125,8 +126,8 @@ def pareto(frame: pd.DataFrame, directory: Path) -> list[dict]:
             ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="training time (s, marker size ~ N)",
                    ylabel="held-out accuracy")
             ax.legend(fontsize="small")
-        return [_save(fig, directory, "probe_pareto", "Accuracy vs training time (each point: one seed and size)",
-                      "probe_pareto")]
+        return [save(fig, directory, "probe_pareto", "Accuracy vs training time (each point: one seed and size)",
+                     "probe_pareto")]
 
 
 def example_weights(frame: pd.DataFrame, directory: Path) -> list[dict]:
@@ -155,7 +156,7 @@ def example_weights(frame: pd.DataFrame, directory: Path) -> list[dict]:
         panels[-1].set_xlabel("token position (orange: the class's topic words; grey: noise words)")
         title = (f"Learned static-query weights a_c over one held-out topic sequence (N={int(record['seq_len'])}, "
                  f"seed {int(record['seed'])}, first {tokens} tokens)")
-        return [_save(fig, directory, "probe_example_weights", title, "probe_example")]
+        return [save(fig, directory, "probe_example_weights", title, "probe_example")]
 
 
 FIGURES = (accuracy_vs_length, accuracy_vs_width, accuracy_vs_pairs, pareto, example_weights)
@@ -302,7 +303,7 @@ def _session_lines(runs: list[dict]) -> list[str]:
 
 def render(summary: dict, runs: list[dict]) -> str:
     """REPORT.md of a probe run."""
-    from fastformer_bench.report.markdown import _table, environment
+    from fastformer_bench.report.markdown import environment
 
     settings = _settings(runs)
     lines = ["# fastformer-bench capability probe", "",
@@ -342,7 +343,7 @@ def render(summary: dict, runs: list[dict]) -> str:
                   "at the settings' step budget:", "", *_sanity_lines(summary["sanity"]), ""]
     lines += ["## Figures", ""] + [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n"
                                    for f in summary["figures"]]
-    lines += ["## Accuracy per configuration", "", _table([
+    lines += ["## Accuracy per configuration", "", output.table([
         {"task": r["task"], "mixer": r["mixer"], "C": r["columns"], "N": r["seq_len"], "D": r["width"],
          "layers": r["layers"], "pairs": r["pairs"] if r["task"] == "mqar" else "-",
          "steps": r.get("steps", "-"),
@@ -352,7 +353,7 @@ def render(summary: dict, runs: list[dict]) -> str:
               "ROC AUC of the learned pooling weights a_c (head-averaged) for the tokens that carry the answer "
               "(topic words; count's markers) against the others, over 64 held-out sequences, averaged over "
               "layers and columns: 0.5 = the static query ignores them, 1.0 = it ranks every one above every "
-              "other token.", "", _table([
+              "other token.", "", output.table([
                   {"task": r["task"], "C": r["columns"], "N": r["seq_len"], "AUC mean": f"{r['mean']:.3f}",
                    "min (seed)": f"{r['min']:.3f}", "max (seed)": f"{r['max']:.3f}"}
                   for r in summary["static_query_auc"]]), ""]
@@ -366,8 +367,6 @@ def render(summary: dict, runs: list[dict]) -> str:
 
 def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list[str]) -> dict:
     """Figures, REPORT.md and summary.json of a probe run."""
-    from fastformer_bench.report import _clean
-
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     steps = int(_settings(runs).get("steps", 0))  # for records that do not say (every record here does, so far)
@@ -378,8 +377,6 @@ def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list
     if unreadable:
         summary["unreadable"] = unreadable
     summary["inputs"] = [r["label"] for r in runs]
-    summary = _clean(summary)
-    (out_dir / "REPORT.md").write_text(render(summary, runs), encoding="utf-8")
-    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False)
-    (out_dir / "summary.json").write_text(text + "\n", encoding="utf-8")
+    summary = output.clean(summary)
+    output.write(out_dir, render(summary, runs), summary)
     return summary

@@ -50,9 +50,3 @@ def table(frame: pd.DataFrame) -> list[dict]:
         if rows:
             out.append({"field": field, **spec, "rows": rows})
     return out
-
-
-def summarize(frame: pd.DataFrame) -> dict:
-    """summary.json's ``quantities``, or nothing at all when no record has any (so such a summary is unchanged)."""
-    found = table(frame)
-    return {"quantities": found} if found else {}

@@ -7,14 +7,14 @@ import json
 import pytest
 from report_synthetic import CROSS_NAIVE, CROSS_SDPA, WILD_N, synthetic_records, write_results
 
-from fastformer_bench.report import analysis, load
+from fastformer_bench.report import analysis, load, sections
 from fastformer_bench.results import ResultsError
 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
     frame, _runs = load([str(write_results(tmp_path_factory.mktemp("results")))])
-    return analysis.summarize(frame)
+    return sections.summarize(frame)
 
 
 def _pick(rows, **match):
@@ -141,6 +141,8 @@ def _timed_record(point: str, samples: list[float], *, attempts: int = 1, reject
 def test_noise_counts_the_spread_target_and_the_shift_from_keeping_a_quiet_window():
     import pandas as pd
 
+    from fastformer_bench.report.noise import noise
+
     tight = [2e-3 * (1 + 0.002 * k) for k in range(10)]            # spread about 1 %: within 5 %
     noisy = [5e-3 * (1 + 0.02 * k) for k in range(10)]             # spread about 10 %: not within
     loud = [[6e-3 * (1 + 0.1 * k) for k in range(10)]] * 2         # the two windows it replaced
@@ -150,7 +152,7 @@ def test_noise_counts_the_spread_target_and_the_shift_from_keeping_a_quiet_windo
                                                                    seq_len=2048, revisits=1),
                           _timed_record("c", fast, pressure=0.4), _timed_record("d", wrong, status="incorrect"),
                           _timed_record("e", tight, seq_len=4096, pressure=None)])
-    got = analysis.noise(frame)
+    got = noise(frame)
     (cpu,) = got["devices"]
     assert (cpu["n"], cpu["above_floor"], cpu["within_target"]) == (4, 3, 2)
     assert (cpu["remeasured"], cpu["max_windows"], cpu["revisited"]) == (1, 3, 1)
@@ -164,9 +166,9 @@ def test_noise_counts_the_spread_target_and_the_shift_from_keeping_a_quiet_windo
     expected = float(pd.Series(noisy).median() / pd.Series(pooled).median())
     assert cpu["kept_vs_pooled"] == pytest.approx(expected, rel=1e-3) and expected < 1
     # the report's caveat says all of it in words: counts, the revisit, and the named point with its spread
-    from fastformer_bench.report import markdown
+    from fastformer_bench.report.sections.noise import device_lines
 
-    (line,) = markdown._noise_lines(got)
+    (line,) = device_lines(got)
     assert line.startswith("cpu: 2 of 3 points above 1 ms are within the 5% p20-p80 target")
     assert "more than 5% of the timing of: eager fwd core N=1024 D=64 C=3 (40%)" in line
     assert "1 of them was still noisy" in line and "eager fwd core N=2048 D=64 C=3 (9.9%)" in line

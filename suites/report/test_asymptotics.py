@@ -245,7 +245,7 @@ def test_a_run_without_same_time_copies_says_nothing_of_slumps(tmp_path):
 def test_above_the_copy_bandwidth_is_called_cache_resident_only_where_the_inputs_fit_the_cache(tmp_path):
     """A point above the run's copy reading with inputs past the LLC says the copy reading was low; the old
     sentence called a 200 MB working set 'likely stayed in cache' (reports/cpu, stream, 2 threads)."""
-    from fastformer_bench.report import markdown
+    from fastformer_bench.report.sections import throughput
 
     def sentence(n: int) -> str:
         base = _cache_step_records()[0]
@@ -255,7 +255,7 @@ def test_above_the_copy_bandwidth_is_called_cache_resident_only_where_the_inputs
         frame, _ = load([str(write_results(tmp_path / str(n), [record], _env()))])
         row = next(r for r in analysis.throughput(frame) if r["impl"] == "eager")
         assert row["fraction_of_copy"] > 1
-        return markdown.bandwidth_sentence(row)
+        return throughput.bandwidth_sentence(row)
 
     assert "likely stayed in cache" in sentence(2048)  # 3 columns x 2048 x 256 x 4 bytes: 6 MiB, inside 32 MiB
     past = sentence(65536)

@@ -23,14 +23,14 @@ WIDGETS = {"label": "widgets made", "unit": "wd", "per_token": False}
 def drawn(monkeypatch):
     """file name -> (legend labels, visible panel count) of every figure saved while the fixture is active."""
     seen: dict[str, tuple[list[str], int]] = {}
-    save = figures._save
+    save = figures.save
 
     def capture(fig, directory, name, title, kind):
         labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
         seen[name] = (labels, sum(ax.get_visible() for ax in fig.axes))
         return save(fig, directory, name, title, kind)
 
-    monkeypatch.setattr(figures, "_save", capture)
+    monkeypatch.setattr(figures, "save", capture)
     return seen
 
 
@@ -131,7 +131,7 @@ def _literals(path: Path) -> list[tuple[int, str]]:
 
 def test_the_report_and_the_record_contract_name_no_implementation():
     names = set(json.loads(results.SCHEMA1_FACTS.read_text())["impls"])
-    sources = [ROOT / "fastformer_bench" / "results.py", *sorted((ROOT / "fastformer_bench" / "report").glob("*.py"))]
+    sources = [ROOT / "fastformer_bench" / "results.py", *sorted((ROOT / "fastformer_bench" / "report").rglob("*.py"))]
     found = [(path.name, line, value) for path in sources for line, value in _literals(path) if value in names]
     # the one exception: run.json's key for the version of the triton *package*, a fact about the environment
     from fastformer_bench.report import markdown

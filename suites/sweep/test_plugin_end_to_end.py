@@ -20,13 +20,13 @@ NS = (16, 32, 64)
 
 def test_plugin_implementation_and_meter_reach_record_table_and_figure(tmp_path, monkeypatch):
     drawn: dict[str, list[str]] = {}
-    save = figures._save
+    save = figures.save
 
     def capture(fig, directory, name, title, kind):
         drawn[name] = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
         return save(fig, directory, name, title, kind)
 
-    monkeypatch.setattr(figures, "_save", capture)
+    monkeypatch.setattr(figures, "save", capture)
     with impls.registered(plugin_impl.MIRROR), measure.registered(plugin_meter.METER):
         problems = [Problem(impl, batch=1, seq_len=n, width=16, heads=2) for impl in ("test_mirror", "eager")
                     for n in NS]

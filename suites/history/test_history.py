@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_synthetic import run_env, synthetic_records, write_results
+from report.report_synthetic import run_env, synthetic_records, write_results
 
-from fastformer_bench.gate import history
+from fastformer_bench import history
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,6 +133,19 @@ def test_instruction_count_history_finds_a_three_percent_step(tmp_path):
     assert line["unit"] == "instructions" and len(line["median"]) == 8  # the broken point is not filed
     found = history.steps(line["median"], line["commits"])
     assert [s.commit for s in found] == [COMMITS[5]] and 1.02 < found[0].ratio < 1.04
+
+
+def test_filing_a_run_loads_neither_torch_nor_a_plotting_library():
+    probe = ("import sys; from fastformer_bench import history; "
+             "print(sorted(m for m in ('torch', 'matplotlib', 'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_show_is_the_function_even_after_its_module_was_imported():
+    import fastformer_bench.history.render  # noqa: F401  (a submodule named show would replace the function)
+
+    assert callable(history.show) and history.show.__module__ == "fastformer_bench.history.render"
 
 
 def test_a_wall_time_gate_report_is_not_an_instruction_history(tmp_path):

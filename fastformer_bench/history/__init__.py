@@ -1,0 +1,28 @@
+"""Performance history across commits: filed runs per machine (store.py), the steps in each point's trend
+(trend.py), and ``show``: each machine's trend figure and HISTORY.md (render.py).
+
+``show`` is loaded on first use (PEP 562), so filing a run (``history add``) imports no plotting library; its
+module is named apart from it so that importing the module never replaces the function here. Nothing here
+imports torch: the history reads and writes only JSON.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastformer_bench.history.store import add, check_one_machine, entries, machine_key
+from fastformer_bench.history.trend import DEFAULT_MARGIN, Step, series, steps
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastformer_bench.history.render import show
+
+__all__ = ["DEFAULT_MARGIN", "Step", "add", "check_one_machine", "entries", "machine_key", "series", "show", "steps"]
+
+
+def __getattr__(name: str):
+    if name != "show":
+        raise AttributeError(f"module 'fastformer_bench.history' has no attribute {name!r}")
+    from fastformer_bench.history.render import show
+
+    globals()["show"] = show
+    return show

@@ -1,0 +1,32 @@
+"""Crossover N: from which N each additive implementation is faster than each softmax baseline."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fastformer_bench.report import analysis
+from fastformer_bench.report.output import table
+from fastformer_bench.report.sections.rows import grouped, key_columns
+
+
+def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
+    return {"crossovers": analysis.crossovers(frame, facts)}
+
+
+def _sentence(c: dict) -> str:
+    head = f"{c['impl']} vs {c['baseline']} at width {c['width']}:"
+    if c["outcome"] == "crossed":
+        return (f"{head} faster from N ≈ {c['crossover_n']:.0f} on (slower at N = {c['slower_at_n']}, faster "
+                f"from N = {c['faster_from_n']}).")
+    return f"{head} no crossover; {c['reason']}."
+
+
+def conclusions(s: dict) -> list[str]:
+    return grouped(s["crossovers"], _sentence)
+
+
+def tables(s: dict) -> list[str]:
+    return ["### Crossover N against softmax baselines", "", table([
+        {**key_columns(c), "baseline": c["baseline"], "crossover N": "-" if c["crossover_n"] is None else
+         f"{c['crossover_n']:.0f}", "outcome": c["outcome"], "matched N": c["n_matched"]}
+        for c in s["crossovers"]]), ""]
