@@ -5,7 +5,8 @@ Forward outputs and the gradients of x and w (backward of a fixed random grad_ou
 and in the lower dtypes with tolerances by dtype, over odd shapes (N = 1, N = 37, Dh = 5 / 24, H = 1 and
 several, H == Dh so a swapped head split still type-checks), C in {2, 3, 4, 6}, with and without masks.
 
-torch.compile costs ~10 s per new shape on a two-core CPU, so ``compiled`` runs on four fixed cases only.
+torch.compile costs ~10 s per new shape on a two-core CPU, so ``compiled`` runs on a few fixed cases only
+(COMPILED_CASES and one strided case).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 
 import pytest
 import torch
-from correctness_helpers import low_dtype_params, make_assert_close, make_case, registered, run
+from testkit.attention_cases import low_dtype_params, make_assert_close, make_case, registered, run, shape_params
 
 import fastformer_bench as fb
 from fastformer_bench.impls import additive_compiled
@@ -74,20 +75,8 @@ def definition(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = Non
     return torch.stack(rows)
 
 
-# (B, N, H, Dh)
-SHAPES = {
-    "N1-H1-Dh5": (1, 1, 1, 5),
-    "N37-H3-Dh5": (2, 37, 3, 5),
-    "N16-H1-Dh24": (3, 16, 1, 24),
-    "N37-H4-Dh24": (2, 37, 4, 24),
-    "N8-H4-Dh4": (2, 8, 4, 4),  # H == Dh, several heads: a swapped or interleaved head split type-checks here
-}
 COLUMNS = [2, 3, 4, 6]
 MASKS = [None, "ragged", "holes"]
-
-
-def _shape_params():
-    return [pytest.param(v, id=k) for k, v in SHAPES.items()]
 
 
 # -- float64 against the reference (and the reference against the definition) --------------------------------
@@ -95,7 +84,7 @@ def _shape_params():
 
 @pytest.mark.parametrize("mask_kind", MASKS, ids=["nomask", "ragged", "holes"])
 @pytest.mark.parametrize("C", COLUMNS, ids=lambda c: f"C{c}")
-@pytest.mark.parametrize("shape", _shape_params())
+@pytest.mark.parametrize("shape", shape_params())
 def test_reference_matches_definition(shape, C, mask_kind):
     B, N, H, Dh = shape
     x, w, mask, go = make_case(C, B, N, H, Dh, mask_kind)
@@ -108,7 +97,7 @@ def test_reference_matches_definition(shape, C, mask_kind):
 
 @pytest.mark.parametrize("mask_kind", MASKS, ids=["nomask", "ragged", "holes"])
 @pytest.mark.parametrize("C", COLUMNS, ids=lambda c: f"C{c}")
-@pytest.mark.parametrize("shape", _shape_params())
+@pytest.mark.parametrize("shape", shape_params())
 def test_eager_matches_reference_float64(shape, C, mask_kind):
     B, N, H, Dh = shape
     x, w, mask, go = make_case(C, B, N, H, Dh, mask_kind, seed=1)
@@ -125,7 +114,7 @@ def test_eager_matches_reference_float64(shape, C, mask_kind):
 
 @pytest.mark.parametrize("mask_kind", [None, "ragged"], ids=["nomask", "ragged"])
 @pytest.mark.parametrize("C", [2, 3, 6], ids=lambda c: f"C{c}")
-@pytest.mark.parametrize("shape", [pytest.param(SHAPES[k], id=k) for k in ("N37-H3-Dh5", "N16-H1-Dh24")])
+@pytest.mark.parametrize("shape", shape_params(("N37-H3-Dh5", "N16-H1-Dh24")))
 @pytest.mark.parametrize("dtype", LOW_DTYPES)
 @pytest.mark.parametrize("impl", PLAIN_ADDITIVE)
 def test_low_precision_matches_reference(impl, dtype, shape, C, mask_kind):

@@ -1,5 +1,5 @@
 """Bad input raises ValueError with a sentence that names the problem (DESIGN §2), and the registry lists the
-six implementations of DESIGN §2."""
+implementations DESIGN §2 names first, in its order (the ones added since come after them)."""
 
 from __future__ import annotations
 

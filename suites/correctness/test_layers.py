@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from correctness_helpers import make_assert_close, registered
+from testkit.attention_cases import make_assert_close, registered
 
 import fastformer_bench as fb
 

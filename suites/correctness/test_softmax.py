@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from correctness_helpers import low_dtype_params, make_assert_close, make_mask, registered
+from testkit.attention_cases import low_dtype_params, make_assert_close, make_mask, registered, shape_params
 
 import fastformer_bench as fb
 
@@ -77,17 +77,9 @@ def by_hand(q, k, v, heads, mask=None):
     return torch.stack(rows)
 
 
-# (B, N, H, Dh)
-SHAPES = {
-    "N1-H1-Dh5": (1, 1, 1, 5),
-    "N37-H3-Dh5": (2, 37, 3, 5),
-    "N16-H1-Dh24": (3, 16, 1, 24),
-    "N37-H4-Dh24": (2, 37, 4, 24),
-    "N8-H4-Dh4": (2, 8, 4, 4),
-}
 MASKS = [None, "ragged", "holes"]
 MASK_IDS = ["nomask", "ragged", "holes"]
-SHAPE_PARAMS = [pytest.param(v, id=k) for k, v in SHAPES.items()]
+SHAPE_PARAMS = shape_params()
 
 
 # -- float64 -------------------------------------------------------------------------------------------------
@@ -140,7 +132,7 @@ def test_blocked_matches_naive_float64_across_several_blocks(shape, mask_kind, m
 
 
 @pytest.mark.parametrize("mask_kind", [None, "ragged"], ids=["nomask", "ragged"])
-@pytest.mark.parametrize("shape", [pytest.param(SHAPES[k], id=k) for k in ("N37-H3-Dh5", "N16-H1-Dh24")])
+@pytest.mark.parametrize("shape", shape_params(("N37-H3-Dh5", "N16-H1-Dh24")))
 @pytest.mark.parametrize("dtype", LOW_DTYPES)
 @pytest.mark.parametrize("impl", SOFTMAX_IMPLS)
 def test_low_precision_matches_naive_float64(impl, dtype, shape, mask_kind):

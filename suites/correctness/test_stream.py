@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from correctness_helpers import make_assert_close, make_case, run
+from testkit.attention_cases import STREAM_SHAPES, make_assert_close, make_case, run, shape_params
 
 import fastformer_bench as fb
 from fastformer_bench.impls import additive_stream as stream
@@ -24,18 +24,6 @@ pytestmark = pytest.mark.skipif(stream.STREAM.unsupported_reason("cpu", torch.fl
 TOL = {torch.float64: 1e-11, torch.float32: 3e-6, torch.bfloat16: 4e-2, torch.float16: 5e-3}
 assert_close = make_assert_close(TOL)
 
-# (B, N, H, Dh): odd sizes for both kernel paths. Dh % 8 == 0 takes the float path's vector code, with head tiles
-# of 8, 4, 2 and 1 vectors (Dh = 64, 32, 16, 8, 24 = 2 + 1, 136 = 8 + 8 + 1); Dh = 5 and 4 take the scalar code.
-SHAPES = {
-    "N1-H1-Dh5": (1, 1, 1, 5),
-    "N37-H3-Dh5": (2, 37, 3, 5),
-    "N8-H4-Dh4": (2, 8, 4, 4),
-    "N1-H2-Dh8": (2, 1, 2, 8),
-    "N37-H1-Dh24": (3, 37, 1, 24),
-    "N19-H2-Dh136": (1, 19, 2, 136),
-    "N45-H3-Dh16": (2, 45, 3, 16),
-    "N33-H2-Dh64": (2, 33, 2, 64),
-}
 COLUMNS = [2, 3, 6]  # C = 4 too in test_additive.py, which runs every registered implementation
 MASKS = [None, "ragged", "holes"]
 
@@ -63,7 +51,7 @@ def check_against_reference(got, want, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("mask_kind", MASKS, ids=["nomask", "ragged", "holes"])
 @pytest.mark.parametrize("C", COLUMNS, ids=lambda c: f"C{c}")
-@pytest.mark.parametrize("shape", [pytest.param(v, id=k) for k, v in SHAPES.items()])
+@pytest.mark.parametrize("shape", shape_params(STREAM_SHAPES))
 def test_matches_reference(shape, C, mask_kind, dtype):
     """Default split, and N in chunks of 3 tokens (many partial softmaxes, some of padding only)."""
     B, N, H, Dh = shape
@@ -87,7 +75,7 @@ def cpu_supports(dtype: torch.dtype) -> bool:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
-@pytest.mark.parametrize("shape", [pytest.param(SHAPES[k], id=k) for k in ("N37-H3-Dh5", "N33-H2-Dh64")])
+@pytest.mark.parametrize("shape", shape_params(("N37-H3-Dh5", "N33-H2-Dh64")))
 def test_low_precision_accumulates_in_float32(shape, dtype):
     if not cpu_supports(dtype):
         pytest.skip(f"{dtype} not supported on CPU")

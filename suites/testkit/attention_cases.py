@@ -1,4 +1,5 @@
-"""Comparison helper shared by the correctness tests."""
+"""The correctness tests' cases and checks: the shapes they run (one table), masks and inputs, the registered
+implementations and dtypes as pytest params, a tolerance-by-dtype comparison, forward and gradients of a case."""
 
 from __future__ import annotations
 
@@ -9,6 +10,32 @@ import pytest
 import torch
 
 from fastformer_bench import impls as registry
+
+#: (B, N, H, Dh) by test id: odd sizes, so a mistake in the head split, masking or tiling shows
+SHAPES = {
+    "N1-H1-Dh5": (1, 1, 1, 5),
+    "N37-H3-Dh5": (2, 37, 3, 5),
+    "N16-H1-Dh24": (3, 16, 1, 24),
+    "N37-H4-Dh24": (2, 37, 4, 24),
+    "N8-H4-Dh4": (2, 8, 4, 4),  # H == Dh, several heads: a swapped or interleaved head split type-checks here
+    # the stream kernel's vector code takes Dh % 8 == 0, with head tiles of 8, 4, 2 and 1 vectors (Dh = 64, 32,
+    # 16, 8, 24 = 2 + 1, 136 = 8 + 8 + 1); Dh = 5 and 4 above take its scalar code
+    "N1-H2-Dh8": (2, 1, 2, 8),
+    "N37-H1-Dh24": (3, 37, 1, 24),
+    "N19-H2-Dh136": (1, 19, 2, 136),
+    "N45-H3-Dh16": (2, 45, 3, 16),
+    "N33-H2-Dh64": (2, 33, 2, 64),
+}
+#: the shapes of the additive and softmax tests (the stream kernel's own tests take STREAM_SHAPES)
+COMMON_SHAPES = ("N1-H1-Dh5", "N37-H3-Dh5", "N16-H1-Dh24", "N37-H4-Dh24", "N8-H4-Dh4")
+#: both code paths of the stream kernel
+STREAM_SHAPES = ("N1-H1-Dh5", "N37-H3-Dh5", "N8-H4-Dh4", "N1-H2-Dh8", "N37-H1-Dh24", "N19-H2-Dh136", "N45-H3-Dh16",
+                 "N33-H2-Dh64")
+
+
+def shape_params(names: tuple[str, ...] = COMMON_SHAPES) -> list:
+    """The shapes called ``names`` in SHAPES, as pytest params whose ids are their names."""
+    return [pytest.param(SHAPES[name], id=name) for name in names]
 
 
 def registered(family: str, *, compiles: bool | None = None) -> list:
