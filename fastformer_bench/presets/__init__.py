@@ -85,6 +85,7 @@ def load(name_or_path: str) -> Preset:
                 raise ValueError(f"preset {path}: grid axis {key!r} must be a non-empty list.")
             if not all(isinstance(v, str | int | float) for v in values):
                 raise ValueError(f"preset {path}: grid axis {key!r} must list plain values, got {values!r}.")
+    grids = [select_impls(grid, path) for grid in grids]
     return Preset(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                   settings=settings, grids=grids, kind=kind)
 
@@ -128,3 +129,28 @@ def expand(preset: Preset, overrides: dict[str, list] | None = None):
             else:
                 problems.append(problem)
     return problems, skipped
+
+
+def select_impls(grid: dict, path: Path) -> dict:
+    """``grid`` with each selector in its ``impl`` list replaced by the built-in implementations (the registry's
+    own table, no plugin) it selects, in registry order: "@linear" (work linear in N) or "@baselines" (the softmax
+    baselines the report compares with), either with "-uncompiled" for only those that do not compile. A preset
+    that selects instead of naming takes a new implementation on arrival; ValueError for an unknown selector."""
+    if not any(str(value).startswith("@") for value in grid.get("impl", ())):
+        return grid
+    from fastformer_bench import impls
+
+    kinds = {"linear": lambda impl: not impl.quadratic, "baselines": lambda impl: impl.baseline_rank is not None}
+    builtin = [impls.get(name) for name in impls.names()
+               if impls.REGISTRY.entries[name][0].startswith(f"{impls.__name__}.")]
+    names = []
+    for value in grid["impl"]:
+        kind, _, only = str(value).removeprefix("@").partition("-")
+        if not str(value).startswith("@"):
+            names.append(value)
+        elif kind in kinds and only in ("", "uncompiled"):
+            names += [impl.name for impl in builtin if kinds[kind](impl) and not (only and impl.compiles)]
+        else:
+            raise ValueError(f"preset {path}: unknown implementation selector {value!r}; known: @linear and "
+                             "@baselines, either with -uncompiled.")
+    return {**grid, "impl": list(dict.fromkeys(names))}

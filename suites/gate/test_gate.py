@@ -204,7 +204,7 @@ def test_an_incorrect_candidate_is_never_timed_in_any_round(tmp_path, monkeypatc
     params = {"impl": "eager", "batch": 1, "seq_len": 64, "width": 32, "heads": 2}
     points = [{"baseline": params, "candidate": {**params, "impl": "test_wrong"}, "pair": "eager>test_wrong"},
               {"baseline": params, "candidate": params}]
-    # No thread count: a gate of one claims its CPUs for the process's lifetime (host.claim_cpus), and this
+    # No thread count: a gate of one claims its CPUs for the process's lifetime (cpu_claims.claim_cpus), and this
     # process is pytest's, whose later tests need both CPUs of a 2-core machine free
     settings = {"warmup_s": 0.01, "min_time_s": 0.02, "min_samples": 3, "max_samples": 5}
     found = ab.interleaved({"baseline": REPO, "candidate": REPO}, points, settings, 3, tmp_path)
@@ -609,6 +609,25 @@ def test_importing_the_gate_does_not_import_the_cli():
     code = "import sys, fastformer_bench.gate; print('fastformer_bench.cli' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_gate_presets_take_a_new_built_in_implementation_and_no_plugin(monkeypatch):
+    # The gate presets select implementations by the registry's facts (presets.select_impls), so one added to the
+    # registry's table is gated on arrival, in wall time and (it does not compile) in instruction counts; a plugin
+    # is measured only where a gate names it.
+    import dataclasses
+
+    from testkit import plugin_impl
+
+    from fastformer_bench import impls, presets
+
+    twin = dataclasses.replace(impls.get("eager"), name="eager_twin")
+    monkeypatch.setitem(impls.REGISTRY.entries, "eager_twin", ("fastformer_bench.impls.additive_eager", "EAGER"))
+    monkeypatch.setitem(impls.REGISTRY.loaded, "eager_twin", twin)
+    with impls.registered(plugin_impl.MIRROR):
+        for name in ("gate", "gate-instructions"):
+            measured = {p.impl for p in presets.expand(presets.load(name))[0]}
+            assert "eager_twin" in measured and plugin_impl.MIRROR.name not in measured, (name, measured)
 
 
 def test_pairing_keys_and_overridable_axes_come_from_the_axis_table():
