@@ -133,8 +133,10 @@ def _thread_setting(text: str) -> int:
 
 def _cmd_run(args) -> int:
     from fastformer_bench import presets
+    from fastformer_bench.measure.contention import cpu_mhz
     from fastformer_bench.measure.env import collect_env, machine_roofs
-    from fastformer_bench.measure.host import check_thread_counts, cpu_mhz, prepare_process, say_threads
+    from fastformer_bench.measure.process import prepare_process
+    from fastformer_bench.measure.threads import check_thread_counts, say_threads
     from fastformer_bench.point import Settings
     from fastformer_bench.results import writer_lock
     from fastformer_bench.runner import check_target, run_sweep

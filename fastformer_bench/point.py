@@ -20,8 +20,9 @@ import torch
 
 from fastformer_bench import impls as registry
 from fastformer_bench import measure
-from fastformer_bench.measure import host, timing
+from fastformer_bench.measure import allocator, memory_cap, timing
 from fastformer_bench.measure.env import cpu_model
+from fastformer_bench.measure.threads import threads_set
 from fastformer_bench.problem import Inputs, Problem, make_inputs, make_step
 from fastformer_bench.results import REFERENCE_OOM, new_record
 
@@ -58,7 +59,7 @@ class Settings:
     max_attempts: int = 1
     #: passes at the end of the sweep that measure again each point still above max_spread (runner.run_sweep)
     revisits: int = 0
-    #: pin the process to idle CPUs no other fastformer-bench process holds (host.claim_cpus)
+    #: pin the process to idle CPUs no other fastformer-bench process holds (cpu_claims.claim_cpus)
     pin_cpus: bool = False
     #: share of the timing the timed threads may wait for their CPU (or lose to the hypervisor) before the point
     #: is measured again, and stored ``contended`` if that happens again (None: recorded, never acted on)
@@ -200,12 +201,12 @@ def wants_own_process(problem: Problem) -> bool:
     """Whether a point is measured in a child process even without ``--isolate``: a CPU point predicted to need
     more than OWN_PROCESS_SHARE of this process's address-space cap.
 
-    The measuring process keeps its freed heap (host.configure_allocator), and a heap grown by gigabytes keeps
+    The measuring process keeps its freed heap (allocator.configure_allocator), and a heap grown by gigabytes keeps
     its address space when a small block stays live above the freed ones: in the cpu study the address space
     reached the cap after the quadratic points at N = 4096, and softmax_naive at N = 8192 (4 GiB) failed to
     allocate, or was predicted not to fit in the 0.06 GiB left, in a 24 GiB machine with 22 GiB available. In a
     child the point has a fresh heap and its own cap, and the sweep's process never grows that far."""
-    need, cap = predicted_need_bytes(problem), host.address_space_cap()
+    need, cap = predicted_need_bytes(problem), memory_cap.address_space_cap()
     return need is not None and cap is not None and need > OWN_PROCESS_SHARE * cap
 
 
@@ -214,7 +215,7 @@ def predicted_oom(problem: Problem) -> str | None:
     need = predicted_need_bytes(problem)
     if need is None:
         return None
-    room = host.memory_headroom_bytes()
+    room = memory_cap.memory_headroom_bytes()
     if room is None or need <= room:
         return None
     return (f"predicted to need {need / 2**30:.3g} GiB beyond its inputs, more than the {room / 2**30:.3g} GiB "
@@ -257,7 +258,7 @@ def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset
     A point of the threads axis runs at its own thread count (the whole point: its compile, check and timing),
     and the process's count is restored after it.
     """
-    with host.threads_set(problem.threads):
+    with threads_set(problem.threads):
         return _measure_point(problem, settings, run_id, preset)
 
 
@@ -308,11 +309,11 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         named = first_line if isinstance(exc, ReferenceOutOfMemory) else f"{type(exc).__name__}: {first_line}"
         if status == "oom" and problem.device == "cpu":
-            named += f" (at the failure: {host.memory_state()})"
+            named += f" (at the failure: {memory_cap.memory_state()})"
         return {**record, "status": status, "reason": named}
     finally:
         del inputs, step, subject
         gc.collect()
-        host.release_heap()
+        allocator.release_heap()
         if problem.device == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()

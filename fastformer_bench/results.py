@@ -7,7 +7,6 @@ records lack are read from a data file, never from the registry).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -17,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
-from fastformer_bench import axes
+from fastformer_bench import axes, pidlock
 
 SCHEMA = 2
 #: schemas ``read_points`` accepts; older ones are upgraded on read (``upgrade``)
@@ -34,7 +33,6 @@ SCHEMA1_FACTS = Path(__file__).parent / "impls" / "schema1.json"
 
 #: ``contended``: timed while another task held the timed CPU beyond the limit, twice (DESIGN §4)
 STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "contended", "error")
-COMPLEXITIES = ("linear", "quadratic")
 
 #: facts about the implementation, copied from the registry into every record, so that the report reads data:
 #: complexity (linear | quadratic); baseline_rank (int: a softmax baseline, 1 = the primary one; or None);
@@ -167,33 +165,25 @@ _held_writer_locks: set[Path] = set()
 
 @contextlib.contextmanager
 def writer_lock(directory: str | os.PathLike) -> Iterator[None]:
-    """Hold the results directory's exclusive writer lock; ValueError naming the holder's pid if it is taken.
-
-    An advisory flock: the kernel releases it when its process ends, however it ends, so a killed run never
-    leaves a directory locked.
+    """Hold the results directory's exclusive writer lock (pidlock); ValueError naming the holder's pid if it is
+    taken. The kernel releases it when its process ends, however it ends, so a killed run never leaves a
+    directory locked.
     """
     path = Path(directory) / LOCK_FILE
     if path.resolve() in _held_writer_locks:  # this process holds it already (the CLI, then the sweep it runs)
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise ValueError(f"{directory} is in use by another fastformer-bench run (pid {holder}); wait for it to "
-                         "finish or choose another --out.") from None
+        fd = pidlock.acquire(path)
+    except pidlock.LockHeld as held:
+        raise ValueError(f"{directory} is in use by another fastformer-bench run (pid {held.holder}); wait for it "
+                         "to finish or choose another --out.") from None
     _held_writer_locks.add(path.resolve())
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         _held_writer_locks.discard(path.resolve())
-        path.unlink(missing_ok=True)  # while still held: a waiting writer then makes a fresh file
-        os.close(fd)
+        pidlock.release(fd, path)  # the file goes while still held: a waiting writer then makes a fresh one
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

@@ -2,7 +2,7 @@
 
 Each point is measured by ``point.measure_point`` (in this process, or in a child with ``isolate`` or where
 ``point.wants_own_process``: a point of gigabytes in a capped process); the
-process itself is set up once by its caller (``measure.host.prepare_process``).
+process itself is set up once by its caller (``measure.process.prepare_process``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 
-from fastformer_bench.measure import host
+from fastformer_bench.measure import memory_cap
+from fastformer_bench.measure.threads import widened
 from fastformer_bench.point import Settings, base_record, measure_point, wants_own_process
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import (
@@ -40,7 +41,7 @@ def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | N
     base = base_record(problem, run_id, preset, threads=settings.threads, settings=settings)
     limit = settings.time_limit_s + 60  # the child's own import and start-up are not the point's fault
     try:
-        with host.widened(problem.threads):  # a 2-thread point's worker must not inherit a 1-CPU pin
+        with widened(problem.threads):  # a 2-thread point's worker must not inherit a 1-CPU pin
             done = subprocess.run([sys.executable, "-m", "fastformer_bench.worker"], input=payload, text=True,
                                   capture_output=True, timeout=limit)
     except subprocess.TimeoutExpired:
@@ -152,7 +153,7 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
         if isolate or wants_own_process(problem):
             return {**_isolated(problem, settings, run_id, preset), **(stamp or {})}
         record = measure_point(problem, settings, run_id=run_id, preset=preset)
-        if record["status"] == "oom" and problem.device == "cpu" and host.address_space_cap() is not None:
+        if record["status"] == "oom" and problem.device == "cpu" and memory_cap.address_space_cap() is not None:
             # Out of room under this process's cap, which its kept heap may have filled: a fresh process has
             # its own heap and cap, so the point is oom only if it is oom there too.
             record = _isolated(problem, settings, run_id, preset)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fastformer_bench.measure.host import prepare_process
+from fastformer_bench.measure.process import prepare_process
 from fastformer_bench.point import Settings, measure_point
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import json_safe

@@ -59,8 +59,9 @@ def measure_shard(spec: dict) -> dict:
     ``spec`` holds plain data only (it is pickled to the node): out, problems, settings, run_id, preset,
     isolate, argv, submitted_at.
     """
+    from fastformer_bench.measure.contention import cpu_mhz
     from fastformer_bench.measure.env import collect_env, machine_roofs
-    from fastformer_bench.measure.host import cpu_mhz, prepare_process
+    from fastformer_bench.measure.process import prepare_process
     from fastformer_bench.point import Settings
     from fastformer_bench.problem import Problem
     from fastformer_bench.results import HELD_FILE, ResultStore, shard_path, write_json_atomic

@@ -146,8 +146,8 @@ def _side_threads(params: dict, settings: dict) -> dict:
 def shared_cpus(threads: int | None) -> set[int] | None:
     """The CPUs both sides are pinned to: the same ones, so a busy neighbour on one core slows both sides alike
     (left to the scheduler, each side tends to stay on its own core, and the neighbour biases one side only).
-    They are claimed for the gate's lifetime (host.claim_cpus), so no other fastformer-bench process times there."""
-    from fastformer_bench.measure.host import claim_cpus
+    They are claimed for the gate's lifetime (claim_cpus), so no other fastformer-bench process times there."""
+    from fastformer_bench.measure.cpu_claims import claim_cpus
 
     if not threads:
         return None

@@ -79,7 +79,7 @@ def _problems(args, preset_name: str, impls: list[str] | None) -> tuple[list, di
     settings = dict(preset.settings)
     if args.min_time is not None:
         settings["min_time_s"] = args.min_time
-    from fastformer_bench.measure.host import check_thread_counts
+    from fastformer_bench.measure.threads import check_thread_counts
 
     check_thread_counts([settings.get("threads"), *(p.threads for p in problems)])  # as `run` refuses them
     return problems, settings

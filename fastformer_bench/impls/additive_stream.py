@@ -184,11 +184,6 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ffs_has_openmp.argtypes, lib.ffs_has_openmp.restype = [], ctypes.c_int
 
 
-def has_openmp() -> bool:
-    """Whether the built kernels run on several threads (built with OpenMP)."""
-    return bool(_library().ffs_has_openmp())
-
-
 # ------------------------------------------------------------------------------------------------ launcher
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from fastformer_bench.measure import host, nvml
+from fastformer_bench.measure import contention, nvml
+from fastformer_bench.measure.threads import threads_set
 
 _ENV_PREFIXES = ("PYTORCH_", "MALLOC_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_", "TORCHINDUCTOR_",
                  "TRITON_", "LD_PRELOAD", "NVIDIA_TF32")
@@ -163,7 +164,7 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
         "argv": list(sys.argv if argv is None else argv),
     }
-    env.update(host.cpu_contention())
+    env.update(contention.cpu_contention())
     env.update(_gpu())
     env.update(_git_state())
     return env
@@ -181,7 +182,7 @@ def copy_bandwidth(device: str, nbytes: int = 256 * 2**20, threads: int | None =
     The tensors are float32, the elements the studies stream: on the 2-core reference VM torch copied uint8
     tensors of the same bytes 20-30 % slower (19.0 against 22.8-24.8 GB/s, one thread), a roof too low by that
     much, which made memory-bound implementations look closer to it than they were."""
-    with host.threads_set(threads):
+    with threads_set(threads):
         return _copy_bandwidth(device, nbytes)
 
 
@@ -225,7 +226,7 @@ def gemm_flops(device: str, threads: int | None = None, n: int | None = None, re
     ``device`` at ``threads`` (None: the count in force); the median of ``repeats`` after one warm-up."""
     dev = torch.device(device)
     n = n or GEMM_N.get(dev.type, 2048)
-    with host.threads_set(threads):
+    with threads_set(threads):
         # drawn where they are used: 8192² values drawn on a CPU would take longer than the GPU's measurement
         gen = torch.Generator(device=dev).manual_seed(0)
         a, b = (torch.randn(n, n, generator=gen, device=dev).to(dtype) for _ in range(2))

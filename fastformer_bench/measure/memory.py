@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from fastformer_bench.measure import Meter, Subject, host
+from fastformer_bench.measure import Meter, Subject, allocator, memory_cap
 
 # Kineto (the profiler's backend) logs every profiler start/stop to stderr at its default level, which
 # buries a sweep's output; level 6 is above its highest (USDT = 5). Read when the profiler first starts.
@@ -90,13 +90,13 @@ def _profiler_peak(step: Callable[[], object]) -> int:
 
 def _vmhwm_peak(step: Callable[[], object]) -> int | None:
     # glibc's free heap pages go back to the OS first, so the call must touch fresh pages that RSS can see.
-    host.release_heap()
-    rss = host.process_status_bytes("VmRSS")
-    if not host.reset_rss_high_water_mark():
+    allocator.release_heap()
+    rss = memory_cap.process_status_bytes("VmRSS")
+    if not memory_cap.reset_rss_high_water_mark():
         return None
     out = step()
     del out
-    high = host.process_status_bytes("VmHWM")
+    high = memory_cap.process_status_bytes("VmHWM")
     return None if high is None or rss is None else max(0, high - rss)
 
 

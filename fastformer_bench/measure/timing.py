@@ -26,7 +26,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from fastformer_bench.measure import Meter, Subject, host, nvml
+from fastformer_bench.measure import Meter, Subject, nvml
+from fastformer_bench.measure.allocator import minor_faults
+from fastformer_bench.measure.contention import contention_counters, contention_since
 
 # Bytes written between GPU samples: well above the largest L2 of current parts (H100: 50 MB, H200: 60 MB).
 _L2_FLUSH_BYTES = 256 * 2**20
@@ -112,12 +114,12 @@ def _warm_up(step: Callable[[], object], device: str, warmup_s: float, deadline:
     settling_calls = 0
     start = time.perf_counter()
     while True:
-        before = host.minor_faults()
+        before = minor_faults()
         t0 = time.perf_counter()
         step()
         _sync(device)
         durations.append(time.perf_counter() - t0)
-        faults.append(host.minor_faults() - before)
+        faults.append(minor_faults() - before)
         _check_deadline(deadline, "warm-up")
         if len(durations) < 2 or time.perf_counter() - start < warmup_s:
             continue
@@ -265,7 +267,7 @@ def gpu_clock_state(device_index: int = 0) -> dict:
 
 def _timed(subject: Subject) -> dict:
     settings, device = subject.settings, subject.problem.device
-    before = host.contention_counters()
+    before = contention_counters()
     measured = time_step(subject.step, device, warmup_s=settings.warmup_s, min_time_s=settings.min_time_s,
                          min_samples=settings.min_samples, max_samples=settings.max_samples,
                          max_spread=settings.max_spread, max_attempts=settings.max_attempts,
@@ -274,7 +276,7 @@ def _timed(subject: Subject) -> dict:
              "samples": list(measured.samples), "calls_per_sample": measured.calls_per_sample,
              "timing_method": measured.method, "timing_attempts": measured.attempts,
              "rejected_samples": measured.rejected,
-             "contention": host.contention_since(before, threads=torch.get_num_threads())}
+             "contention": contention_since(before, threads=torch.get_num_threads())}
     if device == "cuda":
         found["gpu_clocks"] = gpu_clock_state()
     return found

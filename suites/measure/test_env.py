@@ -1,4 +1,5 @@
-"""measure.env: a JSON-able environment that degrades quietly, energy off-GPU, copy bandwidth."""
+"""measure.env: a JSON-able environment that degrades quietly, energy off-GPU, and the machine roofs (copy
+bandwidth, GEMM FLOP/s) per (device, threads)."""
 
 import json
 import os
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from fastformer_bench.measure.energy import energy_per_call
-from fastformer_bench.measure.env import collect_env, copy_bandwidth
+from fastformer_bench.measure.env import collect_env, copy_bandwidth, gemm_flops, machine_roofs
+from fastformer_bench.problem import Problem
 
 REPO = Path(__file__).resolve().parents[2]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
@@ -89,13 +91,6 @@ def test_copy_bandwidth_copies_float32_elements_of_the_bytes_asked(monkeypatch):
     assert made == [((2**20,), torch.float32)]
 
 
-def test_contention_degrades_to_none_without_counters():
-    from fastformer_bench.measure.host import contention_since
-
-    shares = contention_since({"wall_s": 0.0})  # a start with no counters (an OS without PSI or /proc/stat)
-    assert shares == {"cpu_wait": None, "cpu_pressure": None, "cpu_steal": None}
-
-
 def test_sysfs_cache_sizes_are_read_in_bytes():
     from fastformer_bench.measure.env import _size_bytes, cpu_caches
 
@@ -108,3 +103,57 @@ def test_sysfs_cache_sizes_are_read_in_bytes():
     # the study must know how far its largest inputs are past the last level (issue 13)
     assert env["last_level_cache_bytes"] == max(caches.values()) == env["cpu_caches_bytes"][max(caches)]
     assert all(size >= 1024 for size in caches.values()) and caches.get("L1d", 0) < env["last_level_cache_bytes"]
+
+
+def tiny(**changes) -> Problem:
+    return Problem(**{"impl": "eager", "batch": 1, "seq_len": 64, "width": 32, "heads": 2, **changes})
+
+
+def test_gemm_flops_is_positive_and_leaves_the_thread_count():
+    before = torch.get_num_threads()
+    assert gemm_flops("cpu", threads=1, n=64, repeats=1) > 0
+    assert torch.get_num_threads() == before
+
+
+def test_gemm_flops_multiplies_in_the_dtype_asked(monkeypatch):
+    seen = []
+    real_mm = torch.mm
+
+    def mm(a, b, **kwargs):
+        seen.append((a.dtype, b.dtype))
+        return real_mm(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, "mm", mm)
+    assert gemm_flops("cpu", threads=1, n=32, repeats=1, dtype=torch.bfloat16) > 0
+    assert seen and set(seen) == {(torch.bfloat16, torch.bfloat16)}
+
+
+def test_a_gpu_roof_adds_the_gemm_rate_of_each_low_precision_dtype_its_points_use(monkeypatch):
+    """A GPU multiplies bf16/fp16 on tensor cores at many times its float32 rate: the first GPU run set bf16
+    points against a float32 roof of 51 TFLOP/s and read 923 % of it."""
+    from fastformer_bench.measure import env
+
+    monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 4e12)
+    rates = {torch.float32: 5e13, torch.bfloat16: 7.9e14, torch.float16: 7.5e14}
+    monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None, dtype=torch.float32: rates[dtype])
+    found = env.roofs([("cuda", 16)], {"cuda": ["bfloat16", "float32", "float64"]})
+    assert found == [{"device": "cuda", "threads": 16, "copy_bytes_per_s": 4e12, "gemm_flops_per_s": 5e13,
+                      "gemm_dtype": "float32", "gemm_flops_per_s_by_dtype": {"float32": 5e13, "bfloat16": 7.9e14}}]
+    # float32 points alone: nothing beside the float32 roof
+    assert "gemm_flops_per_s_by_dtype" not in env.roofs([("cuda", 16)], {"cuda": ["float32"]})[0]
+
+
+def test_machine_roofs_cover_each_device_and_thread_count(monkeypatch):
+    from fastformer_bench.measure import env
+
+    # the sizes the run measures are its business; here only which (device, threads) pairs and fields appear
+    monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 10.0 * (threads or 7))
+    monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None, dtype=torch.float32: 100.0 * threads)
+    found = machine_roofs([tiny(threads=2), tiny(), tiny(threads=2, seq_len=128, dtype="bfloat16")], threads=1)
+    # a CPU's roof is a float32 GEMM alone, whatever dtypes its points use
+    assert found["roofs"] == [
+        {"device": "cpu", "threads": 1, "copy_bytes_per_s": 10.0, "gemm_flops_per_s": 100.0, "gemm_dtype": "float32"},
+        {"device": "cpu", "threads": 2, "copy_bytes_per_s": 20.0, "gemm_flops_per_s": 200.0, "gemm_dtype": "float32"}]
+    assert found["copy_bytes_per_s"] == {"cpu": 10.0}  # at the setting, as before the roofs
+    # no point at the setting: its copy bandwidth is still measured there, for the old readers
+    assert machine_roofs([tiny(threads=2)], threads=1)["copy_bytes_per_s"] == {"cpu": 70.0}

@@ -1,4 +1,5 @@
-"""The threads axis (a point's own CPU thread count) and the run's machine roofs per (device, threads)."""
+"""The threads axis (a point's own CPU thread count) and measure/threads.py: the thread count and the CPUs a
+measuring process runs on."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ import torch
 
 from fastformer_bench import axes, presets
 from fastformer_bench.gate import ab, compare
-from fastformer_bench.measure.env import gemm_flops, machine_roofs
-from fastformer_bench.measure.host import check_thread_counts, threads_set
+from fastformer_bench.measure.threads import check_thread_counts, configure_threads, threads_set
 from fastformer_bench.point import Settings, measure_point
 from fastformer_bench.problem import Problem
 from fastformer_bench.runner import run_sweep
@@ -94,6 +94,17 @@ def test_the_gate_refuses_more_threads_than_cores_in_one_line():
     assert done.returncode == 2 and len(lines) == 1 and "logical cores" in lines[0], done.stderr
 
 
+def test_configure_threads_applies_and_none_keeps():
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_threads(None) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        configure_threads(0)
+
+
 def test_threads_set_applies_and_restores():
     before = torch.get_num_threads()
     with threads_set(1) as inside:
@@ -149,72 +160,23 @@ def test_isolated_points_run_at_their_threads(threads_log, tmp_path):
     assert sorted(map(sorted, _seen(threads_log).values())) == [[1], [1], [2]]
 
 
-def test_gemm_flops_is_positive_and_leaves_the_thread_count():
-    before = torch.get_num_threads()
-    assert gemm_flops("cpu", threads=1, n=64, repeats=1) > 0
-    assert torch.get_num_threads() == before
-
-
-def test_gemm_flops_multiplies_in_the_dtype_asked(monkeypatch):
-    seen = []
-    real_mm = torch.mm
-
-    def mm(a, b, **kwargs):
-        seen.append((a.dtype, b.dtype))
-        return real_mm(a, b, **kwargs)
-
-    monkeypatch.setattr(torch, "mm", mm)
-    assert gemm_flops("cpu", threads=1, n=32, repeats=1, dtype=torch.bfloat16) > 0
-    assert seen and set(seen) == {(torch.bfloat16, torch.bfloat16)}
-
-
-def test_a_gpu_roof_adds_the_gemm_rate_of_each_low_precision_dtype_its_points_use(monkeypatch):
-    """A GPU multiplies bf16/fp16 on tensor cores at many times its float32 rate: the first GPU run set bf16
-    points against a float32 roof of 51 TFLOP/s and read 923 % of it."""
-    from fastformer_bench.measure import env
-
-    monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 4e12)
-    rates = {torch.float32: 5e13, torch.bfloat16: 7.9e14, torch.float16: 7.5e14}
-    monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None, dtype=torch.float32: rates[dtype])
-    found = env.roofs([("cuda", 16)], {"cuda": ["bfloat16", "float32", "float64"]})
-    assert found == [{"device": "cuda", "threads": 16, "copy_bytes_per_s": 4e12, "gemm_flops_per_s": 5e13,
-                      "gemm_dtype": "float32", "gemm_flops_per_s_by_dtype": {"float32": 5e13, "bfloat16": 7.9e14}}]
-    # float32 points alone: nothing beside the float32 roof
-    assert "gemm_flops_per_s_by_dtype" not in env.roofs([("cuda", 16)], {"cuda": ["float32"]})[0]
-
-
-def test_machine_roofs_cover_each_device_and_thread_count(monkeypatch):
-    from fastformer_bench.measure import env
-
-    # the sizes the run measures are its business; here only which (device, threads) pairs and fields appear
-    monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 10.0 * (threads or 7))
-    monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None, dtype=torch.float32: 100.0 * threads)
-    found = machine_roofs([tiny(threads=2), tiny(), tiny(threads=2, seq_len=128, dtype="bfloat16")], threads=1)
-    # a CPU's roof is a float32 GEMM alone, whatever dtypes its points use
-    assert found["roofs"] == [
-        {"device": "cpu", "threads": 1, "copy_bytes_per_s": 10.0, "gemm_flops_per_s": 100.0, "gemm_dtype": "float32"},
-        {"device": "cpu", "threads": 2, "copy_bytes_per_s": 20.0, "gemm_flops_per_s": 200.0, "gemm_dtype": "float32"}]
-    assert found["copy_bytes_per_s"] == {"cpu": 10.0}  # at the setting, as before the roofs
-    # no point at the setting: its copy bandwidth is still measured there, for the old readers
-    assert machine_roofs([tiny(threads=2)], threads=1)["copy_bytes_per_s"] == {"cpu": 70.0}
-
-
 _PIN_AND_WIDEN = """
 import json, os, torch
-from fastformer_bench.measure import host
-applied = host.prepare_process(1, pin_cpus=True, allocator=False, cpus=2)
+from fastformer_bench.measure.process import prepare_process
+from fastformer_bench.measure.threads import threads_set, widened
+applied = prepare_process(1, pin_cpus=True, allocator=False, cpus=2)
 def masks():
     return sorted({tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir("/proc/self/task")})
 found = {"pinned": applied["cpu_affinity"], "before": masks()}
-with host.threads_set(2):
+with threads_set(2):
     a = torch.randn(512, 512)
     (a @ a).sum()  # starts torch's pool threads, with the mask they are created with
     found["inside"], found["threads"] = masks(), torch.get_num_threads()
 found["after"] = masks()
-with host.threads_set(2):
+with threads_set(2):
     found["again"] = masks()
 import subprocess, sys
-with host.widened(2):  # as the runner starts an isolated 2-thread point's worker
+with widened(2):  # as the runner starts an isolated 2-thread point's worker
     child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
                            capture_output=True, text=True, check=True)
 found["child"] = json.loads(child.stdout)

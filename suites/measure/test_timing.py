@@ -1,4 +1,4 @@
-"""measure.timing: sample counts, batching of short calls, deadlines, thread control, summary statistics."""
+"""measure.timing: sample counts, batching of short calls, deadlines, warm-up, summary statistics."""
 
 import gc
 import time
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from fastformer_bench.measure import timing
-from fastformer_bench.measure.host import configure_allocator, configure_threads, release_heap
 from fastformer_bench.measure.timing import (
     MAX_SETTLING_CALLS,
     Timing,
@@ -100,17 +99,6 @@ def test_time_first_call():
     assert 0.03 <= time_first_call(_sleeper(0.03), "cpu") < 1.0
 
 
-def test_configure_threads_applies_and_none_keeps():
-    before = torch.get_num_threads()
-    try:
-        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
-        assert configure_threads(None) == 1
-    finally:
-        torch.set_num_threads(before)
-    with pytest.raises(ValueError):
-        configure_threads(0)
-
-
 def test_gpu_clock_state_is_empty_without_a_gpu():
     state = gpu_clock_state()
     assert isinstance(state, dict)
@@ -126,17 +114,6 @@ def test_cuda_event_timing():
     assert t.method == "cuda_event+l2_flush" and t.calls_per_sample == 1
     assert 0 < t.median < 0.1 and len(t.samples) >= 10
     assert {"sm_clock_mhz", "mem_clock_mhz", "throttle_reasons"} <= set(gpu_clock_state())
-
-
-def test_configure_allocator_applies_glibc_settings_where_glibc():
-    import platform
-
-    applied = configure_allocator()
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        # M_TRIM_THRESHOLD -1: never trim
-        assert applied == {"glibc_mallopt": {"M_ARENA_MAX": 1, "M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": -1}}
-    else:
-        assert applied == {}
 
 
 def _scripted_windows(monkeypatch, spreads, seconds_each=0.0):
@@ -251,55 +228,3 @@ def test_warm_up_goes_on_while_calls_still_page_fault():
 def test_warm_up_settling_is_capped():
     t = time_step(_faulting_step(10**6), "cpu", warmup_s=0, min_time_s=0.001, min_samples=1, max_samples=1)
     assert t.warmup_calls == 2 + MAX_SETTLING_CALLS
-
-
-def test_release_heap_returns_freed_memory_where_glibc():
-    import platform
-
-    configure_allocator()
-    block = np.ones(2**25)  # 256 MiB from the heap (mmap is off)
-    del block
-    released = release_heap()
-    assert released is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
-
-
-# A process set up as `run` sets itself up (one arena, mmap off, a capped address space) meets an allocation that
-# fails, then allocates and frees a 256 MiB block four times; it prints the page faults per block.
-_AFTER_FAILED_ALLOCATION = """
-import resource, torch
-from fastformer_bench.measure import host
-host.prepare_process(1, cap_memory=True)
-cap = resource.getrlimit(resource.RLIMIT_AS)[0]
-try:
-    torch.empty(cap // 4, dtype=torch.float32)
-    raise SystemExit("an allocation of the whole cap succeeded")
-except RuntimeError:
-    pass
-def faults_per_block():
-    before = host.minor_faults()
-    for _ in range(4):
-        torch.ones(2**26)
-    return (host.minor_faults() - before) / 4
-for _ in range(3):  # a heap that grows settles: the first blocks extend it (their pages fault in once)
-    faults_per_block()
-print(faults_per_block())
-"""
-
-
-def test_a_failed_allocation_leaves_large_blocks_reused_where_glibc():
-    # glibc retries a failed allocation in a secondary arena and keeps the thread there; that arena maps and
-    # unmaps every large block, so every later call of every later point page-faulted its memory in again
-    # (the cpu study's fwd_bwd points 2.4-3.9x slow after one out-of-memory point). Counted in page faults, not
-    # time: a busy machine moves neither.
-    import platform
-    import subprocess
-    import sys
-
-    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
-        pytest.skip("glibc's arenas only")
-    done = subprocess.run([sys.executable, "-c", _AFTER_FAILED_ALLOCATION], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    faults = float(done.stdout.split()[-1])
-    pages = 2**28 // 4096
-    assert faults < pages / 10, f"{faults:.0f} page faults per reused 256 MiB block ({pages} pages in it)"

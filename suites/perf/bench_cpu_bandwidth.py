@@ -27,8 +27,9 @@ import time
 import torch
 
 import fastformer_bench as fb
-from fastformer_bench.measure import host
+from fastformer_bench.measure import contention
 from fastformer_bench.measure.env import copy_bandwidth
+from fastformer_bench.measure.process import prepare_process
 from fastformer_bench.measure.timing import time_first_call, time_step
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 4e-2, torch.float16: 5e-3, torch.float64: 1e-9}
@@ -99,14 +100,14 @@ def check(impl: str, x, w, mask, dtype: torch.dtype) -> float:
 
 def cpu_wait_total() -> float | None:
     """Cumulative microseconds some task waited for a CPU (PSI), or None without PSI."""
-    return host.psi_cpu_some().get("total")
+    return contention.psi_cpu_some().get("total")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # As every measuring process of the harness: thread count, and freed heap memory kept in the process (so
     # a call's output is not page-faulted in afresh each time).
-    applied = host.prepare_process(args.threads)
+    applied = prepare_process(args.threads)
     dtype = getattr(torch, args.dtype)
     C, B, N, D, H = args.columns, args.batch, args.seq_len, args.width, args.heads
     esize = torch.empty((), dtype=dtype).element_size()
@@ -120,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    started, wait0, delay0 = time.monotonic(), cpu_wait_total(), host.run_delay_ns()
+    started, wait0, delay0 = time.monotonic(), cpu_wait_total(), contention.run_delay_ns()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, C={C} B={B} N={N} D={D} H={H} "
           f"{args.dtype}{' masked' if args.masked else ''}; B*N*D = 2^{math.log2(B * N * D):.2f}; "
           f"allocator {applied['allocator'] or 'default'}")
-    print(f"CPU pressure at start: {host.psi_cpu_some() or 'n/a'}")
+    print(f"CPU pressure at start: {contention.psi_cpu_some() or 'n/a'}")
     x, w, mask, grad_out = make_inputs(C, B, N, D, H, dtype, args.masked)
     copy_before = copy_bandwidth("cpu", column_bytes)
     print(f"copy bandwidth ({column_bytes / 1e6:.0f} MB, read + write): {copy_before / 1e9:.2f} GB/s")
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     wait1 = cpu_wait_total()
     waited = (wait1 - wait0) / 1e6 / elapsed if wait0 is not None and wait1 is not None else None
-    delay1 = host.run_delay_ns()
+    delay1 = contention.run_delay_ns()
     delayed = (delay1 - delay0) / 1e9 / elapsed if delay0 is not None and delay1 is not None else None
 
     print()
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(drift {100 * (copy_after / copy_before - 1):+.0f}%); "
           f"over the run, some task waited for a CPU {'n/a' if waited is None else f'{100 * waited:.0f}%'} of the "
           f"time (PSI), this process's threads {'n/a' if delayed is None else f'{100 * delayed:.0f}%'} (schedstat, "
-          f"summed over threads); load average {host.cpu_contention().get('load_avg_1m')}")
+          f"summed over threads); load average {contention.cpu_contention().get('load_avg_1m')}")
     ok_rows = [r for r in rows if r["status"] == "ok"]
     if ok_rows:
         best = max(ok_rows, key=lambda r: r["fwd_GBps"])

@@ -103,7 +103,7 @@ def test_a_point_of_gigabytes_under_an_address_space_cap_runs_in_a_process_of_it
     # then found no room under the cap (softmax_naive N = 8192 oom in a machine with 22 GiB free): a point the
     # memory model predicts above 1/16 of the cap runs in a child, the others stay in the process.
     from fastformer_bench import point, runner
-    from fastformer_bench.measure import host
+    from fastformer_bench.measure import memory_cap
 
     children = []
     real = runner._isolated
@@ -116,13 +116,13 @@ def test_a_point_of_gigabytes_under_an_address_space_cap_runs_in_a_process_of_it
     naive = tiny("softmax_naive")
     need = point.predicted_need_bytes(naive)
     assert need and point.predicted_need_bytes(tiny("eager")) is None  # eager has no memory model
-    monkeypatch.setattr(host, "address_space_cap", lambda: 15 * need)  # need > cap / 16
+    monkeypatch.setattr(memory_cap, "address_space_cap", lambda: 15 * need)  # need > cap / 16
     records = run_sweep([naive, tiny("eager")], FAST, tmp_path / "a", preset="t", progress=False)
     assert children == ["softmax_naive"] and [r["status"] for r in records] == ["ok", "ok"]
     assert records[0]["samples"] and records[0]["run_id"] == records[1]["run_id"]
-    monkeypatch.setattr(host, "address_space_cap", lambda: 17 * need)  # below the share: in this process
+    monkeypatch.setattr(memory_cap, "address_space_cap", lambda: 17 * need)  # below the share: in this process
     run_sweep([naive], FAST, tmp_path / "b", preset="t", progress=False)
-    monkeypatch.setattr(host, "address_space_cap", lambda: None)  # no cap (a GPU run, a test): never
+    monkeypatch.setattr(memory_cap, "address_space_cap", lambda: None)  # no cap (a GPU run, a test): never
     run_sweep([naive], FAST, tmp_path / "c", preset="t", progress=False)
     assert children == ["softmax_naive"]
 
@@ -131,7 +131,7 @@ def test_an_oom_in_a_capped_sweep_process_is_measured_again_in_a_fresh_one(tmp_p
     # The sweep's process keeps its heap, so its address space can fill up under the cap: N = 131072 fwd_bwd
     # points (268 MB for stream) were recorded oom late in the cpu study. An oom there is tried in a child.
     from fastformer_bench import runner
-    from fastformer_bench.measure import host
+    from fastformer_bench.measure import memory_cap
 
     children = []
 
@@ -144,10 +144,10 @@ def test_an_oom_in_a_capped_sweep_process_is_measured_again_in_a_fresh_one(tmp_p
 
     monkeypatch.setattr(runner, "measure_point", in_process)
     monkeypatch.setattr(runner, "_isolated", isolated)
-    monkeypatch.setattr(host, "address_space_cap", lambda: 2**40)
+    monkeypatch.setattr(memory_cap, "address_space_cap", lambda: 2**40)
     records = run_sweep([tiny("eager")], FAST, tmp_path / "a", preset="t", progress=False)
     assert children == ["eager"] and [r["status"] for r in records] == ["ok"]
-    monkeypatch.setattr(host, "address_space_cap", lambda: None)  # uncapped: the oom is the machine's
+    monkeypatch.setattr(memory_cap, "address_space_cap", lambda: None)  # uncapped: the oom is the machine's
     records = run_sweep([tiny("eager")], FAST, tmp_path / "b", preset="t", progress=False)
     assert children == ["eager"] and [r["status"] for r in records] == ["oom"]
 

@@ -173,7 +173,7 @@ def _beside_a_competitor():
 
 @NEEDS_SCHEDSTAT
 def test_contention_sees_a_competitor_on_the_timed_cpu_whatever_else_runs():
-    from fastformer_bench.measure.host import contention_counters, contention_since
+    from fastformer_bench.measure.contention import contention_counters, contention_since
 
     with _beside_a_competitor():
         start = contention_counters()
@@ -217,7 +217,7 @@ def test_the_reference_records_that_it_computes_in_float64():
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs two CPUs to choose between")
 def test_a_second_process_times_on_another_cpu_and_says_which():
-    claim = ("import sys\nfrom fastformer_bench.measure.host import claim_cpus\n"
+    claim = ("import sys\nfrom fastformer_bench.measure.cpu_claims import claim_cpus\n"
              "print(claim_cpus(1, wait_s=5, say=lambda s: print(s, file=sys.stderr)), flush=True)\n")
     first = subprocess.Popen([sys.executable, "-c", claim + "import time; time.sleep(120)"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -254,7 +254,7 @@ def test_an_allocation_that_fails_is_oom_with_the_memory_the_process_and_machine
     import re
 
     from fastformer_bench import point
-    from fastformer_bench.measure import host
+    from fastformer_bench.measure import memory_cap
 
     def failing(problem, *args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
@@ -266,10 +266,10 @@ def test_an_allocation_that_fails_is_oom_with_the_memory_the_process_and_machine
     found = re.search(r"at the failure: address-space cap (none|[\d.]+ GiB), VmSize ([\d.]+) GiB, VmRSS ([\d.]+) GiB, "
                       r"MemAvailable ([\d.]+) GiB\)$", record["reason"])
     assert found, record["reason"]
-    assert (found[1] == "none") == (host.address_space_cap() is None)
+    assert (found[1] == "none") == (memory_cap.address_space_cap() is None)
     rss, available = float(found[3]), float(found[4])
     assert 0 < rss <= float(found[2])  # this process's resident set within its address space
-    assert available == pytest.approx(host.meminfo_kib("MemAvailable") / 2**20, rel=0.5)
+    assert available == pytest.approx(memory_cap.meminfo_kib("MemAvailable") / 2**20, rel=0.5)
     assert record["time_median"] is None
 
 

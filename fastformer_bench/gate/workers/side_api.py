@@ -8,7 +8,12 @@ may be a revision older than this gate; everything else the workers import is th
 from __future__ import annotations
 
 try:
-    from fastformer_bench.measure.host import prepare_process
+    try:
+        from fastformer_bench.measure.process import prepare_process
+    except ModuleNotFoundError as split:  # COMPATIBILITY: a tree from before measure/host.py was split
+        if split.name != "fastformer_bench.measure.process":
+            raise
+        from fastformer_bench.measure.host import prepare_process
     from fastformer_bench.point import check_correctness, incorrect_reason, preflight
 except ModuleNotFoundError as missing:
     # COMPATIBILITY: a tree from before point.py and measure/host.py (c13d48a and older), so that gating against
@@ -36,7 +41,7 @@ except ModuleNotFoundError as missing:
                 f"against {accuracy['reference_impl']}")
 
     def prepare_process(threads: int | None = None, *, allocator: bool = True) -> dict:
-        """host.prepare_process as the workers call it (allocator=False): the thread counts only, so both sides
+        """process.prepare_process as the workers call it (allocator=False): the thread counts only, so both sides
         are set up alike; the allocator is what sides.MALLOC_ENV gives both."""
         if allocator:
             raise NotImplementedError("the workers leave the allocator to the environment (sides.MALLOC_ENV)")
@@ -45,7 +50,7 @@ except ModuleNotFoundError as missing:
             try:
                 torch.set_num_interop_threads(threads)
             except RuntimeError:
-                pass  # settable once, before any inter-op work (as host.configure_threads)
+                pass  # settable once, before any inter-op work (as threads.configure_threads)
         return {"threads": torch.get_num_threads()}
 
 __all__ = ["check_correctness", "incorrect_reason", "preflight", "prepare_process"]
