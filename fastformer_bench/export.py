@@ -1,6 +1,4 @@
-"""`fastformer-bench export RESULTS_DIR --format pytest-benchmark|github-action-benchmark|csv [--out FILE]`.
-
-Writes stored results in the formats other tools read (issue 16):
+"""Stored results in the formats other tools read (issue 16); the command is commands/export.py:
 
 - ``pytest-benchmark``: the JSON that ``pytest-benchmark compare`` (and ``pytest --benchmark-compare``) loads.
   One benchmark per timed point; its statistics are pytest-benchmark's own (``pytest_benchmark.stats.Stats``)
@@ -17,7 +15,6 @@ through ``fastformer_bench.results`` (schema 1 is upgraded on read); this module
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -25,7 +22,6 @@ import math
 import os
 import re
 import statistics
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,29 +39,6 @@ _EXTRA_INFO = ("point_id", "run_id", "preset", "family", "complexity", "device_n
                *results.MEMORY, *results.WORK, *results.ACCURACY, *results.ENERGY, "contention")
 #: run_id ends in the run's start time (runner.new_run_id)
 _RUN_TIME = re.compile(r"(\d{8}T\d{6}Z)$")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The export's options, on the subparser cli.build_parser gives it."""
-    parser.add_argument("results", metavar="RESULTS_DIR", help="a results directory (points.jsonl + run.json)")
-    parser.add_argument("--format", required=True, metavar="FORMAT",
-                        help=f"one of {', '.join(FORMATS)}: pytest-benchmark's JSON (for `pytest-benchmark "
-                             "compare`), github-action-benchmark's customSmallerIsBetter list, or one CSV row "
-                             "per record")
-    parser.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Export as ``args`` asks; 0 when written (a ValueError, which the CLI turns into exit 2, otherwise)."""
-    text, summary = render(args.results, args.format)
-    if args.out:
-        _write_atomic(Path(args.out), text)
-        print(f"{summary} to {args.out}")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        print(summary, file=sys.stderr)
-    return 0
 
 
 def render(results_dir: str | os.PathLike, fmt: str) -> tuple[str, str]:
@@ -300,12 +273,3 @@ def to_csv(records: list[dict]) -> str:
         writer.writerow({column: _cell(record.get(column)) for column in columns})
     return out.getvalue()
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

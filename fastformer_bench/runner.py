@@ -1,8 +1,10 @@
-"""A sweep: runs a list of Problems into a results directory, with resume, revisits, isolation and progress.
+"""The measuring layer of a sweep: a list of Problems into a results directory, with resume, revisits, isolation
+and progress. ``fastformer_bench.sweep.run`` (the ``run`` command, and Python) is the entry point above it.
 
 Each point is measured by ``point.measure_point`` (in this process, or in a child with ``isolate`` or where
-``point.wants_own_process``: a point of gigabytes in a capped process); the
-process itself is set up once by its caller (``measure.process.prepare_process``).
+``point.wants_own_process``: a point of gigabytes in a capped process); the process itself is set up once by
+its caller (``measure.process.prepare_process``). ``measure_all`` is the per-machine loop a local sweep and each
+cluster job share; ``start_run`` the resume check a speed, cluster and probe sweep share.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fastformer_bench.point import Settings, base_record, measure_point, wants_o
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import (
     HELD_FILE,
+    PROBE,
     SLUMP_SHARE,
     ResultStore,
     points_files,
@@ -72,29 +75,45 @@ def new_run_id(preset: str) -> str:
     return f"{preset}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def check_resumable(out: str | os.PathLike, previous: dict, preset: str, settings: Settings) -> None:
+def start_run(out: str | os.PathLike, *, resume: bool, preset: str, settings, kind: str | None = None,
+              ) -> tuple[dict, str]:
+    """The run.json a sweep into ``out`` continues ({} for a fresh run) and the run's id, once ``out`` is proven
+    able to take its records (ValueError otherwise): empty, or resumed under the same preset and settings.
+
+    The one check for a speed sweep, a cluster run and a probe sweep (``kind`` is run.json's: None or PROBE);
+    ``settings`` is their Settings or ProbeSettings. The caller holds ``out``'s writer lock."""
+    check_target(out, resume)
+    previous = read_run(out) if resume else {}
+    if resume:
+        _check_resumable(out, previous, preset, settings, kind)
+    return previous, previous.get("run_id") or new_run_id(preset)
+
+
+def _check_resumable(out: str | os.PathLike, previous: dict, preset: str, settings, kind: str | None) -> None:
     """A resumed run must measure the way it started, or its points would not be comparable: refuse unless the
     settings of the points already there are proven equal to these (run.json and every record agree)."""
     held = ResultStore(out, HELD_FILE)
     if not any(path.stat().st_size for path in points_files(out)) and held.is_empty():
         return  # nothing measured yet: nothing to be consistent with
     where = held.directory
+    what, done = ("probe ", "trained") if kind == PROBE else ("", "measured")
     if not previous.get("settings"):
-        raise ValueError(f"cannot resume {where}: its run.json is missing, so the settings its points were "
-                         "measured under cannot be proven equal to these; use a new --out.")
-    if previous.get("preset") not in (None, preset):
-        raise ValueError(f"cannot resume: the results were made with preset {previous['preset']!r}, not {preset!r}.")
+        raise ValueError(f"cannot resume {where}: its run.json is missing, so the settings its points were {done} "
+                         "under cannot be proven equal to these; use a new --out.")
+    if previous.get("preset") not in (None, preset) or previous.get("kind") != kind:
+        raise ValueError(f"cannot resume {where}: it holds results of preset {previous.get('preset')!r}, not of "
+                         f"the {what}preset {preset!r}.")
     try:
-        before = Settings(**previous["settings"])
+        before = type(settings)(**previous["settings"])
     except (TypeError, ValueError):
         raise ValueError(f"cannot resume {where}: its run.json holds settings this version cannot read; use a "
                          "new --out.") from None
     if before.digest != settings.digest:
         changed = sorted(k for k, v in asdict(settings).items() if getattr(before, k) != v)
-        raise ValueError(f"cannot resume with different settings ({', '.join(changed)}); use a new --out.")
+        raise ValueError(f"cannot resume with different {what}settings ({', '.join(changed)}); use a new --out.")
     foreign = {r.get("settings_hash") for r in [*read_store(out), *held.records()]} - {None, settings.digest}
     if foreign:
-        raise ValueError(f"cannot resume {where}: it holds points measured under other settings "
+        raise ValueError(f"cannot resume {where}: it holds points {done} under other settings "
                          f"({', '.join(sorted(foreign))}) than its run.json says; use a new --out.")
 
 
@@ -103,38 +122,30 @@ def run_sweep(problems: list[Problem], settings: Settings, out: str | os.PathLik
               progress: bool = True) -> list[dict]:
     """Measure every problem not yet in ``out`` (with ``resume``), appending each record as it completes.
 
+    The layer under :func:`fastformer_bench.sweep.run`, which loads the preset and sets the process up first;
+    here the Problems and Settings are given and the process is measured as it is.
     With ``settings.revisits``, a point still above ``max_spread`` is held (in DIR/held.jsonl, so a killed run
     loses nothing and ``resume`` takes it up) and measured again after the other points; see :func:`revisit`.
     One writer per directory: a second sweep into ``out`` while this one runs raises ValueError naming it.
     """
     with writer_lock(out):
-        return _sweep(problems, settings, out, preset=preset, resume=resume, isolate=isolate, env=env,
-                      progress=progress)
-
-
-def _sweep(problems: list[Problem], settings: Settings, out: str | os.PathLike, *, preset: str, resume: bool,
-           isolate: bool, env: dict | None, progress: bool) -> list[dict]:
-    store, held_store = ResultStore(out), ResultStore(out, HELD_FILE)
-    previous = read_run(out) if resume else {}
-    if resume:
-        check_resumable(out, previous, preset, settings)
-    run_id = previous.get("run_id") or new_run_id(preset)
-    done = {r["point_id"] for r in read_store(out)} if resume else set()  # every shard's points too
-    check_target(out, resume)
-    # A killed run's points that were waiting for a revisit go straight to it, their first measurement kept.
-    waiting = {r["point_id"]: r for r in held_store.records()} if resume else {}
-    todo = [p for p in problems if p.point_id not in done and p.point_id not in waiting]
-    if previous:
-        # The environment that measured the first points stays the run's; each resume is appended.
-        if env is not None:
-            store.write_run({**previous, "resumed_sessions": previous.get("resumed_sessions", []) + [env]})
-    else:
-        # Always written: a resume must be able to prove it measures under the same settings.
-        store.write_run({**(env or {}), "run_id": run_id, "preset": preset, "settings": asdict(settings),
-                         "settings_hash": settings.digest})
-    return measure_all(todo, settings, store, held_store, run_id=run_id, preset=preset, isolate=isolate,
-                       progress=progress, waiting=[p for p in problems if p.point_id in waiting and
-                                                   p.point_id not in done], held=waiting)
+        store, held_store = ResultStore(out), ResultStore(out, HELD_FILE)
+        previous, run_id = start_run(out, resume=resume, preset=preset, settings=settings)
+        done = {r["point_id"] for r in read_store(out)} if resume else set()  # every shard's points too
+        # A killed run's points that were waiting for a revisit go straight to it, their first measurement kept.
+        waiting = {r["point_id"]: r for r in held_store.records()} if resume else {}
+        todo = [p for p in problems if p.point_id not in done and p.point_id not in waiting]
+        if previous:
+            # The environment that measured the first points stays the run's; each resume is appended.
+            if env is not None:
+                store.write_run({**previous, "resumed_sessions": previous.get("resumed_sessions", []) + [env]})
+        else:
+            # Always written: a resume must be able to prove it measures under the same settings.
+            store.write_run({**(env or {}), "run_id": run_id, "preset": preset, "settings": asdict(settings),
+                             "settings_hash": settings.digest})
+        return measure_all(todo, settings, store, held_store, run_id=run_id, preset=preset, isolate=isolate,
+                           progress=progress, waiting=[p for p in problems if p.point_id in waiting and
+                                                       p.point_id not in done], held=waiting)
 
 
 def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, held_store: ResultStore, *,

@@ -1,8 +1,9 @@
 """Spread a sweep's points over a cluster through submitit: shards, one job array, waiting, the record of it.
 
-``run_sharded`` is the submitting process (it holds the results directory's writer lock; its jobs write only
-their own shard files). It submits the points not yet stored, split into ``jobs`` shards, as one array; or,
-resuming, waits for an array that is still running instead of submitting again.
+``run_sharded`` is the submitting process (``sweep.run`` with an executor calls it; it holds the results
+directory's writer lock, its jobs write only their own shard files). It submits the points not yet stored, split
+into ``jobs`` shards, as one array; or, resuming, waits for an array that is still running instead of submitting
+again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from pathlib import Path
 from fastformer_bench.cluster import state as cluster_state
 from fastformer_bench.cluster import watch
 from fastformer_bench.cluster.shard import ENV_PREFIX, measure_shard, split
-from fastformer_bench.results import RUN_FILE, ResultStore, points_files, read_run, read_store, write_json_atomic
+from fastformer_bench.results import (
+    RUN_FILE,
+    ResultStore,
+    points_files,
+    read_run,
+    read_store,
+    write_json_atomic,
+    writer_lock,
+)
 
 EXECUTORS = ("local", "slurm")
 
@@ -87,15 +96,32 @@ def _executor(options: ExecutorOptions, folder: Path, cpus: int):
     return executor
 
 
-def run_sharded(problems: list, settings, out: str | os.PathLike, *, preset: str, run_id: str,
-                options: ExecutorOptions, isolate: bool = False, argv: list[str] | None = None,
-                progress: bool = True) -> dict:
+def run_sharded(problems: list, settings, out: str | os.PathLike, *, preset: str, options: ExecutorOptions,
+                resume: bool = False, isolate: bool = False, progress: bool = True) -> dict:
     """Measure the points of ``problems`` not yet in ``out`` on the executor's jobs (or wait for the array an
-    interrupted submitting process left running); the caller holds ``out``'s writer lock and has checked it
-    (runner.check_target, runner.check_resumable). Returns watch.summarise's summary plus ``submitted``."""
-    out = Path(out).resolve()
+    interrupted submitting process left running), holding ``out``'s writer lock meanwhile (its jobs write only
+    their own shard files). Returns watch.summarise's summary plus ``submitted``."""
+    from fastformer_bench.measure.env import collect_env
+    from fastformer_bench.runner import start_run
+
     if settings.threads is None:
         raise ValueError("a cluster run needs a thread count per job: set threads in the preset or pass --threads.")
+    with writer_lock(out):
+        previous, run_id = start_run(out, resume=resume, preset=preset, settings=settings)
+        if not previous.get("settings"):
+            # Written before anything is submitted: a resume must be able to prove it measures the same way.
+            # The measuring machines' environments are added per host as their jobs start (_fold_environments).
+            write_json_atomic(Path(out) / RUN_FILE, {
+                "run_id": run_id, "preset": preset, "settings": asdict(settings),
+                "settings_hash": settings.digest, "executor": options.executor,
+                "submitter": collect_env(threads=settings.threads, argv=sys.argv)})
+        return _measure_sharded(problems, settings, Path(out).resolve(), preset=preset, run_id=run_id,
+                                options=options, isolate=isolate, progress=progress)
+
+
+def _measure_sharded(problems: list, settings, out: Path, *, preset: str, run_id: str, options: ExecutorOptions,
+                     isolate: bool, progress: bool) -> dict:
+    """Submit the points not stored yet (or wait for the array still running), then summarise the jobs."""
     recorded = {r["point_id"] for r in read_store(out, [])}
     running = cluster_state.running_submission(out)
     if running:
@@ -111,8 +137,7 @@ def run_sharded(problems: list, settings, out: str | os.PathLike, *, preset: str
             return {"jobs": {}, "killed": [], "submitted": False}
         for path in points_files(out):
             ResultStore(out, path.name)  # no job writes now: cut a killed job's partial last line
-        entry, jobs = _submit(todo, settings, out, preset=preset, run_id=run_id, options=options, isolate=isolate,
-                              argv=argv)
+        entry, jobs = _submit(todo, settings, out, preset=preset, run_id=run_id, options=options, isolate=isolate)
         submitted = True
         _say(progress, f"submitted {len(todo)} points as {len(jobs)} {options.executor} job(s) "
                        f"(array {entry.get('array')}); logs in {entry['folder']}")
@@ -125,8 +150,8 @@ def run_sharded(problems: list, settings, out: str | os.PathLike, *, preset: str
     return {**summary, "submitted": submitted}
 
 
-def _submit(todo: list, settings, out: Path, *, preset: str, run_id: str, options: ExecutorOptions, isolate: bool,
-            argv: list[str] | None) -> tuple[dict, dict]:
+def _submit(todo: list, settings, out: Path, *, preset: str, run_id: str, options: ExecutorOptions,
+            isolate: bool) -> tuple[dict, dict]:
     by_id = {p.point_id: p for p in todo}
     shards = split(list(by_id), options.jobs)
     # a fresh submitit folder per submission: job ids restart at 1 when a cluster's state is wiped
@@ -135,7 +160,7 @@ def _submit(todo: list, settings, out: Path, *, preset: str, run_id: str, option
     executor = _executor(options, folder, max([settings.threads, *(p.threads or 1 for p in todo)]))
     submitted_at = time.time()
     specs = [{"out": str(out), "problems": [by_id[i].params() for i in shard], "settings": asdict(settings),
-              "run_id": run_id, "preset": preset, "isolate": isolate, "argv": argv or [],
+              "run_id": run_id, "preset": preset, "isolate": isolate, "argv": sys.argv,
               "submitted_at": submitted_at} for shard in shards]
     handles = executor.map_array(measure_shard, specs)
     jobs = {str(job.job_id): job for job in handles}

@@ -1,6 +1,7 @@
 """Sweep presets: TOML files in this folder, expanded to a list of Problems.
 
-A preset has ``name``, ``description``, a ``[settings]`` table (see :class:`fastformer_bench.point.Settings`)
+A preset has ``name``, ``description``, a ``[settings]`` table (see :class:`fastformer_bench.point.Settings`;
+built and checked by :func:`settings_for`, with the command line's changes)
 and one or more ``[[grid]]`` tables whose values are lists (axes from ``fastformer_bench.axes``, an axis a grid
 leaves out takes the axis's default); each grid is the cartesian product of its axes.
 A grid may set ``token_budget`` instead of ``batch``: batch = token_budget // seq_len (the paper's Figure 2).
@@ -15,8 +16,13 @@ import itertools
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastformer_bench import axes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastformer_bench.point import Settings
+    from fastformer_bench.probe.point import ProbeSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,24 +64,12 @@ def load(name_or_path: str) -> Preset:
     kind = data.get("kind", "speed")
     if kind not in ("speed", "probe"):
         raise ValueError(f"preset {path}: kind must be \"speed\" or \"probe\", got {kind!r}.")
+    grid_keys = GRID_KEYS
     if kind == "probe":
         from fastformer_bench.probe.point import NAMES as grid_keys
-        from fastformer_bench.probe.point import ProbeSettings as Settings
-    else:
-        from fastformer_bench.point import Settings
-
-        grid_keys = GRID_KEYS
     settings = data.get("settings", {})
     if not isinstance(settings, dict):
         raise ValueError(f"preset {path}: [settings] must be a table.")
-    types = {f.name: f.type for f in fields(Settings)}
-    if set(settings) - set(types):
-        raise ValueError(f"preset {path} has unknown settings {sorted(set(settings) - set(types))}; "
-                         f"known: {sorted(types)}.")
-    for key, value in settings.items():
-        wanted = (bool,) if "bool" in types[key] else (int, float) if "float" in types[key] else (int,)
-        if isinstance(value, bool) != (bool in wanted) or not isinstance(value, wanted):
-            raise ValueError(f"preset {path}: setting {key!r} must be {types[key]}, got {value!r}.")
     for grid in grids:
         unknown = set(grid) - set(grid_keys)
         if unknown:
@@ -86,8 +80,29 @@ def load(name_or_path: str) -> Preset:
             if not all(isinstance(v, str | int | float) for v in values):
                 raise ValueError(f"preset {path}: grid axis {key!r} must list plain values, got {values!r}.")
     grids = [select_impls(grid, path) for grid in grids]
-    return Preset(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                  settings=settings, grids=grids, kind=kind)
+    preset = Preset(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
+                    settings=settings, grids=grids, kind=kind)
+    try:
+        settings_for(preset)  # a preset with senseless settings is refused when it is read, not when it runs
+    except ValueError as exc:
+        raise ValueError(f"preset {path}: {exc}") from None
+    return preset
+
+
+def settings_for(preset: Preset, **changes: object) -> Settings | ProbeSettings:
+    """The preset's Settings (ProbeSettings for a probe preset) with ``changes`` in place (a change of None is
+    none): the one place a run's settings are built and checked, whether they come from a preset file, the
+    command line or a Python caller. ValueError with one sentence for an unknown setting or a senseless value."""
+    if preset.kind == "probe":
+        from fastformer_bench.probe.point import ProbeSettings as made
+    else:
+        from fastformer_bench.point import Settings as made
+    values = {**preset.settings, **{key: value for key, value in changes.items() if value is not None}}
+    known = sorted(f.name for f in fields(made))
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; known: {known}.")
+    return made(**values)
 
 
 DEFAULTS = {name: [value] for name, value in axes.defaults().items()}

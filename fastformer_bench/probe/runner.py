@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 
 from fastformer_bench.probe.point import BUDGETS, ProbePoint, ProbeSettings
-from fastformer_bench.results import PROBE, SCHEMA, ResultStore, read_run, writer_lock
+from fastformer_bench.results import PROBE, SCHEMA, ResultStore, writer_lock
 
 
 def probe_record(point: ProbePoint, settings: ProbeSettings, run_id: str, preset: str) -> dict:
@@ -42,36 +42,15 @@ def train_record(point: ProbePoint, settings: ProbeSettings, run_id: str, preset
                 "reason": f"{type(exc).__name__}: {exc} ({where.filename.split('/')[-1]}:{where.lineno})"}
 
 
-def _check_resumable(store: ResultStore, previous: dict, preset: str, settings: ProbeSettings) -> None:
-    if store.is_empty():
-        return
-    if not previous.get("settings"):
-        raise ValueError(f"cannot resume {store.directory}: its run.json is missing, so the settings its points were "
-                         "trained under cannot be proven equal to these; use a new --out.")
-    if previous.get("preset") not in (None, preset) or previous.get("kind") != PROBE:
-        raise ValueError(f"cannot resume {store.directory}: it holds results of preset {previous.get('preset')!r}, "
-                         f"not of the probe preset {preset!r}.")
-    if previous.get("settings_hash") != settings.digest:
-        raise ValueError("cannot resume with different probe settings; use a new --out.")
-    foreign = {r.get("settings_hash") for r in store.records()} - {settings.digest}
-    if foreign:
-        raise ValueError(f"cannot resume {store.directory}: it holds points trained under other settings than its "
-                         "run.json says; use a new --out.")
-
-
 def run_probe(points: list[ProbePoint], settings: ProbeSettings, out: str, *, preset: str, resume: bool = False,
               env: dict | None = None, progress: bool = True) -> list[dict]:
     """Train every point not yet in ``out`` (with ``resume``), appending each record as it completes."""
-    from fastformer_bench.runner import check_target, new_run_id
+    from fastformer_bench.runner import start_run
 
     with writer_lock(out):
         store = ResultStore(out)
-        previous = read_run(out) if resume else {}
-        if resume:
-            _check_resumable(store, previous, preset, settings)
-        check_target(out, resume)
+        previous, run_id = start_run(out, resume=resume, preset=preset, settings=settings, kind=PROBE)
         done = store.finished_ids() if resume else set()
-        run_id = previous.get("run_id") or new_run_id(preset)
         if not previous:
             store.write_run({**(env or {}), "kind": PROBE, "run_id": run_id, "preset": preset,
                              "settings": asdict(settings), "settings_hash": settings.digest})

@@ -322,7 +322,7 @@ def test_max_rounds_below_rounds_is_refused_and_defaults_to_twice_rounds():
     done = subprocess.run([sys.executable, "-m", "fastformer_bench", "gate", "--baseline-rev", "HEAD",
                            "--warmup-rounds", "-1"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2 and "--warmup-rounds must be at least 0, got -1" in done.stderr
-    from fastformer_bench import gate
+    from fastformer_bench.commands import gate
 
     args = cli.build_parser().parse_args(["gate", "--baseline-rev", "HEAD", "--rounds", "6"])
     gate._check(args)

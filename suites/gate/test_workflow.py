@@ -44,6 +44,7 @@ import yaml
 
 from fastformer_bench import gate
 from fastformer_bench.cli import build_parser
+from fastformer_bench.commands import gate as gate_command
 from fastformer_bench.gate import instructions as gate_instructions
 from fastformer_bench.tools.gate_selftest import snapshot
 
@@ -52,7 +53,7 @@ WORKFLOW = ROOT / ".github" / "workflows" / "perf.yml"
 #: steps this test stands in for: the checkout is built here, and the packages are this environment's
 PROVIDED = {"Install"}
 #: the shrinking knobs set for the job here (see the module docstring); the workflow must set none of them
-SHRINK_ENV = {gate.LAYOUTS_ENV: "1", gate.ROUNDS_ENV: "4", gate.WARMUP_ROUNDS_ENV: "0"}
+SHRINK_ENV = {gate_command.LAYOUTS_ENV: "1", gate_command.ROUNDS_ENV: "4", gate_command.WARMUP_ROUNDS_ENV: "0"}
 PR_NUMBER = "42"
 GIT = ["git", "-c", "user.name=workflow-test", "-c", "user.email=workflow@test", "-c", "commit.gpgsign=false"]
 
@@ -106,7 +107,7 @@ def test_every_gate_command_of_the_workflow_is_a_valid_request(workflow):
     for words in commands:
         args = build_parser().parse_args(words)  # UsageError for an option this CLI does not have
         assert args.command == "gate" and args.github and args.markdown
-        gate._check(args)  # ValueError for a request the gate would refuse
+        gate_command._check(args)  # ValueError for a request the gate would refuse
 
 
 def _fake_bin(where: Path) -> Path:
@@ -312,7 +313,7 @@ def test_an_unchanged_pull_request_passes_both_gates_and_the_job(unchanged):
     verdicts = _verdicts(unchanged.read(".benchmarks/instructions.md"))
     assert list(verdicts.values()) == ["same"], verdicts  # within 1 %: deterministic for a given build
     wall = _check_gate_step(unchanged, "wall", ".benchmarks/wall.md", "A/B time")
-    assert f"({SHRINK_ENV[gate.ROUNDS_ENV]} rounds, preset gate)" in unchanged.read(".benchmarks/wall.md")
+    assert f"({SHRINK_ENV[gate_command.ROUNDS_ENV]} rounds, preset gate)" in unchanged.read(".benchmarks/wall.md")
     assert wall.returncode == 0 and not wall.annotations, unchanged.read(".benchmarks/wall.md")
     assert list(_verdicts(unchanged.read(".benchmarks/wall.md")).values()) in (["same"], ["faster"])
 

@@ -22,6 +22,7 @@ import pytest
 from report_synthetic import run_env, synthetic_records, write_results
 
 from fastformer_bench import cli, export
+from fastformer_bench.commands import export as export_command
 from fastformer_bench.results import FIELDS, load_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +54,8 @@ def synthetic(tmp_path) -> Path:
 
 def _export(results: Path, fmt: str, out: Path) -> Path:
     parser = argparse.ArgumentParser()
-    export.add_arguments(parser)
-    assert export.main(parser.parse_args([str(results), "--format", fmt, "--out", str(out)])) == 0
+    export_command.add_arguments(parser)
+    assert export_command.main(parser.parse_args([str(results), "--format", fmt, "--out", str(out)])) == 0
     return out
 
 
@@ -280,8 +281,8 @@ def test_without_pytest_benchmark_its_format_says_what_to_install(synthetic, mon
 
 def test_stdout_without_out_and_byte_identical_reruns(synthetic, tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    export.add_arguments(parser)
-    assert export.main(parser.parse_args([str(synthetic), "--format", "github-action-benchmark"])) == 0
+    export_command.add_arguments(parser)
+    assert export_command.main(parser.parse_args([str(synthetic), "--format", "github-action-benchmark"])) == 0
     captured = capsys.readouterr()
     _check_github_action_benchmark(json.loads(captured.out))
     assert "timed points" in captured.err and len(captured.err.strip().splitlines()) == 1

@@ -65,3 +65,19 @@ def test_unknown_preset_and_bad_values_raise_value_error(tmp_path):
     path.write_text("[settings]\nwarp_speed = 9\n[[grid]]\nimpl = ['eager']\n")
     with pytest.raises(ValueError, match="unknown settings"):
         presets.load(str(path))
+
+
+def test_a_preset_file_and_a_python_run_go_through_one_settings_check(tmp_path):
+    from fastformer_bench import sweep
+
+    path = tmp_path / "p.toml"
+    path.write_text("[settings]\nmin_time_s = -1\n[[grid]]\nimpl = ['eager']\n")
+    with pytest.raises(ValueError) as from_file:
+        presets.load(str(path))
+    with pytest.raises(ValueError) as from_python:
+        sweep.run("quick", tmp_path / "out", settings={"min_time_s": -1})
+    assert str(from_file.value) == f"preset {path}: {from_python.value}"
+    quick = presets.load("quick")
+    assert presets.settings_for(quick, min_time_s=0.5, threads=None).min_time_s == 0.5
+    assert presets.settings_for(quick).threads == quick.settings.get("threads")
+    assert type(presets.settings_for(presets.load("probe-quick"))).__name__ == "ProbeSettings"

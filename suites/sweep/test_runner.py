@@ -430,3 +430,21 @@ runner.run_sweep(problems, Settings(**{REVISIT.__dict__!r}), {str(tmp_path)!r}, 
     assert revisited["timing_attempts"] == len(windows) > held["timing_attempts"] == 1 + len(held["rejected_samples"])
     with pytest.raises(ValueError, match="--resume"):
         run_sweep(problems, REVISIT, tmp_path, preset="t", progress=False)
+
+
+def test_one_resume_check_serves_speed_and_probe_sweeps(tmp_path):
+    from fastformer_bench.probe.point import ProbeSettings
+    from fastformer_bench.results import PROBE
+    from fastformer_bench.runner import start_run
+
+    (record,) = run_sweep([tiny("eager")], FAST, tmp_path, preset="t", progress=False)
+    previous, run_id = start_run(tmp_path, resume=True, preset="t", settings=FAST)
+    assert run_id == previous["run_id"] == record["run_id"]
+    with pytest.raises(ValueError, match="--resume"):
+        start_run(tmp_path, resume=False, preset="t", settings=FAST)
+    # a probe sweep resumed into a speed sweep's directory is refused by the same check
+    with pytest.raises(ValueError, match="not of the probe preset 't'"):
+        start_run(tmp_path, resume=True, preset="t", settings=ProbeSettings(), kind=PROBE)
+    with pytest.raises(ValueError, match=r"different settings \(min_samples\)"):
+        start_run(tmp_path, resume=True, preset="t", settings=Settings(**{**FAST.__dict__, "min_samples": 4}))
+    assert start_run(tmp_path / "new", resume=True, preset="t", settings=FAST)[0] == {}
