@@ -57,7 +57,8 @@ def run(preset: str | presets.Preset, out: str | os.PathLike, *,
     ``overrides``: axis -> values replacing that axis in every grid (a list, or the command line's
     comma-separated text); ``settings``: setting -> value in place of the preset's (None: the preset's);
     ``resume`` continues ``out`` under the same settings; ``isolate`` measures each point in its own process;
-    ``executor`` submits the points as cluster jobs instead of measuring here.
+    ``executor`` submits the points as cluster jobs instead of measuring here. Measuring here sets the calling
+    process up as the command line's does (thread count, a claimed CPU where the preset pins, a memory cap).
     """
     preset = preset if isinstance(preset, presets.Preset) else presets.load(preset)
     changes = {key: value for key, value in (settings or {}).items() if value is not None}

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from fastformer_bench import axes
+from fastformer_bench.results import PROBE
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastformer_bench.cluster.submit import ExecutorOptions
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
                 "count_flops": False if args.no_flops else None}
     outcome = sweep.run(args.preset, args.out, overrides=overrides, settings=settings, resume=args.resume,
                         isolate=args.isolate, executor=_executor_options(args), progress=not args.no_progress)
-    if outcome.kind == "probe":
+    if outcome.kind == PROBE:
         failed = [r for r in outcome.records if r["status"] != "ok"]
         print(f"{len(outcome.records)} probe points trained into {args.out}, {len(failed)} not ok")
         return 1 if outcome.failed else 0
