@@ -196,11 +196,9 @@ def test_the_gate_measures_each_implementation_at_its_own_points_of_the_preset()
     assert sorted(p.seq_len for p in plugged) == sorted({p.seq_len for p in everything})
 
 
-def test_an_incorrect_candidate_is_never_timed_in_any_round(tmp_path, monkeypatch):
+def test_an_incorrect_candidate_is_never_timed_in_any_round(tmp_path, test_impls):
     # Correctness is checked in the first round only (the reference at N = 4096 took most of a round); a point
     # that failed it there must stay failed and untimed in every later round, not be timed unchecked.
-    monkeypatch.setenv("FASTFORMER_BENCH_PLUGINS", "testkit.plugin_faulty_impls:WRONG")
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     params = {"impl": "eager", "batch": 1, "seq_len": 64, "width": 32, "heads": 2}
     points = [{"baseline": params, "candidate": {**params, "impl": "test_wrong"}, "pair": "eager>test_wrong"},
               {"baseline": params, "candidate": params}]
