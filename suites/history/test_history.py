@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report.report_synthetic import run_env, synthetic_records, write_results
+from testkit.synthetic_results import run_env, synthetic_records, write_results
 
 from fastformer_bench import history
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_synthetic import CROSS_NAIVE, CROSS_SDPA, WILD_N, synthetic_records, write_results
+from testkit.synthetic_results import CROSS_NAIVE, CROSS_SDPA, WILD_N, synthetic_records, write_results
 
 from fastformer_bench.report import analysis, load, sections
 from fastformer_bench.results import ResultsError

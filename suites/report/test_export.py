@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_synthetic import run_env, synthetic_records, write_results
+from testkit.synthetic_results import run_env, synthetic_records, write_results
 
 from fastformer_bench import cli, export
 from fastformer_bench.commands import export as export_command

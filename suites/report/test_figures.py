@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from report_synthetic import synthetic_records, write_results
+from testkit.synthetic_results import synthetic_records, write_results
 
 from fastformer_bench.report import build_report, figures, spec
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from report_synthetic import ENERGY_PER_TOKEN_WIDTH, synthetic_records, with_energy, write_results
+from testkit.synthetic_results import ENERGY_PER_TOKEN_WIDTH, synthetic_records, with_energy, write_results
 
 from fastformer_bench import results
 from fastformer_bench.report import build_report, figures, spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_synthetic import FACTS, synthetic_records, write_results
+from testkit.synthetic_results import FACTS, synthetic_records, write_results
 
 from fastformer_bench import axes, results
 from fastformer_bench.results import IMPL_FACTS, ResultsError, new_record, read_points

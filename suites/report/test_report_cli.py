@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from report_synthetic import synthetic_records, write_results
+from testkit.synthetic_results import synthetic_records, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_CLI = (ROOT / "fastformer_bench" / "cli.py").exists()

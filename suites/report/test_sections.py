@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from report_synthetic import write_results
+from testkit.synthetic_results import write_results
 
 from fastformer_bench.report import analysis, load, sections
 

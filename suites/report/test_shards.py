@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_synthetic import run_env, synthetic_records, write_results
+from testkit.synthetic_results import run_env, synthetic_records, write_results
 
 from fastformer_bench import report, results
 from fastformer_bench.cluster.shard import split

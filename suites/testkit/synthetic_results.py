@@ -141,7 +141,7 @@ def write_results(directory: str | Path, records: list[dict] | None = None, env:
     return directory
 
 
-if __name__ == "__main__":  # python suites/report/report_synthetic.py DIR
+if __name__ == "__main__":  # python suites/testkit/synthetic_results.py DIR
     import sys
 
     print(write_results(sys.argv[1]))
