@@ -14,6 +14,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
+from fastformer_bench import __version__
 from fastformer_bench.commands import env, export, gate, history, report, run
 from fastformer_bench.commands import list as list_
 
@@ -55,6 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastformer-bench", description="Benchmark Fastformer-style additive attention.")
+    parser.add_argument("--version", action="version", version=f"fastformer-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         command.add_arguments(sub.add_parser(command.NAME, help=command.HELP))
