@@ -15,11 +15,11 @@ import threading
 from contextlib import contextmanager
 
 from fastformer_bench import __version__
-from fastformer_bench.commands import env, export, gate, history, report, run
+from fastformer_bench.commands import compare, env, export, gate, history, report, run
 from fastformer_bench.commands import list as list_
 
 #: every subcommand, in the order --help lists them: a new one is a module in commands/ and a line here
-COMMANDS = (run, list_, env, report, history, gate, export)
+COMMANDS = (run, list_, env, report, history, gate, compare, export)
 
 
 class UsageError(Exception):
