@@ -1,4 +1,4 @@
-"""Additive attention (DESIGN §1): every implementation against the quadratic reference, and the reference
+"""Additive attention (docs/design.md §1): every implementation against the quadratic reference, and the reference
 against the definition written out one (batch, head) at a time.
 
 Forward outputs and the gradients of x and w (backward of a fixed random grad_out) are compared, in float64
@@ -49,7 +49,7 @@ def impl_fn(name: str):
 
 
 def definition(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """DESIGN §1 literally, one (b, h) at a time, in float64, with an explicit exp / sum softmax."""
+    """docs/design.md §1 literally, one (b, h) at a time, in float64, with an explicit exp / sum softmax."""
     x, w = x.double(), w.double()
     C, B, N, D = x.shape
     H, Dh = w.shape[1], w.shape[2]

@@ -1,5 +1,6 @@
-"""Bad input raises ValueError with a sentence that names the problem (DESIGN §2), and the registry lists the
-implementations DESIGN §2 names first, in its order (the ones added since come after them)."""
+"""Bad input raises ValueError with a sentence that names the problem (docs/design.md §2), and the registry lists
+the design card's six implementations first, in the card's order, the ones added since after them
+(docs/design.md §2.2)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Softmax attention: softmax_naive against multi-head attention written out by hand, softmax_sdpa against
 softmax_naive in float64 and the lower dtypes (forward and the gradients of q, k, v), padding, strides,
-gradcheck, and the static-query equivalence of DESIGN §1 (additive attention's pooling *is* softmax attention
+gradcheck, and the static-query equivalence of docs/design.md §1 (additive attention's pooling *is* softmax attention
 whose query is the learned w_c for every token and whose keys and values are G_c).
 """
 
@@ -205,7 +205,7 @@ def test_gradcheck(impl, mask_kind):
     assert torch.autograd.gradcheck(lambda q, k, v: fb.softmax_attention(q, k, v, 2, mask, impl=impl), inputs)
 
 
-# -- static-query equivalence (DESIGN §1) ------------------------------------------------------------------------
+# -- static-query equivalence (docs/design.md §1) ----------------------------------------------------------------------
 
 
 def global_vector(G: torch.Tensor, w_c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
