@@ -1,5 +1,5 @@
-"""`fastformer-bench run | list | env | report | history | gate | compare | export` (DESIGN §5): the parser assembled from the
-command modules (fastformer_bench/commands/, one per subcommand), and the exit codes they share.
+"""`fastformer-bench run | list | env | report | history | gate | compare | export` (DESIGN §5): the parser
+assembled from the command modules (fastformer_bench/commands/, one per subcommand), and the exit codes they share.
 
 Exit codes: 0 done; 1 a check failed (an incorrect point, a regression); 2 the request itself is wrong
 (one line on stderr, never a traceback); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished and held
