@@ -1,8 +1,8 @@
 """The cluster suite (tox -e cluster): sweeps through a real single-node Slurm (scripts/slurm-up.sh) and through
 submitit's local executor. Not part of `tox -e tests`: it needs the cluster, and minutes.
 
-Without a cluster the Slurm tests are skipped, naming why; with FASTFORMER_BENCH_REQUIRE_CLUSTER=1 (tox -e cluster, which
-has just started one) they fail instead, so a cluster that did not come up is never a green run.
+Without a cluster the Slurm tests are skipped, naming why; with FASTFORMER_BENCH_REQUIRE_CLUSTER=1 (tox -e
+cluster, which has just started one) they fail instead, so a cluster that did not come up is never a green run.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@ report's tables and its figures through a real sweep, without any other module k
 
 from __future__ import annotations
 
-from testkit import plugin_impl
-from testkit import plugin_meter
 import pytest
+from testkit import plugin_impl, plugin_meter
 
 from fastformer_bench import impls, measure
 from fastformer_bench.point import Settings, measure_point
