@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from fastformer_bench import results
-from fastformer_bench.report.output import clean, write
+from fastformer_bench.report.output import clean, without_paths, write
 
 __all__ = ["build_report", "load"]
 
@@ -88,7 +88,8 @@ def _machines(env: dict) -> dict[str, dict]:
     return {str(name): h for name, h in sorted(hosts.items()) if isinstance(h, dict)} if len(kinds) > 1 else {}
 
 
-def load(inputs: list[str], unreadable: list[str] | None = None, include_contended: bool = False):
+def load(inputs: list[str], unreadable: list[str] | None = None, include_contended: bool = False,
+         include_noisy: bool = False):
     """(prepared DataFrame, runs) for the given result directories or points.jsonl files.
 
     Lines that cannot be read are described in ``unreadable`` (when given) instead of failing the load. One input
@@ -110,6 +111,8 @@ def load(inputs: list[str], unreadable: list[str] | None = None, include_contend
                                        f"({', '.join(hashes)}); report each set of settings from its own directory.")
         if include_contended:
             frame["status"] = frame["status"].replace("contended", "ok")
+        if include_noisy:  # CUDA points whose spread stayed above max_spread, likewise kept out unless asked for
+            frame["status"] = frame["status"].replace("noisy", "ok")
         path = Path(entry)
         env = results.read_run(path if path.is_dir() else path.parent)
         ids = sorted({str(r) for r in frame["run_id"].dropna().unique() if str(r)})
@@ -121,11 +124,11 @@ def load(inputs: list[str], unreadable: list[str] | None = None, include_contend
             # A cluster run measured on different machines: each machine its own environment column, and its
             # points their own series (the device label names the host), never one fit across two machines.
             for host, host_env in machines.items():
-                runs.append({"label": f"{label} @ {host}", "env": clean(host_env)})
+                runs.append({"label": f"{label} @ {host}", "env": without_paths(clean(host_env))})
             _machine_columns(frame, [machines.get(h, env) for h in frame["host"]])
             frame["device"] = [f"{d}@{h}" if h in machines else d for h, d in zip(frame["host"], frame["device"])]
         else:
-            runs.append({"label": label, "env": clean(env)})
+            runs.append({"label": label, "env": without_paths(clean(env))})
             _machine_columns(frame, [env] * len(frame))
         frames.append(frame)
     return analysis.prepare(pd.concat(frames, ignore_index=True)), runs
@@ -153,7 +156,7 @@ def _probe_frame(inputs: list[str], unreadable: list[str]):
     return pd.DataFrame.from_records(records)
 
 
-def build_report(inputs: list[str], out: str, include_contended: bool = False) -> dict:
+def build_report(inputs: list[str], out: str, include_contended: bool = False, include_noisy: bool = False) -> dict:
     """Write out/REPORT.md, out/summary.json and out/figures/*.png from the results; return the summary.
 
     Raises results.ResultsError (a ValueError) with one sentence for missing, bad or foreign results. A line of
@@ -169,9 +172,9 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
         for line in unreadable:
             print(f"fastformer-bench report: {line}", file=sys.stderr)
         runs = [{"label": ", ".join(sorted({str(r) for r in probe_frame["run_id"].dropna().unique()})) or "probe",
-                 "env": clean(_run_of(inputs[0]))}]
+                 "env": without_paths(clean(_run_of(inputs[0])))}]
         return probe.build(probe_frame, runs, Path(out), unreadable)
-    frame, runs = load(inputs, unreadable, include_contended)
+    frame, runs = load(inputs, unreadable, include_contended, include_noisy)
     for line in unreadable:
         print(f"fastformer-bench report: {line}", file=sys.stderr)
     out_dir = Path(out)
@@ -181,6 +184,8 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False) -
         summary["unreadable"] = unreadable
     if include_contended:
         summary["contended_included"] = True
+    if include_noisy:
+        summary["noisy_included"] = True
     summary["inputs"] = [r["label"] for r in runs]
     summary["environment"] = [{"label": r["label"], **r["env"]} for r in runs]
     summary = clean(summary)

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from fastformer_bench import axes
+from fastformer_bench.report.fmt import count, n_range
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.results import IMPL_FACTS, REFERENCE_OOM, ResultsError
 
@@ -173,6 +174,7 @@ def scaling_fits(frame: pd.DataFrame, quantity: str) -> list[dict]:
         ok = frame[frame["status"] == "ok"]
         data, value = ok[np.isfinite(ok["peak_bytes"]) & (ok["peak_bytes"] > 0)], "peak_bytes"
     keys = SLICE + ["impl"] + SHAPE
+    facts = impl_facts(frame)
     rows = []
     for key, g in data.groupby(keys, sort=True):
         ns, rule = fit_range(g, quantity)
@@ -180,7 +182,8 @@ def scaling_fits(frame: pd.DataFrame, quantity: str) -> list[dict]:
             continue
         sel = g[g["seq_len"].isin(ns)]
         llc = g["llc_bytes"].max()
-        rows.append({**key_dict(keys, key), "quantity": quantity, "n_min": ns[0], "n_max": ns[-1],
+        rows.append({**key_dict(keys, key), "complexity": facts.get(key[len(SLICE)], {}).get("complexity"),
+                     "quantity": quantity, "n_min": ns[0], "n_max": ns[-1],
                      "n_values": len(ns), "fit_range": rule, "llc_bytes": num(llc) if np.isfinite(llc) else None,
                      "inputs_max_bytes": num(g["input_bytes"].max()), **fit_loglog(sel["seq_len"], sel[value])})
     return rows
@@ -191,11 +194,11 @@ def crossing(ns: list[int], ratio: list[float]) -> dict:
     faster = [r < 1 for r in ratio]
     if all(faster):
         return {"crossover_n": None, "outcome": "always_faster",
-                "reason": f"faster at every matched N ({ns[0]}-{ns[-1]})"}
+                "reason": f"faster at every matched N ({n_range(ns[0], ns[-1])})"}
     if not faster[-1]:
         outcome = "never_faster" if not any(faster) else "not_staying_faster"
         return {"crossover_n": None, "outcome": outcome,
-                "reason": f"slower at the largest matched N = {ns[-1]} (time ratio {ratio[-1]:.3g})"}
+                "reason": f"slower at the largest matched N = {count(ns[-1])} (time ratio {ratio[-1]:.3g})"}
     i = max(k for k, f in enumerate(faster) if not f)
     x0, x1, r0, r1 = math.log(ns[i]), math.log(ns[i + 1]), math.log(ratio[i]), math.log(ratio[i + 1])
     at = math.exp(x0 + (0.0 - r0) * (x1 - x0) / (r1 - r0)) if r1 != r0 else ns[i + 1]
@@ -292,10 +295,10 @@ def correctness(frame: pd.DataFrame) -> dict:
 
 
 def _miss_reason(fit: dict, low: float | None, high: float | None) -> str:
-    span = f"N = {fit['n_min']}-{fit['n_max']}"
+    span = f"N = {n_range(fit['n_min'], fit['n_max'])}"
     if fit.get("fit_range") == TOP_HALF and fit.get("llc_bytes"):
         span += (f", where fewer than {MIN_FIT_POINTS} N had inputs past the last-level cache "
-                 f"(largest inputs {fit['inputs_max_bytes'] / fit['llc_bytes']:.2g}x the LLC)")
+                 f"(largest inputs {fit['inputs_max_bytes'] / fit['llc_bytes']:.2g}× the LLC)")
     if low is not None and fit["slope"] < low:
         why = (f"the fitted range ({span}) probably did not reach the asymptotic regime: per-call overheads "
                "(dispatch, launches, allocation) or lower-order terms still carry much of the time")
@@ -309,6 +312,18 @@ def _miss_reason(fit: dict, low: float | None, high: float | None) -> str:
     return why
 
 
+def _verdict(fit: dict, low: float | None, high: float | None, holds: bool) -> str:
+    """'met'; 'missed' where the fit's 95 % interval lies wholly outside the target; else 'undecided': the
+    points cannot tell the exponent from the target."""
+    if holds:
+        return "met"
+    lo_ci, hi_ci = fit["ci_low"], fit["ci_high"]
+    if lo_ci is None or hi_ci is None:
+        return "undecided"
+    outside = (high is not None and lo_ci > high) or (low is not None and hi_ci < low)
+    return "missed" if outside else "undecided"
+
+
 def target_checks(time_fits: list[dict], facts: dict[str, dict]) -> list[dict]:
     """Each time fit of an implementation with an expected exponent, and whether it holds."""
     rows = []
@@ -319,9 +334,11 @@ def target_checks(time_fits: list[dict], facts: dict[str, dict]) -> list[dict]:
         low, high = expected
         holds = (low is None or fit["slope"] >= low) and (high is None or fit["slope"] <= high)
         target = f"{low:g}-{high:g}" if high is not None else f">= {low:g}"
-        rows.append({**{k: fit[k] for k in SLICE + ["impl"] + SHAPE + ["n_min", "n_max", "fit_range", "slope",
-                                                                         "ci_low", "ci_high"]},
-                     "target": target, "holds": bool(holds), "reason": None if holds else _miss_reason(fit, low, high)})
+        rows.append({**{k: fit[k] for k in SLICE + ["impl"] + SHAPE + ["n_min", "n_max", "n_values", "fit_range",
+                                                                         "slope", "ci_low", "ci_high", "llc_bytes",
+                                                                         "inputs_max_bytes"]},
+                     "target": target, "holds": bool(holds), "verdict": _verdict(fit, low, high, holds),
+                     "reason": None if holds else _miss_reason(fit, low, high)})
     return rows
 
 

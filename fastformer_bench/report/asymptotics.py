@@ -130,6 +130,7 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
         best = {"share_best_median": num(g["share_best"].median(), 3), "copy_best": num(g["copy_best"].max(), 4)}
         rows.append({**key_dict(SLICE + ["impl"], key), "points": len(g), **same_time, **best,
                      "n_values": sorted({int(n) for n in g["seq_len"]}),
+                     "widths": sorted({int(d) for d in g["width"]}),
                      "share_median": num(g["share"].median(), 3), "share_min": num(g["share"].min(), 3),
                      "share_max": num(g["share"].max(), 3), "copy_bytes_per_s": num(g["copy_bw"].max(), 4),
                      "gemm_flops_per_s": num(gemm, 4) if np.isfinite(gemm) else None,

@@ -23,11 +23,18 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.ticker import (
+    EngFormatter,
+    FixedLocator,
+    FuncFormatter,
+    LogFormatter,
+    NullFormatter,
+    PercentFormatter,
+)
 from matplotlib.transforms import blended_transform_factory
 
-from fastformer_bench.report import analysis, quantities
-from fastformer_bench.report.fmt import si
+from fastformer_bench.report import analysis, asymptotics, decision, quantities
+from fastformer_bench.report.fmt import si, sig
 
 #: colour and marker of display_order 0, 1, ...: the same implementation looks the same in every figure
 #: (colour-blind-safe order); an implementation beyond these or without an order gets a stable extra one
@@ -37,8 +44,8 @@ _EXTRA_COLOURS = ["#56B4E9", "#8C564B", "#BCBD22", "#17BECF", "#7F3C8D", "#11A57
 _EXTRA_MARKERS = ["<", ">", "h", "*", "p", "X", "d", "8"]
 _RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
        "figure.dpi": 100, "savefig.dpi": 100, "font.family": "DejaVu Sans", "svg.hashsalt": "fastformer-bench"}
-N_LABEL = "sequence length N (tokens)"
-TIME_LABEL = "time per call (s)"
+N_LABEL = "sequence length N (tokens; k = 1024)"
+TIME_LABEL = "time per call"
 MAX_FACETS = 12
 
 
@@ -109,17 +116,50 @@ def _sci(value: float, _pos=None) -> str:
     return f"${mantissa}\\times10^{{{int(exponent)}}}$" if mantissa != "1" else f"$10^{{{int(exponent)}}}$"
 
 
+def units(axis, unit: str) -> None:
+    """Label ``axis`` with SI prefixes ('1 ms', '10 µs', '100 MB/s'); unit '×' for factors ('1,000×', '0.5×'),
+    '' for plain numbers ('0.1', '1,000'), 'k' for counts with SI prefixes ('100 k', '10 M')."""
+    if unit in ("×", ""):
+        axis.set_major_formatter(FuncFormatter(lambda value, _pos=None: f"{value:,.6g}{unit}"))
+    else:
+        axis.set_major_formatter(EngFormatter(unit="" if unit == "k" else unit, sep=" ", usetex=False,
+                                              useMathText=False))
+
+
+def percent(axis) -> None:
+    """Label ``axis``, holding shares (1.0 = all), in percent."""
+    axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+
+def n_tick(n: int) -> str:
+    """A sequence length as a tick label: '512', '8k' (8,192), '128k' (131,072): k = 1024, as context lengths go."""
+    return str(n) if n < 1024 else f"{n // 1024}k" if n % 1024 == 0 else f"{n:,}"
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis spanning less than two decades: the 1-2-5 steps inside it, or finer steps where fewer
+    than two of those fall inside (matplotlib would fall back to linear steps, which crowd at the top)."""
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for steps in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0**e for e in decades for m in steps if low <= m * 10.0**e <= high]
+        if len(ticks) >= 2:
+            return ticks
+    return [low, high]
+
+
 def _tidy_log_ticks(fig: Figure) -> None:
     # Over two decades the decade labels suffice (minor labels would collide); over less, label 1-2-5 steps so
     # that every axis carries at least two numbers.
     for ax in fig.axes:
         for axis, scale, lims in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
                                   (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
-            if scale != "log" or min(lims) <= 0 or isinstance(axis.get_minor_locator(), NullLocator):
+            # an axis with ticks of its own (each N measured) keeps them
+            if scale != "log" or min(lims) <= 0 or isinstance(axis.get_major_locator(), FixedLocator):
                 continue
             if max(lims) / min(lims) < 100:
-                axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-                axis.set_major_formatter(FuncFormatter(_sci))
+                axis.set_major_locator(FixedLocator(log_ticks(min(lims), max(lims))))
+                if isinstance(axis.get_major_formatter(), LogFormatter):  # the default: no unit was set
+                    axis.set_major_formatter(FuncFormatter(_sci))
             axis.set_minor_formatter(NullFormatter())
 
 
@@ -128,12 +168,15 @@ def save(fig: Figure, directory: Path, name: str, title: str, kind: str) -> dict
     _tidy_log_ticks(fig)
     # Wrapped to the figure's width: a one-panel figure must not crop a long title.
     width = max(40, int(fig.get_figwidth() * 72 / 6.5))
-    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize="large")
+    # "B = 8" stays on one line: its spaces are held while wrapping
+    lines = (textwrap.fill(line.replace(" = ", "\x01=\x01"), width).replace("\x01", " ") for line in title.split("\n"))
+    fig.suptitle("\n".join(lines), fontsize="large")
     fig.savefig(directory / f"{name}.png", format="png", metadata={"Software": None})
     return {"kind": kind, "file": f"figures/{name}.png", "title": title}
 
 
-def _legend(fig: Figure, axes: list, extra: list | None = None) -> None:
+def legend(fig: Figure, axes: list, extra: list | None = None) -> None:
+    """One legend for the whole figure, below its panels: every label the axes carry, once, then ``extra``."""
     seen: dict[str, object] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -151,7 +194,7 @@ def _n_axis(ax, ns) -> None:
     if len(ns) > 1 and ns[-1] / ns[0] >= 4:
         ax.set_xscale("log", base=2)
     step = max(1, math.ceil(len(ns) / 7))
-    ax.set_xticks(ns[::step], labels=[str(n) for n in ns[::step]])
+    ax.set_xticks(ns[::step], labels=[n_tick(n) for n in ns[::step]])
     ax.minorticks_off()
     ax.set_xlabel(N_LABEL)
 
@@ -224,7 +267,8 @@ def time_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dic
                 _n_axis(ax, g["seq_len"])
                 _log_y(ax, g["time_median"])
                 ax.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
-            _legend(fig, axes)
+                units(ax.yaxis, "s")
+            legend(fig, axes)
             text, tag = _combo_text(combo)
             entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
                                 f"Time vs N (median, p20-p80 band): {_slice_text(key)}, {text}", kind))
@@ -256,10 +300,11 @@ def memory_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[d
                                 marker="X", ms=10, color=look.colour(impl), mec="black", clip_on=False)
                 _n_axis(ax, g["seq_len"])
                 _log_y(ax, ok["peak_bytes"])
-                ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="peak memory beyond inputs (bytes)")
+                ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="peak memory beyond inputs")
+                units(ax.yaxis, "B")
             extra = [(Line2D([], [], color="black", ls="--", marker="X", mec="black"), "first OOM N")] if any_oom \
                 else None
-            _legend(fig, axes, extra)
+            legend(fig, axes, extra)
             text, tag = _combo_text(combo)
             entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
                                 f"Peak memory vs N: {_slice_text(key)}, {text}" +
@@ -288,20 +333,23 @@ def speedup_heatmap(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> li
             for ax, impl in zip(axes, impls):
                 grid = g[g["impl"] == impl].pivot_table(index="width", columns="seq_len", values="speedup",
                                                         aggfunc="median").reindex(index=widths[::-1], columns=ns)
-                labels = grid.map(lambda v: "" if pd.isna(v) else f"{v:.2g}x")
+                labels = grid.map(lambda v: "" if pd.isna(v) else f"{sig(v, 2)}×")
                 with warnings.catch_warnings():  # seaborn's own use of a matplotlib API being deprecated
                     warnings.simplefilter("ignore", PendingDeprecationWarning)
                     sns.heatmap(np.log2(grid), ax=ax, annot=labels, fmt="", cmap="RdBu", center=0, vmin=-limit,
                                 vmax=limit, linewidths=0.5, annot_kws={"fontsize": 8}, cbar=False)
                 ax.set(title=f"{impl}: t({name}) / t({impl})", xlabel=N_LABEL, ylabel="width D")
+                ax.set_xticklabels([n_tick(int(n)) for n in ns])
                 ax.tick_params(axis="y", rotation=0)
                 ax.grid(False)
                 ax.set_facecolor("#e8e8e8")  # grey cells: not measured (or no matching baseline point)
-            fig.colorbar(axes[0].collections[0], ax=axes, label="log2 speedup (> 0: faster)",
-                         shrink=0.9)
+            bar = fig.colorbar(axes[0].collections[0], ax=axes, label="speedup (> 1×: additive faster)", shrink=0.9)
+            step = max(1, math.ceil(limit / 4))
+            ticks = list(range(-(math.floor(limit) // step * step), math.floor(limit) + 1, step))
+            bar.set_ticks(ticks, labels=[f"{2 ** v:,}×" if v >= 0 else f"1/{2 ** -v:,}×" for v in ticks])
             text, tag = _combo_text(combo)
             entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                f"Speedup over {name} (x; > 1: additive faster)\n{_slice_text(key)}, {text}", kind))
+                                f"Speedup over {name} (> 1×: additive faster)\n{_slice_text(key)}, {text}", kind))
     return entries
 
 
@@ -323,7 +371,8 @@ def column_effect(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
             _log_y(ax, g["time_median"])
             ax.set(title=f"B = {batch}, N = {n}, D = {width}, H = {heads}" + (", masked" if masked else ""),
                    xlabel="column count C (aggregated columns + 1)", ylabel=TIME_LABEL)
-        _legend(fig, axes)
+            units(ax.yaxis, "s")
+        legend(fig, axes)
         entries.append(save(fig, out, f"{kind}-{_slug(key)}", f"Time vs column count C: {_slice_text(key)}",
                             kind))
     return entries
@@ -359,12 +408,17 @@ def throughput(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[di
                 right.plot(xs, np.minimum(bw * xs, g), color="black", lw=1.6, alpha=0.6)
         _n_axis(left, s["seq_len"])
         left.set_yscale("log")
-        left.set(ylabel="achieved bandwidth bytes_min / time (B/s)", title="bandwidth vs N")
+        left.set(ylabel="achieved bandwidth bytes_min / time", title="bandwidth vs N")
         right.set(xscale="log", yscale="log", xlabel="arithmetic intensity flops / bytes_min (FLOP/byte)",
                   ylabel="achieved FLOP/s (analytic flops / time)",
                   title="roofline: min(copy bw x intensity, GEMM)" if gemm else
                   "roofline (dashed: copy bandwidth x intensity)")
-        _legend(fig, [left])
+        # up to a little above the highest roof or point: the memory roof's line would stretch the axis decades up
+        right.set_ylim(top=max([float(s["rate"].max())] + gemm + [0.0]) * 3)
+        units(left.yaxis, "B/s")
+        units(right.yaxis, "FLOP/s")
+        units(right.xaxis, "")
+        legend(fig, [left])
         note = "" if len(copy) else " (no copy bandwidth in run.json)"
         note += "" if len(gemm) or not len(copy) else " (no GEMM roof in this dtype in run.json)"
         entries.append(save(fig, out, f"{kind}-{_slug(key)}",
@@ -383,10 +437,11 @@ def token_budget(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[
                 _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
             _n_axis(ax, g["seq_len"])
             batches = g.groupby("seq_len")["batch"].first()
-            ax.set_xticks(list(batches.index), labels=[f"{n}\nB={b}" for n, b in batches.items()])
+            ax.set_xticks(list(batches.index), labels=[f"{n_tick(n)}\nB={b}" for n, b in batches.items()])
             _log_y(ax, g["time_median"])
-            ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="time per layer call (s)")
-        _legend(fig, axes)
+            ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="time per layer call")
+            units(ax.yaxis, "s")
+        legend(fig, axes)
         entries.append(save(fig, out, f"{kind}-{_slug(key)}",
                             f"Time per layer at a fixed token budget B x N = {tokens:,}: {_slice_text(key)}, "
                             "layer scope", kind))
@@ -418,13 +473,15 @@ def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> lis
                     _line(bottom, gi.assign(ratio=gi["fwd_bwd"] / gi["fwd"]), "seq_len", "ratio", impl, look)
                 _log_y(top, pd.concat([g["fwd"], g["fwd_bwd"]]))
                 top.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
+                units(top.yaxis, "s")
                 # From zero, so that sample noise is not blown up into a pattern.
                 ratios = g["fwd_bwd"] / g["fwd"]
-                bottom.set(ylabel="time ratio fwd_bwd / fwd (x)", ylim=(0, float(ratios.max()) * 1.15))
+                bottom.set(ylabel="time ratio fwd_bwd / fwd", ylim=(0, float(ratios.max()) * 1.15))
+                units(bottom.yaxis, "×")
                 _n_axis(bottom, g["seq_len"])
             styles = [(Line2D([], [], color="black"), "fwd (solid)"),
                       (Line2D([], [], color="black", ls="--"), "fwd_bwd (dashed)")]
-            _legend(fig, [grid[1][0]], styles)
+            legend(fig, [grid[1][0]], styles)
             text, tag = _combo_text(combo)
             entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
                                 f"Forward vs forward+backward: {_slice_text(key)}, {text}", kind))
@@ -450,9 +507,10 @@ def quantity_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
                             _line(ax, g[g["impl"] == impl], "seq_len", y, impl, look)
                         _log_y(ax, g[y])
                         _n_axis(ax, g["seq_len"])
-                        ax.set(ylabel=f"{label} ({spec['unit']})", xlabel=N_LABEL if row == len(panels) - 1 else "")
+                        ax.set(ylabel=label, xlabel=N_LABEL if row == len(panels) - 1 else "")
+                        units(ax.yaxis, spec["unit"])
                     grid[0][col].set(title=f"width D = {width}, heads H = {heads}")
-                _legend(fig, list(grid[0]))
+                legend(fig, list(grid[0]))
                 text, tag = _combo_text(combo)
                 # a plugin meter names its own field: keep the file name to safe characters
                 name = re.sub(r"[^A-Za-z0-9_.]", "_", field)
@@ -460,3 +518,94 @@ def quantity_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
                                     f"{spec['label']} vs N ({field}, {spec['unit']}): {_slice_text(key)}, {text}",
                                     kind))
     return entries
+
+
+def _setting_rows(frame: pd.DataFrame, row: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the timed points of a decision row's setting, those at its shape; softmax points match any C)."""
+    t = analysis.timed(frame)
+    here = t[(t[analysis.SLICE] == pd.Series({k: row[k] for k in analysis.SLICE})).all(axis=1)]
+    match = [k for k in analysis.SHAPE if k != "columns"]
+    same = (here[match] == pd.Series({k: row[k] for k in match})).all(axis=1)
+    columns = row["columns"] or 0
+    return here, here[same & ((here["family"] != "additive") | (here["columns"] == columns))]
+
+
+def _panel_title(row: dict) -> str:
+    return f"{decision.setting(row)}\n{decision.shape(row)}"
+
+
+def decision_time(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
+    """Headline: time per call against N for every implementation, one panel per setting of the decision."""
+    rows = decision.decide(frame, look.facts)
+    if not rows:
+        return []
+    fig, axes = _new(len(rows), size=(4.6, 3.7))
+    for ax, row in zip(axes, rows):
+        _, g = _setting_rows(frame, row)
+        for impl in look.order(g["impl"].unique()):
+            _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
+        _n_axis(ax, g["seq_len"])
+        _log_y(ax, g["time_median"])
+        ax.set(title=_panel_title(row), ylabel=TIME_LABEL)
+        ax.title.set_fontsize("medium")
+        units(ax.yaxis, "s")
+    legend(fig, axes)
+    return [save(fig, out, kind, "Time per call vs N, every implementation (median, p20-p80 band)", kind)]
+
+
+def decision_speedup(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
+    """Headline: top, each additive implementation's speedup over the primary baseline against N; bottom, its
+    bytes_min / time as a share of the run's copy bandwidth against B·N·D (all shapes of the setting)."""
+    rows = decision.decide(frame, look.facts)
+    if not rows:
+        return []
+    base = look.primary()
+    ships = decision.candidates(look.facts)
+    fig = Figure(figsize=(4.6 * len(rows) + 1.8, 7.4), layout="constrained")
+    grid = fig.subplots(2, len(rows), squeeze=False)
+    for col, row in enumerate(rows):
+        top, bottom = grid[0][col], grid[1][col]
+        here, g = _setting_rows(frame, row)
+        b = g[g["impl"] == base].groupby("seq_len")["time_median"].median() if base else pd.Series(dtype=float)
+        drawn = False
+        for impl in look.order(set(g["impl"]) & ships):
+            per = g[g["impl"] == impl].groupby("seq_len")["time_median"].median()
+            ratio = (b / per).dropna()
+            if len(ratio):
+                drawn = True
+                top.plot(ratio.index, ratio.values, color=look.colour(impl), marker=look.marker(impl), label=impl,
+                         lw=1.6, ms=5)
+        if drawn:
+            top.axhline(1.0, color="black", lw=1.0, ls=":")
+            top.set_yscale("log")
+            _n_axis(top, ratio.index.union(b.index))
+            units(top.yaxis, "×")
+        else:
+            top.text(0.5, 0.5, f"no {base or 'softmax baseline'} point\nin this setting", ha="center", va="center",
+                     transform=top.transAxes, color="#555555")
+            top.set(xticks=[], yticks=[])
+        top.set(title=_panel_title(row), ylabel=f"speedup t({base}) / t(impl)" if base else "")
+        top.title.set_fontsize("medium")
+        roof = here[here["impl"].isin(ships) & (here["bytes_min"] > 0) & (here["copy_bw"] > 0)]
+        roof = roof.assign(elements=roof["batch"] * roof["seq_len"] * roof["width"],
+                           share=roof["bytes_min"] / roof["time_median"] / roof["copy_bw"])
+        for impl in look.order(roof["impl"].unique()):
+            r = roof[roof["impl"] == impl].groupby("elements")["share"].median()
+            bottom.plot(r.index, r.values, color=look.colour(impl), marker=look.marker(impl), label=impl, lw=1.2,
+                        ms=5, alpha=0.9)
+        if len(roof):
+            bottom.axhline(1.0, color="black", lw=1.0, ls="--")
+            bottom.axvline(asymptotics.STREAMING_ELEMENTS, color="#777777", lw=1.0, ls=":")
+            bottom.set_xscale("log")
+            bottom.set_ylim(0, max(1.1, float(roof["share"].max()) * 1.1))
+            units(bottom.xaxis, "k")
+            percent(bottom.yaxis)
+        else:
+            bottom.text(0.5, 0.5, "no copy bandwidth in run.json", ha="center", va="center",
+                        transform=bottom.transAxes, color="#555555")
+            bottom.set(xticks=[], yticks=[])
+        bottom.set(xlabel="B·N·D (elements; dotted: 2^25)", ylabel="bytes_min / time / copy bandwidth")
+    legend(fig, list(grid[0]) + list(grid[1]))
+    title = (f"Speedup over {base} (top) and share of the copy roof (bottom; dashed: 100 % of the run's start "
+             "reading)") if base else "Share of the copy roof (dashed: 100 % of the run's start reading)"
+    return [save(fig, out, kind, title, kind)]

@@ -20,6 +20,28 @@ def clean(value):
     return value
 
 
+#: how run.json names the command line's entry point when it ran as ``python -m fastformer_bench``
+ENTRY = "fastformer_bench/__main__.py"
+
+
+def _short_path(text: str) -> str:
+    if text.endswith(ENTRY):
+        return "fastformer-bench"
+    return "…/" + text.rstrip("/").rsplit("/", 1)[-1]
+
+
+def without_paths(value):
+    """A copy with every absolute path of the producing machine cut to its last part ('…/cpu-study'; the entry
+    point to 'fastformer-bench'): a report says what ran, not where it ran from."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and len(value) > 1 and not any(c.isspace() for c in value):
+        return _short_path(value)
+    return value
+
+
 def table(rows: list[dict]) -> str:
     """A markdown table of ``rows`` (their keys are the columns), or a note that there is nothing to show."""
     import pandas as pd  # here, not above: the report package imports this module and must stay light to import
@@ -27,6 +49,14 @@ def table(rows: list[dict]) -> str:
     if not rows:
         return "_No data._"
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def titled(heading: str, rows: list[dict], *intro: str) -> list[str]:
+    """A '### heading' table section (with ``intro`` paragraphs above the table); nothing at all without rows,
+    so that no heading stands empty."""
+    if not rows:
+        return []
+    return [f"### {heading}", "", *[line for text in intro if text for line in (text, "")], table(rows), ""]
 
 
 def write(out_dir: Path, markdown: str, summary: dict) -> None:

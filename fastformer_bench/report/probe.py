@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fastformer_bench.report import output
-from fastformer_bench.report.figures import save, style
+from fastformer_bench.report import output, probe_decision
+from fastformer_bench.report.figures import legend, n_tick, percent, save, style, units
+from fastformer_bench.report.fmt import count
+from fastformer_bench.report.probe_decision import MIXER_COLOURS, pct1, where
 
-MIXER_COLOURS = {"additive": "#0072B2", "softmax": "#B2182B"}
 MIXER_MARKERS = {"additive": "o", "softmax": "s"}
 #: the longest sequence the example figure draws
 EXAMPLE_TOKENS = 128
@@ -47,6 +48,13 @@ def _mixer_lines(ax, points: pd.DataFrame, x: str, chance: float) -> None:
     ax.axhline(chance, color="#777777", linestyle=":", label="chance")
 
 
+def _accuracy_axes(ax, ticks: list) -> None:
+    """Accuracy in percent; the swept values, and only they, as x ticks."""
+    ax.set_xticks(ticks, [n_tick(int(t)) for t in ticks])
+    ax.minorticks_off()
+    percent(ax.yaxis)
+
+
 def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
     """Accuracy against N, one panel per task, one line per mixer (band: the seeds' range; dotted: chance)."""
     ok = _ok(frame)
@@ -63,7 +71,8 @@ def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
                 lambda g: g["seq_len"].nunique() >= 2)
             _mixer_lines(ax, sweeps, "seq_len", float(part["chance"].iloc[0]))
             ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="sequence length N", ylabel="held-out accuracy")
-            ax.legend(fontsize="small")
+            _accuracy_axes(ax, sorted(sweeps["seq_len"].unique()))
+        legend(fig, list(panels))
         return [save(fig, directory, "probe_accuracy_vs_length",
                      "Probe accuracy vs sequence length (mean over seeds; band: min–max)", "probe_length")]
 
@@ -89,10 +98,8 @@ def _mqar_sweep(frame: pd.DataFrame, directory: Path, x: str, panel: str, xlabel
             ax.set(ylim=(0, 1.02), title=f"{title} ({where})", xlabel=xlabel, ylabel="held-out accuracy")
             if x == "pairs":
                 ax.set_xscale("log", base=2)
-            ticks = sorted(part[x].unique())
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-            ax.minorticks_off()
-            ax.legend(fontsize="small")
+            _accuracy_axes(ax, sorted(part[x].unique()))
+        legend(fig, fig.axes)
         return [save(fig, directory, *figure)]
 
 
@@ -123,9 +130,11 @@ def pareto(frame: pd.DataFrame, directory: Path) -> list[dict]:
             for mixer, points in part.groupby("mixer"):
                 ax.scatter(points["train_s"], points["accuracy"], s=12 + 3 * np.log2(points["seq_len"]) ** 2,
                            marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer], alpha=0.6, label=mixer)
-            ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="training time (s, marker size ~ N)",
+            ax.set(xscale="log", ylim=(0, 1.02), title=task, xlabel="training time (marker size ~ N)",
                    ylabel="held-out accuracy")
-            ax.legend(fontsize="small")
+            units(ax.xaxis, "s")
+            percent(ax.yaxis)
+        legend(fig, list(panels))
         return [save(fig, directory, "probe_pareto", "Accuracy vs training time (each point: one seed and size)",
                      "probe_pareto")]
 
@@ -180,6 +189,8 @@ def summarize(frame: pd.DataFrame) -> dict:
         "accuracy": json.loads(table.to_json(orient="records")),
         "static_query_auc": json.loads(auc.agg(["mean", "min", "max"]).reset_index().to_json(orient="records")),
         "headlines": headlines(table),
+        "task_kinds": {str(t): str(k) for t, k in sorted(frame.groupby("task")["task_kind"].first().items())}
+        if "task_kind" in frame.columns else {},
         "failed": [{"point": f"{r.task} {r.mixer} N={r.seq_len} seed={r.seed}", "status": r.status,
                     "reason": r.reason} for r in frame[frame["status"] != "ok"].itertuples()],
     }
@@ -223,10 +234,10 @@ def _sanity_lines(checks: list[dict]) -> list[str]:
         if not c["measured"]:
             lines.append(f"- {c['claim']} (width 64): not in this run.")
             continue
-        per_seed = " / ".join(_pct(a) for a in c["accuracy"])
+        per_seed = " / ".join(pct1(a) for a in c["accuracy"])
         verdict = ("every seed reaches it" if c["seeds_at_bar"] == len(c["accuracy"]) else
                    f"{len(c['accuracy']) - c['seeds_at_bar']} of {len(c['accuracy'])} seeds below it")
-        lines.append(f"- {c['claim']} (width 64, bar {_pct(c['bar'])}): mean {_pct(c['mean'])}; seeds "
+        lines.append(f"- {c['claim']} (width 64, bar {pct1(c['bar'])}): mean {pct1(c['mean'])}; seeds "
                      f"{', '.join(str(s) for s in c['seeds'])}: {per_seed}; {verdict}.")
     return lines
 
@@ -242,6 +253,7 @@ def _gap(table: pd.DataFrame, task: str, key: dict) -> dict | None:
     return {"task": task, **{k: int(v) for k, v in key.items()}, "additive": float(additive["mean"]),
             "softmax": float(softmax["mean"]), "additive_range": [float(additive["low"]), float(additive["high"])],
             "softmax_range": [float(softmax["low"]), float(softmax["high"])], "seeds": int(additive["seeds"]),
+            "chance": float(additive["chance"]) if "chance" in additive and pd.notna(additive["chance"]) else None,
             "gap_points": round(100 * float(softmax["mean"] - additive["mean"]), 1)}
 
 
@@ -282,10 +294,6 @@ def headlines(table: pd.DataFrame) -> list[dict]:
     return found
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
-
-
 def _settings(runs: list[dict]) -> dict:
     return next((r["env"].get("settings") for r in runs if r["env"].get("settings")), {}) or {}
 
@@ -301,82 +309,123 @@ def _session_lines(runs: list[dict]) -> list[str]:
     return lines
 
 
+def title(runs: list[dict]) -> str:
+    """e.g. 'Capability probe: what additive attention gives up against softmax attention (AMD EPYC, 2 cores)'."""
+    from fastformer_bench.report.markdown import machine
+
+    return f"Capability probe: what additive attention gives up against softmax attention ({machine(runs)})"
+
+
+def _conditions(settings: dict, runs: list[dict]) -> list[str]:
+    return ["## Conditions", "",
+            f"- Training: {settings.get('steps', '?')} AdamW steps (unless a grid set its own budget: the "
+            f"table's steps column) of {settings.get('batch_tokens', '?')} tokens "
+            f"(batch = tokens // N sequences), {settings.get('workers', 1)} point(s) at once, peak "
+            f"learning rate {settings.get('lr', '?')} (10 % warm-up, cosine decay), weight decay "
+            f"{settings.get('weight_decay', '?')}, {settings.get('threads', '?')} CPU thread(s), float32; every "
+            "batch generated fresh from the seed (no example is seen twice).",
+            f"- Accuracy: on {settings.get('eval_examples', '?')} held-out sequences from another seed stream "
+            "(MQAR: over query positions). Models differ only in the mixer: same embedding, positions, MLP "
+            "blocks, norms, head, width and depth.",
+            "- Spread: mean over seeds, with the lowest and highest seed in brackets.",
+            "- Every accuracy is after a fixed step budget, the same for both mixers at a configuration: a mixer "
+            "that falls at a longer N (or a narrower width, or more pairs) may only need more steps there. The "
+            "probe compares what the mixers learn for the same training, not what they could learn without "
+            "limit.", *_session_lines(runs), ""]
+
+
+def _comparisons(summary: dict, steps: int | None) -> list[str]:
+    lines = ["## Every comparison", "", f"- {summary['points']} points: "
+             + ", ".join(f"{c} {status}" for status, c in summary["status_counts"].items()) + "."]
+    for h in summary["headlines"]:
+        sweep = f" ({h['sweep']} sweep)" if h["sweep"] != "length" else ""
+        lines.append(f"- {h['task']} at {where(h, steps)}{sweep}: additive {pct1(h['additive'])} "
+                     f"[{pct1(h['additive_range'][0])}–{pct1(h['additive_range'][1])}] vs softmax "
+                     f"{pct1(h['softmax'])} [{pct1(h['softmax_range'][0])}–{pct1(h['softmax_range'][1])}] "
+                     f"({h['seeds']} seeds): softmax ahead by {h['gap_points']:+.1f} points.")
+    return lines + [""]
+
+
+def _decision(summary: dict, steps: int | None, headline: list[dict]) -> list[str]:
+    rows = summary.get("decision") or []
+    if not rows:
+        return []
+    seeds = sorted({r["seeds"] for r in rows})
+    return ["## Decision", "",
+            f"Per task, the comparison (C = 3, width and step budget as stated; {'/'.join(map(str, seeds))} seeds) "
+            "with the largest gap among those where softmax reached the probe's sanity bar: the most additive "
+            "attention was seen to give up on a task the training can teach.", "",
+            output.table(probe_decision.table_rows(rows, steps)), "",
+            f"¹ Softmax reaches the probe's sanity bar ({pct1(rows[0]['control']['bar'])}) at that comparison: the "
+            "training can teach the task, so a gap is the mixer's. Where it does not, the gap says nothing.", "",
+            *[line for f in headline for line in (f"![{f['title']}]({f['file']})", "")]]
+
+
 def render(summary: dict, runs: list[dict]) -> str:
-    """REPORT.md of a probe run."""
+    """REPORT.md of a probe run: the answer and the decision first, then the details, the environment last."""
     from fastformer_bench.report.markdown import environment
 
     settings = _settings(runs)
-    lines = ["# fastformer-bench capability probe", "",
+    steps = settings.get("steps")
+    headline = [f for f in summary["figures"] if f["kind"] in HEADLINE_KINDS]
+    lines = [f"# {title(runs)}", "",
              f"Results: {', '.join(r['label'] for r in runs)}. Regenerate with `fastformer-bench report`; do not edit "
-             "by hand.", ""]
-    lines += environment(runs)
-    lines += ["## Conditions", "",
-              f"- Training: {settings.get('steps', '?')} AdamW steps (unless a grid set its own budget: the "
-              f"table's steps column) of {settings.get('batch_tokens', '?')} tokens "
-              f"(batch = tokens // N sequences), {settings.get('workers', 1)} point(s) at once, peak "
-              f"learning rate {settings.get('lr', '?')} (10 % warm-up, cosine decay), weight decay "
-              f"{settings.get('weight_decay', '?')}, {settings.get('threads', '?')} CPU thread(s), float32; every "
-              "batch generated fresh from the seed (no example is seen twice).",
-              f"- Accuracy: on {settings.get('eval_examples', '?')} held-out sequences from another seed stream "
-              "(MQAR: over query positions). Models differ only in the mixer: same embedding, positions, MLP "
-              "blocks, norms, head, width and depth.",
-              "- Spread: mean over seeds, with the lowest and highest seed in brackets.",
-              "- Every accuracy is after a fixed step budget, the same for both mixers at a configuration: a mixer "
-              "that falls at a longer N (or a narrower width, or more pairs) may only need more steps there. The "
-              "probe compares what the mixers learn for the same training, not what they could learn without "
-              "limit.", *_session_lines(runs), ""]
-    lines += ["## Conclusions (in numbers)", ""]
-    statuses = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
-    lines.append(f"- {summary['points']} points: {statuses}.")
-    for h in summary["headlines"]:
-        where = f"N = {h['seq_len']}, width {h['width']}" + (f", {h['pairs']} pairs" if h["task"] == "mqar" else "")
-        where += f", {h['steps']} steps" if h.get("steps", settings.get("steps")) != settings.get("steps") else ""
-        where += f" ({h['sweep']} sweep)" if h["sweep"] != "length" else ""
-        lines.append(f"- {h['task']} at {where}: additive {_pct(h['additive'])} "
-                     f"[{_pct(h['additive_range'][0])}–{_pct(h['additive_range'][1])}] vs softmax "
-                     f"{_pct(h['softmax'])} [{_pct(h['softmax_range'][0])}–{_pct(h['softmax_range'][1])}] "
-                     f"({h['seeds']} seeds): softmax ahead by {h['gap_points']:+.1f} points.")
-    lines.append("")
+             "by hand.", "", "## Answer", "", " ".join(probe_decision.answer(summary.get("decision") or [], steps)),
+             ""]
+    lines += _decision(summary, steps, headline) + _conditions(settings, runs) + _comparisons(summary, steps)
     if summary.get("sanity"):
         lines += ["## Sanity (the probe's own bar)", "",
                   "Where a mixer misses these, the training is suspect, not the mixer. From this run's points, "
                   "at the settings' step budget:", "", *_sanity_lines(summary["sanity"]), ""]
-    lines += ["## Figures", ""] + [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n"
-                                   for f in summary["figures"]]
+    others = [f for f in summary["figures"] if f not in headline]
+    if others:
+        lines += ["## Figures", ""] + [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n" for f in others]
     lines += ["## Accuracy per configuration", "", output.table([
-        {"task": r["task"], "mixer": r["mixer"], "C": r["columns"], "N": r["seq_len"], "D": r["width"],
+        {"task": r["task"], "mixer": r["mixer"], "C": r["columns"], "N": count(r["seq_len"]), "D": r["width"],
          "layers": r["layers"], "pairs": r["pairs"] if r["task"] == "mqar" else "-",
-         "steps": r.get("steps", "-"),
-         "accuracy": f"{_pct(r['mean'])} [{_pct(r['low'])}–{_pct(r['high'])}]", "seeds": r["seeds"],
-         "chance": _pct(r["chance"]), "train s (median)": f"{r['train_s']:.1f}"} for r in summary["accuracy"]]), ""]
-    lines += ["## Static-query analysis", "",
-              "ROC AUC of the learned pooling weights a_c (head-averaged) for the tokens that carry the answer "
-              "(topic words; count's markers) against the others, over 64 held-out sequences, averaged over "
-              "layers and columns: 0.5 = the static query ignores them, 1.0 = it ranks every one above every "
-              "other token.", "", output.table([
-                  {"task": r["task"], "C": r["columns"], "N": r["seq_len"], "AUC mean": f"{r['mean']:.3f}",
-                   "min (seed)": f"{r['min']:.3f}", "max (seed)": f"{r['max']:.3f}"}
-                  for r in summary["static_query_auc"]]), ""]
+         "steps": count(r["steps"]) if r.get("steps") is not None else "-",
+         "accuracy": f"{pct1(r['mean'])} [{pct1(r['low'])}–{pct1(r['high'])}]", "seeds": r["seeds"],
+         "chance": pct1(r["chance"]), "train time (median)": f"{r['train_s']:.1f} s"} for r in summary["accuracy"]]),
+        ""]
+    if summary["static_query_auc"]:
+        lines += ["## Static-query analysis", "",
+                  "ROC AUC of the learned pooling weights a_c (head-averaged) for the tokens that carry the answer "
+                  "(topic words; count's markers) against the others, over 64 held-out sequences, averaged over "
+                  "layers and columns: 0.5 = the static query ignores them, 1.0 = it ranks every one above every "
+                  "other token.", "", output.table([
+                      {"task": r["task"], "C": r["columns"], "N": count(r["seq_len"]), "AUC mean": f"{r['mean']:.3f}",
+                       "min (seed)": f"{r['min']:.3f}", "max (seed)": f"{r['max']:.3f}"}
+                      for r in summary["static_query_auc"]]), ""]
     if summary["failed"] or summary.get("unreadable"):
         lines += ["## Caveats", ""]
         lines += [f"- {f['point']}: {f['status']} ({f['reason']})" for f in summary["failed"]]
         lines += [f"- unreadable line: {u}" for u in summary.get("unreadable", [])]
         lines.append("")
+    lines += environment(runs)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+#: the figures the Decision section shows (the others follow the details)
+HEADLINE_KINDS = ("probe_decision", "probe_length")
 
 
 def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list[str]) -> dict:
     """Figures, REPORT.md and summary.json of a probe run."""
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(figures_dir.glob("*.png")):  # figures of an earlier report must not linger beside new ones
+        stale.unlink()
     steps = int(_settings(runs).get("steps", 0))  # for records that do not say (every record here does, so far)
     frame = frame.assign(steps=frame["steps"].fillna(steps).astype(int) if "steps" in frame else steps)
     summary = summarize(frame)
     summary["sanity"] = sanity(frame, steps or None)
-    summary["figures"] = [entry for draw in FIGURES for entry in draw(frame, figures_dir)]
+    summary["decision"] = probe_decision.decide(summary["headlines"], summary["task_kinds"], SANITY_BAR)
+    drawn = probe_decision.figure(summary["decision"], figures_dir, steps or None)
+    summary["figures"] = drawn + [entry for draw in FIGURES for entry in draw(frame, figures_dir)]
     if unreadable:
         summary["unreadable"] = unreadable
     summary["inputs"] = [r["label"] for r in runs]
+    summary["environment"] = [{"label": r["label"], **r["env"]} for r in runs]
     summary = output.clean(summary)
     output.write(out_dir, render(summary, runs), summary)
     return summary

@@ -45,6 +45,16 @@ QUANTITIES = FigureSpec(
     "Each quantity a meter asked the report to show (ok points only), per call against N and, when it counts "
     "per token, per token (per call / (B x N)) below.", figures.quantity_vs_n, "no ok point has a shown quantity",
     optional=True)
+#: the two figures the Decision section leads with (drawn first; not repeated among the findings' figures)
+HEADLINES = (
+    FigureSpec("decision_time", "Time vs N at each setting", "Every implementation's time per call against N at the "
+               "shape each setting of the decision is read at.", figures.decision_time,
+               "no additive implementation has a timed point"),
+    FigureSpec("decision_speedup", "Speedup over {baseline} and share of the copy roof", "Top: each additive "
+               "implementation's speedup over {baseline} against N. Bottom: bytes_min / time as a share of the run's "
+               "copy bandwidth against B·N·D.", figures.decision_speedup, "no additive implementation has a timed "
+               "point"),
+)
 SPECS = (
     FigureSpec("time_vs_n", "Time vs N", "Median time per call against N, one panel per width; the band spans the "
                "p20-p80 samples.", figures.time_vs_n, "no ok points with at least two N at a fixed shape"),
@@ -82,7 +92,7 @@ def render_all(frame: pd.DataFrame, directory: str | Path, unreadable: int = 0) 
     words = look.words()
     entries = []
     with figures.style():
-        for spec in SPECS:
+        for spec in HEADLINES + SPECS:
             kind = spec.kind.format(**words)
             drawn = spec.draw(frame, directory, look, kind)
             if not drawn and not spec.optional:

@@ -86,7 +86,30 @@ def test_flop_counters_and_targets(summary):
     assert flops["counter_missing"] == ["aten::_softmax"]
     compiled = _pick(summary["targets"], impl="compiled", width=64, mode="fwd")
     assert not compiled["holds"] and "asymptotic" in compiled["reason"]
-    assert _pick(summary["targets"], impl="eager", width=64, mode="fwd")["holds"]
+    assert compiled["verdict"] == "undecided"  # N^0.63, its interval [0.43, 0.84] reaching 0.8
+    eager = _pick(summary["targets"], impl="eager", width=64, mode="fwd")
+    assert eager["holds"] and eager["verdict"] == "met"
+
+
+@pytest.mark.parametrize("slope,ci,verdict", [
+    (1.0, (0.9, 1.1), "met"),
+    (1.25, (-1.31, 3.80), "undecided"),  # the interval spans the whole target: three N inside the cache
+    (0.63, (0.43, 0.84), "undecided"),   # reaches the target: noise could put it there
+    (1.40, (1.30, 1.50), "missed"),      # wholly above
+    (0.50, (0.40, 0.60), "missed"),      # wholly below
+    (1.30, (None, None), "undecided"),   # no interval (two points): nothing excludes the target
+])
+def test_a_target_is_missed_only_where_the_interval_excludes_it(slope, ci, verdict):
+    fit = {"device": "cpu", "dtype": "float32", "mode": "fwd", "scope": "core", "threads": 1, "impl": "eager",
+           "batch": 1, "width": 64, "heads": 2, "columns": 3, "masked": False, "n_min": 512, "n_max": 8192,
+           "n_values": 3, "fit_range": "top half", "slope": slope, "ci_low": ci[0], "ci_high": ci[1],
+           "llc_bytes": 2**25, "inputs_max_bytes": 2**24}
+    (row,) = analysis.target_checks([fit], {"eager": {"expected_exponent": [0.8, 1.2]}})
+    assert row["verdict"] == verdict and row["holds"] == (verdict == "met")
+    text = "\n".join(sections.scaling.verdicts({"targets": [row]}) + sections.scaling.caveats({"targets": [row]}))
+    assert ("**Target not met:**" in text) == (verdict == "missed")
+    if verdict == "undecided":
+        assert "not enough N past the cache to tell (none of its 3 N had inputs past" in text
 
 
 def test_other_summaries(summary):

@@ -113,17 +113,6 @@ def test_a_quantity_declared_without_a_value_is_not_shown(tmp_path):
     assert spec.QUANTITIES.title not in (tmp_path / "out" / "REPORT.md").read_text()
 
 
-@pytest.mark.skipif(not (ROOT / "results" / "cpu" / "points.jsonl").exists(), reason="no committed CPU results")
-def test_the_committed_report_regenerates_from_its_results(tmp_path):
-    summary = build_report([str(ROOT / "results" / "cpu")], str(tmp_path))
-    committed = ROOT / "reports" / "cpu"
-    assert (tmp_path / "REPORT.md").read_text() == (committed / "REPORT.md").read_text()
-    assert summary["baselines"] == ["softmax_sdpa", "softmax_naive"]
-    assert summary == json.loads((committed / "summary.json").read_text())
-    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == \
-        sorted(p.name for p in (committed / "figures").glob("*.png"))
-
-
 def _literals(path: Path) -> list[tuple[int, str]]:
     return [(node.lineno, node.value) for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.Constant) and isinstance(node.value, str)]

@@ -14,6 +14,7 @@ from fastformer_bench.report.sections import (
     columns,
     correctness,
     crossovers,
+    decision,
     flop_counters,
     fwd_bwd,
     memory_limits,
@@ -29,7 +30,7 @@ from fastformer_bench.report.sections import (
 )
 
 #: every analysis; each gives summary.json keys of its own
-ANALYSES = (points, correctness, scaling, polynomial, speedups, streaming, crossovers, memory_limits,
+ANALYSES = (points, decision, correctness, scaling, polynomial, speedups, streaming, crossovers, memory_limits,
             flop_counters, throughput, fwd_bwd, columns, token_budget, quantities, noise)
 
 

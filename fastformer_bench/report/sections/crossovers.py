@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench.report import analysis
-from fastformer_bench.report.output import table
+from fastformer_bench.report.fmt import count
+from fastformer_bench.report.output import titled
 from fastformer_bench.report.sections.rows import grouped, key_columns
 
 
@@ -16,8 +17,8 @@ def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
 def _sentence(c: dict) -> str:
     head = f"{c['impl']} vs {c['baseline']} at width {c['width']}:"
     if c["outcome"] == "crossed":
-        return (f"{head} faster from N ≈ {c['crossover_n']:.0f} on (slower at N = {c['slower_at_n']}, faster "
-                f"from N = {c['faster_from_n']}).")
+        return (f"{head} faster from N ≈ {count(c['crossover_n'])} on (slower at N = {count(c['slower_at_n'])}, "
+                f"faster from N = {count(c['faster_from_n'])}).")
     return f"{head} no crossover; {c['reason']}."
 
 
@@ -26,7 +27,7 @@ def conclusions(s: dict) -> list[str]:
 
 
 def tables(s: dict) -> list[str]:
-    return ["### Crossover N against softmax baselines", "", table([
-        {**key_columns(c), "baseline": c["baseline"], "crossover N": "-" if c["crossover_n"] is None else
-         f"{c['crossover_n']:.0f}", "outcome": c["outcome"], "matched N": c["n_matched"]}
-        for c in s["crossovers"]]), ""]
+    return titled("Crossover N against softmax baselines", [
+        {**key_columns(c), "baseline": c["baseline"], "crossover N": count(c["crossover_n"]),
+         "outcome": c["outcome"], "matched N": c["n_matched"]}
+        for c in s["crossovers"]])

@@ -6,7 +6,7 @@ import pandas as pd
 
 from fastformer_bench.report import analysis
 from fastformer_bench.report.fmt import short
-from fastformer_bench.report.output import table
+from fastformer_bench.report.output import titled
 
 
 def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
@@ -35,8 +35,8 @@ def _range(r: dict) -> str:
 
 
 def tables(s: dict) -> list[str]:
-    return ["### FLOP counters against the analytic count (ratios)", "", table([
+    return titled("FLOP counters against the analytic count (ratios)", [
         {"device": f["device"], "impl": f["impl"], "mode": f["mode"], "scope": f["scope"],
          "2 x fvcore / analytic": _range(f["fvcore_ratio"]), "FlopCounterMode / analytic": _range(f["counter_ratio"]),
          "fvcore skips": ", ".join(f["fvcore_skipped"]) or "-",
-         "FlopCounterMode misses": ", ".join(f["counter_missing"]) or "-"} for f in s["flop_counters"]]), ""]
+         "FlopCounterMode misses": ", ".join(f["counter_missing"]) or "-"} for f in s["flop_counters"]])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench.report import analysis
-from fastformer_bench.report.fmt import si
-from fastformer_bench.report.output import table
+from fastformer_bench.report.fmt import count, si
+from fastformer_bench.report.output import titled
 from fastformer_bench.report.sections.rows import grouped, key_columns
 
 
@@ -15,9 +15,9 @@ def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
 
 
 def _sentence(o: dict) -> str:
-    last = f"largest N that ran: {o['largest_ok_n']} ({si(o['largest_ok_peak_bytes'], 'B')} peak)" \
+    last = f"largest N that ran: {count(o['largest_ok_n'])} ({si(o['largest_ok_peak_bytes'], 'B')} peak)" \
         if o["largest_ok_n"] is not None else "no smaller N ran"
-    return f"{o['impl']} ran out of memory at N = {o['first_oom_n']} at width {o['width']}; {last}."
+    return f"{o['impl']} ran out of memory at N = {count(o['first_oom_n'])} at width {o['width']}; {last}."
 
 
 def conclusions(s: dict) -> list[str]:
@@ -29,6 +29,7 @@ def conclusions(s: dict) -> list[str]:
 
 
 def tables(s: dict) -> list[str]:
-    return ["### Largest N before out-of-memory", "", table([
-        {**key_columns(o), "largest N that ran": o["largest_ok_n"] or "-", "first OOM N": o["first_oom_n"] or "none",
-         "peak at largest N": si(o["largest_ok_peak_bytes"], "B")} for o in s["oom"]]), ""]
+    return titled("Largest N before out-of-memory", [
+        {**key_columns(o), "largest N that ran": count(o["largest_ok_n"]),
+         "first OOM N": count(o["first_oom_n"]) if o["first_oom_n"] else "none",
+         "peak at largest N": si(o["largest_ok_peak_bytes"], "B")} for o in s["oom"]])

@@ -11,7 +11,7 @@ from fastformer_bench.report import analysis
 def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
     statuses = frame["status"].value_counts()
     return {"points": len(frame), "statuses": {s: int(c) for s, c in sorted(statuses.items())},
-            "baselines": analysis.baselines(facts)}
+            "baselines": analysis.baselines(facts), "devices": sorted({str(d) for d in frame["device"]})}
 
 
 def conclusions(s: dict) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench.report import asymptotics
-from fastformer_bench.report.fmt import short
-from fastformer_bench.report.output import table
+from fastformer_bench.report.fmt import count, n_range, short
+from fastformer_bench.report.output import titled
 from fastformer_bench.report.sections.rows import key_columns, shape_of, slice_of
 
 
@@ -21,7 +21,7 @@ def conclusions(s: dict) -> list[str]:
         if r.get("complexity") == "linear" and r["c_ci"] is not None and r["quadratic_share_at_n_max"] is not None:
             groups.setdefault((slice_of(r), shape_of(r), r["width"], r["fit_range"]), []).append(r)
     for (slice_, shape, width, rule), group in sorted(groups.items()):
-        parts = [f"{r['impl']} {r['quadratic_share_at_n_max'] * 100:.0f}% at N = {r['n_max']}"
+        parts = [f"{r['impl']} {r['quadratic_share_at_n_max'] * 100:.0f} % at N = {count(r['n_max'])}"
                  + ("" if r["c_ci"][0] > 0 or r["c_ci"][1] < 0 else " (c's CI includes 0)") for r in group]
         out.append(f"- N² term c·N² / t of the linear implementations ({slice_}, {shape}, width {width}, {rule}): "
                    f"{', '.join(parts)}.")
@@ -33,8 +33,8 @@ def _with_ci(value, ci) -> str:
 
 
 def tables(s: dict) -> list[str]:
-    return ["### t = a + b·N + c·N²", "", f"{s['poly_rule']}.", "", table([
-        {**key_columns(r), "N range": f"{r['n_min']}-{r['n_max']}", "range": r["fit_range"],
+    return titled("t = a + b·N + c·N²", [
+        {**key_columns(r), "N range": n_range(r["n_min"], r["n_max"]), "range": r["fit_range"],
          "b (s/token)": _with_ci(r["b"], r["b_ci"]), "c (s/token²)": _with_ci(r["c"], r["c_ci"]),
          "c·N²/t at N max": short(r["quadratic_share_at_n_max"]), "max rel residual": short(r["max_rel_residual"])}
-        for r in s.get("poly_fits", [])]), ""]
+        for r in s.get("poly_fits", [])], f"{s['poly_rule']}.")

@@ -7,7 +7,7 @@ import pandas as pd
 
 from fastformer_bench.report import quantities
 from fastformer_bench.report.fmt import si
-from fastformer_bench.report.output import table
+from fastformer_bench.report.output import titled
 from fastformer_bench.report.sections.rows import key_columns
 
 
@@ -20,7 +20,7 @@ def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
 def tables(s: dict) -> list[str]:
     out = []
     for q in s.get("quantities", []):
-        out += [f"### {q['label']} ({q['field']}) by N", "", table([
+        out += titled(f"{q['label']} ({q['field']}) by N", [
             {**key_columns(r), "N": r["seq_len"], q["label"]: si(r["per_call"], q["unit"]),
-             **({"per token": si(r["per_token"], q["unit"])} if q["per_token"] else {})} for r in q["rows"]]), ""]
+             **({"per token": si(r["per_token"], q["unit"])} if q["per_token"] else {})} for r in q["rows"]])
     return out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench.report import asymptotics
-from fastformer_bench.report.fmt import short
-from fastformer_bench.report.output import table
+from fastformer_bench.report.fmt import count, times
+from fastformer_bench.report.output import titled
 from fastformer_bench.report.sections.rows import key_columns, shape_of, slice_of
 
 
@@ -23,17 +23,18 @@ def conclusions(s: dict) -> list[str]:
             groups.setdefault((slice_of(r), shape_of(r), r["width"], r["baseline"]), []).append(r)
     for (slice_, shape, width, baseline), group in sorted(groups.items()):
         group.sort(key=lambda r: -(r["speedup_at_largest_n"] or 0))
-        fixed = ", ".join(f"{r['impl']} {r['speedup']:.3g}x" for r in group if r["speedup"] is not None)
-        largest = ", ".join(f"{r['impl']} {r['speedup_at_largest_n']:.3g}x (N = {r['largest_n']})" for r in group)
-        at = f"at N = {group[0]['speedup_at_n']}: {fixed}; " if fixed else \
-            f"none measured beside it at N = {group[0]['speedup_at_n']}; "
+        fixed = ", ".join(f"{r['impl']} {times(r['speedup'])}" for r in group if r["speedup"] is not None)
+        largest = ", ".join(f"{r['impl']} {times(r['speedup_at_largest_n'])} (N = {count(r['largest_n'])})"
+                            for r in group)
+        at = f"at N = {count(group[0]['speedup_at_n'])}: {fixed}; " if fixed else \
+            f"none measured beside it at N = {count(group[0]['speedup_at_n'])}; "
         out.append(f"- Speedup over {baseline} ({slice_}, {shape}, width {width}), t({baseline}) / t(impl): {at}"
                    f"at the largest N both ran: {largest}.")
     return out
 
 
 def tables(s: dict) -> list[str]:
-    return ["### Speedup over softmax baselines at fixed N", "", table([
-        {**key_columns(r), "baseline": r["baseline"], f"at N = {r['speedup_at_n']}": short(r["speedup"]),
-         "largest N both ran": r["largest_n"], "at the largest N": short(r["speedup_at_largest_n"])}
-        for r in s.get("speedups", [])]), ""]
+    return titled("Speedup over softmax baselines at fixed N", [
+        {**key_columns(r), "baseline": r["baseline"], f"at N = {count(r['speedup_at_n'])}": times(r["speedup"]),
+         "largest N both ran": count(r["largest_n"]), "at the largest N": times(r["speedup_at_largest_n"])}
+        for r in s.get("speedups", [])])

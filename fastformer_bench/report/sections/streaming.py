@@ -8,8 +8,8 @@ import math
 import pandas as pd
 
 from fastformer_bench.report import asymptotics
-from fastformer_bench.report.fmt import short, si
-from fastformer_bench.report.output import table
+from fastformer_bench.report.fmt import count, short, si
+from fastformer_bench.report.output import titled
 from fastformer_bench.report.sections.rows import slice_of
 
 
@@ -36,7 +36,7 @@ def conclusions(s: dict) -> list[str]:
         gemm = (f"; best {r['flops_share_of_gemm'] * 100:.1f}% of the {r.get('dtype', '')} GEMM roof "
                 f"{si(r['gemm_flops_per_s'], 'FLOP/s')}") if r["flops_share_of_gemm"] is not None else ""
         out.append(f"- {r['impl']} ({slice_of(r)}) at B·N·D >= 2^{int(math.log2(s['streaming_elements']))} "
-                   f"(N = {', '.join(map(str, r['n_values']))}): bytes_min / time = {r['share_median'] * 100:.0f}% "
+                   f"(N = {', '.join(map(count, r['n_values']))}): bytes_min / time = {r['share_median'] * 100:.0f}% "
                    f"of the same run's copy bandwidth {si(r['copy_bytes_per_s'], 'B/s')} (median of {r['points']}; "
                    f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){_other_copy_readings(r)}{gemm}.")
     return out
@@ -45,13 +45,13 @@ def conclusions(s: dict) -> list[str]:
 def tables(s: dict) -> list[str]:
     rows = s.get("streaming", [])
     same_time = any(x.get("share_now_median") is not None for x in rows)
-    return ["### Share of the roofs at B·N·D >= 2^25", "", table([
-        {"slice": slice_of(r), "impl": r["impl"], "N": ", ".join(map(str, r["n_values"])),
+    return titled("Share of the roofs at B·N·D >= 2^25", [
+        {"slice": slice_of(r), "impl": r["impl"], "N": ", ".join(map(count, r["n_values"])),
          "bytes_min / time / copy (median, min-max)":
          f"{r['share_median']:.3f} ({r['share_min']:.3f}-{r['share_max']:.3f})",
          **({"/ same-time copy (median)": short(r.get("share_now_median"))} if same_time else {}),
          "copy bandwidth": si(r["copy_bytes_per_s"], "B/s"), "GEMM roof": si(r["gemm_flops_per_s"], "FLOP/s"),
-         "best FLOP/s / GEMM": short(r["flops_share_of_gemm"])} for r in rows]), ""]
+         "best FLOP/s / GEMM": short(r["flops_share_of_gemm"])} for r in rows])
 
 
 def caveats(s: dict) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench.report import analysis
-from fastformer_bench.report.fmt import si
-from fastformer_bench.report.output import table
+from fastformer_bench.report.fmt import count, si
+from fastformer_bench.report.output import titled
 
 
 def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
@@ -19,7 +19,7 @@ def conclusions(s: dict) -> list[str]:
         pts = series["points"]
         out.append(f"- At B x N = {budget['tokens']:,} (layer, {series['device']} {series['dtype']} "
                    f"{series['mode']}, width {series['width']}), {series['impl']} takes {si(pts[0][2], 's')} "
-                   f"at N = {pts[0][0]} and {si(pts[-1][2], 's')} at N = {pts[-1][0]}.")
+                   f"at N = {count(pts[0][0])} and {si(pts[-1][2], 's')} at N = {count(pts[-1][0])}.")
     return out
 
 
@@ -27,6 +27,6 @@ def tables(s: dict) -> list[str]:
     budget = s["token_budget"]
     if not budget:
         return []
-    return [f"### Time per layer at B x N = {budget['tokens']:,}", "", table([
+    return titled(f"Time per layer at B x N = {budget['tokens']:,}", [
         {"impl": b["impl"], "slice": f"{b['device']} {b['dtype']} {b['mode']}", "D": b["width"], "N": n, "B": bb,
-         "time": si(t, "s")} for b in budget["series"] for n, bb, t in b["points"]]), ""]
+         "time": si(t, "s")} for b in budget["series"] for n, bb, t in b["points"]])
