@@ -10,6 +10,12 @@ kernel launches, backward C + 1.
 Traffic, in elements of x's dtype: forward reads C·B·N·D and writes B·N·D; backward reads C·B·N·D + B·N·D
 (x again and grad_out) and writes C·B·N·D (dx). Everything else is O(B·H·Dh·chunks).
 
+A small problem is bound by the host, not by HBM, so the launcher keeps its own Python work per call small:
+the plan and the chunk-partial workspaces are cached per problem (``_Plan``), a call allocates only what it
+returns or saves for backward, w is read in its own dtype and strides by the kernels, nothing reads device data
+on the host (so nothing waits for the GPU), and on CUDA the kernels Triton compiled for a call's argument
+layout are launched directly from the second call on (``_launch``).
+
 Triton is imported lazily: without it (or without a GPU and TRITON_INTERPRET=1) the registry still loads and
 ``supports`` says why this implementation cannot run.
 """
@@ -20,6 +26,7 @@ import contextlib
 import functools
 import math
 import os
+from collections import OrderedDict
 from types import ModuleType
 
 import torch
@@ -38,6 +45,10 @@ _TILE_ELEMS = 2048
 _NUM_WARPS = 8
 #: chunk partials folded per step of a combine loop (tests lower it to run the loop several times).
 _COMBINE_BLOCK = 64
+#: plans (with their workspaces) kept, least recently used dropped first: a sweep visits many shapes.
+_MAX_PLANS = 32
+#: "jit" launches every kernel through Triton's own dispatch, for comparison or should the direct path break.
+_LAUNCH_MODE_ENV = "FASTFORMER_BENCH_TRITON_LAUNCH"
 
 
 @functools.cache
@@ -49,11 +60,17 @@ def _triton_import_error() -> str | None:
     return None
 
 
+_KERNELS: ModuleType | None = None
+
+
 def _kernels() -> ModuleType:
     # Imported on first launch, not with this module: triton.jit reads TRITON_INTERPRET when it decorates.
-    from fastformer_bench.impls import additive_triton_kernels
+    global _KERNELS
+    if _KERNELS is None:
+        from fastformer_bench.impls import additive_triton_kernels
 
-    return additive_triton_kernels
+        _KERNELS = additive_triton_kernels
+    return _KERNELS
 
 
 # ------------------------------------------------------------------------------------------------ launcher
@@ -96,112 +113,222 @@ def _plan(batch: int, heads: int, seq_len: int, head_dim: int, device: torch.dev
     return block_n, block_d, chunk_n, _cdiv(seq_len, chunk_n)
 
 
+class _Plan:
+    """Everything a call derives from its problem alone, kept between calls: tile sizes, the split of N, the
+    fp32 workspaces that never leave the launcher, and the kernels compiled for each argument layout.
+
+    The workspaces are reused by every call with this plan, so they hold only what a call consumes before it
+    returns (chunk partials; the pooled statistics of a call that keeps no autograd graph). Calls that overlap
+    on different CUDA streams or threads must not share a plan.
+    """
+
+    def __init__(self, device: torch.device, C: int, B: int, N: int, H: int, Dh: int, block_n: int | None,
+                 chunk_n: int | None) -> None:
+        self.block_n, self.block_d, self.chunk, self.n_chunks = _plan(B, H, N, Dh, device, block_n, chunk_n)
+        self.block_c = min(_COMBINE_BLOCK, _next_pow2(self.n_chunks))
+        self.block_r = min(_COMBINE_BLOCK, _next_pow2(B * self.n_chunks))
+        self.grid = B * H * self.n_chunks
+        self.scale = 1.0 / math.sqrt(Dh)
+        self.stats_shape = (C - 1, B * H, Dh + 2)
+        self.device = device
+        self.columns = C
+        self._fwd: tuple[torch.Tensor, ...] | None = None
+        self._bwd: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._stats: torch.Tensor | None = None
+        #: launch kernels without Triton's dispatch (see _direct_launches); the variable is read per plan
+        self.direct = device.type == "cuda" and os.environ.get(_LAUNCH_MODE_ENV) != "jit"
+        #: per argument layout, the direct launch of each of a call's kernels, in launch order
+        self.launches: dict[tuple, list] = {}
+
+    def _f32(self, *shape: int) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float32, device=self.device)
+
+    def fwd_workspace(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Chunk partials of the forward (max, sum of exp, exp-weighted sum), two slots each."""
+        if self._fwd is None:
+            self._fwd = (self._f32(2, self.grid), self._f32(2, self.grid), self._f32(2, self.grid, self.block_d))
+        return self._fwd
+
+    def bwd_workspace(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunk partials of the backward: dg (two slots) and every pooled column's dw."""
+        if self._bwd is None:
+            self._bwd = (self._f32(2, self.grid, self.block_d), self._f32(self.columns - 1, self.grid, self.block_d))
+        return self._bwd
+
+    def scratch_stats(self) -> torch.Tensor:
+        """Pooled statistics for a call that keeps no graph: consumed within the call, so reused."""
+        if self._stats is None:
+            self._stats = self._f32(*self.stats_shape)
+        return self._stats
+
+
+_PLANS: OrderedDict[tuple, _Plan] = OrderedDict()
+
+
+def _plan_for(x: torch.Tensor, w: torch.Tensor, block_n: int | None, chunk_n: int | None) -> _Plan:
+    C, B, N, _ = x.shape
+    _, H, Dh = w.shape
+    key = (x.device, C, B, N, H, Dh, block_n, chunk_n)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = _Plan(x.device, C, B, N, H, Dh, block_n, chunk_n)
+        if len(_PLANS) > _MAX_PLANS:
+            _PLANS.popitem(last=False)
+    elif len(_PLANS) > 1:
+        _PLANS.move_to_end(key)
+    return plan
+
+
+@functools.cache
+def _triton_runtime() -> tuple:
+    from triton import knobs
+    from triton.runtime import driver
+
+    return knobs.runtime, driver.active
+
+
+def _direct_ok(plan: _Plan) -> bool:
+    """Whether this call's kernels may skip Triton's dispatch: on CUDA, unless FASTFORMER_BENCH_TRITON_LAUNCH is
+    "jit" or a profiler (proton) hooks every launch through that dispatch."""
+    if not plan.direct:
+        return False
+    runtime = _triton_runtime()[0]
+    enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
+    return (enter is None or not getattr(enter, "calls", True)) and (leave is None or not getattr(leave, "calls", True))
+
+
+def _current_stream(index: int) -> int:
+    return _triton_runtime()[1].get_current_stream(index)
+
+
+def _direct_launches(plan: _Plan, key: tuple) -> list:
+    """The direct launches of the calls with this argument layout (filled by the first of them).
+
+    Triton compiles a kernel per specialisation of its arguments (dtypes, 16-byte alignment of pointers,
+    integers equal to 1 or divisible by 16). The key holds all of that which can change between calls of one
+    plan (dtype, strides and pointer alignment of the caller's tensors), so a kernel found under it is the one
+    Triton's dispatch would pick; the launcher's own allocations are always 16-byte aligned.
+    """
+    launches = plan.launches.get(key)
+    if launches is None:
+        launches = plan.launches[key] = []
+    return launches
+
+
+def _launch(kernel, grid: int, args: list, num_warps: int, direct: list | None, i: int, stream: int) -> None:
+    """Launch number i of a call: directly when its layout has been launched before, else through Triton's
+    dispatch (which compiles on a miss), keeping what it returns for the next call with this layout."""
+    if direct is not None and i < len(direct) and direct[i] is not None:
+        run, function, metadata = direct[i]
+        # Triton's own launch, less its dispatch: grid, stream, function, metadata, launch metadata and the
+        # two launch hooks (none here), then every argument of the signature, constexprs included.
+        run(grid, 1, 1, stream, function, metadata, None, None, None, *args)
+        return
+    compiled = kernel[(grid,)](*args, num_warps=num_warps)
+    if direct is not None and i == len(direct):
+        direct.append(_direct_entry(compiled))
+
+
+def _direct_entry(compiled) -> tuple | None:
+    compiled = compiled.result() if hasattr(compiled, "result") else compiled  # an asynchronous compile's future
+    try:
+        return compiled.run, compiled.function, compiled.packed_metadata
+    except AttributeError:  # not a CompiledKernel: keep to Triton's dispatch
+        return None
+
+
+def _align(t: torch.Tensor) -> int:
+    return t.data_ptr() % 16
+
+
+_NO_GUARD = contextlib.nullcontext()
+
+
 def _device_guard(device: torch.device) -> contextlib.AbstractContextManager:
     # Triton launches on the current CUDA device, which need not be the tensors' device.
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    if device.type == "cuda" and torch.cuda.current_device() != device.index:
+        return torch.cuda.device(device)
+    return _NO_GUARD
 
 
-def _mask_args(mask: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+def _mask_args(mask: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, int, int, tuple | None]:
+    """The mask as the kernels read it, its strides, and its part of the launch layout key."""
     if mask is None:
-        return x, 0, 0  # never read: HAS_MASK is False
+        return x, 0, 0, None  # never read: HAS_MASK is False
     m = mask.view(torch.uint8)  # same bytes; Triton loads bool pointers awkwardly across versions
-    return m, m.stride(0), m.stride(1)
+    sm_b, sm_n = m.stride()
+    return m, sm_b, sm_n, (sm_b, sm_n, _align(m))
 
 
-def _forward(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, block_n: int | None,
-             chunk_n: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """out [B, N, D], and what backward needs: g [C-1, B*H, Dh], max and sum of exp [C-1, B*H] (fp32).
+def _forward(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, plan: _Plan,
+             keep_stats: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """out [B, N, D], and what backward needs: the pooled statistics [C-1, B*H, Dh + 2] (fp32: g_c, max, sum of
+    exp); a new tensor with ``keep_stats``, else the plan's scratch copy.
 
-    C launches: one pass per pooled column, then the output pass. Column c's chunk partials live in slot
-    c % 2 of the workspaces, so pass c+1 reads them while writing its own to the other slot.
+    C launches: one pass per pooled column, then the output pass; pass c + 1 combines column c's chunk partials.
     """
     k = _kernels()
     C, B, N, D = x.shape
-    H, Dh = w.shape[1], w.shape[2]
-    BLOCK_N, BLOCK_D, chunk, n_chunks = _plan(B, H, N, Dh, x.device, block_n, chunk_n)
-    BLOCK_C = min(_COMBINE_BLOCK, _next_pow2(n_chunks))
-    f32 = dict(dtype=torch.float32, device=x.device)
-    w32 = w.to(torch.float32).contiguous()
-    mask_t, sm_b, sm_n = _mask_args(mask, x)
-    scale = 1.0 / math.sqrt(Dh)
-
-    g = torch.empty((C - 1, B * H, Dh), **f32)
-    m = torch.empty((C - 1, B * H), **f32)
-    l = torch.empty((C - 1, B * H), **f32)
-    pm = torch.empty((2, B * H * n_chunks), **f32)
-    pl = torch.empty_like(pm)
-    pacc = torch.empty((2, B * H * n_chunks, BLOCK_D), **f32)
+    _, H, Dh = w.shape
+    pm, pl, pacc = plan.fwd_workspace()
     out = torch.empty((B, N, D), dtype=x.dtype, device=x.device)
-    grid = (B * H * n_chunks,)
+    stats = torch.empty(plan.stats_shape, dtype=torch.float32, device=x.device) if keep_stats else plan.scratch_stats()
+    mask_t, sm_b, sm_n, mask_key = _mask_args(mask, x)
+    sx_c, sx_b, sx_n, sx_d = sx = x.stride()
+    sw = w.stride()
+    direct, stream = None, 0
+    if _direct_ok(plan):
+        direct = _direct_launches(plan, ("fwd", x.dtype, sx, _align(x), sw, _align(w), mask_key))
+        stream = _current_stream(x.device.index)
+    grid, BLOCK_C, BLOCK_N, BLOCK_D = plan.grid, plan.block_c, plan.block_n, plan.block_d
+    pool = [x, sx_c, sx_b, sx_n, sx_d, w, *sw, mask_t, sm_b, sm_n, pm, pl, pacc, stats,
+            0, N, H, Dh, plan.chunk, plan.n_chunks, plan.scale, False, mask is not None, BLOCK_C, BLOCK_N, BLOCK_D]
     with _device_guard(x.device):
         for c in range(C - 1):
-            xc, cur, prev = x[c], c % 2, (c + 1) % 2
-            k._pool_partial_kernel[grid](
-                xc, xc.stride(0), xc.stride(1), xc.stride(2),
-                w32[c],
-                mask_t, sm_b, sm_n,
-                pm[prev], pl[prev], pacc[prev], g[c - 1], m[c - 1], l[c - 1],  # unused when c == 0
-                pm[cur], pl[cur], pacc[cur],
-                N, H, Dh, chunk, n_chunks, scale,
-                HAS_PREV=c > 0, HAS_MASK=mask is not None, BLOCK_C=BLOCK_C, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-                num_warps=_NUM_WARPS,
-            )
-        xl, last = x[C - 1], (C - 2) % 2
-        k._output_kernel[grid](
-            xl, xl.stride(0), xl.stride(1), xl.stride(2),
-            mask_t, sm_b, sm_n,
-            pm[last], pl[last], pacc[last], g[C - 2], m[C - 2], l[C - 2],
-            out, out.stride(0), out.stride(1), out.stride(2),
-            N, H, Dh, chunk, n_chunks,
-            HAS_MASK=mask is not None, BLOCK_C=BLOCK_C, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, num_warps=_NUM_WARPS,
-        )
-    return out, g, m, l
+            pool[16], pool[23] = c, c > 0  # col, HAS_PREV
+            _launch(k._pool_partial_kernel, grid, pool, _NUM_WARPS, direct, c, stream)
+        _launch(k._output_kernel, grid,
+                [x, sx_c, sx_b, sx_n, sx_d, mask_t, sm_b, sm_n, pm, pl, pacc, stats, out, *out.stride(),
+                 C - 1, N, H, Dh, plan.chunk, plan.n_chunks, mask is not None, BLOCK_C, BLOCK_N, BLOCK_D],
+                _NUM_WARPS, direct, C - 1, stream)
+    return out, stats
 
 
-def _backward(dout: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, g: torch.Tensor,
-              m: torch.Tensor, l: torch.Tensor, block_n: int | None, chunk_n: int | None,
-              want_dx: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """dx [C, B, N, D] (None unless want_dx) and dw [C-1, H, Dh] in w's dtype, walking the columns backwards.
+def _backward(dout: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None,
+              stats: torch.Tensor, plan: _Plan, want_dx: bool,
+              want_dw: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """dx [C, B, N, D] (None unless want_dx) and dw [C-1, H, Dh] in w's dtype (None unless want_dw), walking the
+    columns backwards.
 
-    C + 1 launches: one pass per column (last to first), each summing the dg partials the previous pass left
-    (slot (c+1) % 2) and writing its own (slot c % 2), then one sum of every column's dw partials.
+    C + 1 launches (C without dw): one pass per column (last to first), each summing the dg partials the
+    previous pass left and writing its own, then one sum of every column's dw partials.
     """
     k = _kernels()
     C, B, N, D = x.shape
-    H, Dh = w.shape[1], w.shape[2]
-    BLOCK_N, BLOCK_D, chunk, n_chunks = _plan(B, H, N, Dh, x.device, block_n, chunk_n)
-    BLOCK_C = min(_COMBINE_BLOCK, _next_pow2(n_chunks))
-    f32 = dict(dtype=torch.float32, device=x.device)
-    w32 = w.to(torch.float32).contiguous()
-    mask_t, sm_b, sm_n = _mask_args(mask, x)
-    scale = 1.0 / math.sqrt(Dh)
-
+    _, H, Dh = w.shape
+    pdg, pdw = plan.bwd_workspace()
     dx = torch.empty((C, B, N, D), dtype=x.dtype, device=x.device) if want_dx else None
-    dx_arg = dx if dx is not None else x  # never written when WRITE_DX is False
-    pdg = torch.empty((2, B * H * n_chunks, BLOCK_D), **f32)
-    pdw = torch.empty((C - 1, H * B * n_chunks, BLOCK_D), **f32)
-    dw = torch.empty((C - 1, H, Dh), **f32)
-    grid = (B * H * n_chunks,)
+    dw = torch.empty((C - 1, H, Dh), dtype=w.dtype, device=x.device) if want_dw else None
+    mask_t, sm_b, sm_n, mask_key = _mask_args(mask, x)
+    sx, sw, sd = x.stride(), w.stride(), dout.stride()
+    direct, stream = None, 0
+    if _direct_ok(plan):
+        direct = _direct_launches(plan, ("bwd", want_dx, want_dw, x.dtype, sx, _align(x), sw, _align(w), mask_key,
+                                         dout.dtype, sd, _align(dout)))
+        stream = _current_stream(x.device.index)
+    # dx is never written when WRITE_DX is False: x stands in for it.
+    args = [x, *sx, dout, *sd, x if dx is None else dx, *(sx if dx is None else dx.stride()), stats, w, *sw,
+            mask_t, sm_b, sm_n, pdg, pdw, 0, B, N, H, Dh, plan.chunk, plan.n_chunks, plan.scale,
+            True, True, mask is not None, want_dx, plan.block_c, plan.block_n, plan.block_d]
     with _device_guard(x.device):
         for c in range(C - 1, -1, -1):
-            last = c == C - 1
-            xc, dxc = x[c], dx_arg[c]
-            pooled = C - 2 if last else c  # any valid index: the pooled-column arguments are unused when last
-            k._bwd_column_kernel[grid](
-                xc, xc.stride(0), xc.stride(1), xc.stride(2),
-                dout, dout.stride(0), dout.stride(1), dout.stride(2),
-                dxc, dxc.stride(0), dxc.stride(1), dxc.stride(2),
-                g[c - 1], g[pooled], m[pooled], l[pooled], w32[pooled],  # g[c - 1] unused when c == 0
-                mask_t, sm_b, sm_n,
-                pdg[(c + 1) % 2], pdg[c % 2], pdw[pooled],
-                B, N, H, Dh, chunk, n_chunks, scale,
-                IS_LAST=last, HAS_PREV=c > 0, HAS_MASK=mask is not None, WRITE_DX=want_dx,
-                BLOCK_C=BLOCK_C, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, num_warps=_NUM_WARPS,
-            )
-        # dw_c: for each (column, head), the sum over batch and chunks.
-        k._sum_rows_kernel[((C - 1) * H,)](pdw, dw, B * n_chunks, Dh,
-                                          BLOCK_R=min(_COMBINE_BLOCK, _next_pow2(B * n_chunks)), BLOCK_D=BLOCK_D)
-    return dx, dw.to(w.dtype)
+            args[24], args[32], args[33] = c, c == C - 1, c > 0  # col, IS_LAST, HAS_PREV
+            _launch(k._bwd_column_kernel, plan.grid, args, _NUM_WARPS, direct, C - 1 - c, stream)
+        if dw is not None:
+            # dw_c: for each (column, head), the sum over batch and chunks.
+            _launch(k._sum_rows_kernel, (C - 1) * H, [pdw, dw, B * plan.n_chunks, Dh, plan.block_r, plan.block_d],
+                    4, direct, C, stream)
+    return dx, dw
 
 
 # ---------------------------------------------------------------------------------------- autograd wrapper
@@ -209,32 +336,41 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mask: torch.
 
 class _FusedAdditiveAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, block_n: int | None,
-                chunk_n: int | None) -> torch.Tensor:
-        out, g, m, l = _forward(x, w, mask, block_n, chunk_n)
-        # x is an input (kept alive by the caller anyway); g, m, l are O(B·H·Dh): no N×D intermediate is saved.
-        ctx.save_for_backward(x, w, mask, g, m, l)
-        ctx.block_n, ctx.chunk_n = block_n, chunk_n
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, plan: _Plan) -> torch.Tensor:
+        out, stats = _forward(x, w, mask, plan, keep_stats=True)
+        # x is an input (kept alive by the caller anyway); stats is O(B·H·Dh): no N×D intermediate is saved.
+        ctx.save_for_backward(x, w, mask, stats)
+        ctx.plan = plan
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout: torch.Tensor):
-        x, w, mask, g, m, l = ctx.saved_tensors
-        dx, dw = _backward(dout, x, w, mask, g, m, l, ctx.block_n, ctx.chunk_n, want_dx=ctx.needs_input_grad[0])
-        return dx, (dw if ctx.needs_input_grad[1] else None), None, None, None
+        x, w, mask, stats = ctx.saved_tensors
+        dx, dw = _backward(dout, x, w, mask, stats, ctx.plan, want_dx=ctx.needs_input_grad[0],
+                           want_dw=ctx.needs_input_grad[1])
+        return dx, dw, None, None
 
 
 def triton_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None, *,
-                              block_n: int | None = None, chunk_n: int | None = None) -> torch.Tensor:
+                              block_n: int | None = None, chunk_n: int | None = None,
+                              check_mask_rows: bool | None = None) -> torch.Tensor:
     """Additive attention (DESIGN §1) with the fused kernels; differentiable in x and w.
 
     ``block_n`` (tokens per tile, a power of two) and ``chunk_n`` (tokens per program, any size >= 1) override
     the automatic split of N; tests use a small ``chunk_n`` to force several chunks through the combine step.
+
+    ``check_mask_rows``: whether to refuse a mask row with no real token. Checking reads the mask, which on a
+    GPU waits for the device, so by default only a CPU mask is checked; unchecked, such a row's output is NaN.
     """
-    check_additive(x, w, mask)
-    check_device(TRITON, x.device, x.dtype)
-    return _FusedAdditiveAttention.apply(x, w, mask, block_n, chunk_n)
+    check_additive(x, w, mask, mask_rows=x.device.type == "cpu" if check_mask_rows is None else check_mask_rows)
+    if _supports(x.device, x.dtype) is not None:
+        check_device(TRITON, x.device, x.dtype)  # raises, with the registry's sentence
+    plan = _plan_for(x, w, block_n, chunk_n)
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return _FusedAdditiveAttention.apply(x, w, mask, plan)
+    # No graph to keep: the autograd wrapper and a fresh statistics buffer would be pure overhead.
+    return _forward(x, w, mask, plan, keep_stats=False)[0]
 
 
 # ---------------------------------------------------------------------------------------------- registry

@@ -13,6 +13,13 @@ against the chunk length), and chunk 0 stores the result. That saves a launch pe
 the time for small problems. Grids are one-dimensional (pid -> (b*H + h, chunk)) because the second and
 third grid axes are limited to 65535 programs.
 
+Every launch gets whole tensors and a column index, never views: the launcher then builds no tensor per
+launch, and its fixed-size workspaces are whole cached buffers. A pass finds its column of x (and of dx and w)
+through that column's stride, and its slot of the chunk-partial workspaces (two slots, column c in c % 2, so a
+pass reads the previous column's partials while writing its own) through the program count. The pooled
+statistics of every aggregated column live in one fp32 buffer of rows [C-1, B*H, Dh + 2]: g_c, then the softmax
+max and sum of exp, kept for backward.
+
 Offsets are int64: x may be a strided view of a buffer with more than 2^31 elements (int32 in-row offsets
 were tried; ptxas reported no fewer registers). Per-tile addressing and masking are written out in each
 kernel rather than in @triton.jit helpers: the interpreter re-patches triton.language on every nested jit
@@ -32,7 +39,8 @@ def _merge_softmax_chunks(pm_ptr, pl_ptr, pacc_ptr, pid_bh, n_chunks, BLOCK_C: t
     """Fold the per-chunk (max, sum of exp, exp-weighted sum) of one (b, h): returns (g, global max, sum of exp).
 
     Each chunk's sums are rescaled from its own max to the global one; chunks with no real token have max
-    -inf and sums 0 and drop out. Every mask row has a real token (checked on input), so the sum is > 0.
+    -inf and sums 0 and drop out. A mask row with no real token leaves the sum 0 and g NaN (the launcher
+    refuses such masks where it can check without a device sync).
     """
     lanes = tl.arange(0, BLOCK_D)
     base = pid_bh.to(tl.int64) * n_chunks
@@ -56,12 +64,18 @@ def _merge_softmax_chunks(pm_ptr, pl_ptr, pacc_ptr, pid_bh, n_chunks, BLOCK_C: t
 
 
 @triton.jit
-def _store_pooled(g_ptr, m_ptr, l_ptr, pid_bh, Dh, g, m, l, BLOCK_D: tl.constexpr):
-    """Keep g, max and sum of exp of one (b, h) for the next pass and for backward (g_ptr rows are Dh wide)."""
+def _stats_row(stats_ptr, col, pid_bh, n_bh, Dh):
+    """Where column col's (g, max, sum of exp) of one (b, h) starts in the [C-1, B*H, Dh + 2] statistics buffer."""
+    return stats_ptr + (col.to(tl.int64) * n_bh + pid_bh) * (Dh + 2)
+
+
+@triton.jit
+def _store_pooled(row_ptr, Dh, g, m, l, BLOCK_D: tl.constexpr):
+    """Keep g, max and sum of exp of one (b, h) for the next pass and for backward, in its statistics row."""
     lanes = tl.arange(0, BLOCK_D)
-    tl.store(g_ptr + pid_bh.to(tl.int64) * Dh + lanes, g, mask=lanes < Dh)
-    tl.store(m_ptr + pid_bh, m)
-    tl.store(l_ptr + pid_bh, l)
+    tl.store(row_ptr + lanes, g, mask=lanes < Dh)
+    tl.store(row_ptr + Dh, m)
+    tl.store(row_ptr + Dh + 1, l)
 
 
 @triton.jit
@@ -80,38 +94,41 @@ def _sum_chunk_rows(src_ptr, first_row, n_rows, BLOCK_R: tl.constexpr, BLOCK_D: 
 # ------------------------------------------------------------------------------------------------ forward
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["col"])
 def _pool_partial_kernel(
-    x_ptr, sx_b, sx_n, sx_d,
-    w_ptr,
+    x_ptr, sx_c, sx_b, sx_n, sx_d,
+    w_ptr, sw_c, sw_h, sw_d,
     mask_ptr, sm_b, sm_n,
-    prev_pm_ptr, prev_pl_ptr, prev_pacc_ptr, gprev_ptr, mprev_ptr, lprev_ptr,
-    pm_ptr, pl_ptr, pacc_ptr,
-    N, H, Dh, chunk_n, n_chunks, scale,
+    pm_ptr, pl_ptr, pacc_ptr, stats_ptr,
+    col, N, H, Dh, chunk_n, n_chunks, scale,
     HAS_PREV: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """One chunk of one aggregation: G = x_c * g_{c-1} formed in registers, online softmax over the chunk.
+    """One chunk of aggregation col: G = x_col * g_{col-1} formed in registers, online softmax over the chunk.
 
-    With HAS_PREV it first combines column c-1's chunk partials into g_{c-1} (chunk 0 keeps it, with its
-    softmax statistics). Writes the chunk's running max, sum of exp and exp-weighted sum of G; G itself is
-    never stored.
+    With HAS_PREV it first combines column col-1's chunk partials into g_{col-1} (chunk 0 keeps it, with its
+    softmax statistics). Writes the chunk's running max, sum of exp and exp-weighted sum of G to slot col % 2;
+    G itself is never stored.
     """
     pid = tl.program_id(0)
+    n_prog = tl.num_programs(0)  # one slot of the chunk-partial workspaces
     pid_bh = pid // n_chunks
     chunk = pid % n_chunks
     b = (pid_bh // H).to(tl.int64)
     h = pid_bh % H
     lanes = tl.arange(0, BLOCK_D)
     lane_ok = lanes < Dh
-    x_row0 = x_ptr + b * sx_b + ((h * Dh + lanes).to(tl.int64) * sx_d)[None, :]
+    x_row0 = x_ptr + col.to(tl.int64) * sx_c + b * sx_b + ((h * Dh + lanes).to(tl.int64) * sx_d)[None, :]
+    cur = (col % 2) * n_prog
+    prev = ((col + 1) % 2) * n_prog
 
-    w = tl.load(w_ptr + h * Dh + lanes, mask=lane_ok, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + col * sw_c + h * sw_h + lanes * sw_d, mask=lane_ok, other=0.0).to(tl.float32)
     if HAS_PREV:
-        gprev, mprev, lprev = _merge_softmax_chunks(prev_pm_ptr, prev_pl_ptr, prev_pacc_ptr, pid_bh, n_chunks,
-                                                    BLOCK_C, BLOCK_D)
+        gprev, mprev, lprev = _merge_softmax_chunks(pm_ptr + prev, pl_ptr + prev, pacc_ptr + prev * BLOCK_D, pid_bh,
+                                                    n_chunks, BLOCK_C, BLOCK_D)
         if chunk == 0:
-            _store_pooled(gprev_ptr, mprev_ptr, lprev_ptr, pid_bh, Dh, gprev, mprev, lprev, BLOCK_D)
+            _store_pooled(_stats_row(stats_ptr, col - 1, pid_bh, n_prog // n_chunks, Dh), Dh, gprev, mprev, lprev,
+                          BLOCK_D)
 
     # -inf start: a chunk can be all padding; m_safe below keeps exp() away from (-inf) - (-inf).
     m_run = tl.full((), float("-inf"), tl.float32)
@@ -138,25 +155,26 @@ def _pool_partial_kernel(
         acc = acc * alpha + tl.sum(p[:, None] * G, axis=0)
         m_run = m_new
 
-    tl.store(pm_ptr + pid, m_run)
-    tl.store(pl_ptr + pid, l_run)
-    tl.store(pacc_ptr + pid.to(tl.int64) * BLOCK_D + lanes, acc)
+    tl.store(pm_ptr + cur + pid, m_run)
+    tl.store(pl_ptr + cur + pid, l_run)
+    tl.store(pacc_ptr + (cur + pid).to(tl.int64) * BLOCK_D + lanes, acc)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["col"])
 def _output_kernel(
-    x_ptr, sx_b, sx_n, sx_d,
+    x_ptr, sx_c, sx_b, sx_n, sx_d,
     mask_ptr, sm_b, sm_n,
-    prev_pm_ptr, prev_pl_ptr, prev_pacc_ptr, g_ptr, m_ptr, l_ptr,
+    pm_ptr, pl_ptr, pacc_ptr, stats_ptr,
     out_ptr, so_b, so_n, so_d,
-    N, H, Dh, chunk_n, n_chunks,
+    col, N, H, Dh, chunk_n, n_chunks,
     HAS_MASK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """out = x_{C-1} * g_{C-2}, zero on padding: the only N×D tensor the forward writes.
+    """out = x_col * g_{col-1} (col = C-1), zero on padding: the only N×D tensor the forward writes.
 
-    g_{C-2} is combined from its chunk partials here, like in the pooling passes.
+    g_{col-1} is combined from its chunk partials (slot (col - 1) % 2) here, like in the pooling passes.
     """
     pid = tl.program_id(0)
+    n_prog = tl.num_programs(0)
     pid_bh = pid // n_chunks
     chunk = pid % n_chunks
     b = (pid_bh // H).to(tl.int64)
@@ -164,12 +182,14 @@ def _output_kernel(
     lanes = tl.arange(0, BLOCK_D)
     lane_ok = lanes < Dh
     lane_off = (h * Dh + lanes).to(tl.int64)
-    x_row0 = x_ptr + b * sx_b + (lane_off * sx_d)[None, :]
+    x_row0 = x_ptr + col.to(tl.int64) * sx_c + b * sx_b + (lane_off * sx_d)[None, :]
     o_row0 = out_ptr + b * so_b + (lane_off * so_d)[None, :]
-    g, m_glob, l_glob = _merge_softmax_chunks(prev_pm_ptr, prev_pl_ptr, prev_pacc_ptr, pid_bh, n_chunks, BLOCK_C,
-                                              BLOCK_D)
+    prev = ((col + 1) % 2) * n_prog
+    g, m_glob, l_glob = _merge_softmax_chunks(pm_ptr + prev, pl_ptr + prev, pacc_ptr + prev * BLOCK_D, pid_bh,
+                                              n_chunks, BLOCK_C, BLOCK_D)
     if chunk == 0:
-        _store_pooled(g_ptr, m_ptr, l_ptr, pid_bh, Dh, g, m_glob, l_glob, BLOCK_D)
+        _store_pooled(_stats_row(stats_ptr, col - 1, pid_bh, n_prog // n_chunks, Dh), Dh, g, m_glob, l_glob,
+                      BLOCK_D)
 
     lo = chunk * chunk_n
     hi = tl.minimum(lo + chunk_n, N)
@@ -189,29 +209,32 @@ def _output_kernel(
 # ----------------------------------------------------------------------------------------------- backward
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["col"])
 def _bwd_column_kernel(
-    x_ptr, sx_b, sx_n, sx_d,
+    x_ptr, sx_c, sx_b, sx_n, sx_d,
     dout_ptr, sd_b, sd_n, sd_d,
-    dx_ptr, sdx_b, sdx_n, sdx_d,
-    gprev_ptr, g_ptr, m_ptr, l_ptr, w_ptr,
+    dx_ptr, sdx_c, sdx_b, sdx_n, sdx_d,
+    stats_ptr,
+    w_ptr, sw_c, sw_h, sw_d,
     mask_ptr, sm_b, sm_n,
-    prev_pdg_ptr, pdg_ptr, pdw_ptr,
-    B, N, H, Dh, chunk_n, n_chunks, scale,
+    pdg_ptr, pdw_ptr,
+    col, B, N, H, Dh, chunk_n, n_chunks, scale,
     IS_LAST: tl.constexpr, HAS_PREV: tl.constexpr, HAS_MASK: tl.constexpr, WRITE_DX: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """Backward through column c for one chunk of one (b, h), given dg_c (the gradient of its global vector).
+    """Backward through column col for one chunk of one (b, h), given dg_col (the gradient of its global vector).
 
-    IS_LAST (c = C-1): dG = dout on real tokens. Otherwise dg_c is first summed from the chunk partials the
-    pass over column c+1 left in prev_pdg, G = x_c * g_{c-1}, the softmax weights are recomputed from the
-    saved max and sum of exp, and the pooling's gradient is
+    IS_LAST (col = C-1): dG = dout on real tokens. Otherwise dg_col is first summed from the chunk partials the
+    pass over column col+1 left in slot (col + 1) % 2 of pdg, G = x_col * g_{col-1}, the softmax weights are
+    recomputed from the saved max and sum of exp, and the pooling's gradient is
         ds_n = a_n (<dg, G_n> - <dg, g>),   dG_n = a_n dg + ds_n w / sqrt(Dh),   dw += ds_n G_n / sqrt(Dh).
-    Then dx_c = dG * g_{c-1} is written, and dg_{c-1} = sum_n dG_n * x_c,n is reduced (HAS_PREV, c >= 1).
-    dg_{c-1} partials are rows [B, H, n_chunks] and dw_c partials rows [H, B, n_chunks], so that each sum a
-    combine step takes (over chunks for a (b, h); over batch and chunks for a head) is one contiguous run.
+    Then dx_col = dG * g_{col-1} is written, and dg_{col-1} = sum_n dG_n * x_col,n is reduced into slot col % 2
+    (HAS_PREV, col >= 1). dg partials are rows [B, H, n_chunks] and dw_col partials rows [H, B, n_chunks] of
+    column col's part of pdw, so that each sum a combine step takes (over chunks for a (b, h); over batch and
+    chunks for a head) is one contiguous run.
     """
     pid = tl.program_id(0)
+    n_prog = tl.num_programs(0)
     pid_bh = pid // n_chunks
     chunk = pid % n_chunks
     b = (pid_bh // H).to(tl.int64)
@@ -219,19 +242,22 @@ def _bwd_column_kernel(
     lanes = tl.arange(0, BLOCK_D)
     lane_ok = lanes < Dh
     lane_off = (h * Dh + lanes).to(tl.int64)
-    x_row0 = x_ptr + b * sx_b + (lane_off * sx_d)[None, :]
+    col64 = col.to(tl.int64)
+    x_row0 = x_ptr + col64 * sx_c + b * sx_b + (lane_off * sx_d)[None, :]
     d_row0 = dout_ptr + b * sd_b + (lane_off * sd_d)[None, :]
-    dx_row0 = dx_ptr + b * sdx_b + (lane_off * sdx_d)[None, :]
-    vec = pid_bh.to(tl.int64) * Dh + lanes
+    dx_row0 = dx_ptr + col64 * sdx_c + b * sdx_b + (lane_off * sdx_d)[None, :]
+    n_bh = n_prog // n_chunks
 
     if HAS_PREV:
-        gprev = tl.load(gprev_ptr + vec, mask=lane_ok, other=0.0)
+        gprev = tl.load(_stats_row(stats_ptr, col - 1, pid_bh, n_bh, Dh) + lanes, mask=lane_ok, other=0.0)
     if not IS_LAST:
-        w = tl.load(w_ptr + h * Dh + lanes, mask=lane_ok, other=0.0).to(tl.float32)
-        g = tl.load(g_ptr + vec, mask=lane_ok, other=0.0)
-        dg = _sum_chunk_rows(prev_pdg_ptr, pid_bh.to(tl.int64) * n_chunks, n_chunks, BLOCK_C, BLOCK_D)
-        m_glob = tl.load(m_ptr + pid_bh)
-        inv_l = 1.0 / tl.load(l_ptr + pid_bh)
+        row = _stats_row(stats_ptr, col, pid_bh, n_bh, Dh)
+        w = tl.load(w_ptr + col * sw_c + h * sw_h + lanes * sw_d, mask=lane_ok, other=0.0).to(tl.float32)
+        g = tl.load(row + lanes, mask=lane_ok, other=0.0)
+        prev = ((col + 1) % 2) * n_prog
+        dg = _sum_chunk_rows(pdg_ptr, prev + pid_bh.to(tl.int64) * n_chunks, n_chunks, BLOCK_C, BLOCK_D)
+        m_glob = tl.load(row + Dh)
+        inv_l = 1.0 / tl.load(row + Dh + 1)
         dg_dot_g = tl.sum(dg * g, axis=0)
 
     dgprev_acc = tl.zeros((BLOCK_D,), tl.float32)
@@ -269,10 +295,10 @@ def _bwd_column_kernel(
             tl.store(dx_row0 + r64 * sdx_n, dx.to(dx_ptr.dtype.element_ty), mask=in_range[:, None] & lane_ok[None, :])
 
     if HAS_PREV:
-        tl.store(pdg_ptr + pid.to(tl.int64) * BLOCK_D + lanes, dgprev_acc)
+        tl.store(pdg_ptr + ((col % 2) * n_prog + pid).to(tl.int64) * BLOCK_D + lanes, dgprev_acc)
     if not IS_LAST:
-        row = (h.to(tl.int64) * B + b) * n_chunks + chunk
-        tl.store(pdw_ptr + row * BLOCK_D + lanes, dw_acc)
+        dw_row = ((col64 * H + h) * B + b) * n_chunks + chunk
+        tl.store(pdw_ptr + dw_row * BLOCK_D + lanes, dw_acc)
 
 
 @triton.jit
@@ -280,8 +306,8 @@ def _sum_rows_kernel(
     src_ptr, dst_ptr, rows_per_out, Dh,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """dst[i, :Dh] = sum of src rows [i * rows_per_out, (i + 1) * rows_per_out): dw, after the last column."""
+    """dst[i, :Dh] = sum of src rows [i * rows_per_out, (i + 1) * rows_per_out), stored in dst's dtype: dw."""
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_D)
     acc = _sum_chunk_rows(src_ptr, pid.to(tl.int64) * rows_per_out, rows_per_out, BLOCK_R, BLOCK_D)
-    tl.store(dst_ptr + pid.to(tl.int64) * Dh + lanes, acc, mask=lanes < Dh)
+    tl.store(dst_ptr + pid.to(tl.int64) * Dh + lanes, acc.to(dst_ptr.dtype.element_ty), mask=lanes < Dh)

@@ -16,7 +16,7 @@ class AdditiveShape(NamedTuple):
     head_dim: int
 
 
-def _check_mask(mask: torch.Tensor | None, batch: int, seq_len: int, ref: torch.Tensor) -> None:
+def _check_mask(mask: torch.Tensor | None, batch: int, seq_len: int, ref: torch.Tensor, rows: bool = True) -> None:
     if mask is None:
         return
     if not isinstance(mask, torch.Tensor):
@@ -27,12 +27,17 @@ def _check_mask(mask: torch.Tensor | None, batch: int, seq_len: int, ref: torch.
         raise ValueError(f"mask must have shape [B, N] = [{batch}, {seq_len}], got {list(mask.shape)}.")
     if mask.device != ref.device:
         raise ValueError(f"mask is on {mask.device} but the inputs are on {ref.device}; put them on one device.")
-    if seq_len > 0 and not bool(mask.any(dim=1).all()):
+    if rows and seq_len > 0 and not bool(mask.any(dim=1).all()):
         raise ValueError("every mask row needs at least one real token (True); a row is all padding.")
 
 
-def check_additive(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None) -> AdditiveShape:
-    """Validate x [C, B, N, D], w [C-1, H, Dh], mask [B, N] and return the sizes."""
+def check_additive(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, *,
+                   mask_rows: bool = True) -> AdditiveShape:
+    """Validate x [C, B, N, D], w [C-1, H, Dh], mask [B, N] and return the sizes.
+
+    ``mask_rows=False`` skips the one check that reads tensor data (every mask row has a real token), which on
+    a GPU would wait for the device.
+    """
     if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
         raise ValueError("x and w must be torch.Tensors.")
     if x.dim() != 4:
@@ -57,7 +62,7 @@ def check_additive(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None) 
         raise ValueError(f"x has dtype {x.dtype} but w has dtype {w.dtype}; use one dtype.")
     if not x.dtype.is_floating_point:
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}.")
-    _check_mask(mask, batch, seq_len, x)
+    _check_mask(mask, batch, seq_len, x, mask_rows)
     return AdditiveShape(columns, batch, seq_len, width, heads, head_dim)
 
 

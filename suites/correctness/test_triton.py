@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import OrderedDict
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 pytest.importorskip("triton", reason="triton is not installed; the fused kernel cannot run")
 
@@ -52,6 +54,11 @@ def make_inputs(C: int, B: int, N: int, H: int, Dh: int, dtype: torch.dtype, *, 
     if strided:
         assert not x.is_contiguous()
     return x, w.to(DEVICE, dtype), None if mask is None else mask.to(DEVICE)
+
+
+def fresh_plans(monkeypatch) -> None:
+    """Start from no cached plans (and workspaces), as a new process would."""
+    monkeypatch.setattr(at, "_PLANS", OrderedDict(), raising=False)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str) -> None:
@@ -116,6 +123,7 @@ def test_all_padding_chunks_and_uneven_chunks(monkeypatch):
     # row hold no real token (their running max stays -inf), and chunk_n = 6 is not a multiple of block_n = 4.
     # Combining 2 chunk partials per step makes every combine loop run several steps.
     monkeypatch.setattr(at, "_COMBINE_BLOCK", 2)
+    fresh_plans(monkeypatch)  # plans made before the patch keep their block sizes
     C, B, N, H, Dh = 3, 2, 40, 1, 8
     x, w, _ = make_inputs(C, B, N, H, Dh, torch.float32, masked=False, strided=False, seed=3)
     mask = torch.zeros(B, N, dtype=torch.bool, device=DEVICE)
@@ -230,3 +238,246 @@ def test_registry_loads_without_triton():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "triton is not importable" in proc.stdout
+
+
+# -- host work per call: launches, device work, allocations, no syncs ------------------------------------------
+# A small problem on the GPU takes as long as the host needs to issue it: every torch op the launcher issues is
+# one more kernel launch, every allocation one more trip through the allocator, and a read of device data waits
+# for the GPU. These tests count all three per call, with the kernels stubbed out so that only the launcher's
+# own work is seen (the interpreter's copies of the arguments are torch ops too).
+
+#: torch ops that only allocate; everything else that is not a view is device work (one launch on a GPU)
+FACTORY_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like",
+               "new_zeros", "ones", "ones_like", "full", "full_like"}
+#: the op behind .item() / bool(tensor): on a GPU it waits for every queued kernel
+SYNC_OPS = {"_local_scalar_dense", "item"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the torch ops issued under it: allocations, views and device work (with their names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.allocations: list[str] = []
+        self.work: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in FACTORY_OPS:
+            self.allocations.append(name)
+        elif not func.is_view:
+            self.work.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+class StubKernels:
+    """Replaces every kernel of the kernels module by one that launches nothing and logs its launch."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.launches: list[str] = []
+        kernels = at._kernels()
+        for name in dir(kernels):
+            if name.endswith("_kernel"):
+                monkeypatch.setattr(kernels, name, self._stub(name))
+
+    def _stub(self, name: str):
+        log = self.launches
+
+        class Stub:
+            def __getitem__(self, grid):
+                return lambda *args, **kwargs: log.append(name)
+
+        return Stub()
+
+
+def host_work(monkeypatch, call) -> tuple[list[str], OpCounter]:
+    """The kernel launches and torch ops of ``call()``, kernels stubbed out."""
+    stubs = StubKernels(monkeypatch)
+    with OpCounter() as ops:
+        call()
+    return stubs.launches, ops
+
+
+@needs_kernel
+@pytest.mark.parametrize("C", [2, 3, 6], ids=lambda c: f"C{c}")
+def test_launches_per_call(monkeypatch, C):
+    # The real kernels, each launch counted: C per forward, C + 1 per backward (C when only x needs a gradient).
+    monkeypatch.setattr(at, "_direct_ok", lambda plan: False, raising=False)  # every launch through the JIT functions
+    launches = []
+    kernels = at._kernels()
+    for name in dir(kernels):
+        if name.endswith("_kernel"):
+            kernel = getattr(kernels, name)
+
+            class Counting:
+                def __getitem__(self, grid, kernel=kernel, name=name):
+                    launch = kernel[grid]
+                    return lambda *args, **kwargs: (launches.append(name), launch(*args, **kwargs))[1]
+
+            monkeypatch.setattr(kernels, name, Counting())
+    x, w, mask = make_inputs(C, 2, 19, 2, 8, torch.float32, masked=True, strided=False, seed=6)
+    with torch.no_grad():
+        at.triton_additive_attention(x, w, mask, chunk_n=8, block_n=8)
+    assert len(launches) == C
+    xt, wt = x.clone().requires_grad_(), w.clone().requires_grad_()
+    launches.clear()
+    out = at.triton_additive_attention(xt, wt, mask, chunk_n=8, block_n=8)
+    assert len(launches) == C
+    launches.clear()
+    torch.autograd.grad(out, (xt, wt), torch.ones_like(out))
+    assert len(launches) == C + 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+def test_host_work_per_call(monkeypatch, dtype):
+    """Past the first call on a shape, a forward is its C launches and the allocation of what it returns (and,
+    keeping a graph, of what backward needs), and a backward its C + 1 launches and its two gradients: no other
+    device work (no conversion of w or of dw), no workspace allocated again, nothing read back from the device."""
+    fresh_plans(monkeypatch)
+    C, B, N, H, Dh = 3, 2, 64, 2, 16
+    x, w, _ = make_inputs(C, B, N, H, Dh, dtype, masked=False, strided=False, seed=7)
+    xt, wt = x.clone().requires_grad_(), w.clone().requires_grad_()
+    grad_out = torch.ones(B, N, H * Dh, dtype=dtype, device=x.device)
+
+    def no_grad_forward():
+        with torch.no_grad():
+            at.triton_additive_attention(x, w)
+
+    def forward_backward():
+        out = at.triton_additive_attention(xt, wt)
+        torch.autograd.grad(out, (xt, wt), grad_out)
+
+    host_work(monkeypatch, no_grad_forward)  # the first calls make the plan and its workspaces
+    host_work(monkeypatch, forward_backward)
+    launches, ops = host_work(monkeypatch, no_grad_forward)
+    assert (len(launches), ops.work, ops.allocations) == (C, [], ["empty"]), "no-grad forward"
+    launches, ops = host_work(monkeypatch, lambda: at.triton_additive_attention(xt, wt))
+    assert (len(launches), ops.work, len(ops.allocations)) == (C, [], 2), "forward keeping a graph: out, stats"
+    out = at.triton_additive_attention(xt, wt)
+    launches, ops = host_work(monkeypatch, lambda: torch.autograd.grad(out, (xt, wt), grad_out))
+    assert (len(launches), ops.work, len(ops.allocations)) == (C + 1, [], 2), "backward: dx, dw"
+
+
+def test_unchecked_mask_costs_no_device_read(monkeypatch):
+    # A GPU mask is not checked for rows of padding alone (the check would wait for the device); check_mask_rows
+    # gives a CPU mask the same treatment, so the host work of a masked call can be counted here.
+    fresh_plans(monkeypatch)
+    x, w, mask = make_inputs(3, 2, 64, 2, 16, torch.float32, masked=True, strided=False, seed=8)
+
+    def masked_forward():
+        with torch.no_grad():
+            at.triton_additive_attention(x, w, mask, check_mask_rows=False)
+
+    host_work(monkeypatch, masked_forward)
+    launches, ops = host_work(monkeypatch, masked_forward)
+    assert (len(launches), ops.work, ops.allocations) == (3, [], ["empty"])
+    checked = host_work(monkeypatch, lambda: at.triton_additive_attention(x, w, mask, check_mask_rows=True))[1]
+    assert SYNC_OPS & set(checked.work), "the checked call reads the mask back"
+
+
+@needs_kernel
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's 0 / 0
+def test_unchecked_padding_row_is_nan_and_leaves_other_rows_alone():
+    x, w, _ = make_inputs(3, 2, 19, 2, 8, torch.float32, masked=False, strided=False, seed=9)
+    mask = torch.ones(2, 19, dtype=torch.bool, device=DEVICE)
+    mask[1] = False
+    with pytest.raises(ValueError, match="at least one real token"):
+        at.triton_additive_attention(x, w, mask, check_mask_rows=True)
+    out = at.triton_additive_attention(x, w, mask, check_mask_rows=False, chunk_n=8, block_n=8)
+    assert out[1].isnan().all()
+    ref = quadratic_additive_attention(x[:, :1].double(), w.double(), mask[:1])
+    assert_close(out[:1], ref, TOL[torch.float32], "the row with real tokens")
+
+
+@needs_kernel
+def test_workspaces_are_never_returned_or_saved():
+    """Two calls on one shape share the plan's workspaces, never their outputs: the first call's output and
+    gradients stay as they were after the second call, and each backward uses its own forward's statistics."""
+    C, B, N, H, Dh = 3, 2, 37, 3, 8
+    plan = dict(chunk_n=8, block_n=8)
+    inputs = [make_inputs(C, B, N, H, Dh, torch.float32, masked=True, strided=False, seed=s) for s in (10, 11)]
+    grad_out = torch.randn(B, N, H * Dh, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+
+    with torch.no_grad():
+        first = at.triton_additive_attention(*inputs[0], **plan)
+        kept = first.clone()
+        second = at.triton_additive_attention(*inputs[1], **plan)
+    assert first.data_ptr() != second.data_ptr() and torch.equal(first, kept)
+
+    leaves = [(x.clone().requires_grad_(), w.clone().requires_grad_(), mask) for x, w, mask in inputs]
+    outs = [at.triton_additive_attention(*leaf, **plan) for leaf in leaves]  # both graphs alive at once
+    grads = [torch.autograd.grad(outs[i], leaves[i][:2], grad_out) for i in (1, 0)][::-1]  # backward: last first
+    for (x, w, mask), out, (dx, dw) in zip(inputs, outs, grads):
+        x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+        ref = quadratic_additive_attention(x64, w64, mask)
+        ref_dx, ref_dw = torch.autograd.grad(ref, (x64, w64), grad_out.double())
+        assert_close(out, ref, TOL[torch.float32], "out")
+        assert_close(dx, ref_dx, TOL[torch.float32], "dx")
+        assert_close(dw, ref_dw, TOL[torch.float32], "dw")
+    assert grads[0][0].data_ptr() != grads[1][0].data_ptr() and grads[0][1].data_ptr() != grads[1][1].data_ptr()
+
+
+def test_direct_launches_replay_the_dispatched_ones(monkeypatch):
+    """On CUDA a layout's first call goes through Triton's dispatch and later calls launch the compiled kernels it
+    returned, with the same arguments; a new layout (here strided x) or launch hooks go through dispatch again."""
+    fresh_plans(monkeypatch)
+    monkeypatch.setattr(at, "_direct_ok", lambda plan: True)
+    monkeypatch.setattr(at, "_current_stream", lambda index: 1234)
+    dispatched, direct = [], []
+
+    class Compiled:
+        function, packed_metadata = "function", "metadata"
+
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, *args):
+            direct.append((self.name, args[:9], list(args[9:])))
+
+    def fake(name):
+        class Kernel:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    dispatched.append((name, grid, list(args)))
+                    return Compiled(name)
+                return launch
+        return Kernel()
+
+    kernels = at._kernels()
+    for name in dir(kernels):
+        if name.endswith("_kernel"):
+            monkeypatch.setattr(kernels, name, fake(name))
+    C = 4
+    x, w, mask = make_inputs(C, 2, 40, 2, 8, torch.float32, masked=True, strided=False, seed=12)
+    xs = make_inputs(C, 2, 40, 2, 8, torch.float32, masked=True, strided=True, seed=12)[0]
+    xt, wt = x.clone().requires_grad_(), w.clone().requires_grad_()
+
+    def call(x_in=xt):
+        out = at.triton_additive_attention(x_in, wt, mask, chunk_n=16, block_n=16)
+        torch.autograd.grad(out, (x_in, wt), torch.ones_like(out))
+
+    call()
+    assert len(dispatched) == 2 * C + 1 and not direct
+    first = list(dispatched)
+    dispatched.clear()
+    call()
+    assert not dispatched and len(direct) == 2 * C + 1
+
+    def layout(args):  # the outputs are new tensors each call: compare what the compiled kernel depends on
+        return [(a.dtype, a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args]
+
+    for (name, grid, args), (run_name, head, run_args) in zip(first, direct, strict=True):
+        assert run_name == name and head == (grid[0], 1, 1, 1234, "function", "metadata", None, None, None)
+        assert layout(run_args) == layout(args)
+    direct.clear()
+    call(xs.clone().requires_grad_())
+    assert len(dispatched) == 2 * C + 1 and not direct, "a new layout of x is dispatched (and compiled) afresh"
+
+
+def test_launch_variable_selects_triton_dispatch(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.delenv(at._LAUNCH_MODE_ENV, raising=False)
+    assert at._Plan(cuda, 3, 1, 64, 2, 8, 16, 16).direct
+    assert not at._Plan(torch.device("cpu"), 3, 1, 64, 2, 8, 16, 16).direct
+    monkeypatch.setenv(at._LAUNCH_MODE_ENV, "jit")
+    assert not at._Plan(cuda, 3, 1, 64, 2, 8, 16, 16).direct
