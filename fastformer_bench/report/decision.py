@@ -151,6 +151,7 @@ def setting(row: dict, device: bool = True) -> str:
 
 
 def shape(row: dict) -> str:
+    """e.g. 'B = 1, D = 256, H = 8, C = 3'."""
     parts = [f"B = {row['batch']}", f"D = {row['width']}", f"H = {row['heads']}"]
     parts += [f"C = {row['columns']}"] if row.get("columns") else []
     return ", ".join(parts + (["masked"] if row.get("masked") else []))

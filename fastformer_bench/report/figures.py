@@ -21,6 +21,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import (
@@ -116,7 +117,7 @@ def _sci(value: float, _pos=None) -> str:
     return f"${mantissa}\\times10^{{{int(exponent)}}}$" if mantissa != "1" else f"$10^{{{int(exponent)}}}$"
 
 
-def units(axis, unit: str) -> None:
+def units(axis: Axis, unit: str) -> None:
     """Label ``axis`` with SI prefixes ('1 ms', '10 µs', '100 MB/s'); unit '×' for factors ('1,000×', '0.5×'),
     '' for plain numbers ('0.1', '1,000'), 'k' for counts with SI prefixes ('100 k', '10 M')."""
     if unit in ("×", ""):
@@ -126,7 +127,7 @@ def units(axis, unit: str) -> None:
                                               useMathText=False))
 
 
-def percent(axis) -> None:
+def percent(axis: Axis) -> None:
     """Label ``axis``, holding shares (1.0 = all), in percent."""
     axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
 
