@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastformer_bench.probe import point as probe
 
     parser.add_argument("--preset", default="quick", help="preset name (see `list`) or path to a TOML file")
-    parser.add_argument("--out", required=True, help="results directory (points.jsonl + run.json)")
+    parser.add_argument("--out", help="results directory (points.jsonl + run.json); required unless --dry-run")
+    parser.add_argument("--dry-run", nargs="?", const="h100", choices=("h100", "h200"), metavar="GPU",
+                        help="measure nothing: print every point with its predicted time and peak memory on a GPU "
+                             "model (h100, the default, or h200) and the totals; exit 1 where a point is predicted "
+                             "above the GPU's memory (unless the preset expects it) or past the point time limit")
     parser.add_argument("--resume", action="store_true", help="skip points already recorded in --out")
     parser.add_argument("--isolate", action="store_true", help="measure each point in its own process")
     parser.add_argument("--threads", type=_thread_setting,
@@ -60,6 +64,10 @@ def main(args: argparse.Namespace) -> int:
                  if getattr(args, f"axis_{name}", None) is not None}
     settings = {"threads": args.threads, "min_time_s": args.min_time_s, "time_limit_s": args.time_limit_s,
                 "count_flops": False if args.no_flops else None}
+    if args.dry_run:
+        return _dry_run(args, overrides, settings)
+    if args.out is None:
+        raise ValueError("run: the option --out is required (a results directory), unless --dry-run.")
     outcome = sweep.run(args.preset, args.out, overrides=overrides, settings=settings, resume=args.resume,
                         isolate=args.isolate, executor=_executor_options(args), progress=not args.no_progress)
     if outcome.kind == PROBE:
@@ -72,6 +80,16 @@ def main(args: argparse.Namespace) -> int:
               f"point(s) unmeasured: {', '.join(killed['unmeasured'])}; run again with --resume to measure them.",
               file=sys.stderr)
     return 1 if outcome.failed else 0
+
+
+def _dry_run(args: argparse.Namespace, overrides: dict, settings: dict) -> int:
+    """``run --dry-run``: the plan of the request (fastformer_bench/plan.py), nothing measured or written."""
+    from fastformer_bench import plan
+
+    found = plan.plan_preset(args.preset, args.dry_run, overrides=overrides,
+                             settings={k: v for k, v in settings.items() if v is not None})
+    print("\n".join(plan.format_plan(found)))
+    return 1 if found.over_memory() or found.over_time_limit() else 0
 
 
 def _thread_setting(text: str) -> int:
