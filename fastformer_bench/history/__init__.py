@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastformer_bench.history.store import add, check_one_machine, entries, machine_key
-from fastformer_bench.history.trend import DEFAULT_MARGIN, Step, series, steps
+from fastformer_bench.history.trend import DEFAULT_MARGIN, Outlier, Step, outliers, series, steps
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastformer_bench.history.render import show
 
-__all__ = ["DEFAULT_MARGIN", "Step", "add", "check_one_machine", "entries", "machine_key", "series", "show", "steps"]
+__all__ = ["DEFAULT_MARGIN", "Outlier", "Step", "add", "check_one_machine", "entries", "machine_key", "outliers",
+           "series", "show", "steps"]
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from datetime import datetime, timezone
@@ -25,18 +26,32 @@ def machine_key(found: dict) -> str:
     return f"{slug}-{digest}"
 
 
-def _commit_time(repo: Path, commit: str) -> str | None:
-    done = subprocess.run(["git", "-C", str(repo), "show", "-s", "--format=%cI", commit], capture_output=True,
+def _commit_facts(repo: Path, commit: str) -> tuple[str | None, str | None]:
+    """The commit's time (ISO 8601) and subject line, or None where git cannot say."""
+    done = subprocess.run(["git", "-C", str(repo), "show", "-s", "--format=%cI%n%s", commit], capture_output=True,
                           text=True)
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None, None
+    time, _, subject = done.stdout.partition("\n")
+    return time.strip() or None, subject.strip() or None
+
+
+#: statuses of points that ran here and said something about the code: filed as gaps with their reason
+#: (unsupported points never run on this machine, and are left out)
+GAP_STATUSES = ("incorrect", "error", "crashed", "timeout", "oom")
 
 
 def _timed(results: str | Path) -> tuple[dict, dict, list[dict]]:
-    """(run.json, fingerprint, points) of a results directory: each timed, correct point's median and band."""
+    """(run.json, fingerprint, points) of a results directory: each timed, correct point's median and band, and
+    each point that failed here with its status and reason (a gap, never a time)."""
     run, records = load(results)  # ValueError (exit 2) for a directory without results
-    points = [{"key": list(point_key(r)), "label": point_label(r), "complexity": r.get("complexity"),
-               "unit": "s", "median": r["time_median"], "p20": r.get("time_p20"), "p80": r.get("time_p80")}
-              for r in records if r.get("status") == "ok" and r.get("time_median") is not None]
+    points = []
+    for r in records:
+        point = {"key": list(point_key(r)), "label": point_label(r), "complexity": r.get("complexity"), "unit": "s"}
+        if r.get("status") == "ok" and r.get("time_median") is not None:
+            points.append({**point, "median": r["time_median"], "p20": r.get("time_p20"), "p80": r.get("time_p80")})
+        elif r.get("status") in GAP_STATUSES:
+            points.append({**point, "status": r["status"], "reason": r.get("reason")})
     return run, fingerprint(run, records), points
 
 
@@ -61,32 +76,69 @@ def _counted(report: Path) -> tuple[dict, dict, list[dict]]:
     return {}, {"device": "cpu (instruction counts)", "torch": torch_version}, points
 
 
-def add(results: str | Path, history: str | Path, *, commit: str | None = None, repo: str | Path = ".") -> Path:
+def add(results: str | Path, history: str | Path, *, commit: str | None = None, repo: str | Path = ".",
+        extra: dict | None = None, require_time: bool = True) -> Path:
     """File ``results`` (a results directory, or an instruction gate's --json report) in ``history``; the entry's
-    path. ValueError for bad input."""
+    path. ``extra``: more fields for the entry (the backfill's preset and harness); ``require_time=False`` files a
+    run whose every point failed (status "failed", each point a gap). ValueError for bad input."""
     path = Path(results)
     run, found, points = _counted(path) if path.is_file() else _timed(path)
     commit = commit or run.get("git_commit")
     if not commit:
         raise ValueError(f"{results} does not say which commit it measured; give --commit.")
-    if not points:
+    timed = any(p.get("median") is not None for p in points)
+    if not points or (require_time and not timed):
         raise ValueError(f"{results} holds no correct, measured point to file.")
+    failed = {} if timed else {"status": "failed", "reason": "no point measured correctly: "
+                               + "; ".join(sorted({f"{p['status']}: {p.get('reason')}" for p in points}))[:500]}
     bandwidth = run.get("copy_bytes_per_s")
     if isinstance(bandwidth, dict):
         bandwidth = bandwidth.get("cpu") or next(iter(bandwidth.values()), None)
-    entry = {"commit": commit, "commit_time": _commit_time(Path(repo), commit), "run_id": run.get("run_id"),
-             "added": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "fingerprint": found,
-             "copy_bytes_per_s": bandwidth, "points": points}
+    return _file({"run_id": run.get("run_id"), "preset": run.get("preset"), "copy_bytes_per_s": bandwidth,
+                  "points": points, **failed, **(extra or {})}, history, commit, found, Path(repo))
+
+
+def add_failure(history: str | Path, commit: str, found: dict, *, status: str, reason: str,
+                repo: str | Path = ".", extra: dict | None = None) -> Path:
+    """File a commit that could not be measured at all (its code failed to import): a gap with ``reason`` in every
+    series of the machine ``found`` (a fingerprint), never a time."""
+    return _file({"status": status, "reason": reason, "points": [], **(extra or {})}, history, commit, found,
+                 Path(repo))
+
+
+def _file(fields: dict, history: str | Path, commit: str, found: dict, repo: Path) -> Path:
+    commit_time, subject = _commit_facts(repo, commit)
+    entry = {"commit": commit, "commit_time": commit_time, "subject": subject, "status": "ok",
+             "added": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "fingerprint": found, **fields}
     folder = Path(history) / machine_key(found)
     folder.mkdir(parents=True, exist_ok=True)
+
     def compact(text: str) -> str:
         return re.sub(r"[^0-9T]", "", text.split("+")[0])
 
     # Commit time first (history order), then the filing time to the microsecond (two filings never collide).
     name = f"{compact(entry['commit_time'] or entry['added'])[:15]}-{commit[:12]}-{compact(entry['added'])}.json"
     target = folder / name
-    target.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
+    # written whole or not at all: an interrupted backfill never leaves half an entry that stops `show`
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
+    os.replace(partial, target)
     return target
+
+
+def filed(history: str | Path, found: dict) -> list[dict]:
+    """The entries already filed for the machine ``found`` (a fingerprint), in file order; none if no folder."""
+    return _read_folder(Path(history) / machine_key(found))
+
+
+def _read_folder(folder: Path) -> list[dict]:
+    loaded = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            loaded.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read history entry {path}: {exc}.") from None
+    return loaded
 
 
 def entries(history: str | Path) -> dict[str, list[dict]]:
@@ -96,12 +148,7 @@ def entries(history: str | Path) -> dict[str, list[dict]]:
         raise ValueError(f"no history at {history}: file a run first with `fastformer-bench history add`.")
     found: dict[str, list[dict]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        loaded = []
-        for path in sorted(folder.glob("*.json")):
-            try:
-                loaded.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"cannot read history entry {path}: {exc}.") from None
+        loaded = _read_folder(folder)
         if loaded:
             found[folder.name] = sorted(loaded, key=lambda e: (e.get("commit_time") or "", e.get("added") or ""))
     if not found:
