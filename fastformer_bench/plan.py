@@ -124,7 +124,6 @@ class Profile:
     materialised: bool = False
 
 
-LOW = ("bfloat16", "float16")
 #: a fused linear kernel (Triton): one pass per column; shares and floors as the first H200 session timed them
 FUSED_LINEAR = Profile("fused linear", roof_share=(0.20, 0.10), floor_s=(0.25e-3, 1.3e-3), work=(1.0, 1.0, 1.0),
                        compile_fwd=(0.0, 1.5, 0.4), compile_bwd=(0.0, 3.2, 0.6))
@@ -391,8 +390,10 @@ def expected_oom(preset_path: Path | None, device: str) -> list[dict]:
     tables = tomllib.loads(preset_path.read_text()).get("expect_oom", [])
     found = []
     for table in tables:
-        if not isinstance(table, dict):
-            raise ValueError(f"preset {preset_path}: each [[expect_oom]] must be a table of axis lists.")
+        unknown = sorted(set(table) - {*axes.NAMES, "device_model"}) if isinstance(table, dict) else None
+        if unknown is None or unknown or not all(isinstance(v, list) for v in table.values()):
+            raise ValueError(f"preset {preset_path}: each [[expect_oom]] must be a table of axis lists"
+                             f"{f' (unknown: {unknown})' if unknown else ''}.")
         models = table.get("device_model", list(DEVICES))
         if device in models:
             found.append({key: values for key, values in table.items() if key != "device_model"})

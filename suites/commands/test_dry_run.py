@@ -96,6 +96,9 @@ def test_a_point_above_the_gpu_memory_fails_the_dry_run_unless_the_preset_expect
     assert "expected oom" in out and "1 expected oom" in out
     found = plan.plan_preset(str(expected), "h100")
     assert [p.expected for p in found.points] == [None, "oom"] and not found.over_memory()
+    typo = _huge_preset(tmp_path, '[[expect_oom]]\nseq_lens = [2097152]\n')
+    assert cli.main(["run", "--preset", str(typo), "--dry-run"]) == 2
+    assert "unknown: ['seq_lens']" in capsys.readouterr().err
     # the check's float64 copies are what outgrow the GPU: the point's own inputs and working set fit
     big = found.points[1]
     own = plan._values(big.problem) * 4 + plan.working_bytes(big.problem, impls.get("triton"))
