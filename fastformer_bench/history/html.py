@@ -57,6 +57,23 @@ def _fmt(value: float | None, unit: str) -> str:
     return "–" if value is None else f"{value:.4g} {unit}"
 
 
+def _band(x: list[int], low: list, high: list) -> tuple[list, list]:
+    """The p20-p80 band as closed shapes, one per run of commits with both values, apart where one lacks them
+    (plotly's fill "toself" closes each part between None separately)."""
+    band_x: list = []
+    band_y: list = []
+    run: list[int] = []
+    for i in [*x, None]:
+        if i is not None and low[i] is not None and high[i] is not None:
+            run.append(i)
+            continue
+        if run:
+            band_x += [*run, *run[::-1], None]
+            band_y += [*(high[j] for j in run), *(low[j] for j in run[::-1]), None]
+        run = []
+    return band_x[:-1], band_y[:-1]
+
+
 def _panel(fig, row: int, label: str, line: dict, filed: dict[str, dict], url: str | None, found: list,
            spikes: list) -> None:
     """One point's trend into row ``row`` of ``fig``: band, median, outliers, gaps and steps."""
@@ -72,10 +89,9 @@ def _panel(fig, row: int, label: str, line: dict, filed: dict[str, dict], url: s
              url.replace("{commit}", c) if url else ""]
             for c, m, lo, hi in zip(line["commits"], median, low, high)]
     legend = row == 1
-    if any(v is not None for v in low + high):
-        fig.add_trace(go.Scatter(x=x, y=high, mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False,
-                                 legendgroup="band"), row=row, col=1)
-        fig.add_trace(go.Scatter(x=x, y=low, mode="lines", line={"width": 0}, fill="tonexty", name="p20–p80",
+    band_x, band_y = _band(x, low, high)
+    if band_x:
+        fig.add_trace(go.Scatter(x=band_x, y=band_y, mode="lines", line={"width": 0}, fill="toself", name="p20–p80",
                                  fillcolor="rgba(0,114,178,0.2)", hoverinfo="skip", showlegend=legend,
                                  legendgroup="band"), row=row, col=1)
     fig.add_trace(go.Scatter(
@@ -174,9 +190,11 @@ def page(machine: str, filed: list[dict], *, normalize: bool = False, margin: fl
                         vertical_spacing=min(0.08, 0.5 / max(len(labels), 1)))
     for row, label in enumerate(labels, 1):
         _panel(fig, row, label, lines[label], by_commit, commit_url, found[label], spikes[label])
-    fig.update_layout(height=PANEL_PX * len(labels) + 120, template="plotly_white", hovermode="closest",
-                      margin={"l": 70, "r": 30, "t": 60, "b": 40}, legend={"orientation": "h", "y": 1.0,
-                                                                            "yanchor": "bottom"})
+    area = PANEL_PX * len(labels)
+    # the legend 40 px above the plot area, clear of the first panel's title
+    fig.update_layout(height=area + 140, template="plotly_white", hovermode="closest",
+                      margin={"l": 70, "r": 30, "t": 100, "b": 40},
+                      legend={"orientation": "h", "y": 1 + 40 / area, "yanchor": "bottom", "x": 0})
     plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id=PLOT_ID, post_script=_CLICK,
                        config={"displaylogo": False, "responsive": True})
     runs = f"{len(filed)} filed run{'s' if len(filed) != 1 else ''}"
