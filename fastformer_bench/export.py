@@ -7,6 +7,9 @@
   ``machine_info["fastformer_bench_run"]``).
 - ``github-action-benchmark``: the action's ``customSmallerIsBetter`` list of ``{"name", "unit", "value",
   "range", "extra"}``: the point's median time per call in ms, the half-width of its p20-p80 band as the range.
+- ``github-action-benchmark-memory``: the same list of each timed point's peak memory in MB (smaller is better),
+  and ``github-action-benchmark-gflops``: a ``customBiggerIsBetter`` list of its GFLOP/s (the record's analytic
+  FLOPs over its median time; range from the p20-p80 band): the action takes one tool per file.
 - ``csv``: one row per record, every status, the contract fields first (lists and objects as JSON text).
 
 Correctness before speed: only ``status == "ok"`` points with samples become benchmarks. Results are read
@@ -27,7 +30,8 @@ from pathlib import Path
 
 from fastformer_bench import axes, results
 
-FORMATS = ("pytest-benchmark", "github-action-benchmark", "csv")
+FORMATS = ("pytest-benchmark", "github-action-benchmark", "github-action-benchmark-memory",
+           "github-action-benchmark-gflops", "csv")
 #: the unit of github-action-benchmark values (the action converts between s, ms, us and ns itself)
 GAB_UNIT = "ms"
 _GAB_SCALE = 1e3
@@ -52,7 +56,16 @@ def render(results_dir: str | os.PathLike, fmt: str) -> tuple[str, str]:
     if not timed:
         raise ValueError(f"the results at {results_dir} hold no timed point (status ok, with samples) to export "
                          f"as {fmt}; the csv format exports every record.")
-    payload = to_pytest_benchmark(timed, run) if fmt == "pytest-benchmark" else to_github_action_benchmark(timed, run)
+    if fmt in SERIES:
+        timed = [r for r in timed if SERIES[fmt][1](r) is not None]
+        if not timed:
+            raise ValueError(f"the results at {results_dir} hold no timed point with {SERIES[fmt][0]} to export as "
+                             f"{fmt}.")
+        payload = to_github_action_benchmark_series(timed, run, fmt)
+    elif fmt == "pytest-benchmark":
+        payload = to_pytest_benchmark(timed, run)
+    else:
+        payload = to_github_action_benchmark(timed, run)
     text = json.dumps(results.json_safe(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
     left = len(records) - len(timed)
     return text, f"exported {len(timed)} timed points as {fmt} JSON ({left} records not timed ok left out)"
@@ -204,7 +217,9 @@ def to_pytest_benchmark(records: list[dict], run: dict) -> dict:
             "name": name,
             "fullname": f"fastformer_bench::{name}",
             "param": param_id(record),
-            "params": {axis: record.get(axis) for axis in axes.NAMES if axis not in _UNNAMED},  # threads: extra_info
+            # threads: extra_info; an optional axis a point does not hold (timing on a CPU) is no parameter of it
+            "params": {axis: record.get(axis) for axis in axes.NAMES if axis not in _UNNAMED
+                       and (record.get(axis) is not None or not axes.get(axis).optional)},
             "extra_info": {field: record.get(field) for field in _EXTRA_INFO},
             "options": {"timer": record.get("timing_method"), "min_rounds": settings.get("min_samples"),
                         "warmup": None if warmup is None else warmup > 0},
@@ -244,6 +259,35 @@ def to_github_action_benchmark(records: list[dict], run: dict) -> list[dict]:
         lines.append(f"point {record.get('point_id')} of run {record.get('run_id')}"
                      + (f" at {commit}{' (dirty)' if run.get('git_dirty') else ''}" if commit else ""))
         entry["extra"] = "\n".join(lines)
+        entries.append(entry)
+    return entries
+
+
+def _gflops(record: dict, seconds: float | None) -> float | None:
+    flops = record.get("flops")
+    return flops / seconds / 1e9 if flops and seconds else None
+
+
+#: format -> (what the series is, its value per record or None, its unit, the range's two ends or None)
+SERIES = {
+    "github-action-benchmark-memory": ("peak memory", lambda r: r["peak_bytes"] / 1e6 if r.get("peak_bytes")
+                                       else None, "MB", lambda r: None),
+    "github-action-benchmark-gflops": ("a FLOP count", lambda r: _gflops(r, r.get("time_median")), "GFLOP/s",
+                                       lambda r: (_gflops(r, r.get("time_p80")), _gflops(r, r.get("time_p20")))),
+}
+
+
+def to_github_action_benchmark_series(records: list[dict], run: dict, fmt: str) -> list[dict]:
+    """The action's entries for a series other than time (SERIES): one per timed point that has it."""
+    what, value, unit, ends = SERIES[fmt]
+    entries = []
+    for record, name in named_points(records):
+        entry = {"name": name, "unit": unit, "value": value(record)}
+        low, high = ends(record) or (None, None)
+        if low is not None and high is not None:
+            entry["range"] = f"± {abs(high - low) / 2:.6g}"
+        entry["extra"] = (f"{what}; point {record.get('point_id')} of run {record.get('run_id')}"
+                          + (f" at {run['git_commit']}" if run.get("git_commit") else ""))
         entries.append(entry)
     return entries
 
