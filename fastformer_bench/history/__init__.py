@@ -1,5 +1,7 @@
-"""Performance history across commits: filed runs per machine (store.py), the steps in each point's trend
-(trend.py), and ``show``: each machine's trend figure and HISTORY.md (render.py).
+"""Performance history across commits: filed runs per machine (store.py), the steps and one-commit outliers in each
+point's trend (trend.py; the outliers and gaps as listed: findings.py), and ``show``: each machine's trend figure and
+HISTORY.md (render.py). Measuring a range of commits is backfill.py, the interactive pages html.py (plotly); both
+are imported by the `history` command only.
 
 ``show`` is loaded on first use (PEP 562), so filing a run (``history add``) imports no plotting library; its
 module is named apart from it so that importing the module never replaces the function here. Nothing here
