@@ -76,12 +76,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
+    from fastformer_bench.gate.sides import GateError
     from fastformer_bench.history.backfill import backfill
 
     summary: dict = {}
     try:
         summary = backfill(args.range, preset=args.preset, history=args.history, repo=args.repo, step=args.step,
                            dry_run=args.dry_run)
+    except GateError as exc:  # the machine, not a commit's code (a worktree git refused): nothing more is filed
+        print(f"fastformer-bench history backfill: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("history backfill: interrupted; the commits finished are filed, and the same command goes on from "
               "the next one.", file=sys.stderr)

@@ -5,8 +5,11 @@ range, --step and --dry-run pick the commits (history/backfill.py)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,28 @@ def test_bad_ranges_exit_2_in_one_line(repo, spec, step, message):
     root, _ = repo
     done = _cli("backfill", spec, "--repo", str(root), "--step", str(step), "--dry-run")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
+
+
+def test_ctrl_c_keeps_the_commits_finished_and_the_next_run_goes_on(repo, preset, tmp_path):
+    root, commits = repo
+    store = tmp_path / "history"
+    command = [sys.executable, "-m", "fastformer_bench", "history", "backfill", f"{commits[2]}..{commits[4]}",
+               "--repo", str(root), "--preset", str(preset), "--history", str(store)]
+    # its own process group, as a terminal's foreground job: Ctrl-C reaches the workers too
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(store.rglob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)  # into the next commit's measuring (its worker starts torch), past its `git worktree add`
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "the same command goes on from the next one" in err
+    (entry,) = store.rglob("*.json")
+    assert json.loads(entry.read_text())["commit"] == commits[3] and not list(store.rglob("*.partial"))
+    worktrees = subprocess.run(["git", "-C", str(root), "worktree", "list"], check=True, capture_output=True,
+                               text=True).stdout.splitlines()
+    assert len(worktrees) == 1, worktrees  # the interrupted commit's checkout is gone
+    again = _cli(*command[4:])
+    assert again.returncode == 0 and "backfill: 1 measured, 0 filed as failed, 1 filed already" in again.stdout
