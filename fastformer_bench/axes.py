@@ -10,13 +10,14 @@ Roles:
   shape           the problem size besides N (batch, width, heads, columns, masked)
   length          the swept sequence length N
   seed            the inputs' random seed
+  method          how a CUDA point is timed (timing, cache); a CPU point holds None and is skipped if it names one
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-IMPLEMENTATION, SLICE, SHAPE, LENGTH, SEED = "implementation", "slice", "shape", "length", "seed"
+IMPLEMENTATION, SLICE, SHAPE, LENGTH, SEED, METHOD = "implementation", "slice", "shape", "length", "seed", "method"
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -85,6 +86,11 @@ DTYPES = ("float64", "float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
 MODES = ("fwd", "fwd_bwd")
 SCOPES = ("core", "layer")
+TIMINGS = ("graph", "launch")
+CACHES = ("warm", "cold")
+#: the method axes' value for a CUDA point whose grid names none: device time without launch cost, L2 cold as
+#: inside a model (a CPU point has neither: it is timed by the wall clock)
+CUDA_DEFAULTS = {"timing": "graph", "cache": "cold"}
 
 #: in this order: the report sorts and groups by role in table order
 AXES: tuple[Axis, ...] = (
@@ -105,6 +111,11 @@ AXES: tuple[Axis, ...] = (
     Axis("columns", int, SHAPE, "column count C (q, k, v is 3)", default=3, minimum=2),
     Axis("masked", bool, SHAPE, "a ragged padding mask (true) or none (false)", default=False),
     Axis("seed", int, SEED, "seed of the point's random inputs", default=0),
+    # Optional like threads: a point that does not name them keeps the point_id it had before these axes existed.
+    Axis("timing", str, METHOD, "CUDA points: graph (k calls replayed from a CUDA graph, device time) or launch "
+         "(k calls enqueued from Python, one sync per sample); default graph", choices=TIMINGS, optional=True),
+    Axis("cache", str, METHOD, "CUDA points: cold (a buffer of 2x the L2 written before every call) or warm; "
+         "default cold", choices=CACHES, optional=True),
 )
 
 BY_NAME = {axis.name: axis for axis in AXES}

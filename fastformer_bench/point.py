@@ -18,14 +18,18 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from fastformer_bench import axes as axis_table
 from fastformer_bench import impls as registry
 from fastformer_bench import measure
 from fastformer_bench.measure import allocator, memory_cap, timing
+from fastformer_bench.measure.cuda_timing import TimingUnsupported
 from fastformer_bench.measure.env import cpu_model
 from fastformer_bench.measure.threads import threads_set
 from fastformer_bench.problem import Inputs, Problem, make_inputs, make_step
 from fastformer_bench.results import REFERENCE_OOM, new_record
 
+#: the axes that say how a point is measured (timing, cache): CUDA points only
+METHOD_AXES = axis_table.names(axis_table.METHOD)
 #: max |out - ref| / max |ref| allowed, by the dtype the implementation ran in (the reference runs in float64)
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 5e-3, "bfloat16": 4e-2}
 #: the quadratic ground truth materialises B·H·N² float64 weights; above this it is not "affordable"
@@ -235,10 +239,29 @@ def base_record(problem: Problem, run_id: str = "", preset: str | None = None, t
     """
     impl = registry.get(problem.impl)
     threads = problem.threads or threads
-    axes = {**problem.params(), "threads": torch.get_num_threads() if threads is None else threads}
+    # like threads, the method axes hold what the point ran with (a CUDA point's defaults where it named none)
+    axes = {**problem.params(), "threads": torch.get_num_threads() if threads is None else threads,
+            **{name: problem.method(name) for name in METHOD_AXES}}
     return new_record(run_id=run_id, point_id=problem.point_id, **axes, **registry.facts(problem.impl),
                       device_name=device_name(problem.device), compute_dtype=impl.compute_dtype or problem.dtype,
                       settings_hash=settings.digest if settings is not None else None, preset=preset, quantities={})
+
+
+def noisy_reason(record: dict, settings: Settings) -> str | None:
+    """Why a timed CUDA point is ``noisy`` (its kept window's p20-p80 spread still above max_spread), or None.
+
+    A CPU point keeps its status: its noise is the host's, which revisits and the report's noise section handle.
+    """
+    limit = settings.max_spread
+    if record.get("device") != "cuda" or limit is None or record.get("time_median") is None:
+        return None
+    median, p20, p80 = record["time_median"], record["time_p20"], record["time_p80"]
+    spread = (p80 - p20) / median if median > 0 else math.inf
+    if spread <= limit:
+        return None
+    windows = record.get("timing_attempts") or 1
+    return (f"p20-p80 spread {spread * 100:.1f}% above the {limit * 100:g}% limit after {windows} "
+            f"window{'s' if windows != 1 else ''} ({record.get('timing_method')} timing)")
 
 
 def _apply(meter: measure.Meter, subject: measure.Subject, record: dict) -> None:
@@ -300,8 +323,14 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
             return {**record, "status": "contended",
                     "reason": f"another task held the timed CPU {contention['share'] * 100:.0f}% of the timing, "
                               f"twice (limit {contention['limit'] * 100:g}%)"}
+        reason = noisy_reason(record, settings)
+        if reason is not None:
+            # Kept with its samples, but its median is no better than its spread: out of fits, figures and gates.
+            return {**record, "status": "noisy", "reason": reason}
         record["status"] = "ok"
         return record
+    except TimingUnsupported as exc:
+        return {**record, "status": "unsupported", "reason": str(exc), "timing_method": exc.method}
     except TimeoutError as exc:
         return {**record, "status": "timeout", "reason": str(exc) or f"exceeded {settings.time_limit_s:g} s"}
     except Exception as exc:  # the point failed; the sweep goes on
@@ -312,6 +341,8 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
             named += f" (at the failure: {memory_cap.memory_state()})"
         return {**record, "status": status, "reason": named}
     finally:
+        if subject is not None:
+            subject.release()
         del inputs, step, subject
         gc.collect()
         allocator.release_heap()

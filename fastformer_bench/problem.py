@@ -39,6 +39,9 @@ class Problem:
     seed: int = _default("seed")
     #: CPU threads of the timed step; None: the run's setting (Settings.threads), as before this axis existed
     threads: int | None = _default("threads")
+    #: how a CUDA point is timed (graph | launch) and whether its L2 starts cold; None: axes.CUDA_DEFAULTS
+    timing: str | None = _default("timing")
+    cache: str | None = _default("cache")
 
     def __post_init__(self) -> None:
         axes.validate(self.params())
@@ -75,7 +78,18 @@ class Problem:
         """Why this combination makes no sense (skipped, not an error), or None."""
         if self.family == registry.SOFTMAX and self.columns != 3:
             return "softmax attention has exactly three columns (q, k, v)"
+        named = [name for name in axes.CUDA_DEFAULTS if getattr(self, name) is not None]
+        if named and self.device != "cuda":
+            axis = "axes apply" if len(named) > 1 else "axis applies"
+            return f"the {' and '.join(named)} {axis} to CUDA points only (a CPU point is timed by the wall clock)"
         return None
+
+    def method(self, name: str) -> str | None:
+        """The value of the method axis ``name`` (timing, cache) this point is measured with: its own, the CUDA
+        default where it names none, None on a CPU."""
+        if self.device != "cuda":
+            return None
+        return getattr(self, name) or axes.CUDA_DEFAULTS[name]
 
     def with_(self, **changes) -> Problem:
         return Problem(**{**self.params(), **changes})

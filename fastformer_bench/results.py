@@ -31,8 +31,11 @@ RUN_FILE = "run.json"
 #: the facts of each implementation as they stood while schema 1 was current, for upgrading its records
 SCHEMA1_FACTS = Path(__file__).parent / "impls" / "schema1.json"
 
-#: ``contended``: timed while another task held the timed CPU beyond the limit, twice (DESIGN §4)
-STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "contended", "error")
+#: ``contended``: timed while another task held the timed CPU beyond the limit, twice; ``noisy``: a CUDA point
+#: whose p20-p80 spread stayed above max_spread after its windows (docs/design.md §4.2)
+STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "contended", "noisy", "error")
+#: measured and kept with their samples, but out of fits, figures, crossovers and gates unless asked for
+SET_ASIDE = ("contended", "noisy")
 
 #: facts about the implementation, copied from the registry into every record, so that the report reads data:
 #: complexity (linear | quadratic); baseline_rank (int: a softmax baseline, 1 = the primary one; or None);
@@ -40,8 +43,9 @@ STATUSES = ("ok", "oom", "timeout", "crashed", "incorrect", "unsupported", "cont
 IMPL_FACTS = ("complexity", "baseline_rank", "expected_exponent", "display_order")
 #: every axis but the seed, which is a point's input rather than what tells points apart (point_id covers it)
 #: (``threads`` is an axis: every record holds the count its point ran at, whether its grid named it or not)
+#: (``timing`` and ``cache``, the method axes, hold what a CUDA point was timed with, None on a CPU point)
 IDENTITY = ("run_id", "point_id", *axes.names(axes.IMPLEMENTATION, axes.SLICE, axes.LENGTH, axes.SHAPE), "family",
-            "device_name", *IMPL_FACTS, "compute_dtype", "settings_hash")
+            "device_name", *IMPL_FACTS, "compute_dtype", "settings_hash", *axes.names(axes.METHOD))
 #: the axes that are a point's inputs rather than its identity (the seed): every record holds every axis
 INPUTS = tuple(axes.names(axes.SEED))
 OUTCOME = ("status", "reason")
@@ -60,7 +64,10 @@ EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_
          "host",
          # bytes/s of a copy past the cache right after the point was timed (measure/bandwidth.py; CPU points
          # whose inputs exceed the last-level cache)
-         "copy_bytes_per_s_now")
+         "copy_bytes_per_s_now",
+         # why energy_j is None (no NVML, no counter, or refused: it implied more than the board's enforced power
+         # limit); the window's power (W) and seconds, and that limit (W): measure/energy.py
+         "energy_reason", "energy_power_w", "energy_window_s", "power_limit_w")
 #: a point whose copy_bytes_per_s_now is below this share of the typical copy was timed in a slump of the host's
 #: memory bandwidth: a sweep measures it again (against the median of its copies: runner.slumped), the report
 #: names it (against the run's roof). Here, in the record contract, because both sides of the layering read it.
@@ -70,7 +77,7 @@ SLUMP_SHARE = 0.8
 REFERENCE_OOM = "the float64 reference check ran out of memory"
 FIELDS = ("schema", *IDENTITY, *INPUTS, *OUTCOME, *TIME, *MEMORY, *WORK, *ACCURACY, *ENERGY, *SHOWN)
 #: IDENTITY's own optional fields: absent from some writers' records and never needed to read one
-_OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash")
+_OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash", *axes.names(axes.METHOD))
 #: what every record of any readable schema must hold
 REQUIRED = ("schema", *(name for name in IDENTITY if name not in _OPTIONAL + IMPL_FACTS), "status")
 #: what a schema-2 record must hold besides (a schema-1 record gets them from SCHEMA1_FACTS on read)

@@ -119,8 +119,9 @@ def _not_compared(base: Side | None, cand: Side | None) -> Row:
         return Row(label, None, None, None, None, None, None, NOT_COMPARED, "missing from the baseline")
     if cand.status == "incorrect":
         return Row(label, None, None, None, None, None, None, INCORRECT, f"candidate: {cand.reason}")
-    if cand.status not in ("ok", "contended") and base.status == "ok":
-        # contended says nothing about the code (another task held the CPU): reported, neither passed nor failed
+    if cand.status not in ("ok", "contended", "noisy") and base.status == "ok":
+        # contended and noisy say nothing about the code (another task held the CPU; the GPU's samples scattered):
+        # reported, neither passed nor failed
         return Row(label, None, None, None, None, None, None, BROKEN, f"candidate {cand.status}: {cand.reason}")
     which = "candidate" if cand.status != "ok" else "baseline"
     side = cand if cand.status != "ok" else base

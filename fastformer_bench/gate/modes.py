@@ -17,7 +17,7 @@ from fastformer_bench.gate import ab, compare, instructions, stored
 from fastformer_bench.gate.sides import worktree
 
 #: the axes a gate overrides; not the implementation, which --impl/--candidate-impl choose per side
-RUN_AXES = axes.names(axes.SLICE, axes.SHAPE, axes.LENGTH, axes.SEED)
+RUN_AXES = axes.names(axes.SLICE, axes.METHOD, axes.SHAPE, axes.LENGTH, axes.SEED)
 WALL_PRESET, INSTRUCTION_PRESET = "gate", "gate-instructions"
 Names = list[str] | None  # implementations (None: the preset's)
 Pairs = list[tuple[str, str]] | None  # (baseline, candidate) implementations compared with each other

@@ -41,6 +41,15 @@ class Subject:
     settings: Any  # fastformer_bench.point.Settings
     #: time.monotonic() value past which a meter raises TimeoutError (the point's time limit)
     deadline: float | None = None
+    #: the CUDA sampler (measure/cuda_timing.py) the time meter timed with, kept open for the energy meter to
+    #: repeat the same calls; whoever takes it closes it, and measure_point releases what is left
+    sampler: Any = None
+
+    def release(self) -> None:
+        """Close the kept sampler, if any (its CUDA graphs hold memory)."""
+        sampler, self.sampler = self.sampler, None
+        if sampler is not None:
+            sampler.close()
 
 
 def _always(subject: Subject) -> bool:
@@ -63,13 +72,14 @@ class Meter:
 
 PLUGIN_ENV = "FASTFORMER_BENCH_METERS"
 # Adding a measured quantity: one file in this folder and one line here, in measuring order (timing first,
-# while the process is freshest; what does not time may follow).
+# while the process is freshest; what does not time may follow). Energy comes before memory: it repeats the time
+# meter's CUDA graph, which is released before the memory meter's call.
 REGISTRY: Registry[Meter] = Registry("meter", Meter, PLUGIN_ENV, {
     "work": ("fastformer_bench.measure.flops", "METER"),
     "time": ("fastformer_bench.measure.timing", "METER"),
     "bandwidth": ("fastformer_bench.measure.bandwidth", "METER"),
-    "memory": ("fastformer_bench.measure.memory", "METER"),
     "energy": ("fastformer_bench.measure.energy", "METER"),
+    "memory": ("fastformer_bench.measure.memory", "METER"),
 })
 names, get, registered = REGISTRY.names, REGISTRY.get, REGISTRY.registered
 

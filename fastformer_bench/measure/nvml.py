@@ -39,3 +39,35 @@ def handle(pynvml, index: int):
         return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
     except Exception:
         return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
+class Board:
+    """One GPU's NVML readings the energy meter needs: its cumulative energy and its enforced power limit."""
+
+    def __init__(self, pynvml, device_handle) -> None:
+        self._nvml, self._handle = pynvml, device_handle
+
+    def energy_j(self) -> float:
+        """Joules the board has used since the driver loaded (raises where the counter is unsupported)."""
+        return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1e3  # mJ -> J
+
+    def power_limit_w(self) -> float | None:
+        """The power limit the board enforces now (W), or None where NVML cannot say."""
+        try:
+            return self._nvml.nvmlDeviceGetEnforcedPowerLimit(self._handle) / 1e3  # mW -> W
+        except Exception:
+            return None
+
+
+@contextmanager
+def board(index: int) -> Iterator[Board | None]:
+    """The NVML readings of torch's CUDA device ``index`` in a quiet session; None where NVML is unavailable."""
+    with session() as pynvml:
+        if pynvml is None:
+            yield None
+            return
+        try:
+            found = Board(pynvml, handle(pynvml, index))
+        except Exception:
+            found = None
+        yield found

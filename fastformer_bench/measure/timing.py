@@ -1,9 +1,9 @@
-"""Wall-clock timing of one step: warm-up, repeated samples, robust summary (median, p20, p80).
+"""Timing of one step: warm-up, repeated samples, robust summary (median, p20, p80).
 
 CPU: ``time.perf_counter`` around a batch of calls, the Python garbage collector off while sampling, the batch
-size chosen so a sample is long enough for the timer and scheduler noise to average out.
-CUDA: ``torch.cuda.Event`` pairs around each call, with the L2 cache overwritten before every sample so each
-call starts cold, as it would inside a model.
+size chosen so a sample is long enough for the timer and scheduler noise to average out (method ``perf_counter``).
+CUDA: k calls per sample between CUDA events, replayed from a CUDA graph (``graph``) or enqueued from Python with
+one sync per sample (``launch``), the L2 warm or overwritten before every call (``cold``): measure/cuda_timing.py.
 
 Stability: on a shared machine (a VM whose host runs other tenants) a step's speed drifts by 10-50 % over
 seconds as neighbours load the shared L3 cache and memory bus; no setting inside the guest removes that. With
@@ -26,12 +26,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from fastformer_bench.measure import Meter, Subject, nvml
+from fastformer_bench import axes
+from fastformer_bench.measure import Meter, Subject, cuda_timing, nvml
 from fastformer_bench.measure.allocator import minor_faults
 from fastformer_bench.measure.contention import contention_counters, contention_since
 
-# Bytes written between GPU samples: well above the largest L2 of current parts (H100: 50 MB, H200: 60 MB).
-_L2_FLUSH_BYTES = 256 * 2**20
+#: makes the Gpu a CUDA point is timed on (tests put a fake here)
+GPU: Callable[[str], cuda_timing.Gpu] = cuda_timing.TorchGpu
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Timing:
     warmup_calls: int
     method: str
     rejected: list[list[float]] = field(default_factory=list)  # raw samples of the windows not kept
+    #: the CUDA sampler the samples came from, where the caller asked to keep it (time_step's keep_sampler)
+    sampler: cuda_timing.Sampler | None = field(default=None, repr=False, compare=False)
 
     @property
     def attempts(self) -> int:
@@ -102,7 +105,8 @@ def _summarise(samples: list[float], calls: int, warmup_calls: int, method: str)
 MAX_SETTLING_CALLS = 8
 
 
-def _warm_up(step: Callable[[], object], device: str, warmup_s: float, deadline: float | None) -> list[float]:
+def _warm_up(step: Callable[[], object], device: str, warmup_s: float, deadline: float | None,
+             sync: Callable[[], None] | None = None) -> list[float]:
     """Call until warmup_s has passed (at least twice: the first call pays lazy initialisation).
 
     On a CPU, also until a call no longer page-faults (at most MAX_SETTLING_CALLS more): a step with large
@@ -117,7 +121,10 @@ def _warm_up(step: Callable[[], object], device: str, warmup_s: float, deadline:
         before = minor_faults()
         t0 = time.perf_counter()
         step()
-        _sync(device)
+        if sync is not None:
+            sync()
+        else:
+            _sync(device)
         durations.append(time.perf_counter() - t0)
         faults.append(minor_faults() - before)
         _check_deadline(deadline, "warm-up")
@@ -147,34 +154,47 @@ def check_sampling(min_samples: int, max_samples: int, max_spread: float | None,
 
 def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2, min_time_s: float = 1.0,
               min_samples: int = 10, max_samples: int = 100, max_time_s: float = 30.0,
-              max_spread: float | None = None, max_attempts: int = 1, deadline: float | None = None) -> Timing:
+              max_spread: float | None = None, max_attempts: int = 1, deadline: float | None = None,
+              method: str | None = None, cache: str | None = None, gpu: cuda_timing.Gpu | None = None,
+              keep_sampler: bool = False) -> Timing:
     """Time ``step`` on ``device``; ``deadline`` is a ``time.monotonic()`` value past which TimeoutError is raised.
 
     With ``max_spread`` set, up to ``max_attempts`` sampling windows are measured until one has a p20-p80
     spread within it (module docstring). A retry starts only if the deadline leaves room for a window as long
     as the last one, and one that overruns it is dropped: retrying never turns a measured point into a timeout.
+    On CUDA, ``method`` (graph | launch) and ``cache`` (warm | cold) choose how (axes.CUDA_DEFAULTS where None),
+    ``gpu`` is the device (GPU(device) where None), and ``keep_sampler`` keeps the sampler open in the result
+    for more calls of the same kind (the caller closes it); cuda_timing.TimingUnsupported where the method cannot
+    time the step.
     """
     check_sampling(min_samples, max_samples, max_spread, max_attempts)
-    warm = _warm_up(step, device, warmup_s, deadline)
     if _is_cuda(device):
-        def window() -> Timing:
-            return _time_cuda(step, device, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
-    else:
-        # The later half of the warm-up is closest to steady state (allocator and caches settled).
-        per_call = float(np.median(warm[len(warm) // 2:]))
-        calls = max(1, int(math.ceil(min_time_s / min_samples / per_call))) if per_call > 0 else 1
+        return _time_step_cuda(step, device, warmup_s=warmup_s, min_time_s=min_time_s, min_samples=min_samples,
+                               max_samples=max_samples, max_time_s=max_time_s, max_spread=max_spread,
+                               max_attempts=max_attempts, deadline=deadline, method=method, cache=cache, gpu=gpu,
+                               keep_sampler=keep_sampler)
+    warm = _warm_up(step, device, warmup_s, deadline)
+    # The later half of the warm-up is closest to steady state (allocator and caches settled).
+    per_call = float(np.median(warm[len(warm) // 2:]))
+    calls = max(1, int(math.ceil(min_time_s / min_samples / per_call))) if per_call > 0 else 1
 
-        def window() -> Timing:
-            # A batched step whose window was noisy gets longer samples next time (2x, then 4x the calls):
-            # call-to-call noise (cache contention) then averages out within a sample.
-            batch = calls * min(4, 2 ** len(windows)) if calls > 1 else 1
-            return _time_cpu(step, batch, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
+    def window(tried: int) -> Timing:
+        # A batched step whose window was noisy gets longer samples next time (2x, then 4x the calls):
+        # call-to-call noise (cache contention) then averages out within a sample.
+        batch = calls * min(4, 2 ** tried) if calls > 1 else 1
+        return _time_cpu(step, batch, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
 
+    return _windows(window, max_spread, max_attempts, deadline)
+
+
+def _windows(window: Callable[[int], Timing], max_spread: float | None, max_attempts: int,
+             deadline: float | None) -> Timing:
+    """Sampling windows (``window(windows tried so far)``) until one is within ``max_spread``; the kept one."""
     windows: list[Timing] = []
     while True:
         started = time.monotonic()
         try:
-            windows.append(window())
+            windows.append(window(len(windows)))
         except TimeoutError:
             if not windows:
                 raise
@@ -188,6 +208,33 @@ def time_step(step: Callable[[], object], device: str, *, warmup_s: float = 0.2,
     kept = min(windows, key=lambda w: w.spread)
     rejected = [w.samples for w in windows if w is not kept]
     return replace(kept, rejected=rejected)
+
+
+def _time_step_cuda(step: Callable[[], object], device: str, *, warmup_s: float, min_time_s: float,
+                    min_samples: int, max_samples: int, max_time_s: float, max_spread: float | None,
+                    max_attempts: int, deadline: float | None, method: str | None, cache: str | None,
+                    gpu: cuda_timing.Gpu | None, keep_sampler: bool) -> Timing:
+    gpu = gpu if gpu is not None else GPU(device)
+    method = method or axes.CUDA_DEFAULTS["timing"]
+    cache = cache or axes.CUDA_DEFAULTS["cache"]
+    warm = _warm_up(step, device, warmup_s, deadline, sync=gpu.synchronize)
+    sampler = cuda_timing.build_sampler(gpu, step, method, cache, cuda_timing.sample_target_s(min_time_s, min_samples))
+    try:
+        _check_deadline(deadline, f"the {method} method's set-up")
+
+        def window(tried: int) -> Timing:
+            # The same k in every window: a graph is captured once, and its samples are device time already.
+            return _time_cuda(sampler, len(warm), min_time_s, min_samples, max_samples, max_time_s, deadline)
+
+        timed = _windows(window, max_spread, max_attempts, deadline)
+    except BaseException:
+        sampler.close()
+        raise
+    if not keep_sampler:
+        sampler.close()
+        return timed
+    sampler.per_call_s = timed.median
+    return replace(timed, sampler=sampler)
 
 
 def _time_cpu(step: Callable[[], object], calls: int, warmup_calls: int, min_time_s: float, min_samples: int,
@@ -205,27 +252,16 @@ def _time_cpu(step: Callable[[], object], calls: int, warmup_calls: int, min_tim
     return _summarise(samples, calls, warmup_calls, "perf_counter")
 
 
-def _time_cuda(step: Callable[[], object], device: str, warmup_calls: int, min_time_s: float, min_samples: int,
+def _time_cuda(sampler: cuda_timing.Sampler, warmup_calls: int, min_time_s: float, min_samples: int,
                max_samples: int, max_time_s: float, deadline: float | None) -> Timing:
-    dev = torch.device(device)
-    l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0) or 0
-    flush = torch.empty(max(_L2_FLUSH_BYTES, 4 * l2), dtype=torch.uint8, device=dev)
     samples: list[float] = []
-    # Events are recorded on the current device's stream: make the timed device the current one.
-    with _gc_paused(), torch.cuda.device(dev):
+    with _gc_paused():
         begin = time.perf_counter()
         while not _enough(len(samples), time.perf_counter() - begin, min_time_s, min_samples, max_samples,
                           max_time_s):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            flush.zero_()  # evict the previous call's operands from L2; queued ahead, it also hides launch latency
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)  # ms -> s
+            samples.append(sampler.sample())
             _check_deadline(deadline, "sampling")
-    del flush
-    return _summarise(samples, 1, warmup_calls, "cuda_event+l2_flush")
+    return _summarise(samples, sampler.calls, warmup_calls, sampler.method)
 
 
 def _throttle_reasons(pynvml, handle) -> list[str]:
@@ -266,12 +302,19 @@ def gpu_clock_state(device_index: int = 0) -> dict:
 
 
 def _timed(subject: Subject) -> dict:
-    settings, device = subject.settings, subject.problem.device
+    settings, problem = subject.settings, subject.problem
+    device = problem.device
+    subject.release()  # a measurement taken again drops the first one's graph before capturing its own
     before = contention_counters()
+    cuda = _is_cuda(device)
     measured = time_step(subject.step, device, warmup_s=settings.warmup_s, min_time_s=settings.min_time_s,
                          min_samples=settings.min_samples, max_samples=settings.max_samples,
                          max_spread=settings.max_spread, max_attempts=settings.max_attempts,
-                         deadline=subject.deadline)
+                         deadline=subject.deadline, method=problem.method("timing") if cuda else None,
+                         cache=problem.method("cache") if cuda else None,
+                         # the energy meter repeats these very calls (measure/energy.py)
+                         keep_sampler=cuda and bool(settings.measure_energy))
+    subject.sampler = measured.sampler
     found = {"time_median": measured.median, "time_p20": measured.p20, "time_p80": measured.p80,
              "samples": list(measured.samples), "calls_per_sample": measured.calls_per_sample,
              "timing_method": measured.method, "timing_attempts": measured.attempts,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -24,6 +25,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (["run", "--preset", "quick", "--out", "X", "--dtype", "float8"], "unknown dtype"),
         (["run", "--preset", "quick", "--out", "X", "--masked", "maybe"], "true or false"),
         (["run", "--preset", "quick", "--out", "X", "--width", "10", "--heads", "3"], "divisible"),
+        (["run", "--preset", "quick", "--out", "X", "--device", "cuda", "--timing", "graph,fast"],
+         "unknown timing 'fast'; known: graph, launch"),
+        (["run", "--preset", "quick", "--out", "X", "--device", "cuda", "--cache", "hot"],
+         "unknown cache 'hot'; known: warm, cold"),
         (["run", "--preset", "quick"], "required"),
         (["frobnicate"], "invalid choice"),
         (["report", "does-not-exist", "--out", "Y"], "no results"),
@@ -104,3 +109,40 @@ def test_list_and_env():
     assert points.returncode == 0 and "N=65536" in points.stdout and "B=1 " in points.stdout
     env = cli("env")
     assert env.returncode == 0 and "torch" in json.loads(env.stdout)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the records of CUDA points on a machine without one")
+def test_run_sweeps_the_timing_and_cache_axes_into_the_records(tmp_path):
+    out = tmp_path / "r"
+    done = cli("run", "--preset", "quick", "--out", str(out), "--impl", "eager", "--seq-len", "16", "--width", "8",
+               "--heads", "2", "--device", "cuda", "--timing", "graph,launch", "--cache", "warm,cold",
+               "--no-progress")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    assert sorted((r["timing"], r["cache"]) for r in records) == [("graph", "cold"), ("graph", "warm"),
+                                                                  ("launch", "cold"), ("launch", "warm")]
+    assert len({r["point_id"] for r in records}) == 4
+    assert {r["status"] for r in records} == {"unsupported"} and "no CUDA device" in records[0]["reason"]
+    # the same axes on a CPU point make no sense: skipped, said so, not an error
+    cpu = cli("run", "--preset", "quick", "--out", str(tmp_path / "c"), "--impl", "eager", "--seq-len", "16",
+              "--width", "8", "--heads", "2", "--timing", "launch", "--no-progress")
+    assert cpu.returncode == 0, cpu.stderr
+    assert "0 points recorded, 1 combinations skipped" in cpu.stdout
+
+
+def test_report_takes_include_noisy_and_treats_noisy_points_as_ok(tmp_path):
+    from testkit.synthetic_results import synthetic_records, write_results
+
+    from fastformer_bench.cli import build_parser
+    from fastformer_bench.report import load
+
+    records = synthetic_records()
+    records[0] = {**records[0], "status": "noisy", "reason": "p20-p80 spread 9% above the 5% limit"}
+    write_results(tmp_path / "r", records)
+    args = build_parser().parse_args(["report", str(tmp_path / "r"), "--out", str(tmp_path / "o"), "--include-noisy"])
+    assert args.include_noisy and not args.include_contended
+    kept = load([str(tmp_path / "r")])[0]
+    shown = load([str(tmp_path / "r")], include_noisy=True)[0]
+    noisy_id = records[0]["point_id"]
+    assert kept.loc[kept["point_id"] == noisy_id, "status"].tolist() == ["noisy"]
+    assert shown.loc[shown["point_id"] == noisy_id, "status"].tolist() == ["ok"]

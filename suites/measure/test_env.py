@@ -1,5 +1,5 @@
-"""measure.env: a JSON-able environment that degrades quietly, energy off-GPU, and the machine roofs (copy
-bandwidth, GEMM FLOP/s) per (device, threads)."""
+"""measure.env: a JSON-able environment that degrades quietly, and the machine roofs (copy bandwidth, GEMM FLOP/s)
+per (device, threads). Energy: test_energy.py."""
 
 import json
 import os
@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastformer_bench.measure.energy import energy_per_call
 from fastformer_bench.measure.env import collect_env, copy_bandwidth, gemm_flops, machine_roofs
 from fastformer_bench.problem import Problem
 
@@ -58,15 +57,6 @@ def test_no_warnings_even_under_w_error():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr
-
-
-def test_energy_is_none_off_gpu():
-    assert energy_per_call(lambda: None, "cpu") is None
-
-
-@NO_GPU
-def test_energy_is_none_for_cuda_without_a_gpu():
-    assert energy_per_call(lambda: None, "cuda") is None
 
 
 def test_copy_bandwidth_is_a_plausible_rate():

@@ -52,9 +52,11 @@ def test_the_axis_parses_and_validates():
 
 
 def test_a_point_without_threads_keeps_the_point_id_it_had_before_the_axis():
-    # today's formula: the sha256 of every other field, exactly as Problem hashed them before the axis existed
+    # the sha256 of every field but the optional axes (threads, and the later timing and cache), exactly as
+    # Problem hashed them before those axes existed
     def old_point_id(problem: Problem) -> str:
-        fields = {f.name: getattr(problem, f.name) for f in dataclasses.fields(Problem) if f.name != "threads"}
+        fields = {f.name: getattr(problem, f.name) for f in dataclasses.fields(Problem)
+                  if not axes.get(f.name).optional}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     preset = presets.Preset(name="t", description="", settings={}, grids=[

@@ -111,7 +111,7 @@ def test_gpu_clock_state_is_empty_without_a_gpu():
 def test_cuda_event_timing():
     a = torch.randn(2048, 2048, device="cuda")
     t = time_step(lambda: a @ a, "cuda", **FAST)
-    assert t.method == "cuda_event+l2_flush" and t.calls_per_sample == 1
+    assert t.method == "graph" and t.calls_per_sample >= 1 and t.sampler is None
     assert 0 < t.median < 0.1 and len(t.samples) >= 10
     assert {"sm_clock_mhz", "mem_clock_mhz", "throttle_reasons"} <= set(gpu_clock_state())
 
