@@ -194,6 +194,62 @@ def _copy_bandwidth(device: str, nbytes: int) -> float:
     return _median_rate(dev, lambda: dst.copy_(src), 2 * src.numel() * src.element_size(), repeats=7)
 
 
+#: the read and write roofs' buffer: this many times the last-level cache, and at least the copy's 256 MiB
+TRAFFIC_CACHE_MULTIPLE = 4
+TRAFFIC_MIN_BYTES = 256 * 2**20
+
+
+def _traffic_bytes(nbytes: int | None) -> int:
+    if nbytes is not None:
+        return nbytes
+    return max(TRAFFIC_MIN_BYTES, TRAFFIC_CACHE_MULTIPLE * max(cpu_caches().values(), default=0))
+
+
+def read_bandwidth(device: str, nbytes: int | None = None, threads: int | None = None) -> float:
+    """Bytes/s read by a reduction (``src.sum()``) over a float32 buffer past the last-level cache (max(4 x the
+    LLC, 256 MiB) unless ``nbytes``); median of 7 after one untimed pass. Only reads reach memory: the sum is a
+    scalar. The roof of an implementation that mostly reads (a reduction over the columns)."""
+    with threads_set(threads):
+        dev = torch.device(device)
+        src = torch.ones(max(1, _traffic_bytes(nbytes) // 4), dtype=torch.float32, device=dev)
+        src.sum()  # first touch and lazy initialisation are not bandwidth
+        return _median_rate(dev, src.sum, src.numel() * src.element_size(), repeats=7)
+
+
+#: how the write roof writes: torch's fill_ uses ordinary stores (no non-temporal fill is reachable from torch
+#: on either device), so on a CPU each line written past the cache is also read for ownership first
+WRITE_METHOD = "plain"
+
+
+def write_bandwidth(device: str, nbytes: int | None = None, threads: int | None = None) -> float:
+    """Bytes/s written by ``dst.fill_`` over a float32 buffer past the last-level cache (as read_bandwidth);
+    only the bytes written are counted (WRITE_METHOD: plain stores, whose read-for-ownership is not)."""
+    with threads_set(threads):
+        dev = torch.device(device)
+        dst = torch.empty(max(1, _traffic_bytes(nbytes) // 4), dtype=torch.float32, device=dev)
+        dst.fill_(1.0)  # first touch: page faults are not bandwidth
+        return _median_rate(dev, lambda: dst.fill_(2.0), dst.numel() * dst.element_size(), repeats=7)
+
+
+#: memory traffic of a plain copy per byte copied: the source read, the destination read for ownership (a plain
+#: store to a line not in cache reads it first), the destination written. torch's CPU copy_ is a vectorised
+#: loop of plain stores, not a non-temporal memcpy.
+COPY_TRAFFIC_PER_BYTE = 3
+#: what copy_bytes_per_s counts per byte copied (the read and the write), kept as it was for the old readers
+COPY_COUNTED_PER_BYTE = 2
+
+
+def traffic_roofs(device: str, threads: int | None, copy: float | None) -> dict:
+    """A roof's read, write and real-traffic copy fields (None where unmeasurable): ``read_bytes_per_s``,
+    ``write_bytes_per_s`` with ``write_method``, and ``copy_traffic_bytes_per_s``, the same copy as ``copy``
+    (copy_bytes_per_s, 2 bytes per byte copied) counted at its real traffic, 3 bytes per byte copied on a CPU.
+    A GPU's copy has no read-for-ownership: its traffic is the 2 bytes copy_bytes_per_s counts."""
+    per_byte = COPY_TRAFFIC_PER_BYTE if device == "cpu" else COPY_COUNTED_PER_BYTE
+    return {"read_bytes_per_s": _measured(read_bandwidth, device, threads=threads),
+            "write_bytes_per_s": _measured(write_bandwidth, device, threads=threads), "write_method": WRITE_METHOD,
+            "copy_traffic_bytes_per_s": None if copy is None else copy * per_byte / COPY_COUNTED_PER_BYTE}
+
+
 def _median_rate(dev: torch.device, call: Callable[[], object], work: float, repeats: int) -> float:
     """The median of ``work`` / seconds over ``repeats`` calls: timed by CUDA events on a GPU (the kernels, not
     their launch), by the wall clock on a CPU."""
@@ -248,14 +304,16 @@ GPU_GEMM_DTYPES = ("bfloat16", "float16")
 
 
 def roofs(pairs: Iterable[tuple[str, int]], dtypes: dict[str, Iterable[str]] | None = None) -> list[dict]:
-    """The machine's roofs per (device, threads): copy bandwidth (bytes/s) and float32 GEMM FLOP/s
-    (``gemm_dtype``), None for a device this machine lacks. On a GPU, ``gemm_flops_per_s_by_dtype`` adds the
-    GEMM rate in each of ``dtypes[device]`` that is in GPU_GEMM_DTYPES. One entry per distinct pair, sorted."""
+    """The machine's roofs per (device, threads): copy bandwidth (bytes/s), the read, write and real-traffic
+    copy roofs (traffic_roofs) and float32 GEMM FLOP/s (``gemm_dtype``), None for a device this machine lacks.
+    On a GPU, ``gemm_flops_per_s_by_dtype`` adds the GEMM rate in each of ``dtypes[device]`` that is in
+    GPU_GEMM_DTYPES. One entry per distinct pair, sorted."""
     found = []
     for device, threads in sorted(set(pairs)):
         roof = {"device": device, "threads": threads,
                 "copy_bytes_per_s": _measured(copy_bandwidth, device, threads=threads),
                 "gemm_flops_per_s": _measured(gemm_flops, device, threads=threads), "gemm_dtype": "float32"}
+        roof.update(traffic_roofs(device, threads, roof["copy_bytes_per_s"]))
         extra = sorted(set((dtypes or {}).get(device, ())) & set(GPU_GEMM_DTYPES))
         if device.startswith("cuda") and extra and roof["gemm_flops_per_s"] is not None:
             roof["gemm_flops_per_s_by_dtype"] = {"float32": roof["gemm_flops_per_s"], **{

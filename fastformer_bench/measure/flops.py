@@ -29,7 +29,8 @@ Minimal bytes: the compulsory traffic of stages that each read their inputs once
 inputs again, and writes a gradient for every input. It is a lower bound: the global reductions force more
 passes than this in practice. Additive core: reads C·B·N·D + A·D (x and w), writes B·N·D. Softmax core: reads
 3·B·N·D, writes B·N·D. Layer scope: one stage that reads x and every parameter once and writes the output (the
-columns, the core's output and the residual are intermediates a fused layer keeps on chip).
+columns, the core's output and the residual are intermediates a fused layer keeps on chip). The record holds
+the reads and the writes apart too (``bytes_read_min``, ``bytes_written_min``; they sum to ``bytes_min``).
 
 Counters. ``counter_flops`` is torch's FlopCounterMode (2 per multiply-add, matmul-like ops only) plus the list
 of arithmetic ops it has no formula for; dynamo will not run a compiled step under a dispatch mode, so compiled
@@ -95,25 +96,35 @@ def analytic_flops(family: str, quadratic: bool, scope: str, mode: str, batch: i
     return core + layer
 
 
-def _stage_bytes(reads: int, writes: int, output: int, bwd: bool) -> int:
-    """Elements one stage moves; its backward re-reads its inputs and the output gradient, writes input grads."""
-    return reads + writes + ((output + reads + reads) if bwd else 0)
+def _stage_bytes(reads: int, writes: int, output: int, bwd: bool) -> tuple[int, int]:
+    """(elements read, elements written) by one stage; its backward reads the output gradient and its inputs
+    again, and writes a gradient for every input."""
+    return reads + ((output + reads) if bwd else 0), writes + (reads if bwd else 0)
 
 
 def minimal_bytes(family: str, scope: str, mode: str, batch: int, seq_len: int, width: int, heads: int,
                   columns: int, dtype_bytes: int) -> int:
     """Minimal bytes read + written by one call; the model is in the module docstring."""
+    return sum(minimal_bytes_split(family, scope, mode, batch, seq_len, width, heads, columns, dtype_bytes))
+
+
+def minimal_bytes_split(family: str, scope: str, mode: str, batch: int, seq_len: int, width: int, heads: int,
+                        columns: int, dtype_bytes: int) -> tuple[int, int]:
+    """(minimal bytes read, minimal bytes written) by one call: minimal_bytes apart, so a reader can set each
+    implementation against the roof of its own mix (read, write or copy: measure/env.py traffic_roofs)."""
     _check(family, scope, mode)
     bwd = mode == "fwd_bwd"
     tokens = batch * seq_len * width  # one [B, N, D] tensor
     C = columns if family == ADDITIVE else 3
     static = (columns - 1) * width if family == ADDITIVE else 0  # the learned queries w
     if scope == "core":
-        return _stage_bytes(C * tokens + static, tokens, tokens, bwd) * dtype_bytes
+        read, written = _stage_bytes(C * tokens + static, tokens, tokens, bwd)
+        return read * dtype_bytes, written * dtype_bytes
     # A layer is one stage to the memory system: x and the parameters in, the output out. Its columns are
     # intermediates a fused layer never needs to write (adding each internal stage's traffic overstated it 5x).
     params = C * width * width + C * width + width * width + width + static
-    return _stage_bytes(tokens + params, tokens, tokens, bwd) * dtype_bytes
+    read, written = _stage_bytes(tokens + params, tokens, tokens, bwd)
+    return read * dtype_bytes, written * dtype_bytes
 
 
 # -- torch's FlopCounterMode --------------------------------------------------------------------------------
@@ -301,10 +312,11 @@ def _measure(subject: Subject) -> dict:
     problem, impl, inputs = subject.problem, subject.impl, subject.inputs
     shape = dict(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
                  columns=problem.columns)
+    read, written = minimal_bytes_split(impl.family, problem.scope, problem.mode,
+                                        dtype_bytes=problem.torch_dtype.itemsize, **shape)
     work = {
         "flops": analytic_flops(impl.family, impl.quadratic, problem.scope, problem.mode, **shape),
-        "bytes_min": minimal_bytes(impl.family, problem.scope, problem.mode,
-                                   dtype_bytes=problem.torch_dtype.itemsize, **shape),
+        "bytes_min": read + written, "bytes_read_min": read, "bytes_written_min": written,
         "flops_fvcore": None, "flops_counter": None, "flops_notes": {},
     }
     if not subject.settings.count_flops:
@@ -329,5 +341,6 @@ def _measure(subject: Subject) -> dict:
 
 
 #: analytic work describes the problem, not the run: it is recorded for an incorrect point too
-METER = Meter(name="work", fields=("flops", "bytes_min", "flops_fvcore", "flops_counter", "flops_notes"),
+METER = Meter(name="work", fields=("flops", "bytes_min", "bytes_read_min", "bytes_written_min", "flops_fvcore",
+                                   "flops_counter", "flops_notes"),
               measure=_measure, needs_correct=False)

@@ -124,6 +124,7 @@ def test_a_gpu_roof_adds_the_gemm_rate_of_each_low_precision_dtype_its_points_us
     from fastformer_bench.measure import env
 
     monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 4e12)
+    monkeypatch.setattr(env, "traffic_roofs", lambda device, threads, copy: {})
     rates = {torch.float32: 5e13, torch.bfloat16: 7.9e14, torch.float16: 7.5e14}
     monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None, dtype=torch.float32: rates[dtype])
     found = env.roofs([("cuda", 16)], {"cuda": ["bfloat16", "float32", "float64"]})
@@ -139,6 +140,7 @@ def test_machine_roofs_cover_each_device_and_thread_count(monkeypatch):
     # the sizes the run measures are its business; here only which (device, threads) pairs and fields appear
     monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 10.0 * (threads or 7))
     monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None, dtype=torch.float32: 100.0 * threads)
+    monkeypatch.setattr(env, "traffic_roofs", lambda device, threads, copy: {})
     found = machine_roofs([tiny(threads=2), tiny(), tiny(threads=2, seq_len=128, dtype="bfloat16")], threads=1)
     # a CPU's roof is a float32 GEMM alone, whatever dtypes its points use
     assert found["roofs"] == [
