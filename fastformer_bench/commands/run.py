@@ -4,7 +4,9 @@ table (or, for a probe preset, the line) that says what the results directory ho
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from fastformer_bench import axes
@@ -39,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, dest="time_limit_s", help="seconds allowed per point")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore/FlopCounterMode cross-checks")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    parser.add_argument("--json", action="store_true",
+                        help="end with one JSON document (points per status, failures, where the results are) "
+                             "on stdout instead of the table and summary")
     cluster = parser.add_argument_group("cluster", "spread the points over jobs through submitit (README: Running "
                                                    "on a Slurm cluster)")
     cluster.add_argument("--executor", choices=("local", "slurm"),
@@ -70,16 +75,47 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("run: the option --out is required (a results directory), unless --dry-run.")
     outcome = sweep.run(args.preset, args.out, overrides=overrides, settings=settings, resume=args.resume,
                         isolate=args.isolate, executor=_executor_options(args), progress=not args.no_progress)
+    summary = _summary(outcome, args.out)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 1 if outcome.failed else 0
     if outcome.kind == PROBE:
         failed = [r for r in outcome.records if r["status"] != "ok"]
         print(f"{len(outcome.records)} probe points trained into {args.out}, {len(failed)} not ok")
-        return 1 if outcome.failed else 0
-    _print_table(outcome.records, outcome.skipped)
+    else:
+        _print_table(outcome.records, outcome.skipped)
+    print(_paragraph(summary))
     for killed in outcome.killed:
         print(f"fastformer-bench: job {killed['job']} stopped ({killed['reason']}) with {len(killed['unmeasured'])} "
               f"point(s) unmeasured: {', '.join(killed['unmeasured'])}; run again with --resume to measure them.",
               file=sys.stderr)
     return 1 if outcome.failed else 0
+
+
+def _summary(outcome, out: str) -> dict:
+    """What the run left, for people (``_paragraph``) and machines (``--json``)."""
+    statuses = Counter(record["status"] for record in outcome.records)
+    not_ok = [{"point_id": r["point_id"], "impl": r.get("impl") or r.get("mixer"), "status": r["status"],
+               "reason": r.get("reason")} for r in outcome.records if r["status"] != "ok"]
+    return {"kind": outcome.kind, "results": str(out), "points": len(outcome.records),
+            "statuses": dict(sorted(statuses.items())), "failed": outcome.failed, "not_ok": not_ok,
+            "skipped": len(outcome.skipped), "jobs_stopped": len(outcome.killed),
+            "report_command": f"fastformer-bench report {out} --out <report directory>"}
+
+
+def _paragraph(summary: dict) -> str:
+    """One paragraph: how many points, by status; whether a check failed and which; where to go next."""
+    counts = ", ".join(f"{count} {status}" for status, count in summary["statuses"].items()) or "none"
+    lines = [f"Done: {summary['points']} points in {summary['results']} ({counts})"
+             + (f"; {summary['skipped']} combinations skipped." if summary["skipped"] else ".")]
+    if summary["failed"]:
+        failures = [p for p in summary["not_ok"] if p["status"] in ("incorrect", "error")][:3]
+        named = "; ".join(f"{p['impl']} {p['point_id']}: {p['status']}" for p in failures)
+        lines.append("A check failed (exit 1)" + (f": {named}." if named else "."))
+    elif summary["not_ok"]:
+        lines.append("Points not ok are kept with their reason and left out of every fit and figure.")
+    lines.append(f"Report: {summary['report_command']}")
+    return " ".join(lines)
 
 
 def _dry_run(args: argparse.Namespace, overrides: dict, settings: dict) -> int:

@@ -53,3 +53,27 @@ def test_list_preset_json_gives_every_point_with_its_axes_and_id():
 def test_list_json_of_a_probe_preset_labels_its_points():
     listing = json.loads(_cli("list", "--preset", "probe-quick", "--json").stdout)
     assert listing["kind"] == "probe" and all(p["label"].startswith(p["task"]) for p in listing["points"])
+
+
+RUN = ["run", "--preset", "quick", "--seq-len", "64", "--width", "32", "--heads", "2", "--no-progress"]
+
+
+def test_run_ends_with_a_paragraph_naming_the_outcome_and_the_report_command(tmp_path, test_impls):
+    done = _cli(*RUN, "--impl", "eager,test_wrong", "--out", str(tmp_path / "r"))
+    assert done.returncode == 1, done.stderr  # test_wrong is checked incorrect: a check failed
+    last = done.stdout.strip().splitlines()[-1]
+    # eager is ok, or contended where this busy machine's neighbours held its CPU: both are counted
+    assert any(last.startswith(f"Done: 2 points in {tmp_path / 'r'} ({counts}).")
+               for counts in ("1 incorrect, 1 ok", "1 contended, 1 incorrect"))
+    assert "A check failed (exit 1): test_wrong " in last and f"fastformer-bench report {tmp_path / 'r'}" in last
+
+
+def test_run_json_is_one_document_a_machine_can_read(tmp_path, test_impls):
+    done = _cli(*RUN, "--impl", "eager,test_wrong", "--out", str(tmp_path / "r"), "--json")
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["statuses"] in ({"incorrect": 1, "ok": 1}, {"contended": 1, "incorrect": 1})
+    assert summary["failed"] is True
+    assert ("test_wrong", "incorrect") in [(p["impl"], p["status"]) for p in summary["not_ok"]]
+    stored = [json.loads(line) for line in (tmp_path / "r" / "points.jsonl").read_text().splitlines()]
+    assert summary["points"] == len(stored) == 2
