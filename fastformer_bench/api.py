@@ -1,4 +1,4 @@
-"""The functional entry points of the public API (DESIGN §2)."""
+"""The functional entry points of the public API (docs/design.md §2)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def resolve(impl: str, family: str) -> registry.Impl:
 def additive_attention(
     x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None, impl: str = registry.DEFAULT_ADDITIVE
 ) -> torch.Tensor:
-    """C-column additive attention (DESIGN §1): x [C, B, N, D], w [C-1, H, Dh], mask [B, N] -> [B, N, D]."""
+    """C-column additive attention (docs/design.md §1): x [C, B, N, D], w [C-1, H, Dh], mask [B, N] -> [B, N, D]."""
     chosen = resolve(impl, registry.ADDITIVE)
     if isinstance(x, torch.Tensor):
         check_device(chosen, x.device, x.dtype)

@@ -1,4 +1,4 @@
-"""`fastformer-bench run | list | env | report | history | gate | compare | export` (DESIGN §5): the parser
+"""`fastformer-bench run | list | env | report | history | gate | compare | export` (docs/design.md §5): the parser
 assembled from the command modules (fastformer_bench/commands/, one per subcommand), and the exit codes they share.
 
 Exit codes: 0 done; 1 a check failed (an incorrect point, a regression); 2 the request itself is wrong

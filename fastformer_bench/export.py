@@ -35,7 +35,7 @@ FORMATS = ("pytest-benchmark", "github-action-benchmark", "github-action-benchma
 #: the unit of github-action-benchmark values (the action converts between s, ms, us and ns itself)
 GAB_UNIT = "ms"
 _GAB_SCALE = 1e3
-#: the short names DESIGN §1 gives the shape and length axes; any other axis is written name=value
+#: the short names docs/design.md §1 gives the shape and length axes; any other axis is written name=value
 _LETTERS = {"batch": "B", "seq_len": "N", "width": "D", "heads": "H", "columns": "C"}
 #: per-benchmark extra_info: what tells the point's run and implementation apart, then its time, work and memory
 _EXTRA_INFO = ("point_id", "run_id", "preset", "family", "complexity", "device_name", "threads", "compute_dtype",

@@ -1,4 +1,4 @@
-"""The record contract (DESIGN §4), the crash-proof JSONL store, and loading to pandas.
+"""The record contract (docs/design.md §4), the crash-proof JSONL store, and loading to pandas.
 
 Pure Python + pandas: the report imports this module and must never import torch (so the facts that schema-1
 records lack are read from a data file, never from the registry).
@@ -57,7 +57,7 @@ ENERGY = ("energy_j",)
 #: field -> {"label", "unit", "per_token"}: the fields of this record that a meter asked the report to show
 #: (only those with a value in this record); a plugin meter adds its own fields this way
 SHOWN = ("quantities",)
-#: fields beyond DESIGN §4's list, kept alongside (never required by readers)
+#: fields beyond docs/design.md §4.1's list, kept alongside (never required by readers)
 EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
          "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention",
          # the node that measured the point, in a cluster run (its environment: run.json hosts[host])
@@ -82,7 +82,7 @@ _OPTIONAL = ("run_id", "device_name", "threads", "compute_dtype", "settings_hash
 REQUIRED = ("schema", *(name for name in IDENTITY if name not in _OPTIONAL + IMPL_FACTS), "status")
 #: what a schema-2 record must hold besides (a schema-1 record gets them from SCHEMA1_FACTS on read)
 REQUIRED_2 = (*IMPL_FACTS, *SHOWN)
-#: capability-probe records (``"kind": "probe"``, DESIGN §4): a trained model's outcome, not a timed call
+#: capability-probe records (``"kind": "probe"``, docs/design.md §4.4): a trained model's outcome, not a timed call
 PROBE = "probe"
 PROBE_REQUIRED = ("schema", "kind", "point_id", "task", "mixer", "impl", "columns", "seq_len", "width", "layers",
                   "pairs", "seed", "status")

@@ -99,7 +99,7 @@ names, get, registered = REGISTRY.names, REGISTRY.get, REGISTRY.registered
 
 
 def facts(name: str) -> dict:
-    """What the report needs to know about an implementation, copied into each of its records (DESIGN §4)."""
+    """What the report needs to know about an implementation, copied into each of its records (docs/design.md §4.1)."""
     impl = get(name)
     return {"family": impl.family, "complexity": impl.complexity, "baseline_rank": impl.baseline_rank,
             "expected_exponent": list(impl.expected_exponent) if impl.expected_exponent else None,

@@ -1,4 +1,4 @@
-"""The quadratic reference: DESIGN §1 written as a sum over pairs (i, j).
+"""The quadratic reference: docs/design.md §1 written as a sum over pairs (i, j).
 
 Each aggregation materialises the N×N weight matrix A[i, j] = a_j (every row the same) and multiplies it into
 the tokens, in float64. It costs O(N²·D) time and O(N²) memory per (batch, head): it is the ground truth every

@@ -1,4 +1,4 @@
-// Streaming CPU kernels for additive attention (DESIGN §1); built and loaded by additive_stream.py.
+// Streaming CPU kernels for additive attention (docs/design.md §1); built and loaded by additive_stream.py.
 //
 // Plain C++17 with OpenMP and no torch headers: the .py builds this file with the system compiler into a cached
 // shared library and calls the extern "C" entry points at the bottom through ctypes, passing raw pointers,

@@ -1,4 +1,4 @@
-"""Streaming CPU additive attention (DESIGN §1) at the memory-bandwidth limit: no G_c ever exists in memory.
+"""Streaming CPU additive attention (docs/design.md §1) at the memory-bandwidth limit: no G_c ever exists in memory.
 
 The maths: the score of column c is <G_c[n], w_c> = <x_c[n], g_{c-1} ⊙ w_c>, and g_c = g_{c-1} ⊙ Σ_n a_n x_c[n].
 So each pooled column is one pass over x_c against a per-(b, h) score vector v_c = g_{c-1} ⊙ w_c / sqrt(Dh) (an
@@ -273,7 +273,7 @@ class _StreamAdditiveAttention(torch.autograd.Function):
 
 def stream_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None, *,
                               chunk_n: int | None = None) -> torch.Tensor:
-    """Additive attention (DESIGN §1) with the streaming CPU kernels; differentiable in x and w.
+    """Additive attention (docs/design.md §1) with the streaming CPU kernels; differentiable in x and w.
 
     ``chunk_n`` (tokens per reduction task, >= 1) overrides the automatic split of N between threads; tests use
     a small one to force many partial softmaxes through the combine step.

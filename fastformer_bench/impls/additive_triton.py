@@ -1,4 +1,4 @@
-"""Fused Triton additive attention (DESIGN §1): forward and backward, any C >= 2, masks, any strides of x.
+"""Fused Triton additive attention (docs/design.md §1): forward and backward, any C >= 2, masks, any strides of x.
 
 The kernels are in ``additive_triton_kernels`` (read that first); this file holds the launcher, the autograd
 wrapper and the registry entry. Per aggregated column the forward is one streaming pass over x_c (split over
@@ -355,7 +355,7 @@ class _FusedAdditiveAttention(torch.autograd.Function):
 def triton_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None, *,
                               block_n: int | None = None, chunk_n: int | None = None,
                               check_mask_rows: bool | None = None) -> torch.Tensor:
-    """Additive attention (DESIGN §1) with the fused kernels; differentiable in x and w.
+    """Additive attention (docs/design.md §1) with the fused kernels; differentiable in x and w.
 
     ``block_n`` (tokens per tile, a power of two) and ``chunk_n`` (tokens per program, any size >= 1) override
     the automatic split of N; tests use a small ``chunk_n`` to force several chunks through the combine step.

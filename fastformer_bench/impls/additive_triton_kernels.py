@@ -1,4 +1,4 @@
-"""Triton kernels for C-column additive attention (DESIGN §1); the launcher lives in ``additive_triton``.
+"""Triton kernels for C-column additive attention (docs/design.md §1); the launcher lives in ``additive_triton``.
 
 This module imports triton at the top and decorates kernels at import, and ``triton.jit`` reads
 TRITON_INTERPRET at decoration time; so it is imported only on first launch, after the caller chose the

@@ -72,7 +72,7 @@ class ProbeModel(nn.Module):
     def pooling_weights(self, tokens: torch.Tensor) -> torch.Tensor:
         """The additive mixers' learned pooling weights a_c, head-averaged: [layers, C-1, B, N].
 
-        They are the attention rows of a static learned query (DESIGN §1): the same for every token of the
+        They are the attention rows of a static learned query (docs/design.md §1): the same for every token of the
         sequence, so one row per column says which tokens the layer listens to.
         """
         if self.mixer != "additive":

@@ -15,7 +15,7 @@ from fastformer_bench.results import PROBE, SCHEMA, ResultStore, writer_lock
 
 
 def probe_record(point: ProbePoint, settings: ProbeSettings, run_id: str, preset: str) -> dict:
-    """The identity part of a probe record (DESIGN §4, probe records)."""
+    """The identity part of a probe record (docs/design.md §4.4)."""
     from fastformer_bench.measure.env import cpu_model
 
     budget = point.budget(settings)  # the steps it trains for, whether its grid's or the settings'

@@ -1,4 +1,4 @@
-"""Train one probe point deterministically on the CPU and turn it into a record (DESIGN §4, probe records).
+"""Train one probe point deterministically on the CPU and turn it into a record (docs/design.md §4.4).
 
 Determinism: the initialisation, every training batch and the held-out set come from generators seeded by the
 point's seed alone; the thread count is fixed by the settings and torch's deterministic algorithms are on. The

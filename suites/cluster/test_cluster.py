@@ -1,4 +1,4 @@
-"""Sweeps spread over jobs (DESIGN §3 runner; issue 15): on a real single-node Slurm, every point of a sweep
+"""Sweeps spread over jobs (docs/design.md §3.3; issue 15): on a real single-node Slurm, every point of a sweep
 lands exactly once with the status a local run gives it; a submitting process that is interrupted and a job
 that is cancelled or reaches its time limit lose nothing and double nothing once resumed."""
 

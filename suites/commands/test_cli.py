@@ -1,4 +1,4 @@
-"""The CLI contract (DESIGN §5): bad requests are one line on stderr and exit 2; run/list/env work."""
+"""The CLI contract (docs/design.md §5): bad requests are one line on stderr and exit 2; run/list/env work."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`run --executor ...`: a request that cannot be submitted is one line on stderr and exit 2, before anything is
-submitted or written (DESIGN §5). The runs themselves are in suites/cluster (they need a Slurm cluster)."""
+submitted or written (docs/design.md §5). The runs themselves are in suites/cluster (they need a Slurm cluster)."""
 
 from __future__ import annotations
 
