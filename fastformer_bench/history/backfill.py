@@ -86,17 +86,17 @@ def _record(params: dict, measured: dict, loaded: Preset, run_id: str, cpu: str 
     impl = impls.get(problem.impl)
     shape = dict(batch=problem.batch, seq_len=problem.seq_len, width=problem.width, heads=problem.heads,
                  columns=problem.columns)
+    axes = {**problem.params(), "threads": problem.threads or loaded.settings.get("threads")}
     record = results.new_record(
-        run_id=run_id, point_id=problem.point_id, **problem.params(), **impls.facts(problem.impl),
-        threads=problem.threads or loaded.settings.get("threads"),
+        run_id=run_id, point_id=problem.point_id, **axes, **impls.facts(problem.impl),
         device_name=cpu if problem.device == "cpu" else None, preset=loaded.name,
         settings_hash=presets.settings_for(loaded).digest,
         status=measured["status"], reason=measured.get("reason"), max_abs_err=measured.get("max_abs_err"),
         max_rel_err=measured.get("max_rel_err"))
-    if problem.scope in ("core", "layer") and impl.family:
-        record["flops"] = analytic_flops(impl.family, impl.quadratic, problem.scope, problem.mode, **shape)
-        record["bytes_min"] = minimal_bytes(impl.family, problem.scope, problem.mode,
-                                            dtype_bytes=problem.torch_dtype.itemsize, **shape)
+    # the analytic counts, as the flops meter records them: a property of the point, whichever commit ran it
+    record["flops"] = analytic_flops(impl.family, impl.quadratic, problem.scope, problem.mode, **shape)
+    record["bytes_min"] = minimal_bytes(impl.family, problem.scope, problem.mode,
+                                        dtype_bytes=problem.torch_dtype.itemsize, **shape)
     samples = measured.get("samples") or []
     if measured["status"] == "ok" and samples:
         p20, median, p80 = (float(v) for v in np.percentile(samples, [20, 50, 80]))
