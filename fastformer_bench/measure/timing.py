@@ -239,29 +239,33 @@ def _time_step_cuda(step: Callable[[], object], device: str, *, warmup_s: float,
 
 def _time_cpu(step: Callable[[], object], calls: int, warmup_calls: int, min_time_s: float, min_samples: int,
               max_samples: int, max_time_s: float, deadline: float | None) -> Timing:
-    samples: list[float] = []
-    with _gc_paused():
-        begin = time.perf_counter()
-        while not _enough(len(samples), time.perf_counter() - begin, min_time_s, min_samples, max_samples,
-                          max_time_s):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                step()
-            samples.append((time.perf_counter() - t0) / calls)
-            _check_deadline(deadline, "sampling")
+    def sample() -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            step()
+        return (time.perf_counter() - t0) / calls
+
+    samples = _samples(sample, min_time_s, min_samples, max_samples, max_time_s, deadline)
     return _summarise(samples, calls, warmup_calls, "perf_counter")
 
 
 def _time_cuda(sampler: cuda_timing.Sampler, warmup_calls: int, min_time_s: float, min_samples: int,
                max_samples: int, max_time_s: float, deadline: float | None) -> Timing:
+    samples = _samples(sampler.sample, min_time_s, min_samples, max_samples, max_time_s, deadline)
+    return _summarise(samples, sampler.calls, warmup_calls, sampler.method)
+
+
+def _samples(sample: Callable[[], float], min_time_s: float, min_samples: int, max_samples: int,
+             max_time_s: float, deadline: float | None) -> list[float]:
+    """One window's samples (seconds per call), until the window has enough of them or its time is up."""
     samples: list[float] = []
     with _gc_paused():
         begin = time.perf_counter()
         while not _enough(len(samples), time.perf_counter() - begin, min_time_s, min_samples, max_samples,
                           max_time_s):
-            samples.append(sampler.sample())
+            samples.append(sample())
             _check_deadline(deadline, "sampling")
-    return _summarise(samples, sampler.calls, warmup_calls, sampler.method)
+    return samples
 
 
 def _throttle_reasons(pynvml, handle) -> list[str]:
