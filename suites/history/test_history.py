@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testkit.imports import loaded_after
 from testkit.synthetic_results import run_env, synthetic_records, write_results
 
 from fastformer_bench import history
@@ -136,10 +137,7 @@ def test_instruction_count_history_finds_a_three_percent_step(tmp_path):
 
 
 def test_filing_a_run_loads_neither_torch_nor_a_plotting_library():
-    probe = ("import sys; from fastformer_bench import history; "
-             "print(sorted(m for m in ('torch', 'matplotlib', 'pandas') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+    assert loaded_after("from fastformer_bench import history", ("torch", "matplotlib", "pandas")) == []
 
 
 def test_show_is_the_function_even_after_its_module_was_imported():
