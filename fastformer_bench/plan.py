@@ -4,8 +4,9 @@ and no GPU is needed, so a session on a lent GPU can be sized to its lease befor
 
 A point's wall time is mostly not its timed call. The model follows ``point.measure_point``:
 
-- **inputs**: ``problem.make_inputs`` draws every value in float64 on the host, on one thread, and the float64
-  check draws them all again (``point._reference_inputs``); both copies then travel to the device;
+- **inputs**: ``problem.make_inputs`` draws a CUDA point's values once, on the device, in its dtype (a layer's
+  weights on the host), and the float64 check upcasts those values on the device (``point._reference_inputs``);
+  before, every value was drawn in float64 on one host thread, twice, and copied over (``FIRST_SESSION_HOST``);
 - **compile**: the first call of a compiling implementation, timed apart: a Triton JIT per kernel variant, or
   torch.compile per shape, dtype and mode (tens of times slower);
 - **check**: one call of the point and one of its float64 reference (``point.reference_for``), and the comparison;
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fastformer_bench import axes, presets
@@ -68,8 +69,14 @@ class Host:
 
     #: float64 normal values per second that torch.randn draws with a CPU generator (serial whatever the threads)
     draw_values_per_s: float = 40e6
-    #: how many times each input value is drawn: the point's inputs, then the float64 check's (_reference_inputs)
-    draws_per_value: int = 2
+    #: how many times each input value is drawn: once (the float64 check upcasts the point's own values; before,
+    #: it drew them all again: FIRST_SESSION_HOST)
+    draws_per_value: int = 1
+    #: whether a CUDA point's inputs are drawn on the device (problem.make_inputs, input_draw "cuda-<dtype>")
+    draw_on_device: bool = True
+    #: normal values per second torch.randn draws with a CUDA generator in a 2-byte dtype (Philox: a few bytes
+    #: written per value; well below the copy bandwidth, a margin)
+    device_draw_values_per_s: float = 20e9
     #: a blocking host-to-device copy from pageable memory
     h2d_bytes_per_s: float = 10e9
     #: values per second cast from float64 on the host before such a copy
@@ -96,6 +103,9 @@ class Host:
 
 
 HOST = Host()
+#: the harness the first GPU session ran (code 076751c, results/gpu-check): every value drawn in float64 on the
+#: host, twice (the point's inputs, then the float64 check's), and copied to the device
+FIRST_SESSION_HOST = replace(HOST, draws_per_value=2, draw_on_device=False)
 #: the energy meter's window of device time (measure/energy.py MIN_WINDOW_S; not imported: it pulls in NVML)
 ENERGY_WINDOW_S = 1.0
 #: the materialised softmax reference's scores per block of query rows (impls/softmax.py BLOCK_BYTES)
@@ -339,18 +349,41 @@ def _timing_seconds(call_s: float, problem, settings, device: DeviceModel) -> tu
     return warm_up + set_up + windows * window, energy
 
 
-def plan_point(problem, settings, device: DeviceModel, compiled: set) -> PointPlan:
-    """The prediction for one CUDA point; ``compiled`` holds what earlier points of the process compiled."""
+def _host_values(problem) -> int:
+    """Input values make_inputs draws on the host even for a CUDA point: a layer's weights."""
+    if problem.scope == "core":
+        return 0
+    columns = problem.columns if problem.family == "additive" else 3
+    D = problem.width
+    return (columns + 1) * D * D + (columns + 1) * D
+
+
+def inputs_seconds(problem, device: DeviceModel, host: Host = HOST) -> float:
+    """Drawing the point's inputs (and the check's, where it draws again), casting and carrying them."""
+    values, dtype_bytes = _values(problem), _dtype_bytes(problem.dtype)
+    if host.draw_on_device:
+        on_host = _host_values(problem)
+        on_device = values - on_host
+        seconds = on_device / host.device_draw_values_per_s
+        # the check's float64 copies are made on the device from the drawn values
+        seconds += on_device * (dtype_bytes + 8) / device.copy_bytes_per_s
+        values = on_host
+    else:
+        seconds = 0.0
+    draw = host.draws_per_value * values / host.draw_values_per_s
+    carry = values * (dtype_bytes + 8) / host.h2d_bytes_per_s + values / host.cast_values_per_s
+    return seconds + draw + carry
+
+
+def plan_point(problem, settings, device: DeviceModel, compiled: set, host: Host = HOST) -> PointPlan:
+    """The prediction for one CUDA point; ``compiled`` holds what earlier points of the process compiled; ``host``
+    the harness's costs (FIRST_SESSION_HOST for the code that drew inputs on the host)."""
     from fastformer_bench import impls
     from fastformer_bench.point import reference_for
 
     impl = impls.get(problem.impl)
     ref_name = reference_for(problem)
     ref = impls.get(ref_name)
-    dtype_bytes = _dtype_bytes(problem.dtype)
-    values = _values(problem)
-    draw = HOST.draws_per_value * values / HOST.draw_values_per_s
-    carry = values * (dtype_bytes + 8) / HOST.h2d_bytes_per_s + values / HOST.cast_values_per_s
     call = call_seconds(problem, impl, device)
     ref_call = call_seconds(problem, ref, device, dtype="float64")
     compare = 4 * _outputs(problem) * 8 / device.copy_bytes_per_s
@@ -358,7 +391,7 @@ def plan_point(problem, settings, device: DeviceModel, compiled: set) -> PointPl
     meters = energy + 2 * call
     if settings.count_flops:
         meters += HOST.flop_counters_s + 3 * call
-    parts = {"inputs": draw + carry, "compile": _compile_seconds(problem, impl, compiled),
+    parts = {"inputs": inputs_seconds(problem, device, host), "compile": _compile_seconds(problem, impl, compiled),
              "check": call + ref_call + compare, "timing": timing, "meters": meters, "fixed": HOST.point_s}
     return PointPlan(problem=problem, call_s=call, parts=parts, peak_bytes=peak_bytes(problem, impl, ref, device),
                      reference=ref_name)

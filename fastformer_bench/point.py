@@ -7,6 +7,7 @@ preflight (``preflight``, ``check_correctness``) is also what the gate's workers
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
@@ -21,6 +22,7 @@ import torch
 from fastformer_bench import axes as axis_table
 from fastformer_bench import impls as registry
 from fastformer_bench import measure
+from fastformer_bench.impls.softmax import last_sdpa_backend, reset_sdpa_backend, sdpa_softmax_attention
 from fastformer_bench.measure import allocator, memory_cap, timing
 from fastformer_bench.measure.cuda_timing import TimingUnsupported
 from fastformer_bench.measure.env import cpu_model
@@ -125,19 +127,29 @@ def reference_for(problem: Problem) -> str:
 
 
 def _reference_inputs(problem: Problem, inputs: Inputs, ref_impl: str) -> Inputs:
-    """The same values as ``inputs`` upcast to float64, so the comparison sees only the implementation's error."""
-    ref = make_inputs(problem, dtype=torch.float64, impl=ref_impl)
+    """The point's own inputs upcast to float64, where they are (on the device for a CUDA point), so the check
+    sees only the implementation's error on exactly the values that are timed; nothing is drawn again.
+
+    ``ref_impl`` runs through the copied layer as ``problem.forward`` runs any implementation through a layer."""
+    needs_grad = problem.mode == "fwd_bwd"
+
+    def upcast(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().to(torch.float64, copy=True).requires_grad_(needs_grad)
+
     with torch.no_grad():
+        layer = None
         if problem.scope == "core":
-            ref.x.copy_(inputs.x.detach().double())
-            ref.w.copy_(inputs.w.detach().double())
+            x, w = upcast(inputs.x), upcast(inputs.w)
+            leaves = [x, w]
         else:
-            ref.x.copy_(inputs.x.detach().double())
-            for dst, src in zip(ref.layer.parameters(), inputs.layer.parameters()):
-                dst.copy_(src.detach().double())
-        if inputs.grad_out is not None:
-            ref.grad_out.copy_(inputs.grad_out.double())
-    return ref
+            x, w = upcast(inputs.x), None
+            layer = copy.deepcopy(inputs.layer).to(torch.float64)
+            for param in layer.parameters():
+                param.grad = None
+                param.requires_grad_(needs_grad)
+            leaves = [x, *layer.parameters()]
+        grad_out = None if inputs.grad_out is None else inputs.grad_out.detach().to(torch.float64, copy=True)
+    return Inputs(x=x, w=w, mask=inputs.mask, layer=layer, grad_out=grad_out, leaves=leaves, draw=inputs.draw)
 
 
 def _outputs(problem: Problem, inputs: Inputs, impl: str) -> list[torch.Tensor]:
@@ -275,6 +287,12 @@ def _apply(meter: measure.Meter, subject: measure.Subject, record: dict) -> None
             record["quantities"][shown.field] = shown.spec()
 
 
+def _note_sdpa_backend(impl: registry.Impl, record: dict) -> None:
+    """The SDPA kernel the point's CUDA calls ran (impls/softmax.py picks FlashAttention first), where one ran."""
+    if impl.fn is sdpa_softmax_attention and last_sdpa_backend() is not None:
+        record["sdpa_backend"] = last_sdpa_backend()
+
+
 def measure_point(problem: Problem, settings: Settings, run_id: str = "", preset: str | None = None) -> dict:
     """Measure one point and return its record; every failure of the point is a status, not an exception.
 
@@ -298,11 +316,14 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
     inputs = step = subject = None
     try:
         inputs = make_inputs(problem)
+        record["input_draw"] = inputs.draw
+        reset_sdpa_backend()
         step = make_step(problem, inputs)
         if impl.compiles:
             record["compile_s"] = timing.time_first_call(step, problem.device)
         accuracy = check_correctness(problem, inputs)
         record.update({k: accuracy[k] for k in ("max_abs_err", "max_rel_err", "tolerance", "reference_impl")})
+        _note_sdpa_backend(impl, record)
         subject = measure.Subject(problem=problem, impl=impl, inputs=inputs, step=step, settings=settings,
                                   deadline=deadline)
         meters = [m for m in measure.active() if m.applies(subject)]
@@ -317,6 +338,7 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
         for meter in meters:
             if meter.needs_correct:
                 _apply(meter, subject, record)
+        _note_sdpa_backend(impl, record)
         contention = record.get("contention") or {}
         if contention.get("contended"):
             # Kept with its samples, but never fitted, plotted or gated as if the machine had been its own.

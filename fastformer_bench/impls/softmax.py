@@ -6,6 +6,7 @@ Padding: masked keys get no weight and masked query rows output zero, so both fa
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +63,64 @@ def blocked_softmax_attention(q, k, v, heads: int, mask: torch.Tensor | None = N
     return _merge(torch.cat(blocks, dim=2), mask)
 
 
+#: the SDPA kernels a CUDA call may run, in the order tried: FlashAttention first, then the memory-efficient kernel
+#: and the math path only where flash cannot run (float32, a padding mask, a head size it lacks)
+SDPA_CUDA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+#: the backend each kind of CUDA call runs, found by its first call: (device, dtype, head size, masked, grad) -> name
+_sdpa_chosen: dict[tuple, str] = {}
+_sdpa_last: str | None = None
+
+
+def last_sdpa_backend() -> str | None:
+    """The SDPA kernel the last CUDA call of ``softmax_sdpa`` ran ("flash_attention", "efficient_attention",
+    "math"), or None where none ran since ``reset_sdpa_backend`` (a CPU call lets torch choose, as before)."""
+    return _sdpa_last
+
+
+def reset_sdpa_backend() -> None:
+    global _sdpa_last
+    _sdpa_last = None
+
+
+def _sdpa_cuda(qh, kh, vh, attn_mask):
+    """SDPA under ``torch.nn.attention.sdpa_kernel`` with one backend: the first of SDPA_CUDA_BACKENDS that runs this
+    kind of call, found once (a kernel that cannot run raises before it launches anything) and reused, so a CUDA
+    graph captures the same kernel that was checked."""
+    global _sdpa_last
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (qh, kh, vh))
+    key = (qh.device, qh.dtype, qh.shape[-1], attn_mask is not None, grad)
+    known = _sdpa_chosen.get(key)
+    for name in (known,) if known else SDPA_CUDA_BACKENDS:
+        try:
+            with warnings.catch_warnings():
+                if known is None:  # the reasons a kernel cannot run come as warnings before its RuntimeError
+                    warnings.simplefilter("ignore")
+                with sdpa_kernel([getattr(SDPBackend, name)]):
+                    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)
+        except RuntimeError:
+            if known is not None or name == SDPA_CUDA_BACKENDS[-1]:
+                raise
+            continue
+        _sdpa_chosen[key] = name
+        _sdpa_last = name.lower()
+        return out
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _on_cuda(t: torch.Tensor) -> bool:
+    return t.device.type == "cuda"
+
+
 def sdpa_softmax_attention(q, k, v, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     check_softmax(q, k, v, heads, mask)
     attn_mask = None if mask is None else mask[:, None, None, :]
-    o = F.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads), attn_mask=attn_mask)
+    qh, kh, vh = _heads(q, heads), _heads(k, heads), _heads(v, heads)
+    if _on_cuda(q):
+        o = _sdpa_cuda(qh, kh, vh, attn_mask)
+    else:
+        o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)
     return _merge(o, mask)
 
 
@@ -93,7 +148,8 @@ SOFTMAX_SDPA = Impl(
     name="softmax_sdpa",
     family=SOFTMAX,
     fn=sdpa_softmax_attention,
-    description="torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient kernels)",
+    description="torch.nn.functional.scaled_dot_product_attention (on CUDA FlashAttention, else memory-efficient; "
+                "the kernel in the record's sdpa_backend)",
     reference="softmax_naive",
     quadratic=True,
     baseline_rank=1,

@@ -31,7 +31,22 @@ def test_the_gpu_session_plans_every_point_within_the_budget_and_the_memory(devi
     assert found.total_s <= COMMAND_LIMIT_S
     assert not found.over_memory(), [p.problem for p in found.over_memory()]
     assert not found.over_time_limit(), [p.problem for p in found.over_time_limit()]
-    assert all(0 < p.peak_bytes <= found.device.memory_bytes for p in found.points)
+    assert all(0 < p.peak_bytes <= found.device.memory_bytes for p in found.points if p.expected != "oom")
+    # the one point expected out of memory is triton's fwd_bwd at a million tokens, for its float64 check alone
+    expected = [p for p in found.points if p.expected == "oom"]
+    assert [(p.problem.impl, p.problem.mode, p.problem.seq_len) for p in expected] == [("triton", "fwd_bwd", 2**20)]
+    own = plan._values(expected[0].problem) * 2 + plan.working_bytes(expected[0].problem, impls.get("triton"))
+    assert own < 0.5 * found.device.memory_bytes
+    # the grid the issue asked for: triton against SDPA in bf16 at B = 8, D = 1024, B·N·D = 2^22 .. 2^28, both
+    # modes, graph timing throughout and launch timing at the small N; fp32 at 2^26 .. 2^27
+    bf16 = [p.problem for p in found.points if p.problem.dtype == "bfloat16" and p.problem.batch == 8
+            and p.problem.impl in ("triton", "softmax_sdpa")]
+    for impl in ("triton", "softmax_sdpa"):
+        for mode in ("fwd", "fwd_bwd"):
+            sizes = {p.seq_len * p.batch * p.width for p in bf16 if (p.impl, p.mode, p.timing) == (impl, mode, "graph")}
+            assert {2**22, 2**28} <= sizes
+            assert {p.seq_len for p in bf16 if (p.impl, p.mode, p.timing) == (impl, mode, "launch")} == {512, 2048}
+    assert {p.problem.seq_len * 8 * 1024 for p in found.points if p.problem.dtype == "float32"} == {2**26, 2**27}
     # the million-token point the session exists to show, beside the sizes softmax attention reaches
     assert max(p.problem.seq_len for p in found.points if p.problem.impl == "triton") >= 2**20
 
@@ -129,7 +144,11 @@ def test_compiling_costs_once_per_shape_and_inputs_dominate_large_points():
     first = plan.plan_point(point, settings, device, seen)
     again = plan.plan_point(point.with_(timing="launch"), settings, device, seen)  # the same graph, compiled
     assert first.parts["compile"] > 10 and again.parts["compile"] == 0
-    assert first.parts["inputs"] > 5 * first.parts["timing"]
+    # drawn on the host in float64, twice (the first session's code), the inputs were most of a large point;
+    # drawn once on the device and upcast there for the check, they are a small part of it
+    host_drawn = plan.plan_point(point, settings, device, set(), host=plan.FIRST_SESSION_HOST)
+    assert host_drawn.parts["inputs"] > 5 * host_drawn.parts["timing"]
+    assert first.parts["inputs"] < 0.05 * host_drawn.parts["inputs"] and first.parts["inputs"] < first.parts["timing"]
 
 
 def _first_session_stages() -> list[tuple[str, float, list[Problem], Settings]]:
@@ -157,6 +176,8 @@ def test_the_model_explains_the_first_gpu_session(stage):
     # far below it. A model that ignored the inputs' draws or compile times would predict a fraction of it.
     _, limit, problems, settings = stage
     seen: set = set()
-    predicted = plan.HOST.process_start_s + sum(plan.plan_point(p, settings, plan.DEVICES["h200"], seen).seconds
-                                                for p in problems)
+    # that session's code drew every input in float64 on the host, twice: the model's host rates are checked on it
+    host = plan.FIRST_SESSION_HOST
+    predicted = host.process_start_s + sum(plan.plan_point(p, settings, plan.DEVICES["h200"], seen, host=host).seconds
+                                           for p in problems)
     assert 0.6 * limit <= predicted <= 1.15 * limit

@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import warnings
 
 import pytest
+import torch
 from testkit.fake_gpu import FakeGpu, fake_pynvml
 
 from fastformer_bench import measure, point, presets, problem
@@ -132,3 +134,51 @@ def test_the_gate_reports_a_noisy_candidate_without_passing_or_failing_it():
                       point_id="p")
     rows = compare.compare(compare.pool([[base]]), compare.pool([[cand]]))
     assert [r.verdict for r in rows] == [compare.NOT_COMPARED] and "noisy" in rows[0].note
+
+
+@pytest.fixture
+def fake_sdpa(monkeypatch):
+    """softmax_sdpa's CUDA path on this CPU: an SDPA whose FlashAttention kernel takes bfloat16 and float16 without a
+    mask only (raising as torch does, after its warnings), and whose other kernels take anything."""
+    from torch.nn.attention import SDPBackend
+
+    from fastformer_bench.impls import softmax
+
+    ran: list[str] = []
+    flags = {"flash_attention": torch.backends.cuda.flash_sdp_enabled,
+             "efficient_attention": torch.backends.cuda.mem_efficient_sdp_enabled,
+             "math": torch.backends.cuda.math_sdp_enabled}
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def sdpa(q, k, v, attn_mask=None):
+        enabled = [name for name, on in flags.items() if on()]
+        assert len(enabled) == 1, enabled  # sdpa_kernel chose one
+        if enabled == ["flash_attention"] and (q.dtype == torch.float32 or attn_mask is not None):
+            warnings.warn("Flash attention kernel not used because: ...", UserWarning, stacklevel=2)
+            raise RuntimeError("No available kernel. Aborting execution.")
+        ran.append(enabled[0])
+        with torch.nn.attention.sdpa_kernel([SDPBackend.MATH]):
+            return real(q, k, v, attn_mask=attn_mask)
+
+    monkeypatch.setattr(softmax, "_on_cuda", lambda t: True)
+    monkeypatch.setattr(softmax.F, "scaled_dot_product_attention", sdpa)
+    monkeypatch.setattr(softmax, "_sdpa_chosen", {})
+    return ran
+
+
+@pytest.mark.parametrize("dtype, masked, backend", [("bfloat16", False, "flash_attention"),
+                                                    ("float32", False, "efficient_attention"),
+                                                    ("bfloat16", True, "efficient_attention")])
+def test_a_cuda_sdpa_point_runs_flash_attention_first_and_records_the_kernel(fake_cuda, fake_sdpa, dtype, masked,
+                                                                              backend):
+    record = measure_point(tiny(impl="softmax_sdpa", dtype=dtype, masked=masked, mode="fwd_bwd", timing="graph",
+                                cache="warm"), FAST)
+    assert record["status"] == "ok", record["reason"]
+    assert record["sdpa_backend"] == backend and set(fake_sdpa) == {backend}
+    assert record["input_draw"] == "cpu-float64"  # the fixture draws this CUDA point's inputs on the CPU
+
+
+def test_a_cpu_sdpa_point_lets_torch_choose_and_records_no_backend():
+    settings = Settings(**{**FAST.__dict__, "threads": 1, "measure_energy": False})
+    record = measure_point(tiny(impl="softmax_sdpa", device="cpu"), settings)
+    assert record["status"] == "ok" and record.get("sdpa_backend") is None
