@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 
+from fastformer_bench.measure import allocator as allocators
 from fastformer_bench.measure import memory_cap
 from fastformer_bench.measure.threads import widened
 from fastformer_bench.point import Settings, base_record, measure_point, wants_own_process
@@ -37,16 +38,33 @@ from fastformer_bench.results import (
 )
 
 
-def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | None) -> dict:
-    """Measure one point in a child process, so a crash or a hang costs that point only."""
-    payload = json.dumps({"problem": problem.params(), "settings": asdict(settings), "run_id": run_id,
-                          "preset": preset})
+def allocator_of(problem: Problem) -> str | None:
+    """The allocator condition a point names (the allocator axis), None where it names none (the sweep's own)."""
+    return getattr(problem, "allocator", None)
+
+
+def _isolated(problem: Problem, settings: Settings, run_id: str, preset: str | None,
+              allocator: str | None = None) -> dict:
+    """Measure one point in a child process, so a crash or a hang costs that point only.
+
+    ``allocator``: the condition the child is started with (measure/allocator.py): its environment
+    (condition_env) and its set-up (the worker: mallopt for ``warm`` only); a condition this machine cannot give
+    is ``unsupported`` with the reason, without a child. None: the sweep process's own set-up, as before."""
+    job = {"problem": problem.params(), "settings": asdict(settings), "run_id": run_id, "preset": preset}
     base = base_record(problem, run_id, preset, threads=settings.threads, settings=settings)
+    child_env = None
+    if allocator is not None:
+        job["allocator"] = base["allocator"] = allocator
+        reason = allocators.unsupported_reason(allocator)
+        if reason is not None:
+            return {**base, "status": "unsupported", "reason": reason}
+        child_env = allocators.condition_env(allocator, os.environ)
+    payload = json.dumps(job)
     limit = settings.time_limit_s + 60  # the child's own import and start-up are not the point's fault
     try:
         with widened(problem.threads):  # a 2-thread point's worker must not inherit a 1-CPU pin
             done = subprocess.run([sys.executable, "-m", "fastformer_bench.worker"], input=payload, text=True,
-                                  capture_output=True, timeout=limit)
+                                  capture_output=True, timeout=limit, env=child_env)
     except subprocess.TimeoutExpired:
         return {**base, "status": "timeout", "reason": f"killed after {limit:g} s in an isolated process"}
     if done.returncode < 0:
@@ -160,14 +178,19 @@ def measure_all(todo: list[Problem], settings: Settings, store: ResultStore, hel
     best = {p.point_id: (held or {})[p.point_id] for p in queue}
     records: list[dict] = []
 
+    def isolated(problem: Problem) -> dict:
+        condition = allocator_of(problem)  # named: the child is started with it and says so
+        return _isolated(problem, settings, run_id, preset, **({"allocator": condition} if condition else {}))
+
     def measure(problem: Problem) -> dict:
-        if isolate or wants_own_process(problem):
-            return {**_isolated(problem, settings, run_id, preset), **(stamp or {})}
+        # a point naming an allocator condition other than the sweep process's own is measured in a child's
+        if isolate or wants_own_process(problem) or allocator_of(problem) not in (None, allocators.DEFAULT_CONDITION):
+            return {**isolated(problem), **(stamp or {})}
         record = measure_point(problem, settings, run_id=run_id, preset=preset)
         if record["status"] == "oom" and problem.device == "cpu" and memory_cap.address_space_cap() is not None:
             # Out of room under this process's cap, which its kept heap may have filled: a fresh process has
             # its own heap and cap, so the point is oom only if it is oom there too.
-            record = _isolated(problem, settings, run_id, preset)
+            record = isolated(problem)
         return {**record, **(stamp or {})}
 
     def keep(record: dict) -> None:

@@ -3,6 +3,7 @@ faults that tell whether it did."""
 
 from __future__ import annotations
 
+import ctypes
 import resource
 
 # glibc mallopt parameters (malloc.h)
@@ -10,7 +11,6 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
 def _libc():
-    import ctypes
     import ctypes.util
     import platform
 
@@ -65,3 +65,159 @@ def release_heap() -> bool:
 def minor_faults() -> int:
     """Minor page faults of this process so far (0 where the OS does not count them)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# -- allocator conditions (the allocator axis) ------------------------------------------------------------------
+# The heap above is the harness's own ("warm"). A user's plain process gets the C library's defaults, and at large
+# N its calls page-fault and zero fresh memory every time (1.2-3.7x slower stream/eager/compiled times in the cpu
+# study), so a point can be measured under another condition, in a child process started with it.
+
+PLAIN, WARM, THP, JEMALLOC, TCMALLOC = "plain", "warm", "thp", "jemalloc", "tcmalloc"
+#: plain: the C library's defaults (no mallopt, no allocator environment); warm: configure_allocator, the sweep
+#: process's own; thp: plain plus PyTorch's transparent-huge-page allocation of large CPU tensors; jemalloc and
+#: tcmalloc: plain with Debian's library preloaded
+CONDITIONS = (PLAIN, WARM, THP, JEMALLOC, TCMALLOC)
+#: the condition of a point that does not name one, and of every sweep process
+DEFAULT_CONDITION = WARM
+#: the shared library each preloaded condition puts in LD_PRELOAD (Debian: libjemalloc2, libtcmalloc-minimal4)
+PRELOADS = {JEMALLOC: "libjemalloc.so.2", TCMALLOC: "libtcmalloc_minimal.so.4"}
+#: read by torch's CPU allocator when it first allocates: 2 MiB-aligned blocks madvise(MADV_HUGEPAGE)d
+THP_ENV = "THP_MEM_ALLOC_ENABLE"
+THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
+#: the environment that changes a process's allocator; a condition's child starts without any of it
+_ALLOCATOR_ENV = (THP_ENV, "GLIBC_TUNABLES", "LD_PRELOAD")
+_ALLOCATOR_ENV_PREFIXES = ("MALLOC_", "JEMALLOC_", "TCMALLOC_")
+_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+                 "/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
+def find_library(soname: str) -> str | None:
+    """The path of a shared library by its soname: the dynamic linker's cache (``ldconfig -p``), else the usual
+    library directories; None where it is not installed."""
+    import os
+    import platform
+    import shutil
+    import subprocess
+
+    machine = {"x86_64": "x86-64", "aarch64": "AArch64"}.get(platform.machine(), "")
+    ldconfig = shutil.which("ldconfig") or next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig")
+                                                 if os.path.exists(p)), None)
+    if ldconfig is not None:
+        try:
+            listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        for line in listing.splitlines():
+            name, _, path = line.strip().partition(" => ")
+            if name.split(" ", 1)[0] == soname and (not machine or machine in name) and os.path.exists(path):
+                return path
+    return next((f"{d}/{soname}" for d in _LIBRARY_DIRS if os.path.exists(f"{d}/{soname}")), None)
+
+
+def thp_mode(setting: str = THP_SETTING) -> str | None:
+    """The kernel's transparent-huge-page mode (always | madvise | never), None where it has none."""
+    try:
+        with open(setting) as f:
+            text = f.read()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else None
+
+
+def unsupported_reason(condition: str, *, setting: str = THP_SETTING) -> str | None:
+    """Why ``condition`` cannot be had on this machine (one sentence), or None."""
+    if condition not in CONDITIONS:
+        return f"unknown allocator {condition!r}; known: {', '.join(CONDITIONS)}."
+    if condition in (PLAIN, WARM) and _libc() is None:
+        return f"the {condition} allocator condition is glibc's, and this C library is not glibc"
+    if condition == THP:
+        mode = thp_mode(setting)
+        if mode not in ("madvise", "always"):
+            return (f"transparent huge pages are {'unavailable' if mode is None else mode!r} in this kernel "
+                    f"({setting}), so torch's {THP_ENV}=1 cannot get them")
+    if condition in PRELOADS and find_library(PRELOADS[condition]) is None:
+        return f"{PRELOADS[condition]} is not installed (Debian: apt-get install {_PACKAGES[condition]})"
+    return None
+
+
+_PACKAGES = {JEMALLOC: "libjemalloc2", TCMALLOC: "libtcmalloc-minimal4"}
+
+
+def condition_env(condition: str, base) -> dict:
+    """The environment a child measured under ``condition`` starts with: ``base`` without anything that changes
+    its allocator (THP_MEM_ALLOC_ENABLE, GLIBC_TUNABLES, LD_PRELOAD, MALLOC_*), plus the condition's own."""
+    env = {k: v for k, v in base.items() if k not in _ALLOCATOR_ENV and not k.startswith(_ALLOCATOR_ENV_PREFIXES)}
+    if condition == THP:
+        env[THP_ENV] = "1"
+    if condition in PRELOADS:
+        path = find_library(PRELOADS[condition])
+        if path is not None:
+            env["LD_PRELOAD"] = path
+    return env
+
+
+def mapped_libraries(maps: str = "/proc/self/maps") -> set[str]:
+    """The files mapped into this process (/proc/self/maps); empty where unreadable."""
+    try:
+        with open(maps) as f:
+            return {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+    except OSError:
+        return set()
+
+
+def preloaded(condition: str, maps: str = "/proc/self/maps") -> str | None:
+    """The mapped path of ``condition``'s preloaded library in this process, None where it is not loaded.
+
+    Maps name the file itself: libtcmalloc_minimal.so.4 is a link to libtcmalloc_minimal.so.4.5.x, so the
+    LD_PRELOAD entries of that soname count through their real paths."""
+    import os
+    import re
+
+    soname = PRELOADS.get(condition)
+    if soname is None:
+        return None
+    wanted = {os.path.realpath(p) for p in re.split(r"[:\s]+", os.environ.get("LD_PRELOAD", ""))
+              if os.path.basename(p) == soname}
+    return next((path for path in sorted(mapped_libraries(maps))
+                 if path in wanted or os.path.basename(path) == soname), None)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+#: a block above glibc's largest dynamic mmap threshold (32 MiB on 64-bit): its defaults always map it apart
+_PROBE_BYTES = 64 * 2**20
+
+
+def large_blocks_mapped() -> bool | None:
+    """Whether glibc serves a large block with its own mmap in this process: True under its defaults, False
+    once configure_allocator has turned mmap off (mallinfo2's count of mapped blocks around one 64 MiB malloc,
+    never touched, so no page is faulted in); None where the C library is not glibc or has no mallinfo2."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _Mallinfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(_PROBE_BYTES)
+    if not block:
+        return None
+    try:
+        return libc.mallinfo2().hblks > before
+    finally:
+        libc.free(block)
+
+
+def condition_facts(condition: str, applied: dict) -> dict:
+    """What a child measured under ``condition`` found in itself, for its record's ``allocator_process``:
+    the mallopt settings applied, whether glibc maps large blocks apart, the preloaded library's mapped path
+    and torch's THP switch."""
+    import os
+
+    return {"glibc_mallopt": applied.get("glibc_mallopt", {}), "large_blocks_mapped": large_blocks_mapped(),
+            "preloaded": preloaded(condition), "thp_mem_alloc": os.environ.get(THP_ENV)}
