@@ -140,20 +140,19 @@ def _run_of(entry: str) -> dict:
 
 
 def _probe_frame(inputs: list[str], unreadable: list[str]):
-    """The records as a DataFrame when every input is a probe run; None when none is; ValueError for a mix."""
+    """(the probe records as a DataFrame, the speed inputs beside them) when an input is a probe run; None when
+    none is. Speed inputs beside one probe run are its optional speed results (the capability beside speed)."""
     import pandas as pd
 
-    kinds = {entry: _run_of(entry).get("kind") == results.PROBE for entry in inputs}
-    if not any(kinds.values()):
+    probes = [entry for entry in inputs if _run_of(entry).get("kind") == results.PROBE]
+    if not probes:
         return None
-    if not all(kinds.values()):
-        raise results.ResultsError("probe results and speed results go in separate reports; give one kind.")
-    if len(inputs) > 1:
+    if len(probes) > 1:
         raise results.ResultsError("a probe report is built from one probe results directory.")
-    records = results.load_records(inputs, unreadable)
+    records = results.load_records(probes, unreadable)
     if not records:
-        raise results.ResultsError(f"{inputs[0]} holds no probe records.")
-    return pd.DataFrame.from_records(records)
+        raise results.ResultsError(f"{probes[0]} holds no probe records.")
+    return pd.DataFrame.from_records(records), [entry for entry in inputs if entry not in probes]
 
 
 def build_report(inputs: list[str], out: str, include_contended: bool = False, include_noisy: bool = False) -> dict:
@@ -165,15 +164,17 @@ def build_report(inputs: list[str], out: str, include_contended: bool = False, i
     from fastformer_bench.report import markdown, sections, spec
 
     unreadable: list[str] = []
-    probe_frame = _probe_frame(inputs, unreadable)
-    if probe_frame is not None:
+    probe_input = _probe_frame(inputs, unreadable)
+    if probe_input is not None:
         from fastformer_bench.report import probe
 
+        probe_frame, speed = probe_input
+        speed_records = results.load_records(speed, unreadable) if speed else []
         for line in unreadable:
             print(f"fastformer-bench report: {line}", file=sys.stderr)
         runs = [{"label": ", ".join(sorted({str(r) for r in probe_frame["run_id"].dropna().unique()})) or "probe",
-                 "env": without_paths(clean(_run_of(inputs[0])))}]
-        return probe.build(probe_frame, runs, Path(out), unreadable)
+                 "env": without_paths(clean(_run_of(next(e for e in inputs if e not in speed))))}]
+        return probe.build(probe_frame, runs, Path(out), unreadable, speed_records)
     frame, runs = load(inputs, unreadable, include_contended, include_noisy)
     for line in unreadable:
         print(f"fastformer-bench report: {line}", file=sys.stderr)

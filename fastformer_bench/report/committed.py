@@ -1,5 +1,5 @@
-"""A checkout's committed reports: reports/<name> is made from results/<name> and nothing else, so each can be
-regenerated, and checked to regenerate byte for byte.
+"""A checkout's committed reports: reports/<name> is made from results/<name> (and the results BESIDE names for
+it) and nothing else, so each can be regenerated, and checked to regenerate byte for byte.
 
 A speed or probe run goes through ``build_report``; a performance history (reports/<name>/history.json) through
 ``history.show`` with the options its history.json records.
@@ -13,6 +13,8 @@ from pathlib import Path
 #: the files that make each kind of report, beside its figures/
 REPORT_FILES = ("REPORT.md", "summary.json")
 HISTORY_FILES = ("HISTORY.md", "history.json")
+#: results a report reads beside its own: the probe's accuracies beside the cpu study's time per token
+BESIDE = {"probe": ("cpu",)}
 
 
 def names(root: str | Path) -> list[str]:
@@ -33,5 +35,5 @@ def regenerate(root: str | Path, name: str, out: str | Path) -> tuple[str, ...]:
         return HISTORY_FILES
     from fastformer_bench.report import build_report
 
-    build_report([str(root / "results" / name)], str(out))
+    build_report([str(root / "results" / n) for n in (name, *BESIDE.get(name, ()))], str(out))
     return REPORT_FILES

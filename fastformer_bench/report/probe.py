@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fastformer_bench.report import output, probe_decision
+from fastformer_bench.report import output, probe_decision, probe_speed, probe_theory
 from fastformer_bench.report.figures import legend, n_tick, percent, save, style, units
 from fastformer_bench.report.fmt import count
 from fastformer_bench.report.probe_decision import MIXER_COLOURS, pct1, where
@@ -93,7 +93,8 @@ def _mqar_sweep(frame: pd.DataFrame, directory: Path, x: str, panel: str, xlabel
         for ax, part in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
             _mixer_lines(ax, part, x, float(part["chance"].iloc[0]))
             first = part.iloc[0]
-            where = f"N={int(first['seq_len'])}, V={int(first['vocab'])}, {int(first['steps'])} steps"
+            _ceiling_line(ax, part, x, int(first["vocab"]))
+            where = f"N={int(first['seq_len'])}, vocab {int(first['vocab'])}, {int(first['steps'])} steps"
             title = f"{int(first['pairs'])} pairs" if panel == "pairs" else f"{panel} {int(first[panel])}"
             ax.set(ylim=(0, 1.02), title=f"{title} ({where})", xlabel=xlabel, ylabel="held-out accuracy")
             if x == "pairs":
@@ -101,6 +102,14 @@ def _mqar_sweep(frame: pd.DataFrame, directory: Path, x: str, panel: str, xlabel
             _accuracy_axes(ax, sorted(part[x].unique()))
         legend(fig, fig.axes)
         return [save(fig, directory, *figure)]
+
+
+def _ceiling_line(ax, part: pd.DataFrame, x: str, vocab: int) -> None:
+    """The one-pooled-pair ceiling (probe_theory) against ``x``, dashed."""
+    xs = sorted(part[x].unique())
+    pairs = xs if x == "pairs" else [int(part["pairs"].iloc[0])] * len(xs)
+    ax.plot(xs, [probe_theory.ceiling(int(p), probe_theory.values(vocab)) for p in pairs], color="#0072B2",
+            linestyle="--", linewidth=1.2, label="additive ceiling (one pair pooled): (1 + (p − 1)/V)/p, V values")
 
 
 def accuracy_vs_width(frame: pd.DataFrame, directory: Path) -> list[dict]:
@@ -372,12 +381,17 @@ def render(summary: dict, runs: list[dict]) -> str:
              f"Results: {', '.join(r['label'] for r in runs)}. Regenerate with `fastformer-bench report`; do not edit "
              "by hand.", "", "## Answer", "", " ".join(probe_decision.answer(summary.get("decision") or [], steps)),
              ""]
-    lines += _decision(summary, steps, headline) + _conditions(settings, runs) + _comparisons(summary, steps)
+    lines += _decision(summary, steps, headline)
+    if summary.get("speed"):
+        lines += probe_speed.section(summary["speed"]["join"], summary["speed"]["inputs"], steps,
+                                     [f for f in summary["figures"] if f["kind"] == "probe_speed"])
+    lines += _conditions(settings, runs) + _comparisons(summary, steps)
+    lines += probe_theory.section(summary.get("mqar_ceiling") or [])
     if summary.get("sanity"):
         lines += ["## Sanity (the probe's own bar)", "",
                   "Where a mixer misses these, the training is suspect, not the mixer. From this run's points, "
                   "at the settings' step budget:", "", *_sanity_lines(summary["sanity"]), ""]
-    others = [f for f in summary["figures"] if f not in headline]
+    others = [f for f in summary["figures"] if f not in headline and f["kind"] != "probe_speed"]
     if others:
         lines += ["## Figures", ""] + [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n" for f in others]
     lines += ["## Accuracy per configuration", "", output.table([
@@ -409,8 +423,20 @@ def render(summary: dict, runs: list[dict]) -> str:
 HEADLINE_KINDS = ("probe_decision", "probe_length")
 
 
-def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list[str]) -> dict:
-    """Figures, REPORT.md and summary.json of a probe run."""
+def _impls(frame: pd.DataFrame) -> dict[str, str]:
+    """The implementation each mixer's models used (the records' ``impl``; the most common where they differ)."""
+    defaults = {"additive": "eager", "softmax": "softmax_sdpa"}
+    found = {}
+    for mixer, default in defaults.items():
+        impls = frame.loc[frame["mixer"] == mixer, "impl"].dropna()
+        found[mixer] = str(impls.value_counts().sort_index().idxmax()) if not impls.empty else default
+    return found
+
+
+def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list[str],
+          speed: list[dict] | None = None) -> dict:
+    """Figures, REPORT.md and summary.json of a probe run; ``speed``: the records of a speed study to set the
+    accuracies beside (probe_speed), when given."""
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     for stale in sorted(figures_dir.glob("*.png")):  # figures of an earlier report must not linger beside new ones
@@ -421,6 +447,12 @@ def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list
     summary["sanity"] = sanity(frame, steps or None)
     summary["decision"] = probe_decision.decide(summary["headlines"], summary["task_kinds"], SANITY_BAR)
     drawn = probe_decision.figure(summary["decision"], figures_dir, steps or None)
+    summary["mqar_ceiling"] = probe_theory.cells(summary["accuracy"])
+    if speed:
+        rows = probe_speed.join(summary["headlines"], _impls(frame), speed, SANITY_BAR)
+        summary["speed"] = {"inputs": sorted({str(r.get("run_id")) for r in speed if r.get("run_id")}),
+                            "join": rows}
+        drawn += probe_speed.figure(rows, figures_dir, steps or None)
     summary["figures"] = drawn + [entry for draw in FIGURES for entry in draw(frame, figures_dir)]
     if unreadable:
         summary["unreadable"] = unreadable
