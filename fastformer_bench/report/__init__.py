@@ -1,4 +1,4 @@
-"""The report: figures, REPORT.md and summary.json regenerated from stored results (DESIGN §3).
+"""The report: figures, REPORT.md and summary.json regenerated from stored results (docs/design.md §3.4).
 
 Never imports torch: it reads only points.jsonl/run.json through ``fastformer_bench.results``. Output is a pure
 function of the results (no timestamps, no absolute paths, sorted keys, fixed number formats), so regenerating

@@ -1,4 +1,4 @@
-"""A store split in shards (one writer each, DESIGN §4): every reader reads them all, a point once, the first
+"""A store split in shards (one writer each, docs/design.md §4.3): every reader reads them all, a point once, the first
 complete record winning and every duplicate named."""
 
 from __future__ import annotations
