@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 from testkit.attention_cases import low_dtype_params, make_assert_close, make_case, registered, run, shape_params
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastformer_bench as fb
 from fastformer_bench.impls import additive_compiled
@@ -246,6 +247,46 @@ def test_gradcheck(impl, C, mask_kind):
     x.requires_grad_(True)
     w.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x, w: fb.additive_attention(x, w, mask, impl=impl), (x, w))
+
+
+# -- GPU-sane shapes ------------------------------------------------------------------------------------------
+
+
+class MatmulShapes(TorchDispatchMode):
+    """Records the batch count and matrix sizes of every matrix product issued under it."""
+
+    OPS = {"mm": 0, "bmm": 0, "addmm": 1, "baddbmm": 1}  # where the two matrices start among the arguments
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.products: list[tuple[str, int, tuple[int, int, int]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.OPS:
+            a, b = args[self.OPS[name]], args[self.OPS[name] + 1]
+            batch = a.shape[0] if a.dim() == 3 else 1
+            self.products.append((name, batch, (a.shape[-2], a.shape[-1], b.shape[-1])))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd_bwd"])
+def test_eager_issues_no_matrix_product_per_token(backward):
+    """eager's matrix products are batched over at most (batch, head), never over tokens: B·N·H products of size
+    1 × Dh × 1 (a matrix-vector product per token and head) run far below the memory bandwidth on a GPU."""
+    found = {}
+    for N in (16, 64):
+        x, w, _, go = make_case(3, 2, N, 4, 8, None, seed=14)
+        x.requires_grad_(backward)
+        w.requires_grad_(backward)
+        with MatmulShapes() as shapes:
+            out = fb.additive_attention(x, w, impl="eager")
+            if backward:
+                torch.autograd.grad(out, (x, w), go)
+        assert shapes.products, "eager pools with a matrix product"
+        found[N] = shapes.products
+        assert all(batch <= 2 * 4 for _, batch, _ in shapes.products), shapes.products
+    assert [batch for _, batch, _ in found[16]] == [batch for _, batch, _ in found[64]], "batches grow with N"
 
 
 # -- compiled --------------------------------------------------------------------------------------------------
