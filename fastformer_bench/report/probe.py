@@ -424,12 +424,13 @@ HEADLINE_KINDS = ("probe_decision", "probe_length")
 
 
 def _impls(frame: pd.DataFrame) -> dict[str, str]:
-    """The implementation each mixer's models used (the records' ``impl``; the most common where they differ)."""
-    defaults = {"additive": "eager", "softmax": "softmax_sdpa"}
+    """The implementation each mixer's models used (the records' ``impl``; the most common where they differ);
+    a mixer whose records name none is left out."""
     found = {}
-    for mixer, default in defaults.items():
-        impls = frame.loc[frame["mixer"] == mixer, "impl"].dropna()
-        found[mixer] = str(impls.value_counts().sort_index().idxmax()) if not impls.empty else default
+    for mixer in ("additive", "softmax"):
+        impls = frame.loc[frame["mixer"] == mixer, "impl"].dropna() if "impl" in frame else pd.Series(dtype=str)
+        if not impls.empty:
+            found[mixer] = str(impls.value_counts().sort_index().idxmax())
     return found
 
 
@@ -448,8 +449,9 @@ def build(frame: pd.DataFrame, runs: list[dict], out_dir: Path, unreadable: list
     summary["decision"] = probe_decision.decide(summary["headlines"], summary["task_kinds"], SANITY_BAR)
     drawn = probe_decision.figure(summary["decision"], figures_dir, steps or None)
     summary["mqar_ceiling"] = probe_theory.cells(summary["accuracy"])
-    if speed:
-        rows = probe_speed.join(summary["headlines"], _impls(frame), speed, SANITY_BAR)
+    used = _impls(frame)
+    if speed and len(used) == 2:  # both mixers' implementations are known: their times can be looked up
+        rows = probe_speed.join(summary["headlines"], used, speed, SANITY_BAR)
         summary["speed"] = {"inputs": sorted({str(r.get("run_id")) for r in speed if r.get("run_id")}),
                             "join": rows}
         drawn += probe_speed.figure(rows, figures_dir, steps or None)

@@ -10,6 +10,7 @@ fwd, the attention core where measured (else the layer), batch 1, the fewest thr
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from matplotlib.figure import Figure
@@ -18,8 +19,8 @@ from fastformer_bench.report.figures import legend, percent, save, style, units
 from fastformer_bench.report.fmt import count, si, times
 from fastformer_bench.report.probe_decision import MIXER_COLOURS, pct1, where
 
-#: how the figure tells the additive implementations apart (filled: the probe's own)
-IMPL_MARKERS = {"eager": "o", "compiled": "^", "stream": "D"}
+#: how the figure tells the additive implementations apart: the probe's own first (filled), the others by name
+MARKERS = ("o", "^", "D", "v", "P", "X")
 
 
 def _nearest(wanted: int, measured: list[int]) -> int:
@@ -75,7 +76,7 @@ def _deciding(headlines: list[dict], task: str, bar: float) -> dict | None:
 
 def join(headlines: list[dict], frame_impls: dict[str, str], speed: list[dict], bar: float) -> list[dict]:
     """One row per task whose control passed: accuracies and times per token; ``frame_impls``: the probe's
-    implementation per mixer ({'additive': 'eager', 'softmax': 'softmax_sdpa'})."""
+    implementation per mixer (the records' ``impl`` of each)."""
     rows = []
     for task in sorted({h["task"] for h in headlines}):
         h = _deciding(headlines, task, bar)
@@ -163,8 +164,9 @@ def figure(rows: list[dict], directory, steps: int | None) -> list[dict]:
             ax.scatter([soft["s_per_token"]], [r["softmax"]], marker="s", s=60, color=MIXER_COLOURS["softmax"],
                        label=f"softmax ({soft['impl']})", zorder=3)
             xs = [soft["s_per_token"]]
-            for t in sorted(r["additive_times"], key=lambda t: (not t["probe_impl"], t["impl"])):
-                ax.scatter([t["s_per_token"]], [r["additive"]], marker=IMPL_MARKERS.get(t["impl"], "o"), s=60,
+            ordered = sorted(r["additive_times"], key=lambda t: (not t["probe_impl"], t["impl"]))
+            for marker, t in zip(itertools.cycle(MARKERS), ordered):
+                ax.scatter([t["s_per_token"]], [r["additive"]], marker=marker, s=60,
                            zorder=3, color=MIXER_COLOURS["additive"] if t["probe_impl"] else "white",
                            edgecolors=MIXER_COLOURS["additive"], linewidths=1.5,
                            label=f"additive ({t['impl']}" + (", the probe's)" if t["probe_impl"] else ")"))
