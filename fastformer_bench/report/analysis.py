@@ -19,10 +19,15 @@ from fastformer_bench.report.fmt import count, n_range
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.results import IMPL_FACTS, REFERENCE_OOM, ResultsError
 
-SLICE = axes.names(axes.SLICE)
+#: how a CUDA point was timed (timing: graph | launch, cache: cold | warm); a CPU point's are UNTIMED ("-")
+METHOD = axes.names(axes.METHOD)
+UNTIMED = "-"
+#: what a report groups by: the slice axes, then the method, so graph- and launch-timed points never share a fit,
+#: a figure or a comparison; a key at UNTIMED is left out of every output row (key_dict), as before the method axes
+SLICE = axes.names(axes.SLICE) + METHOD
 SHAPE = axes.names(axes.SHAPE)
 #: what must agree for an additive point and a softmax point to be compared (softmax has no column count)
-MATCH = [name for name in axes.names(axes.SLICE, axes.LENGTH, axes.SHAPE) if name != "columns"]
+MATCH = [name for name in axes.names(axes.SLICE, axes.LENGTH, axes.SHAPE) if name != "columns"] + METHOD
 MIN_FIT_POINTS = 3
 FIT_RULE = ("log-log OLS of the value against N; a time fit uses the N whose inputs exceed the last-level cache "
             f"(LLC) when at least {MIN_FIT_POINTS} distinct N do (range 'past LLC': memory, not cache, bandwidth), "
@@ -70,6 +75,9 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     if "threads" in f.columns:  # 0: not recorded (a grouping key must not be NaN: groupby would drop the point)
         threads = pd.to_numeric(f["threads"], errors="coerce")
         f["threads"] = threads.where(threads > 0).fillna(0).astype("int64")
+    for col in METHOD:  # UNTIMED: a CPU point, or a CUDA one before these axes (grouping keys must not be NaN)
+        values = f[col] if col in f.columns else pd.Series([None] * len(f), index=f.index, dtype=object)
+        f[col] = values.map(lambda v: v if isinstance(v, str) and v else UNTIMED)
     f["input_bytes"] = input_bytes(f)
     return f.sort_values(SLICE + ["impl"] + SHAPE + ["seq_len", "point_id"], kind="stable").reset_index(drop=True)
 
@@ -126,7 +134,8 @@ def baselines(facts: dict[str, dict]) -> list[str]:
 
 def key_dict(names: list[str], values) -> dict:
     values = values if isinstance(values, tuple) else (values,)
-    out = {name: num(v) if not isinstance(v, str) else v for name, v in zip(names, values)}
+    out = {name: num(v) if not isinstance(v, str) else v for name, v in zip(names, values)
+           if not (name in METHOD and v == UNTIMED)}
     if "columns" in out and out["columns"] == 0:
         out["columns"] = None
     return out
@@ -336,7 +345,7 @@ def target_checks(time_fits: list[dict], facts: dict[str, dict]) -> list[dict]:
         target = f"{low:g}-{high:g}" if high is not None else f">= {low:g}"
         rows.append({**{k: fit[k] for k in SLICE + ["impl"] + SHAPE + ["n_min", "n_max", "n_values", "fit_range",
                                                                          "slope", "ci_low", "ci_high", "llc_bytes",
-                                                                         "inputs_max_bytes"]},
+                                                                         "inputs_max_bytes"] if k in fit},
                      "target": target, "holds": bool(holds), "verdict": _verdict(fit, low, high, holds),
                      "reason": None if holds else _miss_reason(fit, low, high)})
     return rows

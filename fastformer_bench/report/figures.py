@@ -217,13 +217,15 @@ def _line(ax, g: pd.DataFrame, x: str, y: str, impl: str, look: Look, band: tupl
 
 
 def _slice_word(name: str, value) -> str:
+    if name in analysis.METHOD:
+        return f"{value} {name}"
     if name == "threads":
         return f"{value} thread{'s' if value != 1 else ''}" if value else "threads not recorded"
     return f"{value} scope" if name == "scope" else str(value)
 
 
 def _slice_text(key: dict) -> str:
-    return ", ".join(_slice_word(k, key[k]) for k in analysis.SLICE if k in key)
+    return ", ".join(_slice_word(k, key[k]) for k in analysis.SLICE if k in key and not _untimed(k, key[k]))
 
 
 def _combos(data: pd.DataFrame) -> list[tuple]:
@@ -252,7 +254,13 @@ def _per_slice(data: pd.DataFrame, keys: list[str]):
 
 
 def _slug(key: dict) -> str:
-    return "-".join(f"{key[k]}t" if k == "threads" else str(key[k]) for k in analysis.SLICE if k in key)
+    return "-".join(f"{key[k]}t" if k == "threads" else str(key[k]) for k in analysis.SLICE
+                    if k in key and not _untimed(k, key[k]))
+
+
+def _untimed(name: str, value) -> bool:
+    """A method key of a CPU point (or a CUDA one from before the method axes): not part of a name or a caption."""
+    return name in analysis.METHOD and value == analysis.UNTIMED
 
 
 def time_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dict]:
@@ -524,7 +532,7 @@ def quantity_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
 def _setting_rows(frame: pd.DataFrame, row: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the timed points of a decision row's setting, those at its shape; softmax points match any C)."""
     t = analysis.timed(frame)
-    here = t[(t[analysis.SLICE] == pd.Series({k: row[k] for k in analysis.SLICE})).all(axis=1)]
+    here = t[(t[analysis.SLICE] == pd.Series({k: row.get(k, analysis.UNTIMED) for k in analysis.SLICE})).all(axis=1)]
     match = [k for k in analysis.SHAPE if k != "columns"]
     same = (here[match] == pd.Series({k: row[k] for k in match})).all(axis=1)
     columns = row["columns"] or 0

@@ -83,9 +83,11 @@ FINDINGS = (
     ("Work, bandwidth, backward pass and columns", (
         sections.flop_counters.conclusions, sections.throughput.conclusions, sections.fwd_bwd.conclusions,
         sections.columns.conclusions, sections.token_budget.conclusions), None),
+    ("Launch timing", (sections.launch.conclusions,), None),
 )
 #: the tables, in REPORT.md's order
-TABLES = (sections.scaling.tables, sections.polynomial.tables, sections.speedups.tables, sections.streaming.tables,
+TABLES = (sections.scaling.tables, sections.polynomial.tables, sections.speedups.tables, sections.launch.tables,
+          sections.streaming.tables,
           sections.scaling.target_table, sections.crossovers.tables, sections.memory_limits.tables,
           sections.flop_counters.tables, sections.correctness.tables, sections.throughput.tables,
           sections.fwd_bwd.tables, sections.columns.tables, sections.token_budget.tables, sections.quantities.tables)

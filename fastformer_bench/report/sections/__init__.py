@@ -17,6 +17,7 @@ from fastformer_bench.report.sections import (
     decision,
     flop_counters,
     fwd_bwd,
+    launch,
     memory_limits,
     noise,
     points,
@@ -31,7 +32,7 @@ from fastformer_bench.report.sections import (
 
 #: every analysis; each gives summary.json keys of its own
 ANALYSES = (points, decision, correctness, scaling, polynomial, speedups, streaming, crossovers, memory_limits,
-            flop_counters, throughput, fwd_bwd, columns, token_budget, quantities, noise)
+            flop_counters, throughput, fwd_bwd, columns, token_budget, quantities, noise, launch)
 
 
 def summarize(frame: pd.DataFrame) -> dict:

@@ -13,9 +13,15 @@ def threads(row: dict) -> str:
     return f"{count} thread{'s' if count != 1 else ''}" if count else "threads not recorded"
 
 
+#: how a CUDA row's method keys read (a CPU row has none: report.analysis.key_dict leaves them out)
+_METHOD_WORDS = {"timing": "{} timing", "cache": "{} L2"}
+
+
 def slice_of(row: dict) -> str:
-    """e.g. 'cpu float32 fwd core 2 threads': the row's slice axes in words."""
-    return " ".join(threads(row) if k == "threads" else str(row[k]) for k in axes.names(axes.SLICE) if k in row)
+    """e.g. 'cpu float32 fwd core 2 threads', 'cuda bfloat16 fwd core 16 threads launch timing warm L2': the row's
+    slice axes in words, then how it was timed where it says."""
+    return " ".join(threads(row) if k == "threads" else _METHOD_WORDS.get(k, "{}").format(row[k])
+                    for k in axes.names(axes.SLICE, axes.METHOD) if k in row)
 
 
 def shape_of(row: dict) -> str:
@@ -27,7 +33,7 @@ def shape_of(row: dict) -> str:
 
 def identity(row: dict) -> tuple:
     """What tells two fits apart: slice, implementation and shape."""
-    return tuple(row.get(k) for k in axes.names(axes.SLICE, axes.IMPLEMENTATION, axes.SHAPE))
+    return tuple(row.get(k) for k in axes.names(axes.SLICE, axes.METHOD, axes.IMPLEMENTATION, axes.SHAPE))
 
 
 def key_columns(row: dict) -> dict:

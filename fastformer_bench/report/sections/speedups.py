@@ -7,6 +7,7 @@ import pandas as pd
 from fastformer_bench.report import asymptotics
 from fastformer_bench.report.fmt import count, times
 from fastformer_bench.report.output import titled
+from fastformer_bench.report.sections import launch
 from fastformer_bench.report.sections.rows import key_columns, shape_of, slice_of
 
 
@@ -33,8 +34,17 @@ def conclusions(s: dict) -> list[str]:
     return out
 
 
+def _launch_bound(s: dict, r: dict) -> str:
+    """Which of a launch-timed row's two implementations are launch-bound at its two N (sections.launch)."""
+    named = [impl for impl in (r["impl"], r["baseline"])
+             if any(launch.bound_at(s, r, impl, n) for n in (r["speedup_at_n"], r["largest_n"]))]
+    return ", ".join(named) or "-"
+
+
 def tables(s: dict) -> list[str]:
+    marked = "launch_bound" in s  # the column only where points were timed both ways
     return titled("Speedup over softmax baselines at fixed N", [
         {**key_columns(r), "baseline": r["baseline"], f"at N = {count(r['speedup_at_n'])}": times(r["speedup"]),
-         "largest N both ran": count(r["largest_n"]), "at the largest N": times(r["speedup_at_largest_n"])}
+         "largest N both ran": count(r["largest_n"]), "at the largest N": times(r["speedup_at_largest_n"]),
+         **({"launch-bound": _launch_bound(s, r)} if marked else {})}
         for r in s.get("speedups", [])])
