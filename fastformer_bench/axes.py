@@ -10,7 +10,8 @@ Roles:
   shape           the problem size besides N (batch, width, heads, columns, masked)
   length          the swept sequence length N
   seed            the inputs' random seed
-  method          how a CUDA point is timed (timing, cache); a CPU point holds None and is skipped if it names one
+  method          how a point is measured: how a CUDA point is timed (timing, cache; a CPU point holds None and is
+                  skipped if it names one) and the allocator condition of the measuring process (allocator)
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ MODES = ("fwd", "fwd_bwd")
 SCOPES = ("core", "layer")
 TIMINGS = ("graph", "launch")
 CACHES = ("warm", "cold")
+#: the allocator conditions (measure/allocator.py): a point that names none is measured as "warm", the harness's
+#: own heap, and keeps its point_id; any other runs in a child process started with it
+ALLOCATORS = ("plain", "warm", "thp", "jemalloc", "tcmalloc")
 #: the method axes' value for a CUDA point whose grid names none: device time without launch cost, L2 cold as
 #: inside a model (a CPU point has neither: it is timed by the wall clock)
 CUDA_DEFAULTS = {"timing": "graph", "cache": "cold"}
@@ -116,6 +120,9 @@ AXES: tuple[Axis, ...] = (
          "(k calls enqueued from Python, one sync per sample); default graph", choices=TIMINGS, optional=True),
     Axis("cache", str, METHOD, "CUDA points: cold (a buffer of 2x the L2 written before every call) or warm; "
          "default cold", choices=CACHES, optional=True),
+    Axis("allocator", str, METHOD, "the measuring process's allocator: plain (the C library's defaults, as a user's "
+         "process), warm (the harness's kept heap; default), thp (torch's transparent huge pages), jemalloc or "
+         "tcmalloc (preloaded)", choices=ALLOCATORS, optional=True),
 )
 
 BY_NAME = {axis.name: axis for axis in AXES}

@@ -42,6 +42,8 @@ class Problem:
     #: how a CUDA point is timed (graph | launch) and whether its L2 starts cold; None: axes.CUDA_DEFAULTS
     timing: str | None = _default("timing")
     cache: str | None = _default("cache")
+    #: the measuring process's allocator condition (measure/allocator.py); None: the sweep process's own, warm
+    allocator: str | None = _default("allocator")
 
     def __post_init__(self) -> None:
         axes.validate(self.params())
@@ -87,6 +89,8 @@ class Problem:
     def method(self, name: str) -> str | None:
         """The value of the method axis ``name`` (timing, cache) this point is measured with: its own, the CUDA
         default where it names none, None on a CPU."""
+        if name not in axes.CUDA_DEFAULTS:  # the allocator: what the point names (None: the sweep's own, warm)
+            return getattr(self, name)
         if self.device != "cuda":
             return None
         return getattr(self, name) or axes.CUDA_DEFAULTS[name]

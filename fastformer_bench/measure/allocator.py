@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import resource
 
+from fastformer_bench import axes
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
@@ -76,7 +78,8 @@ PLAIN, WARM, THP, JEMALLOC, TCMALLOC = "plain", "warm", "thp", "jemalloc", "tcma
 #: plain: the C library's defaults (no mallopt, no allocator environment); warm: configure_allocator, the sweep
 #: process's own; thp: plain plus PyTorch's transparent-huge-page allocation of large CPU tensors; jemalloc and
 #: tcmalloc: plain with Debian's library preloaded
-CONDITIONS = (PLAIN, WARM, THP, JEMALLOC, TCMALLOC)
+CONDITIONS = axes.ALLOCATORS
+assert CONDITIONS == (PLAIN, WARM, THP, JEMALLOC, TCMALLOC)
 #: the condition of a point that does not name one, and of every sweep process
 DEFAULT_CONDITION = WARM
 #: the shared library each preloaded condition puts in LD_PRELOAD (Debian: libjemalloc2, libtcmalloc-minimal4)
