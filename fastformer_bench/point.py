@@ -1,6 +1,6 @@
 """One point, start to end: a shared preflight (supported? inputs, correctness), then every registered meter.
 
-``measure_point`` turns a :class:`Problem` into one record (DESIGN §4) and never raises for a failure of the
+``measure_point`` turns a :class:`Problem` into one record (docs/design.md §4.1) and never raises for a failure of the
 point itself: out-of-memory, a time limit, a wrong answer or an exception become the record's status. The
 preflight (``preflight``, ``check_correctness``) is also what the gate's workers run before they time anything.
 """
@@ -245,7 +245,7 @@ def incorrect_reason(accuracy: dict) -> str:
 
 def base_record(problem: Problem, run_id: str = "", preset: str | None = None, threads: int | None = None,
                 settings: Settings | None = None) -> dict:
-    """The record's identity: the point's axes, the facts of its implementation and its settings (DESIGN §4).
+    """The record's identity: the point's axes, the facts of its implementation and its settings (docs/design.md §4.1).
 
     ``threads``: the point's own (threads axis), else ``threads``, else the count in force in this process.
     """

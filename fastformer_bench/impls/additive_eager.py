@@ -1,4 +1,4 @@
-"""Linear-time additive attention in plain PyTorch (DESIGN §1): one softmax-pooled global vector per column.
+"""Linear-time additive attention in plain PyTorch (docs/design.md §1): one softmax-pooled global vector per column.
 
 No N×N tensor anywhere: each aggregation is a score per token, a softmax over tokens and a weighted sum.
 """
