@@ -28,6 +28,7 @@ from fastformer_bench.measure.cuda_timing import TimingUnsupported
 from fastformer_bench.measure.env import cpu_model
 from fastformer_bench.measure.threads import threads_set
 from fastformer_bench.problem import Inputs, Problem, make_inputs, make_step
+from fastformer_bench.ranges import Range, check_ranges
 from fastformer_bench.results import REFERENCE_OOM, new_record
 
 #: the axes that say how a point is measured (timing, cache): CUDA points only
@@ -38,13 +39,12 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 5e-3, "bfloat16": 4e-2
 REFERENCE_BUDGET_BYTES = 2 * 2**30
 
 
-#: each numeric setting: (its type, the lowest value allowed, whether that value itself is allowed, None allowed)
+#: each numeric setting's range (ranges.Range: type, lowest value, whether it is allowed, whether None is)
 _RANGES = {
-    "threads": (int, 1, True, True), "warmup_s": (float, 0.0, True, False), "min_time_s": (float, 0.0, False, False),
-    "min_samples": (int, 1, True, False), "max_samples": (int, 1, True, False),
-    "time_limit_s": (float, 0.0, False, False), "max_spread": (float, 0.0, False, True),
-    "max_attempts": (int, 1, True, False), "revisits": (int, 0, True, False),
-    "max_contention": (float, 0.0, False, True),
+    "threads": Range(int, 1, True, True), "warmup_s": Range(float, 0.0), "min_time_s": Range(float, 0.0, False),
+    "min_samples": Range(int, 1), "max_samples": Range(int, 1), "time_limit_s": Range(float, 0.0, False),
+    "max_spread": Range(float, 0.0, False, True), "max_attempts": Range(int, 1), "revisits": Range(int, 0),
+    "max_contention": Range(float, 0.0, False, True),
 }
 
 
@@ -72,17 +72,7 @@ class Settings:
     max_contention: float | None = None
 
     def __post_init__(self) -> None:
-        for name, (kind, lowest, inclusive, optional) in _RANGES.items():
-            value = getattr(self, name)
-            if value is None and optional:
-                continue
-            wanted = (int,) if kind is int else (int, float)
-            if isinstance(value, bool) or not isinstance(value, wanted) or not math.isfinite(value):
-                raise ValueError(f"setting {name} must be {'an integer' if kind is int else 'a number'}"
-                                 f"{' or none' if optional else ''}, got {value!r}.")
-            if value < lowest or (value == lowest and not inclusive):
-                bound = f">= {lowest:g}" if inclusive else f"> {lowest:g}"
-                raise ValueError(f"setting {name} must be {bound}, got {value!r}.")
+        check_ranges(self, _RANGES)
         for name in ("count_flops", "measure_energy", "pin_cpus"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"setting {name} must be true or false, got {getattr(self, name)!r}.")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from dataclasses import asdict, dataclass, replace
 
 from fastformer_bench import axes, impls
 from fastformer_bench.probe import tasks
+from fastformer_bench.ranges import Range, check_ranges
 
 MIXERS = ("additive", "softmax")
 #: the role of the axes that set a point's training budget (a settings value of the same name) rather than its task
@@ -99,9 +99,11 @@ class ProbePoint:
         return f"{self.task} {self.mixer}{columns} N={self.seq_len} D={self.width}{extra}{budget} seed={self.seed}"
 
 
-_RANGES = {"steps": (int, 1), "batch_tokens": (int, 1), "eval_examples": (int, 1), "threads": (int, 1),
-           "workers": (int, 1), "lr": (float, 0.0), "weight_decay": (float, 0.0), "topic_share": (float, 0.0),
-           "time_limit_s": (float, 0.0)}
+#: each numeric setting's range: counts from 1, rates and shares above 0, weight decay from 0
+_RANGES = {"steps": Range(int, 1), "batch_tokens": Range(int, 1), "eval_examples": Range(int, 1),
+           "threads": Range(int, 1), "workers": Range(int, 1), "lr": Range(float, 0.0, False),
+           "weight_decay": Range(float, 0.0), "topic_share": Range(float, 0.0, False),
+           "time_limit_s": Range(float, 0.0, False)}
 
 
 @dataclass(frozen=True)
@@ -123,14 +125,7 @@ class ProbeSettings:
     time_limit_s: float = 600.0
 
     def __post_init__(self) -> None:
-        for name, (kind, lowest) in _RANGES.items():
-            value = getattr(self, name)
-            wanted = (int,) if kind is int else (int, float)
-            if isinstance(value, bool) or not isinstance(value, wanted) or not math.isfinite(value):
-                raise ValueError(f"setting {name} must be {'an integer' if kind is int else 'a number'}, "
-                                 f"got {value!r}.")
-            if value < lowest or (kind is float and value == lowest and name != "weight_decay"):
-                raise ValueError(f"setting {name} must be {'>=' if kind is int else '>'} {lowest:g}, got {value!r}.")
+        check_ranges(self, _RANGES)
         if self.topic_share >= 1:
             raise ValueError(f"setting topic_share is a share below 1, got {self.topic_share!r}.")
 
