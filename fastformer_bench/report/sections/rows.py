@@ -14,7 +14,7 @@ def threads(row: dict) -> str:
 
 
 #: how a CUDA row's method keys read (a CPU row has none: report.analysis.key_dict leaves them out)
-_METHOD_WORDS = {"timing": "{} timing", "cache": "{} L2"}
+_METHOD_WORDS = {"timing": "{} timing", "cache": "{} L2", "allocator": "{} allocator"}
 
 
 def slice_of(row: dict) -> str:
