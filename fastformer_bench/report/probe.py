@@ -55,18 +55,22 @@ def _accuracy_axes(ax, ticks: list) -> None:
     percent(ax.yaxis)
 
 
+def _task_panels(ok: pd.DataFrame) -> tuple[Figure, list]:
+    """One figure with a panel per task, side by side, in the tasks' sorted order (as ``groupby("task")``)."""
+    tasks = ok["task"].nunique()
+    fig = Figure(figsize=(4.2 * tasks, 3.8), layout="constrained")
+    return fig, list(fig.subplots(1, tasks, squeeze=False)[0])
+
+
 def accuracy_vs_length(frame: pd.DataFrame, directory: Path) -> list[dict]:
     """Accuracy against N, one panel per task, one line per mixer (band: the seeds' range; dotted: chance)."""
     ok = _ok(frame)
     if ok.empty or ok["seq_len"].nunique() < 2:
         return []
     ok["mixer_label"] = ok.apply(_mixer_label, axis=1)
-    tasks = sorted(ok["task"].unique())
     with style():
-        fig = Figure(figsize=(4.2 * len(tasks), 3.8), layout="constrained")
-        panels = fig.subplots(1, len(tasks), squeeze=False)[0]
-        for ax, task in zip(panels, tasks):
-            part = ok[ok["task"] == task]
+        fig, panels = _task_panels(ok)
+        for ax, (task, part) in zip(panels, ok.groupby("task")):
             sweeps = part.groupby(["mixer_label", *LINE]).filter(
                 lambda g: g["seq_len"].nunique() >= 2)
             _mixer_lines(ax, sweeps, "seq_len", float(part["chance"].iloc[0]))
@@ -130,12 +134,9 @@ def pareto(frame: pd.DataFrame, directory: Path) -> list[dict]:
     ok = _ok(frame)
     if ok.empty:
         return []
-    tasks = sorted(ok["task"].unique())
     with style():
-        fig = Figure(figsize=(4.2 * len(tasks), 3.8), layout="constrained")
-        panels = fig.subplots(1, len(tasks), squeeze=False)[0]
-        for ax, task in zip(panels, tasks):
-            part = ok[ok["task"] == task]
+        fig, panels = _task_panels(ok)
+        for ax, (task, part) in zip(panels, ok.groupby("task")):
             for mixer, points in part.groupby("mixer"):
                 ax.scatter(points["train_s"], points["accuracy"], s=12 + 3 * np.log2(points["seq_len"]) ** 2,
                            marker=MIXER_MARKERS[mixer], color=MIXER_COLOURS[mixer], alpha=0.6, label=mixer)
