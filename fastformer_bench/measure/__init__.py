@@ -74,13 +74,10 @@ PLUGIN_ENV = "FASTFORMER_BENCH_METERS"
 # Adding a measured quantity: one file in this folder and one line here, in measuring order (timing first,
 # while the process is freshest; what does not time may follow). Energy comes before memory: it repeats the time
 # meter's CUDA graph, which is released before the memory meter's call.
-REGISTRY: Registry[Meter] = Registry("meter", Meter, PLUGIN_ENV, {
-    "work": ("fastformer_bench.measure.flops", "METER"),
-    "time": ("fastformer_bench.measure.timing", "METER"),
-    "bandwidth": ("fastformer_bench.measure.bandwidth", "METER"),
-    "energy": ("fastformer_bench.measure.energy", "METER"),
-    "memory": ("fastformer_bench.measure.memory", "METER"),
-})
+#: meter name -> the module in this folder whose METER it is
+METERS = {"work": "flops", "time": "timing", "bandwidth": "bandwidth", "energy": "energy", "memory": "memory"}
+REGISTRY: Registry[Meter] = Registry("meter", Meter, PLUGIN_ENV,
+                                     {name: (f"{__name__}.{module}", "METER") for name, module in METERS.items()})
 names, get, registered = REGISTRY.names, REGISTRY.get, REGISTRY.registered
 
 

@@ -248,6 +248,12 @@ def _combo_text(combo: tuple) -> tuple[str, str]:
     return text, f"b{batch}" + (f"-c{columns}" if columns else "") + ("-masked" if masked else "")
 
 
+def _save_slice(fig: Figure, out: Path, kind: str, key: dict, combo: tuple, title: str) -> dict:
+    """Saves a figure of one slice and shape as "<kind>-<slice>-<shape>.png"; ``title``'s {} takes their words."""
+    text, tag = _combo_text(combo)
+    return save(fig, out, f"{kind}-{_slug(key)}-{tag}", title.format(f"{_slice_text(key)}, {text}"), kind)
+
+
 def _per_slice(data: pd.DataFrame, keys: list[str]):
     for key, g in data.groupby(keys, sort=True):
         yield dict(zip(keys, key)), g
@@ -278,9 +284,7 @@ def time_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dic
                 ax.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
                 units(ax.yaxis, "s")
             legend(fig, axes)
-            text, tag = _combo_text(combo)
-            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                f"Time vs N (median, p20-p80 band): {_slice_text(key)}, {text}", kind))
+            entries.append(_save_slice(fig, out, kind, key, combo, "Time vs N (median, p20-p80 band): {}"))
     return entries
 
 
@@ -314,11 +318,8 @@ def memory_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[d
             extra = [(Line2D([], [], color="black", ls="--", marker="X", mec="black"), "first OOM N")] if any_oom \
                 else None
             legend(fig, axes, extra)
-            text, tag = _combo_text(combo)
-            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                f"Peak memory vs N: {_slice_text(key)}, {text}" +
-                                ("\ndashed line and X: smallest N that ran out of memory" if any_oom else ""),
-                                kind))
+            entries.append(_save_slice(fig, out, kind, key, combo, "Peak memory vs N: {}" + (
+                "\ndashed line and X: smallest N that ran out of memory" if any_oom else "")))
     return entries
 
 
@@ -356,9 +357,8 @@ def speedup_heatmap(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> li
             step = max(1, math.ceil(limit / 4))
             ticks = list(range(-(math.floor(limit) // step * step), math.floor(limit) + 1, step))
             bar.set_ticks(ticks, labels=[f"{2 ** v:,}×" if v >= 0 else f"1/{2 ** -v:,}×" for v in ticks])
-            text, tag = _combo_text(combo)
-            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                f"Speedup over {name} (> 1×: additive faster)\n{_slice_text(key)}, {text}", kind))
+            title = f"Speedup over {name} (> 1×: additive faster)\n{{}}"
+            entries.append(_save_slice(fig, out, kind, key, combo, title))
     return entries
 
 
@@ -491,9 +491,7 @@ def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> lis
             styles = [(Line2D([], [], color="black"), "fwd (solid)"),
                       (Line2D([], [], color="black", ls="--"), "fwd_bwd (dashed)")]
             legend(fig, [grid[1][0]], styles)
-            text, tag = _combo_text(combo)
-            entries.append(save(fig, out, f"{kind}-{_slug(key)}-{tag}",
-                                f"Forward vs forward+backward: {_slice_text(key)}, {text}", kind))
+            entries.append(_save_slice(fig, out, kind, key, combo, "Forward vs forward+backward: {}"))
     return entries
 
 
