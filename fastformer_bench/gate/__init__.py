@@ -17,10 +17,8 @@ from pathlib import Path
 
 from fastformer_bench.gate import compare, modes, sides
 
-#: A/B rounds counted: on the 2-core VM, with 12 rounds (no warm-up, no follow-up, no order term) the self-test
-#: caught 1.05x in 17 of 20 gates, 1.10x and 1.25x in 20 of 20, with no false alarm; with 2 warm-up rounds,
-#: follow-up rounds and the start-order term, 1.05x in 19 of 20, 1.10x and 1.25x in 20 of 20, no false alarm,
-#: median 220 s a gate (scripts/gate_selftest.py; README)
+#: A/B rounds counted: as many as the self-test needed to catch a 1.05x slowdown without a false alarm, in
+#: about four minutes a gate (every self-test's figures: docs/gate.md §9)
 DEFAULT_ROUNDS = 12
 
 

@@ -84,17 +84,12 @@ class Worker:
         self.proc.stdout.close()
 
 
-#: rounds a gate measures first and does not count. In 60 self-test gates on the 2-core VM (12 rounds each), the
-#: first two rounds read every eager row's ratio low: by 2.5 and 4.0 % on identical code, 1.6-4.4 % on the slowed
-#: copies, against the gate's own mean; later rounds within +-2 %, SDPA's first rounds not at all (cause not
-#: found: the gate's start-up, the machine's, not the code's). Counting them biased a 5 % slowdown's ratio down
-#: and widened its interval: without them the same data caught 1.05x in 19 of 20 gates twice, against 16 and 17.
+#: rounds a gate measures first and does not count: a gate's first rounds read low even on identical code, which
+#: biased a slowdown's ratio down and widened its interval (measured: docs/gate.md §2)
 WARMUP_ROUNDS = 2
 
 #: the length of one sample (back-to-back calls of one side): short, so that a burst of a neighbour's load spoils
-#: few samples of the median. Measured on the 2-core VM, two input sets of eager (1.4 ms a call) timed in turn in
-#: one process for the same total time: the round-to-round SD of their ratio of medians was 3.3 % in 20 samples of
-#: 10 calls, 1.2 % in 100 samples of 2 calls.
+#: few samples of the median (measured: docs/gate.md §2)
 SAMPLE_S = 0.005
 
 

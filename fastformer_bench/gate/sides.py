@@ -19,8 +19,8 @@ from pathlib import Path
 WORKERS = Path(__file__).with_name("workers")
 
 #: glibc's malloc otherwise maps and unmaps every tensor above a threshold it moves as the process runs, so
-#: whether a call pays page faults depends on the process's history: a per-process bias of +-20 % on small CPU
-#: problems. Fixed thresholds give both sides the steady state of a long-running process.
+#: whether a call pays page faults depends on the process's history (docs/gate.md §2); fixed thresholds give both
+#: sides the steady state of a long-running process.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
 
 

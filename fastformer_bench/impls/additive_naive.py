@@ -40,8 +40,8 @@ def quadratic_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.T
 
 def _pairwise_memory(batch: int, seq_len: int, width: int, heads: int, columns: int, dtype_bytes: int,
                      backward: bool) -> int:
-    # a float64 N x N weight matrix per (batch, head), materialised beside its product (measured: 2.2x one matrix
-    # at B = 2, N = 256); backward keeps every aggregation's and builds their gradients
+    # a float64 N x N weight matrix per (batch, head), materialised beside its product (about two matrices at a
+    # time, as measured by test_trust's memory-model test); backward keeps every aggregation's and their gradients
     pairwise = batch * heads * seq_len**2 * 8
     return pairwise * (2 * (columns - 1) if backward else 2)
 

@@ -286,9 +286,7 @@ inline void group_rows(const float* rows, i64 sn, i64 t0, i64 tn, const float** 
 
 // Blocks ahead of the one being scored whose lines scores_f32 requests into L2 (prefetcht1). Scoring reads a
 // group's eight rows side by side, eight interleaved streams 2 KiB apart that the hardware prefetchers follow
-// poorly: on the 2-core EPYC VM (N = 131072, D = 512, C = 3, fp32) this pass read 12-13 GB/s from DRAM against 27
-// for a plain sum, and the forward took 58-60 ms at one thread, 35 ms at two; prefetching 2 blocks ahead gave
-// 46-48 ms and 25 ms (1, 4 and 8 blocks did about as well; into L1 or non-temporal did not help).
+// poorly (measured: docs/design.md §1.4).
 constexpr i64 kPrefetchBlocks = 2;
 
 // s[h * TB + t] = <row_t[h], v[h]> for the block's rows (-inf for padding), eight tokens at a time so that each
@@ -785,8 +783,8 @@ void backward_column(const T* x, i64 sb, i64 sn, i64 B, i64 N, i64 H, i64 Dh, co
 
 // ------------------------------------------------------------------------------------------ whole passes
 // The column loop of each direction, with the small per-(b, h) vectors between the passes computed here: one
-// call from Python per direction. As a dozen torch ops per column these cost 0.2 ms (forward) and 0.4 ms
-// (backward) at C = 3 on one core, more than the passes themselves below N = 2048.
+// call from Python per direction: as a dozen torch ops per column they cost more than the passes themselves at
+// small N (docs/design.md §1.4).
 // x: C columns [B, N, D] at element strides (sc, sb, sn, 1); wa = w / sqrt(Dh) [C-1, H, Dh]; u, g [C-1, B, D]
 // and m, l [C-1, B, H] are the saved statistics (written by forward, read by backward); dx [C, B, N, D]
 // contiguous (nullptr: not wanted); dw [C-1, H, Dh] is written, not accumulated.

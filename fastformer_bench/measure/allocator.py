@@ -71,8 +71,8 @@ def minor_faults() -> int:
 
 # -- allocator conditions (the allocator axis) ------------------------------------------------------------------
 # The heap above is the harness's own ("warm"). A user's plain process gets the C library's defaults, and at large
-# N its calls page-fault and zero fresh memory every time (1.2-3.7x slower stream/eager/compiled times in the cpu
-# study), so a point can be measured under another condition, in a child process started with it.
+# N its calls page-fault and zero fresh memory every time (how much slower: docs/measuring.md §6), so a point can
+# be measured under another condition, in a child process started with it.
 
 PLAIN, WARM, THP, JEMALLOC, TCMALLOC = "plain", "warm", "thp", "jemalloc", "tcmalloc"
 #: plain: the C library's defaults (no mallopt, no allocator environment); warm: configure_allocator, the sweep
