@@ -30,6 +30,7 @@ from fastformer_bench.gate.ab import claim_for, interleaved, sampling
 from fastformer_bench.gate.sides import GateError, package_tree, worktree
 from fastformer_bench.gate.stored import fingerprint
 from fastformer_bench.history.store import add, add_failure, filed
+from fastformer_bench.measure.bandwidth import last_level_cache_bytes
 from fastformer_bench.measure.env import copy_bandwidth, cpu_model
 from fastformer_bench.measure.flops import analytic_flops, minimal_bytes
 from fastformer_bench.presets import Preset
@@ -97,6 +98,9 @@ def _record(params: dict, measured: dict, loaded: Preset, run_id: str, cpu: str 
     record["flops"] = analytic_flops(impl.family, impl.quadratic, problem.scope, problem.mode, **shape)
     record["bytes_min"] = minimal_bytes(impl.family, problem.scope, problem.mode,
                                         dtype_bytes=problem.torch_dtype.itemsize, **shape)
+    if measured["status"] == "error" and f"unknown implementation {problem.impl!r}" in (measured.get("reason") or ""):
+        # an implementation added later: its series starts where it arrives, no gap before it
+        record.update(status="unsupported", reason=f"{problem.impl} is not in this commit")
     samples = measured.get("samples") or []
     if measured["status"] == "ok" and samples:
         p20, median, p80 = (float(v) for v in np.percentile(samples, [20, 50, 80]))
@@ -125,7 +129,7 @@ def measure(repo: Path, commit: str, loaded: Preset, out: Path, *, cpus: set[int
     for problem, measured in zip(problems, found):
         store.append(_record(problem.params(), measured, loaded, run_id, cpu))
     store.write_run({"run_id": run_id, "git_commit": commit, "preset": loaded.name, "settings": settings,
-                     "cpu_model": cpu, "torch": version("torch"), "torch_threads": settings.get("threads"),
+                     "cpu_model": cpu, "last_level_cache_bytes": last_level_cache_bytes(), "torch": version("torch"), "torch_threads": settings.get("threads"),
                      "copy_bytes_per_s": {"cpu": bandwidth}, "started_at": started.isoformat(),
                      "ended_at": datetime.now(timezone.utc).isoformat(), "harness": HARNESS})
     return store.directory

@@ -45,9 +45,13 @@ def _timed(results: str | Path) -> tuple[dict, dict, list[dict]]:
     """(run.json, fingerprint, points) of a results directory: each timed, correct point's median and band, and
     each point that failed here with its status and reason (a gap, never a time)."""
     run, records = load(results)  # ValueError (exit 2) for a directory without results
+    llc = run.get("last_level_cache_bytes")
     points = []
     for r in records:
         point = {"key": list(point_key(r)), "label": point_label(r), "complexity": r.get("complexity"), "unit": "s"}
+        if llc and r.get("bytes_min"):
+            # only a point whose data outgrows the cache follows the copy bandwidth (--normalize scales it)
+            point["memory_bound"] = r.get("complexity") == "linear" and r["bytes_min"] > llc
         if r.get("status") == "ok" and r.get("time_median") is not None:
             points.append({**point, "median": r["time_median"], "p20": r.get("time_p20"), "p80": r.get("time_p80")})
         elif r.get("status") in GAP_STATUSES:

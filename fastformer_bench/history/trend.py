@@ -32,8 +32,8 @@ OUTLIER_SIGMAS = 5.0
 
 
 def series(filed: list[dict], normalize: bool = False) -> dict[str, dict]:
-    """Per point label: commits, medians and p20/p80 in history order (memory-bound points scaled to the first
-    run's bandwidth with ``normalize``), and ``reasons``: None for a measured commit, else why it has no value
+    """Per point label: commits, medians and p20/p80 in history order (memory-bound points, those whose data
+    outgrow the last-level cache, scaled to the first run's bandwidth with ``normalize``), and ``reasons``: None for a measured commit, else why it has no value
     (a point filed with another status, or a commit filed as failed: a gap in every series of its folder)."""
     reference = next((e["copy_bytes_per_s"] for e in filed if e.get("copy_bytes_per_s")), None)
     labels = list(dict.fromkeys(p["label"] for e in filed for p in e.get("points", [])))
@@ -46,7 +46,9 @@ def series(filed: list[dict], normalize: bool = False) -> dict[str, dict]:
         if entry.get("status", "ok") != "ok" and not points:
             points = [{"label": label, "status": entry["status"], "reason": entry.get("reason")} for label in labels]
         for point in points:
-            factor = scale if point.get("complexity") == "linear" else 1.0
+            # entries filed before the cache size was recorded: every linear point counted as memory-bound
+            bound = point.get("memory_bound", point.get("complexity") == "linear")
+            factor = scale if bound else 1.0
             line = found.setdefault(point["label"], {"commits": [], "median": [], "p20": [], "p80": [],
                                                      "reasons": [], "unit": point.get("unit", "s")})
             line["commits"].append(entry["commit"])

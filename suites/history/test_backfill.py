@@ -187,3 +187,14 @@ def test_ctrl_c_keeps_the_commits_finished_and_the_next_run_goes_on(repo, preset
     assert len(worktrees) == 1, worktrees  # the interrupted commit's checkout is gone
     again = _cli(*command[4:])
     assert again.returncode == 0 and "backfill: 1 measured, 0 filed as failed, 1 filed already" in again.stdout
+
+
+def test_an_implementation_the_commit_does_not_have_yet_is_no_gap(tmp_path):
+    # the worker's answer when a commit predates an implementation of HEAD's preset (stream before d0ece32)
+    loaded = backfill.presets.load("history")
+    params = {"impl": "stream", "seq_len": 1024, "width": 256, "heads": 4, "batch": 1, "threads": 1}
+    missing = {"status": "error", "reason": "ValueError: unknown implementation 'stream'; known: eager, compiled."}
+    record = backfill._record(params, missing, loaded, "run", "cpu")
+    assert record["status"] == "unsupported" and "not in this commit" in record["reason"]
+    broken = {"status": "error", "reason": "RuntimeError: stream kernel failed"}
+    assert backfill._record(params, broken, loaded, "run", "cpu")["status"] == "error"  # a real failure stays a gap

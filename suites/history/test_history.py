@@ -150,3 +150,23 @@ def test_a_wall_time_gate_report_is_not_an_instruction_history(tmp_path):
     report = _instruction_report(tmp_path / "wall.json", 1.0, mode="wall_ab")
     done = _cli("add", str(report), "--commit", COMMITS[0], "--history", str(tmp_path / "h"))
     assert done.returncode == 2 and "not the --json report of an instruction-count gate" in done.stderr
+
+
+def test_normalize_scales_only_the_points_whose_data_outgrow_the_cache(tmp_path):
+    # eager at N = 512 and 2048, width 64, batch 2: bytes_min 1 MiB and 4 MiB; a 2 MiB cache puts one in, one past it
+    store = tmp_path / "history"
+    for index, bandwidth in enumerate((10e9, 20e9)):
+        records = [r for r in synthetic_records() if r["impl"] == "eager" and r["width"] == 64
+                   and r["seq_len"] in (512, 2048) and r["mode"] == "fwd" and r["scope"] == "core"
+                   and r["columns"] == 3 and r["status"] == "ok"]
+        assert {r["bytes_min"] for r in records} == {2.0**20, 4.0 * 2**20}
+        run = write_results(tmp_path / f"run{index}", records,
+                            {**run_env(), "git_commit": COMMITS[index], "run_id": f"r{index}",
+                             "copy_bytes_per_s": {"cpu": bandwidth}, "last_level_cache_bytes": 2 * 2**20})
+        history.add(run, store)
+    filed = next(iter(history.entries(store).values()))
+    raw, scaled = history.series(filed), history.series(filed, normalize=True)
+    for label, line in raw.items():
+        factor = scaled[label]["median"][1] / line["median"][1]
+        # the second run had twice the bandwidth: only the point past the cache is scaled (by 2), in-cache is not
+        assert factor == pytest.approx(2.0 if "N=2048" in label else 1.0), label
