@@ -129,7 +129,8 @@ def measure(repo: Path, commit: str, loaded: Preset, out: Path, *, cpus: set[int
     for problem, measured in zip(problems, found):
         store.append(_record(problem.params(), measured, loaded, run_id, cpu))
     store.write_run({"run_id": run_id, "git_commit": commit, "preset": loaded.name, "settings": settings,
-                     "cpu_model": cpu, "last_level_cache_bytes": last_level_cache_bytes(), "torch": version("torch"), "torch_threads": settings.get("threads"),
+                     "cpu_model": cpu, "last_level_cache_bytes": last_level_cache_bytes(), "torch": version("torch"),
+                     "torch_threads": settings.get("threads"),
                      "copy_bytes_per_s": {"cpu": bandwidth}, "started_at": started.isoformat(),
                      "ended_at": datetime.now(timezone.utc).isoformat(), "harness": HARNESS})
     return store.directory

@@ -33,8 +33,9 @@ OUTLIER_SIGMAS = 5.0
 
 def series(filed: list[dict], normalize: bool = False) -> dict[str, dict]:
     """Per point label: commits, medians and p20/p80 in history order (memory-bound points, those whose data
-    outgrow the last-level cache, scaled to the first run's bandwidth with ``normalize``), and ``reasons``: None for a measured commit, else why it has no value
-    (a point filed with another status, or a commit filed as failed: a gap in every series of its folder)."""
+    outgrow the last-level cache, scaled to the first run's bandwidth with ``normalize``), and ``reasons``: None
+    for a measured commit, else why it has no value (a point filed with another status, or a commit filed as
+    failed: a gap in every series of its folder)."""
     reference = next((e["copy_bytes_per_s"] for e in filed if e.get("copy_bytes_per_s")), None)
     labels = list(dict.fromkeys(p["label"] for e in filed for p in e.get("points", [])))
     found: dict[str, dict] = {}
