@@ -11,10 +11,12 @@ Traffic, in elements of x's dtype: forward reads C·B·N·D and writes B·N·D; 
 (x again and grad_out) and writes C·B·N·D (dx). Everything else is O(B·H·Dh·chunks).
 
 A small problem is bound by the host, not by HBM, so the launcher keeps its own Python work per call small:
-the plan and the chunk-partial workspaces are cached per problem (``_Plan``), a call allocates only what it
-returns or saves for backward, w is read in its own dtype and strides by the kernels, nothing reads device data
-on the host (so nothing waits for the GPU), and on CUDA the kernels Triton compiled for a call's argument
-layout are launched directly from the second call on (``_launch``).
+the plan and the chunk-partial workspaces are cached per problem (``_Plan``), under a key that holds everything
+the input checks read of x and w (so they run once per key, and once per mask layout unless its rows are read);
+autograd's Function is applied without its Python wrapper, and backward runs without once_differentiable's, where
+neither has work to do; a call allocates only what it returns or saves for backward; w is read in its own dtype
+and strides by the kernels; nothing reads device data on the host (so nothing waits for the GPU); and on CUDA the
+kernels Triton compiled for a call's argument layout are launched directly from the second call on (``_launch``).
 
 Triton is imported lazily: without it (or without a GPU and TRITON_INTERPRET=1) the registry still loads and
 ``supports`` says why this implementation cannot run.
@@ -130,6 +132,8 @@ class _Plan:
         self.grid = B * H * self.n_chunks
         self.scale = 1.0 / math.sqrt(Dh)
         self.stats_shape = (C - 1, B * H, Dh + 2)
+        self.out_shape = (B, N, H * Dh)
+        self.batch, self.seq_len, self.heads, self.head_dim = B, N, H, Dh
         self.device = device
         self.columns = C
         self._fwd: tuple[torch.Tensor, ...] | None = None
@@ -139,6 +143,8 @@ class _Plan:
         self.direct = device.type == "cuda" and os.environ.get(_LAUNCH_MODE_ENV) != "jit"
         #: per argument layout, the direct launch of each of a call's kernels, in launch order
         self.launches: dict[tuple, list] = {}
+        #: the masks' layouts (shape, dtype, device) that passed check_additive beside this plan's x and w
+        self.masks: set[tuple | None] = set()
 
     def _f32(self, *shape: int) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.float32, device=self.device)
@@ -165,17 +171,33 @@ class _Plan:
 _PLANS: OrderedDict[tuple, _Plan] = OrderedDict()
 
 
-def _plan_for(x: torch.Tensor, w: torch.Tensor, block_n: int | None, chunk_n: int | None) -> _Plan:
-    C, B, N, _ = x.shape
-    _, H, Dh = w.shape
-    key = (x.device, C, B, N, H, Dh, block_n, chunk_n)
-    plan = _PLANS.get(key)
-    if plan is None:
-        plan = _PLANS[key] = _Plan(x.device, C, B, N, H, Dh, block_n, chunk_n)
-        if len(_PLANS) > _MAX_PLANS:
-            _PLANS.popitem(last=False)
-    elif len(_PLANS) > 1:
-        _PLANS.move_to_end(key)
+def _plan_key(x: torch.Tensor, w: torch.Tensor, block_n: int | None, chunk_n: int | None) -> tuple | None:
+    """What a plan is cached under: everything ``check_additive`` (bar the mask) and ``_supports`` read of x and w,
+    so a plan found under it stands for those checks having passed; None where x or w is no tensor."""
+    try:
+        return x.shape, w.shape, x.dtype, w.dtype, x.device, w.device, block_n, chunk_n
+    except AttributeError:
+        return None
+
+
+def _mask_layout(mask: torch.Tensor) -> tuple | None:
+    """What the mask's checks read of it bar its rows (``_Plan.masks``); None where it is no tensor."""
+    try:
+        return mask.shape, mask.dtype, mask.device
+    except AttributeError:
+        return None
+
+
+def _new_plan(x: torch.Tensor, w: torch.Tensor, key: tuple | None, block_n: int | None,
+              chunk_n: int | None) -> _Plan:
+    """The first call of a key: the shape and device checks, then the plan, cached (least recently used first out)."""
+    C, B, N, _, H, Dh = check_additive(x, w, None)
+    if _supports(x.device, x.dtype) is not None:
+        check_device(TRITON, x.device, x.dtype)  # raises, with the registry's sentence
+    plan = _Plan(x.device, C, B, N, H, Dh, block_n, chunk_n)
+    _PLANS[key] = plan
+    if len(_PLANS) > _MAX_PLANS:
+        _PLANS.popitem(last=False)
     return plan
 
 
@@ -268,18 +290,17 @@ def _forward(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, plan: 
     C launches: one pass per pooled column, then the output pass; pass c + 1 combines column c's chunk partials.
     """
     k = _kernels()
-    C, B, N, D = x.shape
-    _, H, Dh = w.shape
-    pm, pl, pacc = plan.fwd_workspace()
-    out = torch.empty((B, N, D), dtype=x.dtype, device=x.device)
+    pm, pl, pacc = plan._fwd or plan.fwd_workspace()
+    out = torch.empty(plan.out_shape, dtype=x.dtype, device=x.device)
     stats = torch.empty(plan.stats_shape, dtype=torch.float32, device=x.device) if keep_stats else plan.scratch_stats()
-    mask_t, sm_b, sm_n, mask_key = _mask_args(mask, x)
+    mask_t, sm_b, sm_n, mask_key = (x, 0, 0, None) if mask is None else _mask_args(mask, x)
     sx_c, sx_b, sx_n, sx_d = sx = x.stride()
     sw = w.stride()
     direct, stream = None, 0
     if _direct_ok(plan):
-        direct = _direct_launches(plan, ("fwd", x.dtype, sx, _align(x), sw, _align(w), mask_key))
+        direct = _direct_launches(plan, ("fwd", sx, _align(x), sw, _align(w), mask_key))
         stream = _current_stream(x.device.index)
+    C, N, H, Dh = plan.columns, plan.seq_len, plan.heads, plan.head_dim
     grid, BLOCK_C, BLOCK_N, BLOCK_D = plan.grid, plan.block_c, plan.block_n, plan.block_d
     pool = [x, sx_c, sx_b, sx_n, sx_d, w, *sw, mask_t, sm_b, sm_n, pm, pl, pacc, stats,
             0, N, H, Dh, plan.chunk, plan.n_chunks, plan.scale, False, mask is not None, BLOCK_C, BLOCK_N, BLOCK_D]
@@ -304,16 +325,15 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mask: torch.
     previous pass left and writing its own, then one sum of every column's dw partials.
     """
     k = _kernels()
-    C, B, N, D = x.shape
-    _, H, Dh = w.shape
-    pdg, pdw = plan.bwd_workspace()
-    dx = torch.empty((C, B, N, D), dtype=x.dtype, device=x.device) if want_dx else None
-    dw = torch.empty((C - 1, H, Dh), dtype=w.dtype, device=x.device) if want_dw else None
-    mask_t, sm_b, sm_n, mask_key = _mask_args(mask, x)
+    C, B, N, H, Dh = plan.columns, plan.batch, plan.seq_len, plan.heads, plan.head_dim
+    pdg, pdw = plan._bwd or plan.bwd_workspace()
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if want_dx else None
+    dw = torch.empty(w.shape, dtype=w.dtype, device=x.device) if want_dw else None
+    mask_t, sm_b, sm_n, mask_key = (x, 0, 0, None) if mask is None else _mask_args(mask, x)
     sx, sw, sd = x.stride(), w.stride(), dout.stride()
     direct, stream = None, 0
     if _direct_ok(plan):
-        direct = _direct_launches(plan, ("bwd", want_dx, want_dw, x.dtype, sx, _align(x), sw, _align(w), mask_key,
+        direct = _direct_launches(plan, ("bwd", want_dx, want_dw, sx, _align(x), sw, _align(w), mask_key,
                                          dout.dtype, sd, _align(dout)))
         stream = _current_stream(x.device.index)
     # dx is never written when WRITE_DX is False: x stands in for it.
@@ -344,12 +364,26 @@ class _FusedAdditiveAttention(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout: torch.Tensor):
-        x, w, mask, stats = ctx.saved_tensors
-        dx, dw = _backward(dout, x, w, mask, stats, ctx.plan, want_dx=ctx.needs_input_grad[0],
-                           want_dw=ctx.needs_input_grad[1])
-        return dx, dw, None, None
+        # The usual backward runs with grad mode off, where once_differentiable's wrapper would only cost its checks;
+        # under create_graph it makes a second derivative raise, as before.
+        return (_gradients_once if torch.is_grad_enabled() else _gradients)(ctx, dout)
+
+
+def _gradients(ctx, dout: torch.Tensor) -> tuple:
+    x, w, mask, stats = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    return (*_backward(dout, x, w, mask, stats, ctx.plan, want_dx=needs[0], want_dw=needs[1]), None, None)
+
+
+_gradients_once = once_differentiable(_gradients)
+
+
+#: autograd.Function.apply less its Python wrapper, which binds default arguments (for setup_context, not defined
+#: here) and unwraps dead functorch wrappers around each argument before this same call: a quarter of the glue
+#: of a forward that keeps a graph. Taken only while no functorch transform is active (else the full apply).
+_apply = super(torch.autograd.Function, _FusedAdditiveAttention).apply
+_functorch_active = torch._C._are_functorch_transforms_active
 
 
 def triton_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -363,12 +397,23 @@ def triton_additive_attention(x: torch.Tensor, w: torch.Tensor, mask: torch.Tens
     ``check_mask_rows``: whether to refuse a mask row with no real token. Checking reads the mask, which on a
     GPU waits for the device, so by default only a CPU mask is checked; unchecked, such a row's output is NaN.
     """
-    check_additive(x, w, mask, mask_rows=x.device.type == "cpu" if check_mask_rows is None else check_mask_rows)
-    if _supports(x.device, x.dtype) is not None:
-        check_device(TRITON, x.device, x.dtype)  # raises, with the registry's sentence
-    plan = _plan_for(x, w, block_n, chunk_n)
+    key = _plan_key(x, w, block_n, chunk_n)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _new_plan(x, w, key, block_n, chunk_n)
+    else:
+        if len(_PLANS) > 1:
+            _PLANS.move_to_end(key)
+    if mask is not None:
+        rows = x.device.type == "cpu" if check_mask_rows is None else check_mask_rows
+        layout = _mask_layout(mask)
+        if rows or layout not in plan.masks:  # a mask's rows are its data: read (and checked) on every call
+            check_additive(x, w, mask, mask_rows=rows)
+            plan.masks.add(layout)
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
-        return _FusedAdditiveAttention.apply(x, w, mask, plan)
+        if _functorch_active():
+            return _FusedAdditiveAttention.apply(x, w, mask, plan)
+        return _apply(x, w, mask, plan)
     # No graph to keep: the autograd wrapper and a fresh statistics buffer would be pure overhead.
     return _forward(x, w, mask, plan, keep_stats=False)[0]
 

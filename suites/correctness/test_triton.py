@@ -358,6 +358,36 @@ def test_host_work_per_call(monkeypatch, dtype):
     assert (len(launches), ops.work, len(ops.allocations)) == (C + 1, [], 2), "backward: dx, dw"
 
 
+def test_input_checks_run_once_per_plan_and_still_refuse_what_differs(monkeypatch):
+    """The checks of x and w run when a plan is made (it is cached under all they read), a mask's once per layout
+    unless its rows are read; a call that differs in any of those is checked again and refused as before."""
+    fresh_plans(monkeypatch)
+    StubKernels(monkeypatch)
+    checked = []
+    real = at.check_additive
+    monkeypatch.setattr(at, "check_additive", lambda *args, **kwargs: (checked.append(1), real(*args, **kwargs))[1])
+    x, w, mask = make_inputs(3, 2, 16, 2, 8, torch.float32, masked=True, strided=False, seed=13)
+    with torch.no_grad():
+        for _ in range(3):
+            at.triton_additive_attention(x, w)
+        assert len(checked) == 1
+        for _ in range(3):
+            at.triton_additive_attention(x, w, mask, check_mask_rows=False)
+        assert len(checked) == 2
+        at.triton_additive_attention(x, w, mask, check_mask_rows=True)  # the rows are data: read on every call
+        assert len(checked) == 3
+        with pytest.raises(ValueError, match="same dtype|one dtype"):
+            at.triton_additive_attention(x, w.double())
+        with pytest.raises(ValueError, match="mask must have shape"):
+            at.triton_additive_attention(x, w, mask[:, :8], check_mask_rows=False)
+        with pytest.raises(ValueError, match="mask must have dtype"):
+            at.triton_additive_attention(x, w, mask.float(), check_mask_rows=False)
+        with pytest.raises(ValueError, match="torch.Tensors"):
+            at.triton_additive_attention(x, None)
+        with pytest.raises(ValueError, match="float64"):
+            at.triton_additive_attention(x.double(), w.double())
+
+
 def test_unchecked_mask_costs_no_device_read(monkeypatch):
     # A GPU mask is not checked for rows of padding alone (the check would wait for the device); check_mask_rows
     # gives a CPU mask the same treatment, so the host work of a masked call can be counted here.

@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor:
         launchers["floor"] = floor
     if args.baseline:
-        launchers = {args.baseline: load_baseline(args.baseline).triton_additive_attention, **launchers}
+        baseline = load_baseline(args.baseline).triton_additive_attention
+        if args.direct:  # the same CUDA treatment of a mask (every revision with a direct path takes the argument)
+            baseline = functools.partial(baseline, check_mask_rows=False)
+        launchers = {args.baseline: baseline, **launchers}
 
     C, B, N, D, H = args.columns, args.batch, args.seq_len, args.width, args.heads
     dtype = getattr(torch, args.dtype)
