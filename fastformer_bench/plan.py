@@ -10,6 +10,8 @@ A point's wall time is mostly not its timed call. The model follows ``point.meas
 - **compile**: the first call of a compiling implementation, timed apart: a Triton JIT per kernel variant, or
   torch.compile per shape, dtype and mode (tens of times slower);
 - **check**: one call of the point and one of its float64 reference (``point.reference_for``), and the comparison;
+  for an additive core whose whole check would not fit (``check_method``), the chunked check instead
+  (``reference_chunked``: a few passes over N, one chunk's float64 values held at a time);
 - **timing** (measure/timing.py, measure/cuda_timing.py): warm-up, the sampler's set-up (three calls, and a graph's
   capture), then windows of samples of k calls lasting at least ``sample_target_s`` each;
 - **meters**: the energy window (at least MIN_WINDOW_S of the same calls, and as long again of flushes when
@@ -21,7 +23,7 @@ A call is priced by what bounds it: a linear implementation by the bytes it must
 share of the device's copy bandwidth, fused softmax attention by its FLOPs (``analytic_flops``) over the attention
 kernels' rate, a materialised float64 reference by both. An implementation's profile comes from its registry facts
 (:func:`profile_of`), never its name. Peak memory adds the point's inputs and gradients, its working set, and the
-check's float64 copies and comparison temporaries, which are most of it at large sizes.
+check's float64 copies and comparison temporaries, which are most of it at large sizes (or one chunk's, chunked).
 
 The shares, rates and costs are calibrated on the first GPU session (results/gpu-check, an H200: the stages it
 finished and the one each was stopped in) and the machine notes in docs/gpu.md. They size a session; they are no
@@ -175,6 +177,8 @@ class PointPlan:
     parts: dict[str, float]
     peak_bytes: int
     reference: str
+    #: the float64 check's method: "whole", or "chunked" where the whole check would not fit (reference_chunked)
+    check: str = "whole"
     #: "oom" where the preset expects this point above the device's memory
     expected: str | None = None
 
@@ -384,8 +388,12 @@ def plan_point(problem, settings, device: DeviceModel, compiled: set, host: Host
     impl = impls.get(problem.impl)
     ref_name = reference_for(problem)
     ref = impls.get(ref_name)
+    method = check_method(problem, ref, device)
     call = call_seconds(problem, impl, device)
-    ref_call = call_seconds(problem, ref, device, dtype="float64")
+    if method == "chunked":
+        ref_call = chunked_check_seconds(problem, device)
+    else:
+        ref_call = call_seconds(problem, ref, device, dtype="float64")
     compare = 4 * _outputs(problem) * 8 / device.copy_bytes_per_s
     timing, energy = _timing_seconds(call, problem, settings, device)
     meters = energy + 2 * call
@@ -393,23 +401,68 @@ def plan_point(problem, settings, device: DeviceModel, compiled: set, host: Host
         meters += HOST.flop_counters_s + 3 * call
     parts = {"inputs": inputs_seconds(problem, device, host), "compile": _compile_seconds(problem, impl, compiled),
              "check": call + ref_call + compare, "timing": timing, "meters": meters, "fixed": HOST.point_s}
-    return PointPlan(problem=problem, call_s=call, parts=parts, peak_bytes=peak_bytes(problem, impl, ref, device),
-                     reference=ref_name)
+    return PointPlan(problem=problem, call_s=call, parts=parts, reference=ref_name, check=method,
+                     peak_bytes=peak_bytes(problem, impl, ref, device, method))
 
 
-def peak_bytes(problem, impl, ref, device: DeviceModel) -> int:
-    """The most device memory the point holds at once: during its own call, its reference's, the comparison, or
-    its timing (a graph's pool beside the inputs), plus what lives outside torch's allocator."""
+def whole_check_bytes(problem, ref) -> int:
+    """What the whole float64 check holds beyond the point's inputs and its kept outputs: the inputs' float64
+    copies, with its reference's working set, or with the reference's outputs and the comparison's temporaries
+    ((got - want).abs(): the difference and its absolute value, in float64, of the largest output)."""
+    ref_in, ref_out = _values(problem) * 8, _outputs(problem) * 8
+    return max(ref_in + working_bytes(problem, ref, dtype="float64"),
+               ref_in + ref_out + 2 * _largest_output(problem) * 8)
+
+
+def check_method(problem, ref, device: DeviceModel) -> str:
+    """The float64 check the point gets on ``device``, as reference_chunked.method_for chooses it there: chunked
+    where it is eligible and the whole check would not fit beside the point's inputs and kept outputs."""
+    from fastformer_bench import reference_chunked
+
+    if not reference_chunked.eligible(problem):
+        return reference_chunked.WHOLE
+    dtype_bytes = _dtype_bytes(problem.dtype)
+    held = (_values(problem) + _outputs(problem)) * dtype_bytes + HOST.context_bytes
+    room = device.memory_bytes - held
+    chunked = whole_check_bytes(problem, ref) > reference_chunked.WHOLE_SHARE * room
+    return reference_chunked.CHUNKED if chunked else reference_chunked.WHOLE
+
+
+def chunked_check_seconds(problem, device: DeviceModel) -> float:
+    """The chunked float64 check's reference (reference_chunked.check_core): C passes over the tokens forward
+    (C - 1 poolings, the output) and C more backward, each pass's chunk upcast and run through a few float64
+    temporaries (CHUNKED_PASS_BYTES per element) at CHUNKED_SHARE of the copy bandwidth, plus every chunk's
+    launches."""
+    from fastformer_bench.reference_chunked import chunk_tokens
+
+    bwd = int(problem.mode == "fwd_bwd")
+    elements = problem.batch * problem.seq_len * problem.width
+    passes = problem.columns * (1 + bwd)
+    traffic = passes * elements * CHUNKED_PASS_BYTES[bwd]
+    chunks = math.ceil(problem.seq_len / chunk_tokens(problem.batch, problem.width))
+    return traffic / (CHUNKED_SHARE * device.copy_bytes_per_s) + chunks * passes * CHUNKED_CHUNK_S[bwd]
+
+
+#: bytes moved per token element per pass by the chunked check (fwd pass, fwd_bwd pass: autograd's saved
+#: tensors and gradients), its share of the copy bandwidth, and one chunk's launches from Python per pass
+CHUNKED_PASS_BYTES = (100, 300)
+CHUNKED_SHARE = 0.5
+CHUNKED_CHUNK_S = (0.3e-3, 1.2e-3)
+
+
+def peak_bytes(problem, impl, ref, device: DeviceModel, method: str = "whole") -> int:
+    """The most device memory the point holds at once: during its own call, its float64 check (``method``: the
+    whole check's reference call and comparison, or one chunk of the chunked check's), or its timing (a graph's
+    pool beside the inputs), plus what lives outside torch's allocator."""
+    from fastformer_bench.reference_chunked import CHUNK_BYTES, CHUNKED
+
     point_in = _values(problem) * _dtype_bytes(problem.dtype)
     kept = _outputs(problem) * _dtype_bytes(problem.dtype)  # the point's outputs and gradients, kept for the check
-    ref_in, ref_out = _values(problem) * 8, _outputs(problem) * 8
     own = point_in + working_bytes(problem, impl)
-    reference = point_in + kept + ref_in + working_bytes(problem, ref, dtype="float64")
-    # (got - want).abs(): the difference and its absolute value, in float64, of the largest output
-    comparing = point_in + kept + ref_in + ref_out + 2 * _largest_output(problem) * 8
+    check = CHUNK_BYTES if method == CHUNKED else whole_check_bytes(problem, ref)
     cold = _method(problem, "cache") in (None, "cold")
     timing = point_in + 2 * working_bytes(problem, impl) + (2 * device.l2_bytes if cold else 0)
-    return max(own, reference, comparing, timing) + HOST.context_bytes
+    return max(own, point_in + kept + check, timing) + HOST.context_bytes
 
 
 # ---------------------------------------------------------------------------------------------- a preset's plan
@@ -498,6 +551,8 @@ def format_plan(plan: Plan) -> list[str]:
         note = []
         if point.peak_bytes > device.memory_bytes:
             note.append("expected oom" if point.expected == "oom" else "ABOVE THE DEVICE'S MEMORY")
+        if point.check == "chunked":
+            note.append("float64 check in chunks")
         if plan.time_limit_s is not None and point.seconds > plan.time_limit_s:
             note.append(f"past the {plan.time_limit_s:g} s point limit")
         lines.append(f"{index:4d}  {p.impl:13s} {p.dtype:9s} {p.mode:8s} {_label(p, 'timing'):6s} "
@@ -513,9 +568,14 @@ def format_plan(plan: Plan) -> list[str]:
     lines.append(f"by part: {parts}")
     if largest is not None:
         p = largest.problem
+        against = largest.reference if largest.check == "whole" else "the chunked core"
         lines.append(f"largest peak: {largest.peak_bytes / 1e9:.1f} GB of {device.memory_bytes / 1e9:.0f} GB "
                      f"(#{plan.points.index(largest) + 1}: {p.impl} {p.dtype} {p.mode} B={p.batch} N={p.seq_len} "
-                     f"D={p.width}; checked against {largest.reference} in float64)")
+                     f"D={p.width}; checked against {against} in float64)")
+    chunked = sum(p.check == "chunked" for p in plan.points)
+    if chunked:
+        lines.append(f"float64 check in chunks over N (reference_chunked): {chunked} points, where the whole check "
+                     "would not fit")
     over, late = plan.over_memory(), plan.over_time_limit()
     expected = [p for p in plan.points if p.expected == "oom"]
     lines.append(f"above the device's memory: {len(over)} unexpected, {len(expected)} expected oom; past the point "

@@ -21,7 +21,7 @@ import torch
 
 from fastformer_bench import axes as axis_table
 from fastformer_bench import impls as registry
-from fastformer_bench import measure
+from fastformer_bench import measure, reference_chunked
 from fastformer_bench.impls.softmax import last_sdpa_backend, reset_sdpa_backend, sdpa_softmax_attention
 from fastformer_bench.measure import allocator, memory_cap, timing
 from fastformer_bench.measure.cuda_timing import TimingUnsupported
@@ -152,29 +152,54 @@ def _outputs(problem: Problem, inputs: Inputs, impl: str) -> list[torch.Tensor]:
 
 
 def check_correctness(problem: Problem, inputs: Inputs) -> dict:
-    """Compare the point's outputs (and gradients in fwd_bwd) with its reference in float64."""
+    """Compare the point's outputs (and gradients in fwd_bwd) with its reference in float64: the whole reference on
+    float64 copies of the inputs, or, for an additive core whose whole check would not fit in the memory left
+    (or ran out of it), the chunked one (reference_chunked); ``reference_method`` says which."""
     ref_impl = reference_for(problem)
-    ref_inputs = _reference_inputs(problem, inputs, ref_impl)
+    method = reference_chunked.method_for(problem, ref_impl)
     got = _outputs(problem, inputs, problem.impl)
-    try:
-        want = _outputs(problem, ref_inputs, ref_impl)
-    except Exception as exc:
-        if is_oom(exc):  # _measure_point keeps the first line of this message as the point's reason
-            raise ReferenceOutOfMemory(f"{REFERENCE_OOM} ({ref_impl}): {type(exc).__name__}: {exc}") from exc
-        raise
+    pairs = None
+    if method == reference_chunked.WHOLE:
+        try:
+            pairs = _whole_check(problem, inputs, ref_impl, got)
+        except ReferenceOutOfMemory:
+            if not reference_chunked.eligible(problem):
+                raise
+            method = reference_chunked.CHUNKED
+    if pairs is None:
+        gc.collect()  # outside the except block: its traceback held the whole check's float64 tensors
+        if problem.device == "cuda":
+            torch.cuda.empty_cache()
+        ref_impl = reference_chunked.NAME
+        pairs = reference_chunked.check_core(inputs.x, inputs.w, inputs.mask, got,
+                                             inputs.grad_out if problem.mode == "fwd_bwd" else None)
     max_abs, max_rel = 0.0, 0.0
-    for g, w in zip(got, want):
-        diff = (g.double() - w).abs().max().item() if g.numel() else 0.0
-        scale = w.abs().max().item() if w.numel() else 0.0
+    for diff, scale in pairs:
         if not math.isfinite(diff):
             max_abs, max_rel = math.inf, math.inf
             break
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / scale if scale > 0 else diff)
     tol = TOLERANCE[problem.dtype]
-    del ref_inputs, got, want
+    del got
     return {"max_abs_err": max_abs, "max_rel_err": max_rel, "tolerance": tol, "reference_impl": ref_impl,
-            "ok": max_rel <= tol}
+            "reference_method": method, "ok": max_rel <= tol}
+
+
+def _whole_check(problem: Problem, inputs: Inputs, ref_impl: str, got: list[torch.Tensor]) -> list[tuple]:
+    """(max |got - want|, max |want|) per compared tensor, the reference run whole on float64 copies."""
+    try:
+        ref_inputs = _reference_inputs(problem, inputs, ref_impl)  # the float64 copies are the check's memory too
+        want = _outputs(problem, ref_inputs, ref_impl)
+        pairs = []
+        for g, w in zip(got, want):
+            diff = (g.double() - w).abs().max().item() if g.numel() else 0.0
+            pairs.append((diff, w.abs().max().item() if w.numel() else 0.0))
+    except Exception as exc:
+        if is_oom(exc):  # _measure_point keeps the first line of this message as the point's reason
+            raise ReferenceOutOfMemory(f"{REFERENCE_OOM} ({ref_impl}): {type(exc).__name__}: {exc}") from exc
+        raise
+    return pairs
 
 
 def preflight(problem: Problem) -> str | None:
@@ -313,6 +338,7 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
             record["compile_s"] = timing.time_first_call(step, problem.device)
         accuracy = check_correctness(problem, inputs)
         record.update({k: accuracy[k] for k in ("max_abs_err", "max_rel_err", "tolerance", "reference_impl")})
+        record["reference_method"] = accuracy.get("reference_method")  # whole | chunked (docs/gpu.md §3.1)
         _note_sdpa_backend(impl, record)
         subject = measure.Subject(problem=problem, impl=impl, inputs=inputs, step=step, settings=settings,
                                   deadline=deadline)

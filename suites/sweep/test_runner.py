@@ -67,7 +67,8 @@ def test_an_out_of_memory_float64_check_is_named_the_checks_not_the_implementati
         return real(problem, inputs, impl)
 
     monkeypatch.setattr(point, "_outputs", outputs)
-    record = measure_point(tiny("eager"), FAST)
+    # a layer point (an additive core's check would go in chunks instead: suites/correctness/test_reference_chunked)
+    record = measure_point(tiny("eager", scope="layer"), FAST)
     assert record["status"] == "oom"
     assert record["reason"].startswith(f"{REFERENCE_OOM} (reference): OutOfMemoryError: CUDA out of memory")
     assert record["time_median"] is None and record["samples"] is None
