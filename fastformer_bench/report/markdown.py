@@ -163,6 +163,7 @@ def render(summary: dict, runs: list[dict]) -> str:
              "`fastformer-bench report`; do not edit by hand.", "",
              "## Answer", "", " ".join(sections.decision.answer(summary, machine(runs))), ""]
     lines += sections.decision.section(summary, headline) + findings(summary)
+    lines += sections.process.section(summary, runs)  # "What your process gets": two allocator conditions or more
     lines += figures.section(summary["figures"], summary["baselines"]) + tables(summary)
     lines += conventions.section(summary, runs) + environment(runs)
     return "\n".join(lines).rstrip("\n") + "\n"

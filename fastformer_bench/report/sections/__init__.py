@@ -22,6 +22,7 @@ from fastformer_bench.report.sections import (
     noise,
     points,
     polynomial,
+    process,
     quantities,
     scaling,
     speedups,
@@ -32,7 +33,7 @@ from fastformer_bench.report.sections import (
 
 #: every analysis; each gives summary.json keys of its own
 ANALYSES = (points, decision, correctness, scaling, polynomial, speedups, streaming, crossovers, memory_limits,
-            flop_counters, throughput, fwd_bwd, columns, token_budget, quantities, noise, launch)
+            flop_counters, throughput, fwd_bwd, columns, token_budget, quantities, noise, launch, process)
 
 
 def summarize(frame: pd.DataFrame) -> dict:

@@ -1,0 +1,106 @@
+"""The report's "What your process gets" section (report/sections/process.py): per implementation and size, the
+time under each allocator condition, its ratio to warm, the remedy that closed most of a plain process's gap with
+its measured effect, the shares of the roof matching the reads and writes, and a reason by every share above
+100 %; absent (and no summary key) when the records hold one condition, as every committed report's do."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+from testkit.synthetic_results import run_env, synthetic_records, write_results
+
+from fastformer_bench.report import load, sections
+from fastformer_bench.report.sections import process
+
+#: seconds per condition at one size: plain worst, tcmalloc the best remedy (not thp, not warm)
+TIMES = {"plain": 0.100, "warm": 0.040, "thp": 0.060, "tcmalloc": 0.038}
+#: the roofs: a point reading 3e8 and writing 1e8 bytes needs 3e8 / 1e10 + 1e8 / 5e9 = 0.05 s at least
+READ_BW, WRITE_BW, READ, WRITTEN = 1e10, 5e9, 3e8, 1e8
+
+
+def _records(conditions=TIMES) -> list[dict]:
+    records = synthetic_records()
+    base = next(r for r in records if r["impl"] == "eager" and r["mode"] == "fwd" and r["scope"] == "core"
+                and r["seq_len"] == 2048 and r["width"] == 256 and r["columns"] == 3)
+    for condition, seconds in conditions.items():
+        r = copy.deepcopy(base)
+        r.update(seq_len=65536, point_id=f"eager-n65536-{condition}", time_median=seconds, time_p20=seconds,
+                 time_p80=seconds, samples=[seconds] * 3, bytes_read_min=READ, bytes_written_min=WRITTEN,
+                 bytes_min=READ + WRITTEN)
+        if condition != "warm":  # a point naming no condition is measured warm
+            r["allocator"] = condition
+        records.append(r)
+    return records
+
+
+def _env() -> dict:
+    return {**run_env(), "last_level_cache_bytes": 2**20,
+            "roofs": [{"device": "cpu", "threads": 2, "copy_bytes_per_s": 1e10, "read_bytes_per_s": READ_BW,
+                       "write_bytes_per_s": WRITE_BW, "write_method": "plain"}]}
+
+
+def test_one_condition_gives_no_section_and_no_summary_key(tmp_path):
+    frame, runs = load([str(write_results(tmp_path / "results", synthetic_records(), _env()))])
+    summary = sections.summarize(frame)
+    assert "process" not in summary
+    assert process.section(summary, runs) == []
+
+
+def test_times_ratios_to_warm_and_the_remedy_with_its_effect(tmp_path):
+    frame, runs = load([str(write_results(tmp_path / "results", _records(), _env()))])
+    summary = sections.summarize(frame)
+    found = summary["process"]
+    assert found["conditions"] == ["plain", "warm", "thp", "tcmalloc"]
+    (row,) = found["rows"]
+    assert row["impl"] == "eager" and row["seq_len"] == 65536
+    assert row["ratio_to_warm"] == {"plain": 2.5, "warm": 1.0, "thp": 1.5, "tcmalloc": 0.95}  # not 0.4 for plain
+    assert row["remedy"] == {"condition": "tcmalloc", "plain_over_remedy": 2.632}
+    text = "\n".join(process.section(summary, runs))
+    assert text.startswith("## What your process gets")
+    assert "100 ms (2.50×)" in text and "(0.400×)" not in text
+    assert "`LD_PRELOAD=libtcmalloc_minimal.so.4`: 2.63×" in text  # the table's remedy column
+    assert "`THP_MEM_ALLOC_ENABLE=1`:" not in text and "`MALLOC_MMAP_MAX_=0" not in text
+    assert "a plain process takes 100 ms, 2.50× the warm heap's 40 ms" in text
+    assert "brings it to 38 ms, 2.63× faster" in text
+
+
+def test_shares_against_the_matching_roof_and_why_above_100(tmp_path):
+    frame, runs = load([str(write_results(tmp_path / "results", _records(), _env()))])
+    summary = sections.summarize(frame)
+    (row,) = summary["process"]["rows"]
+    roof = _env()["roofs"][0]
+    assert abs(process.share(row, 0.1, roof) - 0.5) < 1e-12  # (0.03 + 0.02) / 0.1, not the copy roof's
+    text = "\n".join(process.section(summary, runs))
+    assert "100 ms (2.50×), 50 %" in text and "40 ms, 125 %" in text
+    above = [line for line in text.splitlines() if line.startswith("- Above 100 %")]
+    assert len(above) == 2 and all(process.WHY_STORES in line for line in above)  # warm 125 %, tcmalloc 132 %
+    assert "under warm reaches 125 %" in above[0] + above[1] and "under tcmalloc reaches 132 %" in text
+
+
+def test_inputs_in_the_cache_name_the_cache_as_the_reason(tmp_path):
+    env = {**_env(), "last_level_cache_bytes": 2**40}
+    frame, runs = load([str(write_results(tmp_path / "results", _records(), env))])
+    text = "\n".join(process.section(sections.summarize(frame), runs))
+    assert process.WHY_CACHE in text and process.WHY_STORES not in text
+
+
+def test_without_plain_there_is_no_remedy_and_without_roofs_no_share(tmp_path):
+    records = _records({"warm": 0.04, "thp": 0.05})
+    frame, runs = load([str(write_results(tmp_path / "results", records, run_env()))])
+    summary = sections.summarize(frame)
+    (row,) = summary["process"]["rows"]
+    assert "remedy" not in row and row["ratio_to_warm"]["thp"] == 1.25
+    text = "\n".join(process.section(summary, runs))
+    assert "Above 100 %" not in text and " %" not in text.split("| slice")[1]
+
+
+def test_the_whole_report_places_the_section_and_never_imports_torch(tmp_path):
+    results = write_results(tmp_path / "results", _records(), _env())
+    code = ("import sys; from fastformer_bench.report import build_report; "
+            f"build_report([{str(results)!r}], {str(tmp_path / 'report')!r}); "
+            "assert 'torch' not in sys.modules, 'the report imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert text.index("## Findings") < text.index("## What your process gets") < text.index("## Environment")
