@@ -1,10 +1,11 @@
 """The decision the probe report leads with: per task, what additive attention gives up against softmax
 attention, in points of accuracy, where the softmax control shows that the training worked.
 
-A task's row is its comparison (C = 3, from the report's headlines) with the largest gap among those where
-softmax reached the probe's sanity bar: the most that additive attention was seen to give up on a task the
-training can teach. Where softmax never reached the bar, the row is the comparison where it came closest, and
-its control fails: the probe cannot tell that task's cost.
+A task's row is its comparison (C = 3, from the report's headlines) with the largest gap among the conclusive
+ones: the most that additive attention was seen to give up on a task the training can teach. A comparison is
+conclusive where its cell is (probe_cells: the runner's ``cell_conclusive`` where the records carry it, else
+softmax's mean at the bar). Where no comparison of a task is conclusive, the row is the one where softmax came
+closest, and it states no difference: the probe cannot tell that task's cost.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from fastformer_bench.report import probe_cells
 from fastformer_bench.report.figures import legend, percent, save, style
 from fastformer_bench.report.fmt import count
 from fastformer_bench.report.fmt import pct as percentage
@@ -32,24 +34,34 @@ def where(h: dict, steps: int | None = None) -> str:
     return text + (f", {count(h['steps'])} steps" if h.get("steps") not in (None, steps) else "")
 
 
+def passed(h: dict, bar: float) -> bool:
+    """Whether a comparison's control passed: its cell's verdict where the headline carries one, else softmax's
+    mean at the bar."""
+    return bool(h["conclusive"]) if h.get("conclusive") is not None else h["softmax"] >= bar
+
+
 def decide(headlines: list[dict], kinds: dict[str, str], bar: float) -> list[dict]:
     """One row per task: its deciding comparison, whether its control passed, and the gaps over every comparison
     whose control passed."""
     rows = []
     for task in sorted({h["task"] for h in headlines}, key=lambda t: (kinds.get(t, ""), t)):
         mine = [h for h in headlines if h["task"] == task]
-        learned = [h for h in mine if h["softmax"] >= bar]
+        learned = [h for h in mine if passed(h, bar)]
         pool = learned or mine
         # the largest gap where the control passed (else where softmax came closest); ties: the longer N
         key = (lambda h: (h["gap_points"], h["seq_len"], h["pairs"])) if learned else \
             (lambda h: (h["softmax"], h["seq_len"], h["pairs"]))
         pick = max(pool, key=key)
         gaps = [h["gap_points"] for h in learned]
+        recorded = pick.get("conclusive") is not None and "extensions" in pick
+        control = {"bar": bar, "passed": passed(pick, bar),
+                   "every_seed": passed(pick, bar) if recorded else pick["softmax_range"][0] >= bar}
+        if recorded and not control["passed"] and pick.get("control_note"):  # older records: today's words
+            control["note"] = pick["control_note"]
+        extra = {k: pick[k] for k in ("lr", "extensions") if k in pick}
         rows.append({**{k: pick[k] for k in ("task", "seq_len", "width", "pairs", "steps", "additive", "softmax",
                                              "additive_range", "softmax_range", "seeds", "gap_points", "sweep")},
-                     "chance": pick.get("chance"), "kind": kinds.get(task),
-                     "control": {"bar": bar, "passed": pick["softmax"] >= bar,
-                                 "every_seed": pick["softmax_range"][0] >= bar},
+                     "chance": pick.get("chance"), "kind": kinds.get(task), "control": control, **extra,
                      "learned": len(learned), "compared": len(mine),
                      "gap_range": [min(gaps), max(gaps)] if gaps else None})
     return rows
@@ -61,15 +73,27 @@ def _control(row: dict) -> str:
         return "yes"
     if c["passed"]:
         return f"yes in the mean (lowest seed {pct1(row['softmax_range'][0])})"
+    if c.get("note"):
+        return f"no, inconclusive: {c['note']}"
     return f"no: softmax below {pct1(c['bar'])}" + (f" (chance {pct1(row['chance'])})" if row.get("chance") else "")
 
 
+def _budget(r: dict) -> dict:
+    """The chosen learning rates and the budget, where the records carry them."""
+    if "extensions" not in r and "lr" not in r:
+        return {}
+    lr = r.get("lr") or {}
+    return {"lr softmax / additive": f"{lr.get('softmax', '-')} / {lr.get('additive', '-')}",
+            "steps": probe_cells.budget(r["steps"], r.get("extensions"))}
+
+
 def table_rows(rows: list[dict], steps: int | None) -> list[dict]:
-    return [{"task": f"{r['task']} ({r['kind']})" if r.get("kind") else r["task"], "at": where(r, steps),
+    return [{"task": f"{r['task']} ({r['kind']})" if r.get("kind") else r["task"],
+             "at": where(r, r["steps"] if _budget(r) else steps), **_budget(r),
              "softmax": f"{pct1(r['softmax'])} [{pct1(r['softmax_range'][0])}–{pct1(r['softmax_range'][1])}]",
              "additive": f"{pct1(r['additive'])} [{pct1(r['additive_range'][0])}–{pct1(r['additive_range'][1])}]",
-             "difference (points)": f"{r['gap_points']:+.1f}", "chance": pct1(r.get("chance")),
-             "control passed ¹": _control(r),
+             "difference (points)": f"{r['gap_points']:+.1f}" if r["control"]["passed"] else "– (inconclusive)",
+             "chance": pct1(r.get("chance")), "control passed ¹": _control(r),
              "difference where the control passed": (f"{r['gap_range'][0]:+.1f} to {r['gap_range'][1]:+.1f} "
                                                      f"({r['learned']} of {r['compared']} comparisons)")
              if r["gap_range"] else f"– (0 of {r['compared']})"} for r in rows]
@@ -94,7 +118,13 @@ def answer(rows: list[dict], steps: int | None) -> list[str]:
                    f"{worst['gap_points']:.1f} points of accuracy where softmax learned the task: {worst['task']} "
                    f"{_against(worst)} at {where(worst, steps)}{also}.")
     failed = [r for r in rows if not r["control"]["passed"]]
-    if failed:
+    if any(r["control"].get("note") for r in failed):
+        said = "; ".join(f"{r['task']}: {r['control'].get('note') or 'softmax at most ' + pct1(r['softmax'])}"
+                         for r in failed)
+        out.append(f"No cell of {', '.join(r['task'] for r in failed)} is conclusive: the control never reached "
+                   f"{pct1(failed[0]['control']['bar'])} on every seed within the budget ({said}). The probe cannot "
+                   "tell what additive attention gives up there.")
+    elif failed:
         names = ", ".join(r["task"] for r in failed)
         best = "; ".join(f"{r['task']}: softmax at most {pct1(r['softmax'])}, chance {pct1(r.get('chance'))}"
                          for r in failed)
@@ -112,12 +142,17 @@ def figure(rows: list[dict], directory: Path, steps: int | None) -> list[dict]:
         fig = Figure(figsize=(8.6, 1.2 + 0.95 * len(rows)), layout="constrained")
         ax = fig.subplots()
         y = np.arange(len(rows))[::-1]
+        grey = [not r["control"]["passed"] for r in rows]
         for offset, mixer in ((0.18, "softmax"), (-0.18, "additive")):
             means = [r[mixer] for r in rows]
-            low = [r[mixer] - r[f"{mixer}_range"][0] for r in rows]
-            high = [r[f"{mixer}_range"][1] - r[mixer] for r in rows]
-            ax.barh(y + offset, means, height=0.34, color=MIXER_COLOURS[mixer], label=mixer, xerr=[low, high],
-                    error_kw={"ecolor": "#333333", "capsize": 3, "lw": 1})
+            # the mean of equal seeds can round past them: a whisker is never below zero
+            low = [max(0.0, r[mixer] - r[f"{mixer}_range"][0]) for r in rows]
+            high = [max(0.0, r[f"{mixer}_range"][1] - r[mixer]) for r in rows]
+            bars = ax.barh(y + offset, means, height=0.34, color=MIXER_COLOURS[mixer], label=mixer,
+                           xerr=[low, high], error_kw={"ecolor": "#333333", "capsize": 3, "lw": 1})
+            for patch, inconclusive in zip(bars.patches, grey):
+                if inconclusive:  # greyed: the control did not learn the task, the bars state no difference
+                    patch.set(facecolor=probe_cells.GREY, edgecolor=MIXER_COLOURS[mixer], hatch=probe_cells.HATCH)
         for yy, r in zip(y, rows):
             if r.get("chance") is not None:
                 ax.plot([r["chance"]] * 2, [yy - 0.42, yy + 0.42], color="black", lw=1.5)
@@ -125,6 +160,9 @@ def figure(rows: list[dict], directory: Path, steps: int | None) -> list[dict]:
         ax.set(xlim=(0, 1.02), xlabel="held-out accuracy (bar: mean over seeds; whiskers: lowest and highest seed)")
         percent(ax.xaxis)
         ax.grid(axis="y", visible=False)
-        legend(fig, [ax], [(ax.plot([], [], color="black", lw=1.5)[0], "chance")])
+        extra = [(ax.plot([], [], color="black", lw=1.5)[0], "chance")]
+        if any(grey):
+            extra.append(probe_cells.legend_entry(rows[0]["control"]["bar"]))
+        legend(fig, [ax], extra)
         return [save(fig, directory, "probe_decision", "What additive attention gives up, per task (the deciding "
                      "comparison of each)", "probe_decision")]

@@ -1,11 +1,13 @@
 """Capability beside speed: each mixer's probe accuracy joined with its time per token from a speed study.
 
-Per task, the comparison where the softmax control passed at the largest N (among those, the largest gap, as the
-decision rule picks): its accuracy per mixer beside the forward time per token (time_median / (batch · N)) of the
-speed records at the same width, or the nearest width measured (said so), and at the same N or the nearest N
-measured at that width (said so). Additive: the probe's own implementation (its records' ``impl``) and every other
-linear-time additive implementation measured; softmax: the probe's softmax implementation. Speed records: mode
-fwd, the attention core where measured (else the layer), batch 1, the fewest threads, the probe's dtype (float32).
+Per task, the conclusive comparison (probe_decision.passed: its control learned the cell) at the largest N (among
+those, the largest gap, as the decision rule picks); a task with none: the comparison where softmax came closest,
+joined greyed and stating no difference. Its accuracy per mixer sits beside the forward time per token
+(time_median / (batch · N)) of the speed records at the same width, or the nearest width measured (said so), and at
+the same N or the nearest N measured at that width (said so). Additive: the probe's own implementation (its
+records' ``impl``) and every other linear-time additive implementation measured; softmax: the probe's softmax
+implementation. Speed records: mode fwd, the attention core where measured (else the layer), batch 1, the fewest
+threads, the probe's dtype (float32).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import math
 
 from matplotlib.figure import Figure
 
+from fastformer_bench.report import probe_cells
 from fastformer_bench.report.figures import legend, percent, save, style, units
 from fastformer_bench.report.fmt import count, si, times
-from fastformer_bench.report.probe_decision import MIXER_COLOURS, pct1, where
+from fastformer_bench.report.probe_decision import MIXER_COLOURS, passed, pct1, where
 
 #: how the figure tells the additive implementations apart: the probe's own first (filled), the others by name
 MARKERS = ("o", "^", "D", "v", "P", "X")
@@ -68,20 +71,23 @@ def additive_impls(speed: list[dict]) -> list[str]:
                    and r.get("complexity") != "quadratic"})
 
 
-def _deciding(headlines: list[dict], task: str, bar: float) -> dict | None:
-    """The task's comparison where the control passed at the largest N (ties: the largest gap)."""
-    passed = [h for h in headlines if h["task"] == task and h["softmax"] >= bar]
-    return max(passed, key=lambda h: (h["seq_len"], h["gap_points"], h["pairs"])) if passed else None
+def _deciding(headlines: list[dict], task: str, bar: float) -> tuple[dict, bool]:
+    """The task's conclusive comparison at the largest N (ties: the largest gap), and True; where it has none,
+    the comparison where softmax came closest (ties: the larger N), and False."""
+    mine = [h for h in headlines if h["task"] == task]
+    learned = [h for h in mine if passed(h, bar)]
+    if learned:
+        return max(learned, key=lambda h: (h["seq_len"], h["gap_points"], h["pairs"])), True
+    return max(mine, key=lambda h: (h["softmax"], h["seq_len"], h["pairs"])), False
 
 
 def join(headlines: list[dict], frame_impls: dict[str, str], speed: list[dict], bar: float) -> list[dict]:
-    """One row per task whose control passed: accuracies and times per token; ``frame_impls``: the probe's
-    implementation per mixer (the records' ``impl`` of each)."""
+    """One row per task: accuracies and times per token, and whether the comparison is conclusive (an
+    inconclusive row states no difference); ``frame_impls``: the probe's implementation per mixer (the records'
+    ``impl`` of each)."""
     rows = []
     for task in sorted({h["task"] for h in headlines}):
-        h = _deciding(headlines, task, bar)
-        if h is None:
-            continue
+        h, conclusive = _deciding(headlines, task, bar)
         soft = time_per_token(speed, frame_impls["softmax"], h["width"], h["seq_len"])
         additive = [t for t in (time_per_token(speed, impl, h["width"], h["seq_len"], 3)
                                 for impl in sorted({frame_impls["additive"], *additive_impls(speed)})) if t]
@@ -90,6 +96,7 @@ def join(headlines: list[dict], frame_impls: dict[str, str], speed: list[dict], 
             t["probe_impl"] = t["impl"] == frame_impls["additive"]
         rows.append({**{k: h[k] for k in ("task", "seq_len", "width", "pairs", "steps", "additive", "softmax",
                                           "gap_points")},
+                     "conclusive": conclusive, "bar": bar, "control_note": h.get("control_note"),
                      "softmax_time": soft, "additive_times": additive})
     return rows
 
@@ -122,7 +129,7 @@ def table_rows(rows: list[dict], steps: int | None) -> list[dict]:
         out.append({
             "task": r["task"], "probe at": where(r, steps),
             "accuracy softmax / additive": f"{pct1(r['softmax'])} / {pct1(r['additive'])}",
-            "given up (points)": f"{r['gap_points']:+.1f}",
+            "given up (points)": f"{r['gap_points']:+.1f}" if r.get("conclusive", True) else "– (inconclusive)",
             "timed at": f"N = {count(soft['seq_len'])}, width {soft['width']}" if soft else "-",
             "softmax time/token": f"{si(soft['s_per_token'], 's')} ({soft['impl']})" if soft else "-",
             "additive time/token (probe's impl)": (f"{si(mine['s_per_token'], 's')} ({mine['impl']}), "
@@ -144,6 +151,12 @@ def sentences(rows: list[dict], steps: int | None) -> list[str]:
         if best and best is not mine:
             faster += f"; {times(best['faster'])} with {best['impl']}"
         note = "; ".join(_missing(r))
+        if not r.get("conclusive", True):
+            lines.append(f"{r['task']} at {where(r, steps)}: inconclusive ("
+                         f"{r.get('control_note') or 'softmax below ' + pct1(r.get('bar'))}), so no accuracy given "
+                         f"up is stated; additive attention takes {times(mine['faster'])} less time per token there "
+                         f"({mine['impl']}).")
+            continue
         lines.append(f"{r['task']} at {where(r, steps)}: additive attention buys {faster}) and gives up "
                      f"{r['gap_points']:.1f} points of accuracy ({pct1(r['additive'])} against "
                      f"{pct1(r['softmax'])})" + (f" ({note})." if note else "."))
@@ -161,19 +174,25 @@ def figure(rows: list[dict], directory, steps: int | None) -> list[dict]:
         panels = fig.subplots(1, len(rows), squeeze=False)[0]
         for ax, r in zip(panels, rows):
             soft = r["softmax_time"]
-            ax.scatter([soft["s_per_token"]], [r["softmax"]], marker="s", s=60, color=MIXER_COLOURS["softmax"],
-                       label=f"softmax ({soft['impl']})", zorder=3)
+            grey = not r.get("conclusive", True)  # greyed, one legend entry: the control did not learn the cell
+            greyed = {"color": probe_cells.GREY, "hatch": probe_cells.HATCH,
+                      "label": probe_cells.label(r.get("bar") or probe_cells.BAR)} if grey else {}
+            ax.scatter([soft["s_per_token"]], [r["softmax"]], marker="s", s=60, zorder=4, **{
+                "color": MIXER_COLOURS["softmax"], "label": f"softmax ({soft['impl']})", "edgecolors":
+                MIXER_COLOURS["softmax"], **greyed})
             xs = [soft["s_per_token"]]
             ordered = sorted(r["additive_times"], key=lambda t: (not t["probe_impl"], t["impl"]))
             for marker, t in zip(itertools.cycle(MARKERS), ordered):
-                ax.scatter([t["s_per_token"]], [r["additive"]], marker=marker, s=60,
-                           zorder=3, color=MIXER_COLOURS["additive"] if t["probe_impl"] else "white",
-                           edgecolors=MIXER_COLOURS["additive"], linewidths=1.5,
-                           label=f"additive ({t['impl']}" + (", the probe's)" if t["probe_impl"] else ")"))
+                ax.scatter([t["s_per_token"]], [r["additive"]], marker=marker, s=60, zorder=4, linewidths=1.5,
+                           edgecolors=MIXER_COLOURS["additive"], **{
+                               "color": MIXER_COLOURS["additive"] if t["probe_impl"] else "white",
+                               "label": f"additive ({t['impl']}" + (", the probe's)" if t["probe_impl"] else ")"),
+                               **greyed})
                 xs.append(t["s_per_token"])
             told = [f"{t['impl']}: {times(t['faster'])}" for t in
                     sorted(r["additive_times"], key=lambda t: -t["faster"] if t["faster"] else 0)]
-            told.append(f"accuracy given up: {r['gap_points']:.1f} points")
+            told.append(f"accuracy given up: {r['gap_points']:.1f} points" if not grey else
+                        "accuracy given up: inconclusive\n(control below the bar)")
             ax.text(0.5, 0.5, "faster than softmax\n" + "\n".join(told),
                     transform=ax.transAxes, ha="center", va="center", fontsize="small",
                     bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#BBBBBB"})
@@ -197,10 +216,12 @@ def section(rows: list[dict], inputs: list[str], steps: int | None, drawn: list[
         return []
     scopes = sorted({t["scope"] for r in rows for t in [r["softmax_time"], *r["additive_times"]] if t})
     return ["## Capability beside speed", "",
-            f"Per task, the comparison at the largest N where softmax reached the sanity bar, beside the forward "
+            f"Per task, the conclusive comparison (its control learned the cell) at the largest N, beside the forward "
             f"time per token (time / (batch · N), the {', '.join(scopes)} scope, batch 1, 1 thread, float32) that "
             f"the speed study {', '.join(inputs)} measured for each mixer's implementation at the same width and N, "
             "or at the nearest measured (the note says so). All additive implementations compute the same function, "
-            "so they share the additive model's accuracy; × faster is softmax's time per token over theirs.", "",
+            "so they share the additive model's accuracy; × faster is softmax's time per token over theirs. A task "
+            "with no conclusive comparison shows the one where softmax came closest, greyed, and states no "
+            "accuracy given up.", "",
             output.table(table_rows(rows, steps)), "", *(f"- {line}" for line in sentences(rows, steps)), "",
             *[line for f in drawn for line in (f"![{f['title']}]({f['file']})", "")]]

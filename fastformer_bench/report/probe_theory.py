@@ -10,6 +10,9 @@ key–value pair of MQAR. At a query whose pair is the one carried (1 in p) the 
 V is the number of values the task draws from, not the whole vocabulary: the generator
 (``probe.tasks.mqar``) keeps token 0 as filler, keys 1..K with K = ⌊(vocab − 1) / 2⌋, and values
 K + 1..vocab − 1, so V = vocab − 1 − ⌊(vocab − 1) / 2⌋ (32 for vocab 64, 65 for vocab 130); chance is 1 / V.
+
+Only conclusive cells (probe_cells: the control learned the cell) are placed against the ceiling in words; an
+inconclusive cell's additive accuracy says what the budget allowed, so it is named as such and greyed.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def cells(accuracy: list[dict]) -> list[dict]:
         found.append({**{k: r[k] for k in ("columns", "seq_len", "width", "pairs", "vocab", "steps")},
                       "values": v, "ceiling": bound, "additive": r["mean"],
                       "additive_range": [r["low"], r["high"]], "seeds": r["seeds"],
-                      "verdict": verdict(r["mean"], r["low"], r["high"], bound)})
+                      "verdict": verdict(r["mean"], r["low"], r["high"], bound),
+                      "conclusive": r.get("conclusive") is None or bool(r["conclusive"])})
     return found
 
 
@@ -57,7 +61,8 @@ def sentences(found: list[dict]) -> list[str]:
     """Where the measurement agrees with the ceiling, where it sits above or below it, and what that means."""
     if not found:
         return []
-    groups = {v: [c for c in found if c["verdict"] == v] for v in ("agrees", "above", "below")}
+    told = [c for c in found if c.get("conclusive", True)]
+    groups = {v: [c for c in told if c["verdict"] == v] for v in ("agrees", "above", "below")}
     vs = sorted({(c["vocab"], c["values"]) for c in found})
     lines = ["V here is the number of values, not the vocabulary: "
              + "; ".join(f"vocabulary {vocab} gives V = {v}" for vocab, v in vs) + "."]
@@ -66,15 +71,20 @@ def sentences(found: list[dict]) -> list[str]:
                      + ": there additive attention recalls about one pair and guesses the rest, as one pooled vector "
                      "per column predicts.")
     else:
-        lines.append("At no cell does the ceiling lie within the seeds' range.")
+        lines.append(f"At no {'conclusive ' if len(told) < len(found) else ''}cell does the ceiling lie within the "
+                     "seeds' range.")
     if groups["above"]:
         lines.append("Above it at " + "; ".join(map(_cell, groups["above"])) + ": more than one pair's worth "
                      "gets through (the models hold several pooled vectors, one per layer, column and head), so the "
                      "one-pair assumption understates additive attention there, though not by much.")
     if groups["below"]:
-        lines.append(f"Below it at {len(groups['below'])} of {len(found)} cells (the table's \"below\"): there the "
+        lines.append(f"Below it at {len(groups['below'])} of {len(told)} cells (the table's \"below\"): there the "
                      "model has not learned to carry even one pair within the budget or at that width, so the gap to "
                      "softmax there is partly the training's, not only the pooling's.")
+    if len(told) < len(found):
+        lines.append(f"{len(found) - len(told)} of {len(found)} cells are inconclusive (the table's "
+                     "\"inconclusive\", greyed in the figures): softmax attention did not learn them within the "
+                     "budget, so their additive accuracy is not set against the ceiling.")
     return lines
 
 
@@ -82,7 +92,8 @@ def table_rows(found: list[dict]) -> list[dict]:
     return [{"N": count(c["seq_len"]), "D": c["width"], "C": c["columns"], "pairs": c["pairs"],
              "steps": count(c["steps"]), "V": c["values"],
              "additive": f"{pct1(c['additive'])} [{pct1(c['additive_range'][0])}–{pct1(c['additive_range'][1])}]",
-             "ceiling": pct1(c["ceiling"]), "measured vs ceiling": c["verdict"]} for c in found]
+             "ceiling": pct1(c["ceiling"]),
+             "measured vs ceiling": c["verdict"] if c.get("conclusive", True) else "inconclusive"} for c in found]
 
 
 def section(found: list[dict]) -> list[str]:

@@ -90,8 +90,11 @@ def test_the_join_takes_the_largest_n_where_the_control_passed_and_says_what_was
     headlines = [_headline("mqar", 64, 64, 0.99, 0.16), _headline("mqar", 192, 64, 1.0, 0.04, pairs=64),
                  _headline("mqar", 192, 64, 0.99, 0.05, pairs=8), _headline("mqar", 1024, 64, 0.10, 0.03),
                  _headline("duplicate", 64, 64, 0.5, 0.5)]
-    (row,) = probe_speed.join(headlines, IMPLS, SPEED, 0.95)  # duplicate: the control never passed
-    assert (row["task"], row["seq_len"], row["pairs"]) == ("mqar", 192, 64)
+    inconclusive, row = probe_speed.join(headlines, IMPLS, SPEED, 0.95)  # duplicate: the control never passed
+    assert (inconclusive["task"], inconclusive["conclusive"]) == ("duplicate", False)
+    assert probe_speed.table_rows([inconclusive], 300)[0]["given up (points)"] == "– (inconclusive)"
+    assert "inconclusive" in probe_speed.sentences([inconclusive], 300)[0]
+    assert (row["task"], row["seq_len"], row["pairs"], row["conclusive"]) == ("mqar", 192, 64, True)
     assert {(t["width"], t["seq_len"]) for t in [row["softmax_time"], *row["additive_times"]]} == {(256, 256)}
     note = probe_speed.table_rows([row], 300)[0]["note"]
     assert note == "width 64 not measured, timed at width 256; N = 192 not measured, timed at N = 256"
