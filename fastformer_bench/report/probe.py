@@ -495,7 +495,8 @@ def _configuration(r: dict) -> dict:
     row.update({"accuracy": f"{pct1(r['mean'])} [{pct1(r['low'])}–{pct1(r['high'])}]", "seeds": r["seeds"],
                 "chance": pct1(r["chance"]), "control": "-" if conclusive is None else
                 "conclusive" if conclusive else "inconclusive",
-                "train time (median)": f"{r['train_s']:.1f} s"})
+                # a swept point's train_s is every run's (each learning rate, each round of its cell)
+                "train time, every run (median)" if "lr" in r else "train time (median)": f"{r['train_s']:.1f} s"})
     return row
 
 

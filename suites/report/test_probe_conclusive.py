@@ -151,6 +151,7 @@ def test_the_training_protocol_and_the_tables_come_from_the_settings_and_records
             "3", "3.1 %", "inconclusive"] in [row[:13] for row in table]
     assert ["topic", "additive", "3", "64", "64", "2", "-", "0.01", "300 (no extension)"] in [r[:9] for r in table]
     assert {row[12] for row in table} == {"conclusive", "inconclusive"}
+    assert "| train time, every run (median)" in report.split("## Accuracy per configuration")[1].splitlines()[2]
     accuracy = {(r["task"], r["mixer"], r["seq_len"]): r for r in summary["accuracy"]}
     assert accuracy[("mqar", "softmax", 256)]["extensions"] == 2 and accuracy[("mqar", "softmax", 256)]["lr"] == "0.003"
 
