@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testkit.attention_cases import make_case
+from testkit.attention_cases import make_case, registered
 
 import fastformer_bench as fb
 from fastformer_bench import api
 from fastformer_bench.impls import additive_stream as stream
 
-#: every registered additive implementation that runs on this CPU in float32, without compiling
-IMPLS = [name for name in fb.impls.names()
-         if fb.impls.get(name).family == fb.impls.ADDITIVE and not fb.impls.get(name).compiles
-         and fb.impls.get(name).unsupported_reason("cpu", torch.float32) is None]
+#: every registered additive implementation that does not compile (compiled takes eager's copy path); one that
+#: cannot run on this CPU is skipped with its reason
+IMPLS = registered(fb.impls.ADDITIVE, compiles=False)
 #: odd shapes (C, B, N, H, Dh, mask): N and Dh not multiples of 8, a padded batch, the vectorised float path
 CASES = [(3, 2, 37, 3, 5, "ragged"), (2, 1, 19, 2, 136, None), (4, 3, 45, 3, 16, "holes")]
 
