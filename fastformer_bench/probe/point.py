@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import InitVar, asdict, dataclass, replace
+from types import SimpleNamespace
 
 from fastformer_bench import axes, impls
 from fastformer_bench.probe import tasks
@@ -27,12 +28,14 @@ AXES: tuple[axes.Axis, ...] = (
     axes.Axis("width", int, axes.SHAPE, "model width D", default=64, minimum=1),
     axes.Axis("heads", int, axes.SHAPE, "heads H", default=4, minimum=1),
     axes.Axis("layers", int, axes.SHAPE, "blocks", default=2, minimum=1),
-    axes.Axis("pairs", int, axes.SHAPE, "key-value pairs (mqar)", default=8, minimum=1),
+    axes.Axis("pairs", int, axes.SHAPE, "key-value pairs (mqar, recall)", default=8, minimum=1),
     axes.Axis("vocab", int, axes.SHAPE, "vocabulary size (duplicate: at least 2N)", default=128, minimum=2),
     axes.Axis("seed", int, axes.SEED, "seed of the data, the initialisation and the batches", default=0),
     # Budget axes: a grid's own training budget, overriding the settings' value of the same name. At 0 (the
     # default) a point trains with the settings' value and its identity is what it was before the axis existed.
     axes.Axis("steps", int, BUDGET, "training steps (0: the settings' steps)", default=0, minimum=0),
+    axes.Axis("max_steps", int, BUDGET, "the cap an inconclusive cell is extended to (0: the settings')",
+              default=0, minimum=0),
 )
 BY_NAME = {axis.name: axis for axis in AXES}
 NAMES = tuple(BY_NAME)
@@ -56,6 +59,7 @@ class ProbePoint:
     vocab: int = 128
     seed: int = 0
     steps: int = 0
+    max_steps: int = 0
 
     def __post_init__(self) -> None:
         for axis in AXES:
@@ -93,29 +97,36 @@ class ProbePoint:
 
     @property
     def label(self) -> str:
-        extra = f" pairs={self.pairs}" if self.task == "mqar" else ""
+        extra = f" pairs={self.pairs}" if self.task in ("mqar", "recall") else ""
         columns = f" C={self.columns}" if self.mixer == "additive" else ""
         budget = "".join(f" {name}={getattr(self, name)}" for name in BUDGETS if getattr(self, name))
         return f"{self.task} {self.mixer}{columns} N={self.seq_len} D={self.width}{extra}{budget} seed={self.seed}"
 
 
-#: each numeric setting's range: counts from 1, rates and shares above 0, weight decay from 0
+#: each numeric setting's range: counts from 1, rates and shares above 0, weight decay from 0; 0 for max_steps
+#: and eval_every is "off" (no extension, no early stop)
 _RANGES = {"steps": Range(int, 1), "batch_tokens": Range(int, 1), "eval_examples": Range(int, 1),
-           "threads": Range(int, 1), "workers": Range(int, 1), "lr": Range(float, 0.0, False),
+           "val_examples": Range(int, 1), "threads": Range(int, 1), "workers": Range(int, 1),
+           "max_steps": Range(int, 0), "eval_every": Range(int, 0), "bar": Range(float, 0.0, False),
            "weight_decay": Range(float, 0.0), "topic_share": Range(float, 0.0, False),
            "time_limit_s": Range(float, 0.0, False)}
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """How every probe point trains: a fixed step budget, AdamW, a held-out set; each value range-checked."""
+    """How every probe point trains: a step budget, learning rates to sweep, AdamW, a validation split that picks
+    the rate, a held-out test set, the control's bar and the cap an inconclusive cell is extended to; each value
+    range-checked (docs/probe.md §3)."""
 
     steps: int = 400
     #: tokens per training batch: batch = max(1, batch_tokens // N) sequences, so every N sees as many tokens
     batch_tokens: int = 4096
-    lr: float = 3e-3
+    #: peak learning rates: every point trains once per rate; validation accuracy picks one per point
+    lrs: tuple[float, ...] = (3e-3,)
     weight_decay: float = 0.01
+    #: held-out test sequences (the record's accuracy) and validation sequences (which pick the rate)
     eval_examples: int = 512
+    val_examples: int = 256
     threads: int = 1
     #: points trained at once, each in its own process with ``threads`` threads
     workers: int = 1
@@ -123,11 +134,39 @@ class ProbeSettings:
     topic_share: float = 0.25
     #: a point still training after this long is stopped and recorded ``timeout``
     time_limit_s: float = 600.0
+    #: the accuracy the control must reach on every seed for a cell to be conclusive
+    bar: float = 0.95
+    #: the most steps an inconclusive cell is extended to (steps doubled while they stay <= it); 0 or a value
+    #: below a point's steps: no extension
+    max_steps: int = 0
+    #: validation every this many steps, stopping a run whose validation accuracy is 100 %; 0: never
+    eval_every: int = 0
+    #: the single learning rate of settings written before ``lrs`` (an old run.json): read as ``lrs = [lr]``
+    lr: InitVar[float | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, lr: float | None) -> None:
+        if lr is not None:  # an old run.json's one rate, checked under its own name
+            check_ranges(SimpleNamespace(lr=lr), {"lr": Range(float, 0.0, False)})
+            object.__setattr__(self, "lrs", (lr,))
+        lrs = self.lrs
+        if isinstance(lrs, (int, float)) or not isinstance(lrs, (list, tuple)) or not lrs:
+            raise ValueError(f"setting lrs must be a non-empty list of learning rates, got {lrs!r}.")
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0 or x == float("inf")
+               for x in lrs):
+            raise ValueError(f"setting lrs must hold learning rates > 0, got {list(lrs)!r}.")
+        if len(set(lrs)) != len(lrs):
+            raise ValueError(f"setting lrs must not repeat a rate, got {list(lrs)!r}.")
+        object.__setattr__(self, "lrs", tuple(float(x) for x in lrs))
         check_ranges(self, _RANGES)
         if self.topic_share >= 1:
             raise ValueError(f"setting topic_share is a share below 1, got {self.topic_share!r}.")
+        if self.bar > 1:
+            raise ValueError(f"setting bar is an accuracy of at most 1, got {self.bar!r}.")
+
+    @property
+    def cap(self) -> int:
+        """The most steps a cell trains for after its extensions."""
+        return max(self.max_steps, self.steps)
 
     def batch_for(self, seq_len: int) -> int:
         return max(1, self.batch_tokens // seq_len)

@@ -1,8 +1,9 @@
 """Synthetic tasks of the capability probe, generated in-process from a seed (no downloads).
 
-Two global tasks, which a pooled summary of the sequence can solve (``topic``, ``count``), and two pairwise ones,
-which need tokens compared with tokens (``mqar``, ``duplicate``). Every example set comes from a
-``torch.Generator``: the same seed gives the same tokens on every machine.
+Two global tasks, which a pooled summary of the sequence can solve (``topic``, ``count``), and pairwise ones,
+which need tokens compared with tokens (``mqar``, ``recall``; ``membership`` and ``duplicate``, which the softmax
+control does not learn at the probe's scale, stay generatable but are in no preset: docs/probe.md §2). Every
+example set comes from a ``torch.Generator``: the same seed gives the same tokens on every machine.
 
 A task returns a :class:`Batch`: ``tokens`` [E, N] (int64); ``targets`` [E] for sequence labels or [E, N] with
 ``IGNORE`` where a position has no label; ``relevant`` [E, N] bool, the tokens that carry the answer (topic words,
@@ -113,9 +114,65 @@ def duplicate(n: int, seq_len: int, vocab: int, g: torch.Generator, **_) -> Batc
     return Batch(tokens, labels, None)
 
 
-GENERATORS = {"topic": topic, "count": count, "mqar": mqar, "duplicate": duplicate}
+# -- membership (pairwise) ----------------------------------------------------------------------------------------
+def membership_queries(seq_len: int) -> int:
+    """Queries per sequence: N/16 (at least one), so every N gives as many labels per training batch."""
+    return max(1, seq_len // 16)
+
+
+def membership(n: int, seq_len: int, vocab: int, g: torch.Generator, **_) -> Batch:
+    """A context of N - 2Q tokens drawn from a random half of the content words (1..vocab-1), then Q pairs of the
+    marker (token 0) and a query word. Label at each query: does it occur in the context? Half the queries (a fair
+    coin each) are a word of the context, the others a content word the context lacks."""
+    queries = membership_queries(seq_len)
+    length, content = seq_len - 2 * queries, vocab - 1
+    subset = torch.rand(n, content, generator=g).argsort(dim=1)[:, :content // 2] + 1  # the words a context uses
+    context = subset.gather(1, torch.randint(content // 2, (n, length), generator=g))
+    present = torch.zeros(n, vocab, dtype=torch.bool)
+    present.scatter_(1, context, True)
+    labels = torch.randint(2, (n, queries), generator=g)
+    inside = context.gather(1, torch.randint(length, (n, queries), generator=g))  # a word of the context
+    # A word the context lacks: the highest of random scores over the absent content words.
+    scores = torch.rand(n, queries, vocab, generator=g).masked_fill(present[:, None, :], -1.0)
+    scores[:, :, 0] = -1.0  # the marker is no content word
+    outside = scores.argmax(-1)
+    asked = torch.where(labels.bool(), inside, outside)
+    tokens = torch.cat([context, torch.stack([torch.zeros_like(asked), asked], -1).reshape(n, 2 * queries)], 1)
+    targets = torch.full((n, seq_len), IGNORE, dtype=torch.long)
+    targets[:, length + 1::2] = labels
+    return Batch(tokens, targets, None)
+
+
+# -- recall (pairwise) --------------------------------------------------------------------------------------------
+def _recall_split(vocab: int) -> int:
+    """Token 0 marks a query; keys are 1..K, values K+1..2K and noise words 2K+1..vocab-1 (K = (vocab-1)//3)."""
+    return (vocab - 1) // 3
+
+
+def recall(n: int, seq_len: int, vocab: int, g: torch.Generator, pairs: int, **_) -> Batch:
+    """Noisy recall: ``pairs`` key-value bigrams at random places in a context of noise words (N - 2*pairs
+    tokens), then a query for each key in random order: the marker (token 0) and the key. The label at a query's
+    key is its value."""
+    k = _recall_split(vocab)
+    length = seq_len - 2 * pairs
+    keys = torch.rand(n, k, generator=g).argsort(dim=1)[:, :pairs] + 1  # distinct keys per sequence
+    values = 1 + k + torch.randint(k, (n, pairs), generator=g)
+    tokens = 1 + 2 * k + torch.randint(vocab - 1 - 2 * k, (n, length), generator=g)
+    starts = 2 * torch.rand(n, length // 2, generator=g).argsort(dim=1)[:, :pairs]  # distinct bigram slots
+    tokens.scatter_(1, starts, keys)
+    tokens.scatter_(1, starts + 1, values)
+    which = torch.rand(n, pairs, generator=g).argsort(dim=1)  # which pair each query asks for
+    queries = torch.stack([torch.zeros_like(keys), keys.gather(1, which)], -1).reshape(n, 2 * pairs)
+    targets = torch.full((n, seq_len), IGNORE, dtype=torch.long)
+    targets[:, length + 1::2] = values.gather(1, which)
+    return Batch(torch.cat([tokens, queries], 1), targets, None)
+
+
+GENERATORS = {"topic": topic, "count": count, "mqar": mqar, "recall": recall, "membership": membership,
+              "duplicate": duplicate}
 #: what a task needs, for the report: global tasks a pooled summary can solve; pairwise ones compare tokens
-KINDS = {"topic": "global", "count": "global", "mqar": "pairwise", "duplicate": "pairwise"}
+KINDS = {"topic": "global", "count": "global", "mqar": "pairwise", "recall": "pairwise", "membership": "pairwise",
+         "duplicate": "pairwise"}
 NAMES = tuple(GENERATORS)
 
 
@@ -133,6 +190,15 @@ def check(task: str, seq_len: int, vocab: int, pairs: int) -> None:
                              f"got {seq_len}.")
         if pairs > _mqar_split(vocab) or vocab - 1 - _mqar_split(vocab) < 2:
             raise ValueError(f"mqar with {pairs} pairs needs a vocabulary of at least {2 * pairs + 1}, got {vocab}.")
+    if task == "recall":
+        if 4 * pairs > seq_len:
+            raise ValueError(f"recall with {pairs} pairs needs seq_len >= {4 * pairs} (the pairs among noise, then "
+                             f"a marked query each), got {seq_len}.")
+        if pairs > _recall_split(vocab) or vocab - 1 - 2 * _recall_split(vocab) < 1:
+            raise ValueError(f"recall with {pairs} pairs needs a vocabulary of at least {3 * max(pairs, 1) + 1}, "
+                             f"got {vocab}.")
+    if task == "membership" and (vocab < 5 or seq_len < 4):
+        raise ValueError(f"membership needs a vocabulary of at least 5 and seq_len >= 4, got {vocab} and {seq_len}.")
     if task == "duplicate" and seq_len < 2:
         raise ValueError(f"duplicate needs seq_len >= 2, got {seq_len}.")
 
@@ -145,6 +211,10 @@ def shape(task: str, seq_len: int, vocab: int) -> TaskShape:
         return TaskShape(vocab, vocab, True, 1 / (vocab - 1 - _mqar_split(vocab)))
     if task == "duplicate":
         return TaskShape(duplicate_vocab(vocab, seq_len), 2, False, 0.5)
+    if task == "membership":
+        return TaskShape(vocab, 2, True, 0.5)
+    if task == "recall":
+        return TaskShape(vocab, vocab, True, 1 / _recall_split(vocab))
     return TaskShape(vocab, 2, False, 0.5)
 
 

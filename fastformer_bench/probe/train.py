@@ -1,8 +1,9 @@
-"""Train one probe point deterministically on the CPU and turn it into a record (docs/design.md §4.4).
+"""Train one probe point at one learning rate and step budget, deterministically on the CPU: one run of the
+sweep that the runner turns into a record (docs/probe.md §3).
 
-Determinism: the initialisation, every training batch and the held-out set come from generators seeded by the
-point's seed alone; the thread count is fixed by the settings and torch's deterministic algorithms are on. The
-same point on the same machine gives the same accuracy, bit for bit.
+Determinism: the initialisation, every training batch, the validation set and the held-out test set come from
+generators seeded by the point's seed alone; the thread count is fixed by the settings and torch's deterministic
+algorithms are on. The same point, rate and steps on the same machine give the same accuracy, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from fastformer_bench.probe import tasks
 from fastformer_bench.probe.model import ProbeModel, parameter_count
 from fastformer_bench.probe.point import ProbePoint, ProbeSettings
 
-#: seed offsets: the held-out set never overlaps the training stream (which draws seed*OFFSET + step)
-EVAL_OFFSET, STREAM_OFFSET = 999_983, 1_000_003
+#: seed offsets: the held-out test set (seed*EVAL_OFFSET + 1) and the validation set (seed*VAL_OFFSET) never
+#: overlap each other or the training stream (seed*STREAM_OFFSET + 2 + step) for seeds below 40,000
+EVAL_OFFSET, STREAM_OFFSET, VAL_OFFSET = 999_983, 1_000_003, 999_979
 #: sequences the static-query analysis looks at, and the longest sequence whose weights a record keeps whole
 AUC_EXAMPLES, EXAMPLE_MAX_LEN = 64, 256
 
@@ -91,10 +93,19 @@ def static_query_analysis(model: ProbeModel, batch: tasks.Batch) -> dict:
     return {"query_auc": auc, "query_auc_mean": float(np.mean(values)) if values else None, "example": example}
 
 
-def train_point(point: ProbePoint, settings: ProbeSettings) -> dict:
-    """Train and evaluate ``point`` (with its own budget where its grid set one: ``point.budget(settings)``); the
-    record's measured fields (the caller adds identity and status)."""
+def validation_set(point: ProbePoint, settings: ProbeSettings) -> tasks.Batch:
+    """The point's validation split: its own seed stream, never a training batch or the test set."""
+    return _examples(point, settings.val_examples, point.seed * VAL_OFFSET, settings)
+
+
+def train_point(point: ProbePoint, settings: ProbeSettings, lr: float | None = None,
+                steps: int | None = None) -> dict:
+    """Train and evaluate ``point`` at peak rate ``lr`` (default: the first of ``settings.lrs``) for ``steps``
+    (default: its budget, the grid's or the settings'); the run's measured fields (the caller adds identity and
+    status). ``steps_run`` is below ``steps`` where the early stop (``eval_every``) found 100 % on validation."""
     settings = point.budget(settings)
+    lr = settings.lrs[0] if lr is None else lr
+    steps = settings.steps if steps is None else steps
     shape = tasks.shape(point.task, point.seq_len, point.vocab)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(settings.threads)
@@ -104,12 +115,14 @@ def train_point(point: ProbePoint, settings: ProbeSettings) -> dict:
         model = ProbeModel(mixer=point.mixer, impl=point.implementation, vocab=shape.vocab, classes=shape.classes,
                            per_position=shape.per_position, seq_len=point.seq_len, width=point.width,
                            heads=point.heads, layers=point.layers, columns=point.columns)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, settings.steps))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, steps))
         held_out = _examples(point, settings.eval_examples, point.seed * EVAL_OFFSET + 1, settings)
+        validation = validation_set(point, settings)
         started = time.perf_counter()
         model.train()
-        for step in range(settings.steps):
+        done = 0
+        for step in range(steps):
             batch = _examples(point, settings.batch_for(point.seq_len), point.seed * STREAM_OFFSET + step + 2, settings)
             loss = _loss(model(batch.tokens), batch.targets)
             optimizer.zero_grad(set_to_none=True)
@@ -117,15 +130,24 @@ def train_point(point: ProbePoint, settings: ProbeSettings) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
+            done = step + 1
             if time.perf_counter() - started > settings.time_limit_s:
-                raise TimeoutError(f"stopped after step {step + 1} of {settings.steps}: over the "
+                raise TimeoutError(f"stopped after step {done} of {steps}: over the "
                                    f"{settings.time_limit_s:g} s limit")
-        train_s = time.perf_counter() - started
+            if settings.eval_every and done % settings.eval_every == 0 and done < steps:
+                model.eval()
+                solved = _accuracy(model, validation)[0] == 1.0  # mixer-blind: the same rule for every run
+                model.train()
+                if solved:
+                    break
         model.eval()
+        val_accuracy = _accuracy(model, validation)[0]
+        train_s = time.perf_counter() - started
         accuracy, held_out_loss = _accuracy(model, held_out)
-        return {"accuracy": accuracy, "chance": shape.chance, "loss": held_out_loss, "train_loss": loss.item(),
-                "train_s": train_s, "steps": settings.steps, "params": parameter_count(model),
-                "task_kind": tasks.KINDS[point.task], **static_query_analysis(model, held_out)}
+        return {"accuracy": accuracy, "val_accuracy": val_accuracy, "chance": shape.chance, "loss": held_out_loss,
+                "train_loss": loss.item(), "train_s": train_s, "steps": steps, "steps_run": done, "lr": lr,
+                "params": parameter_count(model), "task_kind": tasks.KINDS[point.task],
+                **static_query_analysis(model, held_out)}
     finally:  # the caller's process as it was (a test session, a notebook)
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
