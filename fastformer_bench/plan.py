@@ -9,7 +9,7 @@ A point's wall time is mostly not its timed call. The model follows ``point.meas
   before, every value was drawn in float64 on one host thread, twice, and copied over (``FIRST_SESSION_HOST``);
 - **compile**: the first call of a compiling implementation, timed apart: a Triton JIT per kernel variant, or
   torch.compile per shape, dtype and mode (tens of times slower);
-- **check**: one call of the point and one of its float64 reference (``point.reference_for``), and the comparison;
+- **check**: one call of the point and one of its float64 reference (``references.reference_for``), and the comparison;
   for an additive core whose whole check would not fit (``check_method``), the chunked check instead
   (``reference_chunked``: a few passes over N, one chunk's float64 values held at a time);
 - **timing** (measure/timing.py, measure/cuda_timing.py): warm-up, the sampler's set-up (three calls, and a graph's
@@ -33,16 +33,7 @@ result.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-
-from fastformer_bench import axes, presets
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -383,7 +374,7 @@ def plan_point(problem, settings, device: DeviceModel, compiled: set, host: Host
     """The prediction for one CUDA point; ``compiled`` holds what earlier points of the process compiled; ``host``
     the harness's costs (FIRST_SESSION_HOST for the code that drew inputs on the host)."""
     from fastformer_bench import impls
-    from fastformer_bench.point import reference_for
+    from fastformer_bench.references import reference_for
 
     impl = impls.get(problem.impl)
     ref_name = reference_for(problem)
@@ -463,68 +454,6 @@ def peak_bytes(problem, impl, ref, device: DeviceModel, method: str = "whole") -
     cold = _method(problem, "cache") in (None, "cold")
     timing = point_in + 2 * working_bytes(problem, impl) + (2 * device.l2_bytes if cold else 0)
     return max(own, point_in + kept + check, timing) + HOST.context_bytes
-
-
-# ---------------------------------------------------------------------------------------------- a preset's plan
-
-
-def expected_oom(preset_path: Path | None, device: str) -> list[dict]:
-    """The preset's ``[[expect_oom]]`` selectors that apply on ``device``: points measured on purpose past the
-    device's memory (each key an axis and its values; ``device_model`` limits a selector to those models)."""
-    if preset_path is None or not preset_path.exists():
-        return []
-    tables = tomllib.loads(preset_path.read_text()).get("expect_oom", [])
-    found = []
-    for table in tables:
-        unknown = sorted(set(table) - {*axes.NAMES, "device_model"}) if isinstance(table, dict) else None
-        if unknown is None or unknown or not all(isinstance(v, list) for v in table.values()):
-            raise ValueError(f"preset {preset_path}: each [[expect_oom]] must be a table of axis lists"
-                             f"{f' (unknown: {unknown})' if unknown else ''}.")
-        models = table.get("device_model", list(DEVICES))
-        if device in models:
-            found.append({key: values for key, values in table.items() if key != "device_model"})
-    return found
-
-
-def _selected(problem, selector: dict) -> bool:
-    return all(getattr(problem, key, None) in values for key, values in selector.items())
-
-
-def _preset_path(name_or_path: str) -> Path | None:
-    """The TOML file presets.load reads for ``name_or_path``."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.exists():
-        return path
-    path = presets.HERE / f"{name_or_path}.toml"
-    return path if path.exists() else None
-
-
-def plan_preset(name_or_path: str, device: str = DEFAULT_DEVICE, overrides: dict | None = None,
-                settings: dict | None = None) -> Plan:
-    """The plan of a preset's points (with the run's axis overrides, lists or command-line text, and setting
-    changes) on a device model, in the order a sweep measures them, in one process."""
-    if device not in DEVICES:
-        raise ValueError(f"unknown device model {device!r}; known: {', '.join(DEVICES)}.")
-    preset = presets.load(name_or_path)
-    if preset.kind != "speed":
-        raise ValueError(f"--dry-run plans speed presets; {preset.name!r} is a {preset.kind} preset.")
-    chosen = presets.settings_for(preset, **(settings or {}))
-    parsed = {name: axes.get(name).parse(values) if isinstance(values, str) else list(values)
-              for name, values in (overrides or {}).items()}
-    problems, skipped = presets.expand(preset, parsed)
-    selectors = expected_oom(_preset_path(name_or_path), device)
-    model, compiled = DEVICES[device], set()
-    points, unplanned = [], []
-    for problem in problems:
-        if problem.device != "cuda":
-            unplanned.append((problem, "a CPU point: the plan models GPU points only"))
-            continue
-        planned = plan_point(problem, chosen, model, compiled)
-        if any(_selected(problem, selector) for selector in selectors):
-            planned.expected = "oom"
-        points.append(planned)
-    return Plan(preset=preset.name, device=model, points=points, skipped=skipped, unplanned=unplanned,
-                time_limit_s=chosen.time_limit_s)
 
 
 # ---------------------------------------------------------------------------------------------- text

@@ -29,14 +29,13 @@ from fastformer_bench.measure.env import cpu_model
 from fastformer_bench.measure.threads import threads_set
 from fastformer_bench.problem import Inputs, Problem, make_inputs, make_step
 from fastformer_bench.ranges import Range, check_ranges
+from fastformer_bench.references import REFERENCE_BUDGET_BYTES, reference_for  # noqa: F401 (the point API)
 from fastformer_bench.results import REFERENCE_OOM, new_record
 
 #: the axes that say how a point is measured (timing, cache): CUDA points only
 METHOD_AXES = axis_table.names(axis_table.METHOD)
 #: max |out - ref| / max |ref| allowed, by the dtype the implementation ran in (the reference runs in float64)
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 5e-3, "bfloat16": 4e-2}
-#: the quadratic ground truth materialises B·H·N² float64 weights; above this it is not "affordable"
-REFERENCE_BUDGET_BYTES = 2 * 2**30
 
 
 #: each numeric setting's range (ranges.Range: type, lowest value, whether it is allowed, whether None is)
@@ -105,17 +104,6 @@ def device_name(device: str) -> str:
     return cpu_model() or platform.processor() or "cpu"
 
 
-def reference_for(problem: Problem) -> str:
-    """The implementation a point is checked against: the quadratic ground truth when affordable."""
-    truth = registry.get(registry.get(problem.impl).reference)
-    pairwise = problem.batch * problem.heads * problem.seq_len**2 * 8
-    if truth.quadratic and truth.fallback_reference and pairwise * 2 > REFERENCE_BUDGET_BYTES:
-        # The fallback may be the point's own implementation: then the float64 run checks the low-precision
-        # one's numerics, and the correctness suite is what ties that implementation to the reference.
-        return truth.fallback_reference
-    return truth.name
-
-
 def _reference_inputs(problem: Problem, inputs: Inputs, ref_impl: str) -> Inputs:
     """The point's own inputs upcast to float64, where they are (on the device for a CUDA point), so the check
     sees only the implementation's error on exactly the values that are timed; nothing is drawn again.
@@ -151,12 +139,26 @@ def _outputs(problem: Problem, inputs: Inputs, impl: str) -> list[torch.Tensor]:
     return tensors
 
 
+def check_method(problem: Problem, ref_impl: str) -> str:
+    """CHUNKED where the point is eligible and the whole check (its float64 copies, its reference's working set and
+    the comparison: plan.whole_check_bytes) would take more than WHOLE_SHARE of the room left, else WHOLE. A whole
+    check that runs out of memory all the same is redone in chunks (check_correctness)."""
+    if not reference_chunked.eligible(problem):
+        return reference_chunked.WHOLE
+    from fastformer_bench.plan import whole_check_bytes
+
+    room = reference_chunked.room_bytes(problem.device)
+    need = whole_check_bytes(problem, registry.get(ref_impl))
+    return reference_chunked.CHUNKED if room is not None and need > reference_chunked.WHOLE_SHARE * room \
+        else reference_chunked.WHOLE
+
+
 def check_correctness(problem: Problem, inputs: Inputs) -> dict:
     """Compare the point's outputs (and gradients in fwd_bwd) with its reference in float64: the whole reference on
     float64 copies of the inputs, or, for an additive core whose whole check would not fit in the memory left
     (or ran out of it), the chunked one (reference_chunked); ``reference_method`` says which."""
     ref_impl = reference_for(problem)
-    method = reference_chunked.method_for(problem, ref_impl)
+    method = check_method(problem, ref_impl)
     got = _outputs(problem, inputs, problem.impl)
     pairs = None
     if method == reference_chunked.WHOLE:

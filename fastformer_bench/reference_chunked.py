@@ -51,20 +51,6 @@ def room_bytes(device: str) -> int | None:
     return memory_cap.memory_headroom_bytes()
 
 
-def method_for(problem, ref_impl: str) -> str:
-    """CHUNKED where the point is eligible and the whole check (its float64 copies, its reference's working set and
-    the comparison: plan.whole_check_bytes) would take more than WHOLE_SHARE of the room left, else WHOLE. A whole
-    check that runs out of memory all the same is redone in chunks (point.check_correctness)."""
-    if not eligible(problem):
-        return WHOLE
-    from fastformer_bench import impls
-    from fastformer_bench.plan import whole_check_bytes
-
-    room = room_bytes(problem.device)
-    need = whole_check_bytes(problem, impls.get(ref_impl))
-    return CHUNKED if room is not None and need > WHOLE_SHARE * room else WHOLE
-
-
 def chunk_tokens(batch: int, width: int, budget: int = CHUNK_BYTES) -> int:
     """Tokens per chunk so that a chunk's float64 temporaries stay within ``budget`` bytes."""
     return max(1, budget // (_CHUNK_TENSORS * 8 * batch * width))

@@ -58,8 +58,8 @@ ENERGY = ("energy_j",)
 #: (only those with a value in this record); a plugin meter adds its own fields this way
 SHOWN = ("quantities",)
 #: fields beyond docs/design.md §4.1's list, kept alongside (never required by readers)
-EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "flops_notes", "gpu_clocks",
-         "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention",
+EXTRA = ("preset", "calls_per_sample", "timing_method", "tolerance", "reference_impl", "reference_method",
+         "flops_notes", "gpu_clocks", "timing_attempts", "rejected_samples", "revisits", "revisit_note", "contention",
          # the node that measured the point, in a cluster run (its environment: run.json hosts[host])
          "host",
          # bytes/s of a copy past the cache right after the point was timed (measure/bandwidth.py; CPU points

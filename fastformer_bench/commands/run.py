@@ -121,8 +121,9 @@ def _paragraph(summary: dict) -> str:
 def _dry_run(args: argparse.Namespace, overrides: dict, settings: dict) -> int:
     """``run --dry-run``: the plan of the request (fastformer_bench/plan.py), nothing measured or written."""
     from fastformer_bench import plan
+    from fastformer_bench.plan_preset import plan_preset
 
-    found = plan.plan_preset(args.preset, args.dry_run, overrides=overrides,
+    found = plan_preset(args.preset, args.dry_run, overrides=overrides,
                              settings={k: v for k, v in settings.items() if v is not None})
     print("\n".join(plan.format_plan(found)))
     return 1 if found.over_memory() or found.over_time_limit() else 0

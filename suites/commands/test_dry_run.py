@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fastformer_bench import axes, cli, impls, plan, presets
+from fastformer_bench import axes, cli, impls, plan, plan_preset, presets
 from fastformer_bench.point import Settings
 from fastformer_bench.problem import Problem
 
@@ -25,7 +25,7 @@ POINT_LINE = re.compile(r"^\s*\d+\s+\S+\s+(bfloat16|float16|float32|float64)\s+(
 @pytest.mark.parametrize("device", sorted(plan.DEVICES))
 def test_the_gpu_session_plans_every_point_within_the_budget_and_the_memory(device):
     problems, skipped = presets.expand(presets.load("gpu"))
-    found = plan.plan_preset("gpu", device)
+    found = plan_preset.plan_preset("gpu", device)
     assert [p.problem.point_id for p in found.points] == [p.point_id for p in problems] and not skipped
     assert {p.problem.device for p in found.points} == {"cuda"}
     assert found.total_s <= COMMAND_LIMIT_S
@@ -113,7 +113,7 @@ def test_a_point_above_the_gpu_memory_fails_the_dry_run_unless_the_preset_expect
     assert cli.main(["run", "--preset", str(expected), "--dry-run", "h100"]) == 0
     out = capsys.readouterr().out
     assert "expected oom" in out and "1 expected oom" in out
-    found = plan.plan_preset(str(expected), "h100")
+    found = plan_preset.plan_preset(str(expected), "h100")
     assert [p.expected for p in found.points] == [None, "oom"] and not found.over_memory()
     typo = _huge_preset(tmp_path, '[[expect_oom]]\nseq_lens = [2097152]\n')
     assert cli.main(["run", "--preset", str(typo), "--dry-run"]) == 2
