@@ -35,9 +35,13 @@ def series(filed: list[dict], normalize: bool = False) -> dict[str, dict]:
     """Per point label: commits, medians and p20/p80 in history order (memory-bound points, those whose data
     outgrow the last-level cache, scaled to the first run's bandwidth with ``normalize``), and ``reasons``: None
     for a measured commit, else why it has no value (a point filed with another status, or a commit filed as
-    failed: a gap in every series of its folder)."""
+    failed: a gap in every series of its folder). A commit filed more than once counts once: the run with its
+    lowest median, the one least disturbed by other work on the machine (timeit's rule for repeats)."""
     reference = next((e["copy_bytes_per_s"] for e in filed if e.get("copy_bytes_per_s")), None)
     labels = list(dict.fromkeys(p["label"] for e in filed for p in e.get("points", [])))
+    # whether a point outgrows the cache is the point's, on one machine: an entry filed before the cache size was
+    # recorded takes it from one that has it (else every linear point counts as memory-bound)
+    bound_of = {p["label"]: p["memory_bound"] for e in filed for p in e.get("points", []) if "memory_bound" in p}
     found: dict[str, dict] = {}
     for entry in filed:
         scale = 1.0
@@ -47,17 +51,25 @@ def series(filed: list[dict], normalize: bool = False) -> dict[str, dict]:
         if entry.get("status", "ok") != "ok" and not points:
             points = [{"label": label, "status": entry["status"], "reason": entry.get("reason")} for label in labels]
         for point in points:
-            # entries filed before the cache size was recorded: every linear point counted as memory-bound
-            bound = point.get("memory_bound", point.get("complexity") == "linear")
+            bound = bound_of.get(point["label"], point.get("complexity") == "linear")
             factor = scale if bound else 1.0
             line = found.setdefault(point["label"], {"commits": [], "median": [], "p20": [], "p80": [],
                                                      "reasons": [], "unit": point.get("unit", "s")})
-            line["commits"].append(entry["commit"])
             ok = point.get("status", "ok") == "ok"
-            line["reasons"].append(None if ok else f"{point.get('status')}: {point.get('reason') or 'no reason'}")
-            for name in ("median", "p20", "p80"):
-                value = point.get(name) if ok else None
-                line[name].append(None if value is None else value * factor)
+            values = {name: None if not ok or point.get(name) is None else point[name] * factor
+                      for name in ("median", "p20", "p80")}
+            reason = None if ok else f"{point.get('status')}: {point.get('reason') or 'no reason'}"
+            if line["commits"] and line["commits"][-1] == entry["commit"]:
+                kept = line["median"][-1]
+                if values["median"] is None or (kept is not None and kept <= values["median"]):
+                    continue  # the same commit again: its better run stays
+                for name in ("median", "p20", "p80", "reasons"):
+                    line[name].pop()
+                line["commits"].pop()
+            line["commits"].append(entry["commit"])
+            line["reasons"].append(reason)
+            for name, value in values.items():
+                line[name].append(value)
     return found
 
 

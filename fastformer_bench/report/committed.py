@@ -2,7 +2,7 @@
 it) and nothing else, so each can be regenerated, and checked to regenerate byte for byte.
 
 A speed or probe run goes through ``build_report``; a performance history (reports/<name>/history.json) through
-``history.show`` with the options its history.json records.
+``history.show`` and its interactive pages (html/) with the options its history.json records.
 """
 
 from __future__ import annotations
@@ -29,10 +29,14 @@ def regenerate(root: str | Path, name: str, out: str | Path) -> tuple[str, ...]:
     recorded = root / "reports" / name / "history.json"
     if recorded.exists():
         from fastformer_bench import history
+        from fastformer_bench.history import html
 
         options = json.loads(recorded.read_text())
         history.show(root / "results" / name, out, normalize=options["normalized"], margin=options["margin"])
-        return HISTORY_FILES
+        # the interactive pages beside it, links to commits only where a `commit_url` template is recorded
+        pages = html.write(root / "results" / name, out / "html", normalize=options["normalized"],
+                           margin=options["margin"], commit_url=options.get("commit_url"))
+        return (*HISTORY_FILES, "html/index.html", *(f"html/{p.name}" for p in pages))
     from fastformer_bench.report import build_report
 
     build_report([str(root / "results" / n) for n in (name, *BESIDE.get(name, ()))], str(out))

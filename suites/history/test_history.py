@@ -170,3 +170,15 @@ def test_normalize_scales_only_the_points_whose_data_outgrow_the_cache(tmp_path)
         factor = scaled[label]["median"][1] / line["median"][1]
         # the second run had twice the bandwidth: only the point past the cache is scaled (by 2), in-cache is not
         assert factor == pytest.approx(2.0 if "N=2048" in label else 1.0), label
+
+
+def test_a_commit_filed_twice_counts_once_with_its_better_run(tmp_path):
+    store = tmp_path / "history"
+    for index, (commit, factor) in enumerate([(0, 1.0), (1, 1.5), (1, 1.1), (2, 1.0)]):
+        history.add(_filed_run(tmp_path, index, factor, git_commit=COMMITS[commit]), store)
+    filed = next(iter(history.entries(store).values()))
+    assert len(filed) == 4
+    for line in history.series(filed).values():
+        assert line["commits"] == COMMITS[:3]  # one value per commit, in history order
+        first, repeated, _ = line["median"]
+        assert repeated == pytest.approx(1.1 * first)  # the less disturbed of the two runs, not their mean or last
