@@ -400,9 +400,10 @@ def _conditions(settings: dict, runs: list[dict]) -> list[str]:
 
 def _lr_words(settings: dict) -> str:
     """The settings' one learning rate, or, where they sweep several, where each point's comes from."""
-    if settings.get("lrs"):
+    lrs = settings.get("lrs") or []
+    if len(lrs) > 1:
         return "chosen per point by validation accuracy (Training protocol)"
-    return str(settings.get("lr", "?"))
+    return f"{float(lrs[0]):g}" if lrs else str(settings.get("lr", "?"))
 
 
 def _lr_list(values) -> str:
@@ -411,11 +412,12 @@ def _lr_list(values) -> str:
 
 def protocol(settings: dict, bar: float) -> list[str]:
     """The Training protocol paragraph, from run.json's settings (lrs, val_examples, bar, steps, max_steps); none
-    for runs of one learning rate and no extensions."""
-    if not settings.get("lrs") and not settings.get("max_steps"):
+    for runs of one learning rate and no extensions (a cap at or below the steps)."""
+    swept = len(settings.get("lrs") or []) > 1
+    if not swept and (settings.get("max_steps") or 0) <= (settings.get("steps") or 0):
         return []
     said = []
-    if settings.get("lrs"):
+    if swept:
         said.append(f"Every point (a mixer, its columns and a seed) trains at each learning rate of "
                     f"{_lr_list(settings['lrs'])} and keeps the one with the highest accuracy on "
                     f"{count(settings['val_examples']) if settings.get('val_examples') else 'the'} validation "
@@ -423,7 +425,7 @@ def protocol(settings: dict, bar: float) -> list[str]:
     said.append(f"A cell (the points that differ only in mixer, implementation, columns and seed) is conclusive "
                 f"when its control reaches {pct1(bar)} on every seed: softmax attention on pairwise tasks, both "
                 "mixers on global tasks.")
-    if settings.get("max_steps"):
+    if (settings.get("max_steps") or 0) > (settings.get("steps") or 0):
         said.append(f"An inconclusive cell trains again with its steps doubled (an extension), from the grid's "
                     f"budget ({count(settings['steps']) if settings.get('steps') else '?'} steps unless the grid "
                     f"set its own) up to the cap of {count(settings['max_steps'])} steps; the tables give each "

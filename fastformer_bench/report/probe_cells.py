@@ -104,9 +104,9 @@ def mark(frame: pd.DataFrame, bar: float, cap: int | None) -> pd.DataFrame:
 
 
 def lr_text(values) -> str:
-    """The chosen learning rates of a group's seeds: '0.003', or '0.001 / 0.003' where seeds chose differently."""
+    """The chosen learning rates of a group's seeds: '0.003', or '0.001, 0.003' where seeds chose differently."""
     found = sorted({float(v) for v in values if v is not None and not pd.isna(v)})
-    return " / ".join(f"{v:g}" for v in found) if found else "-"
+    return ", ".join(f"{v:g}" for v in found) if found else "-"
 
 
 def columns(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
