@@ -84,6 +84,8 @@ assert CONDITIONS == (PLAIN, WARM, THP, JEMALLOC, TCMALLOC)
 DEFAULT_CONDITION = WARM
 #: the shared library each preloaded condition puts in LD_PRELOAD (Debian: libjemalloc2, libtcmalloc-minimal4)
 PRELOADS = {JEMALLOC: "libjemalloc.so.2", TCMALLOC: "libtcmalloc_minimal.so.4"}
+#: the Debian package that installs each of them
+PACKAGES = {JEMALLOC: "libjemalloc2", TCMALLOC: "libtcmalloc-minimal4"}
 #: read by torch's CPU allocator when it first allocates: 2 MiB-aligned blocks madvise(MADV_HUGEPAGE)d
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -140,11 +142,9 @@ def unsupported_reason(condition: str, *, setting: str = THP_SETTING) -> str | N
             return (f"transparent huge pages are {'unavailable' if mode is None else mode!r} in this kernel "
                     f"({setting}), so torch's {THP_ENV}=1 cannot get them")
     if condition in PRELOADS and find_library(PRELOADS[condition]) is None:
-        return f"{PRELOADS[condition]} is not installed (Debian: apt-get install {_PACKAGES[condition]})"
+        return f"{PRELOADS[condition]} is not installed (Debian: apt-get install {PACKAGES[condition]})"
     return None
 
-
-_PACKAGES = {JEMALLOC: "libjemalloc2", TCMALLOC: "libtcmalloc-minimal4"}
 
 
 def condition_env(condition: str, base) -> dict:
