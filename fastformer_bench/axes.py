@@ -92,6 +92,11 @@ CACHES = ("warm", "cold")
 #: the allocator conditions (measure/allocator.py): a point that names none is measured as "warm", the harness's
 #: own heap, and keeps its point_id; any other runs in a child process started with it
 ALLOCATORS = ("plain", "warm", "thp", "jemalloc", "tcmalloc")
+#: the shared library each preloaded condition puts in LD_PRELOAD, and the Debian package that installs it
+ALLOCATOR_PRELOADS = {"jemalloc": "libjemalloc.so.2", "tcmalloc": "libtcmalloc_minimal.so.4"}
+ALLOCATOR_PACKAGES = {"jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}
+#: read by torch's CPU allocator when it first allocates: 2 MiB-aligned blocks madvise(MADV_HUGEPAGE)d
+THP_ENV = "THP_MEM_ALLOC_ENABLE"
 #: the method axes' value for a CUDA point whose grid names none: device time without launch cost, L2 cold as
 #: inside a model (a CPU point has neither: it is timed by the wall clock)
 CUDA_DEFAULTS = {"timing": "graph", "cache": "cold"}

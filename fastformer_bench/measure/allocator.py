@@ -82,12 +82,8 @@ CONDITIONS = axes.ALLOCATORS
 assert CONDITIONS == (PLAIN, WARM, THP, JEMALLOC, TCMALLOC)
 #: the condition of a point that does not name one, and of every sweep process
 DEFAULT_CONDITION = WARM
-#: the shared library each preloaded condition puts in LD_PRELOAD (Debian: libjemalloc2, libtcmalloc-minimal4)
-PRELOADS = {JEMALLOC: "libjemalloc.so.2", TCMALLOC: "libtcmalloc_minimal.so.4"}
-#: the Debian package that installs each of them
-PACKAGES = {JEMALLOC: "libjemalloc2", TCMALLOC: "libtcmalloc-minimal4"}
-#: read by torch's CPU allocator when it first allocates: 2 MiB-aligned blocks madvise(MADV_HUGEPAGE)d
-THP_ENV = "THP_MEM_ALLOC_ENABLE"
+#: kept in axes.py, which the report may import (it never reaches into measure/)
+PRELOADS, PACKAGES, THP_ENV = axes.ALLOCATOR_PRELOADS, axes.ALLOCATOR_PACKAGES, axes.THP_ENV
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 #: the environment that changes a process's allocator; a condition's child starts without any of it
 _ALLOCATOR_ENV = (THP_ENV, "GLIBC_TUNABLES", "LD_PRELOAD")

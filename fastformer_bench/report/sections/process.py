@@ -13,7 +13,6 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench import axes
-from fastformer_bench.measure import allocator
 from fastformer_bench.report.analysis import SHAPE, SLICE, UNTIMED, key_dict, past_llc
 from fastformer_bench.report.fmt import count, pct, si, times
 from fastformer_bench.report.numbers import num, timed
@@ -28,9 +27,9 @@ ORDER = axes.ALLOCATORS
 REMEDIES = {
     WARM: "`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=18446744073709551615 MALLOC_ARENA_MAX=1` (glibc: keep freed "
           "memory in the process; the harness's own mallopt settings as environment)",
-    allocator.THP: f"`{allocator.THP_ENV}=1` (torch asks for transparent huge pages for large CPU tensors)",
-    **{name: f"`LD_PRELOAD={library}` (Debian's {allocator.PACKAGES[name]})"
-       for name, library in allocator.PRELOADS.items()},
+    "thp": f"`{axes.THP_ENV}=1` (torch asks for transparent huge pages for large CPU tensors)",
+    **{name: f"`LD_PRELOAD={library}` (Debian's {axes.ALLOCATOR_PACKAGES[name]})"
+       for name, library in axes.ALLOCATOR_PRELOADS.items()},
 }
 #: the grouping of one comparison: everything but the allocator, then the size
 _KEYS = [k for k in SLICE if k != "allocator"] + ["impl"] + SHAPE + ["seq_len"]
