@@ -877,3 +877,20 @@ extern "C" int ffs_has_openmp() {
   return 0;
 #endif
 }
+
+// The write roof's fill (measure/env.py): n floats set to `value` with the same streaming stores as the kernels'
+// large outputs, so their share of a write roof is taken against stores like their own. Returns 1 where it used
+// streaming stores, 0 where it could not (no AVX, or dst not 32-byte aligned) and wrote plain stores.
+extern "C" int ffs_fill_streaming_f32(float* dst, i64 n, float value, int nt) {
+  const bool streaming = kHaveStreamingStores && (uintptr_t)dst % 32 == 0;
+  const i64 body = streaming ? n / 8 * 8 : 0;
+  const v8f v = splat8(value);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#pragma omp for schedule(static)
+    for (i64 i = 0; i < body; i += 8) put8<true>(dst + i, v);
+    store_fence();
+  }
+  for (i64 i = body; i < n; ++i) dst[i] = value;
+  return streaming ? 1 : 0;
+}

@@ -186,6 +186,17 @@ def _declare(lib: ctypes.CDLL) -> None:
         backward.argtypes = [P, I, I, I, P, I, I, I, I, I, I, I, P, F, P, P, P, P, P, I, I, P, P, T, I]
         forward.restype = backward.restype = None
     lib.ffs_has_openmp.argtypes, lib.ffs_has_openmp.restype = [], ctypes.c_int
+    lib.ffs_fill_streaming_f32.argtypes = [P, I, ctypes.c_float, T]
+    lib.ffs_fill_streaming_f32.restype = ctypes.c_int
+
+
+def fill_streaming(t: torch.Tensor, value: float) -> bool:
+    """Set every element of a contiguous CPU float32 tensor to ``value`` with the kernels' non-temporal stores
+    (the write roof's fill, measure/env.py); whether streaming stores were used (False: plain stores, on a CPU
+    without AVX or a buffer not 32-byte aligned). Raises BuildError where the kernels cannot be built."""
+    if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous():
+        raise ValueError("fill_streaming takes a contiguous CPU float32 tensor.")
+    return bool(_library().ffs_fill_streaming_f32(t.data_ptr(), t.numel(), float(value), torch.get_num_threads()))
 
 
 # ------------------------------------------------------------------------------------------------ launcher

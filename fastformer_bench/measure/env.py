@@ -216,19 +216,40 @@ def read_bandwidth(device: str, nbytes: int | None = None, threads: int | None =
         return _median_rate(dev, src.sum, src.numel() * src.element_size(), repeats=7)
 
 
-#: how the write roof writes: torch's fill_ uses ordinary stores (no non-temporal fill is reachable from torch
-#: on either device), so on a CPU each line written past the cache is also read for ownership first
-WRITE_METHOD = "plain"
+#: how the write roof writes: with the stream kernels' non-temporal stores on a CPU where they build and the CPU
+#: has them (what the kernels' large outputs use: no read for ownership), else torch's fill_, whose plain stores
+#: also read each destination line past the cache, which the count leaves out (and no non-temporal fill is
+#: reachable from torch on a GPU)
+NON_TEMPORAL, PLAIN_STORES = "non-temporal", "plain"
+
+
+def _streaming_fill(dev: torch.device) -> Callable[[torch.Tensor, float], bool] | None:
+    """The stream kernels' non-temporal fill where ``dev`` is a CPU whose kernels build with streaming stores."""
+    if dev.type != "cpu":
+        return None
+    try:
+        from fastformer_bench.impls import additive_stream
+
+        return additive_stream.fill_streaming if additive_stream.fill_streaming(torch.empty(64), 0.0) else None
+    except Exception:  # no compiler, no AVX: the plain fill stands, and write_method says so
+        return None
+
+
+def write_method(device: str) -> str:
+    """How write_bandwidth writes on ``device``: NON_TEMPORAL or PLAIN_STORES."""
+    return NON_TEMPORAL if _streaming_fill(torch.device(device)) else PLAIN_STORES
 
 
 def write_bandwidth(device: str, nbytes: int | None = None, threads: int | None = None) -> float:
-    """Bytes/s written by ``dst.fill_`` over a float32 buffer past the last-level cache (as read_bandwidth);
-    only the bytes written are counted (WRITE_METHOD: plain stores, whose read-for-ownership is not)."""
+    """Bytes/s written over a float32 buffer past the last-level cache (as read_bandwidth), by write_method's
+    stores; only the bytes written are counted (plain stores' read for ownership is not)."""
     with threads_set(threads):
         dev = torch.device(device)
         dst = torch.empty(max(1, _traffic_bytes(nbytes) // 4), dtype=torch.float32, device=dev)
         dst.fill_(1.0)  # first touch: page faults are not bandwidth
-        return _median_rate(dev, lambda: dst.fill_(2.0), dst.numel() * dst.element_size(), repeats=7)
+        streaming = _streaming_fill(dev)
+        fill = (lambda: streaming(dst, 2.0)) if streaming else (lambda: dst.fill_(2.0))
+        return _median_rate(dev, fill, dst.numel() * dst.element_size(), repeats=7)
 
 
 #: memory traffic of a plain copy per byte copied: the source read, the destination read for ownership (a plain
@@ -246,7 +267,8 @@ def traffic_roofs(device: str, threads: int | None, copy: float | None) -> dict:
     A GPU's copy has no read-for-ownership: its traffic is the 2 bytes copy_bytes_per_s counts."""
     per_byte = COPY_TRAFFIC_PER_BYTE if device == "cpu" else COPY_COUNTED_PER_BYTE
     return {"read_bytes_per_s": _measured(read_bandwidth, device, threads=threads),
-            "write_bytes_per_s": _measured(write_bandwidth, device, threads=threads), "write_method": WRITE_METHOD,
+            "write_bytes_per_s": _measured(write_bandwidth, device, threads=threads),
+            "write_method": write_method(device),
             "copy_traffic_bytes_per_s": None if copy is None else copy * per_byte / COPY_COUNTED_PER_BYTE}
 
 

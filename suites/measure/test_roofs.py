@@ -24,7 +24,45 @@ def test_the_read_and_write_buffers_exceed_the_last_level_cache(monkeypatch):
     assert env._traffic_bytes(None) == env.TRAFFIC_MIN_BYTES
 
 
+def test_the_write_roof_uses_the_stream_kernels_non_temporal_fill_where_they_build(monkeypatch):
+    additive_stream = pytest.importorskip("fastformer_bench.impls.additive_stream")
+    try:
+        streaming = additive_stream.fill_streaming(torch.empty(64), 0.0)
+    except additive_stream.BuildError as exc:
+        pytest.skip(f"the stream kernels do not build here: {exc}")
+    real, filled = additive_stream.fill_streaming, []
+
+    def recording(t, value):
+        filled.append(t.numel())
+        return real(t, value)
+
+    monkeypatch.setattr(additive_stream, "fill_streaming", recording)
+    assert env.write_method("cpu") == (env.NON_TEMPORAL if streaming else env.PLAIN_STORES)
+    filled.clear()
+    assert env.write_bandwidth("cpu", nbytes=2**20, threads=1) > 0
+    assert (2**18 in filled) == streaming  # the timed fills went through the streaming stores
+    assert env.write_method("cuda") == env.PLAIN_STORES
+
+
+@pytest.mark.parametrize("offset,n", [(0, 1003), (1, 77), (0, 5)])
+def test_the_non_temporal_fill_writes_every_element_aligned_or_not(offset, n):
+    additive_stream = pytest.importorskip("fastformer_bench.impls.additive_stream")
+    base = torch.full((n + 8,), -1.0)
+    dst = base[offset:offset + n]
+    try:
+        used = additive_stream.fill_streaming(dst, 3.5)
+    except additive_stream.BuildError as exc:
+        pytest.skip(f"the stream kernels do not build here: {exc}")
+    assert torch.equal(dst, torch.full((n,), 3.5))
+    assert (base[:offset] == -1).all() and (base[offset + n:] == -1).all()  # nothing past either end
+    if offset:  # 4 bytes off a 64-byte aligned allocation: not 32-byte aligned, so plain stores
+        assert not used
+    with pytest.raises(ValueError):
+        additive_stream.fill_streaming(torch.zeros(4, dtype=torch.float64), 1.0)
+
+
 def test_a_roof_holds_the_read_write_and_real_traffic_copy_beside_todays_fields(monkeypatch):
+    monkeypatch.setattr(env, "write_method", lambda device: env.PLAIN_STORES)
     monkeypatch.setattr(env, "copy_bandwidth", lambda device, nbytes=0, threads=None: 20.0)
     monkeypatch.setattr(env, "gemm_flops", lambda device, threads=None, dtype=torch.float32: 100.0)
     monkeypatch.setattr(env, "read_bandwidth", lambda device, nbytes=None, threads=None: 15.0)
