@@ -81,3 +81,17 @@ def test_a_preset_file_and_a_python_run_go_through_one_settings_check(tmp_path):
     assert presets.settings_for(quick, min_time_s=0.5, threads=None).min_time_s == 0.5
     assert presets.settings_for(quick).threads == quick.settings.get("threads")
     assert type(presets.settings_for(presets.load("probe-quick"))).__name__ == "ProbeSettings"
+
+
+def test_the_cpu_process_preset_is_the_cpu_presets_allocator_study_alone():
+    # the same settings and a subset of the same points, so the two presets cannot drift apart: a cpu-process
+    # run's points compare one to one with a cpu run's
+    cpu, process = presets.load("cpu"), presets.load("cpu-process")
+    assert process.settings == cpu.settings
+    (cpu_points, _), (process_points, _) = presets.expand(cpu), presets.expand(process)
+    ids = {p.point_id for p in process_points}
+    assert ids <= {p.point_id for p in cpu_points}
+    plain = {(p.impl, p.seq_len, p.mode) for p in process_points if p.allocator == "plain"}
+    warm = {(p.impl, p.seq_len, p.mode) for p in process_points if p.allocator in (None, "warm")}
+    assert plain and plain <= warm  # every plain point has its warm twin in the same run
+    assert {p.allocator for p in process_points} == {None, "plain", "warm", "thp", "jemalloc", "tcmalloc"}
