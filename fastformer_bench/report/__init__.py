@@ -50,6 +50,16 @@ def _roof(env: dict, device: str, threads, dtype: str | None, key: str = "roofs"
     return (_copy_bandwidth(env, device), None) if key == "roofs" else (None, None)
 
 
+def _read_write_roof(env: dict, device: str, threads, key: str = "roofs") -> tuple:
+    """(read bytes/s, write bytes/s, write_method) the run measured on ``device`` at ``threads`` (None for runs
+    before these roofs)."""
+    for roof in env.get(key) or []:
+        if isinstance(roof, dict) and roof.get("device") == device and roof.get("threads") == threads:
+            return (_positive(roof.get("read_bytes_per_s")), _positive(roof.get("write_bytes_per_s")),
+                    roof.get("write_method"))
+    return None, None, None
+
+
 def _cache_bytes(env: dict, device: str) -> float | None:
     """The last-level cache between the device and its memory: the CPU's LLC, or a GPU's L2."""
     return _positive(env.get("last_level_cache_bytes" if device == "cpu" else "gpu_l2_bytes"))
@@ -61,15 +71,20 @@ def _machine_columns(frame, envs: list[dict]) -> None:
     # the dtype the arithmetic ran in (a layer may compute in another than its inputs'), else the input dtype
     computed = frame["compute_dtype"] if "compute_dtype" in frame.columns else [None] * len(frame)
     dtypes = [c if isinstance(c, str) else d for c, d in zip(computed, frame["dtype"])]
-    roofs, ends, caches = [], [], []
+    roofs, ends, caches, read_write, read_write_end = [], [], [], [], []
     for env, device, count, dtype in zip(envs, frame["device"], threads, dtypes):
         count = int(count) if isinstance(count, int | float) and count == count else None
         dtype = dtype if isinstance(dtype, str) else None
         roofs.append(_roof(env, str(device), count, dtype))
         ends.append(_roof(env, str(device), count, dtype, key="roofs_end")[0])
+        read_write.append(_read_write_roof(env, str(device), count))
+        read_write_end.append(_read_write_roof(env, str(device), count, key="roofs_end"))
         caches.append(_cache_bytes(env, str(device)))
     frame["copy_bw"] = [r[0] for r in roofs]
     frame["copy_bw_end"] = ends
+    frame["read_bw"], frame["write_bw"] = [r[0] for r in read_write], [r[1] for r in read_write]
+    frame["write_method"] = [r[2] for r in read_write]
+    frame["read_bw_end"], frame["write_bw_end"] = [r[0] for r in read_write_end], [r[1] for r in read_write_end]
     frame["gemm_flops"] = [r[1] for r in roofs]
     frame["llc_bytes"] = caches
 

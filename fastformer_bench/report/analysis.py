@@ -39,7 +39,8 @@ PAST_LLC, TOP_HALF = "past LLC", "top half"
 ITEM_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 FLOAT_COLUMNS = ["time_median", "time_p20", "time_p80", "compile_s", "peak_bytes", "flops", "flops_fvcore",
                  "flops_counter", "bytes_min", "max_abs_err", "max_rel_err", "energy_j", "tolerance", "copy_bw",
-                 "gemm_flops", "llc_bytes", "copy_bytes_per_s_now", "copy_bw_end"]
+                 "gemm_flops", "llc_bytes", "copy_bytes_per_s_now", "copy_bw_end", "bytes_read_min",
+                 "bytes_written_min", "read_bw", "write_bw", "read_bw_end", "write_bw_end"]
 INT_COLUMNS = ["batch", "seq_len", "width", "heads"]
 TEXT_COLUMNS = ["impl", "family", "device", "dtype", "mode", "scope", "status"]
 

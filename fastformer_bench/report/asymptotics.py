@@ -121,6 +121,8 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
     t["share_best"] = t["bytes_min"] / t["time_median"] / t["copy_best"]
     t["share_now"] = t["bytes_min"] / t["time_median"] / t["copy_bytes_per_s_now"]
     t["flop_rate"] = t["flops"] / t["time_median"]
+    t["share_matching"] = _roof_time(t, "read_bw", "write_bw") / t["time_median"]
+    t["share_matching_best"] = _roof_time(t, "read_best", "write_best") / t["time_median"]
     rows = []
     for key, g in t.groupby(SLICE + ["impl"], sort=True):
         gemm = g["gemm_flops"].max()
@@ -135,8 +137,49 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
                      "share_max": num(g["share"].max(), 3), "copy_bytes_per_s": num(g["copy_bw"].max(), 4),
                      "gemm_flops_per_s": num(gemm, 4) if np.isfinite(gemm) else None,
                      "flops_share_of_gemm": num(g["flop_rate"].max() / gemm, 3)
-                     if np.isfinite(gemm) and gemm > 0 and g["flop_rate"].notna().any() else None})
+                     if np.isfinite(gemm) and gemm > 0 and g["flop_rate"].notna().any() else None,
+                     "matching": _matching(g)})
     return rows
+
+
+def roof_share(t: pd.DataFrame) -> pd.Series:
+    """Each point's share of its memory roof: the read/write roof matching its traffic where the run measured one,
+    else bytes_min over the copy bandwidth (runs before those roofs); NaN where neither can be taken."""
+    t = t.copy()
+    matching = _roof_time(t, "read_bw", "write_bw") / t["time_median"]
+    copy = (t["bytes_min"] / t["time_median"] / t["copy_bw"]).where((t["bytes_min"] > 0) & (t["copy_bw"] > 0))
+    return matching.fillna(copy)
+
+
+def _roof_time(t: pd.DataFrame, read: str, write: str) -> pd.Series:
+    """Seconds the point's least reads and writes take at the read and write roofs (NaN where a count or a roof is
+    missing): the roof that matches the point's traffic, where the copy roof would bill a forward that mostly
+    reads at a copy's rate."""
+    if read not in t.columns:
+        t[read] = t[["read_bw", "read_bw_end"]].max(axis=1, skipna=True)
+        t[write] = t[["write_bw", "write_bw_end"]].max(axis=1, skipna=True)
+    ok = (t["bytes_read_min"] > 0) & (t["bytes_written_min"] >= 0) & (t[read] > 0) & (t[write] > 0)
+    return (t["bytes_read_min"] / t[read] + t["bytes_written_min"] / t[write]).where(ok)
+
+
+def _matching(g: pd.DataFrame) -> dict | None:
+    """The share of the read/write roof matching each point's traffic (median, min, max), against the run's
+    start-of-run roofs and against the faster of its start and end readings; None where no point has both."""
+    shares = g["share_matching"].dropna()
+    if shares.empty:
+        return None
+    best = g["share_matching_best"].dropna()
+    rows = g.loc[shares.index]
+    # the bound if reads and writes overlapped completely: the slower of the two alone, at the best readings
+    overlap = (pd.concat([rows["bytes_read_min"] / rows["read_best"], rows["bytes_written_min"] / rows["write_best"]],
+                         axis=1).max(axis=1) / rows["time_median"]).dropna()
+    methods = sorted({str(m) for m in rows.get("write_method", pd.Series(dtype=object)).dropna()})
+    return {"points": len(shares), "share_median": num(shares.median(), 3), "share_min": num(shares.min(), 3),
+            "share_max": num(shares.max(), 3), "share_best_median": num(best.median(), 3) if len(best) else None,
+            "share_overlap_median": num(overlap.median(), 3) if len(overlap) else None,
+            "write_method": methods[0] if len(methods) == 1 else None,
+            "read_bytes_per_s": num(g.loc[shares.index, "read_bw"].max(), 4),
+            "write_bytes_per_s": num(g.loc[shares.index, "write_bw"].max(), 4)}
 
 
 def bandwidth_slumps(frame: pd.DataFrame) -> dict | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench.report import asymptotics
-from fastformer_bench.report.analysis import MATCH, SHAPE, SLICE, baselines, crossovers, key_dict
+from fastformer_bench.report.analysis import MATCH, SHAPE, SLICE, UNTIMED, baselines, crossovers, key_dict
 from fastformer_bench.report.numbers import num, timed
 
 #: the scope a decision is read at when a run measured it: the attention call itself (a layer adds projections
@@ -94,13 +94,58 @@ def _roof(streaming: list[dict], key: dict, impl: str) -> dict | None:
         return None
     r = found[0]
     return {k: r.get(k) for k in ("share_median", "copy_bytes_per_s", "share_best_median", "copy_best", "n_values",
-                                  "widths", "points")}
+                                  "widths", "points", "matching")}
+
+
+#: the allocator condition a decision is read in: the harness's kept heap (measure/allocator.py), the condition of
+#: every point that names none; the other conditions are quoted beside it (``plain``: what a user's process gets)
+DECIDED_IN, PLAIN = "warm", "plain"
+
+
+def _condition(t: pd.DataFrame) -> pd.Series:
+    if "allocator" not in t.columns:
+        return pd.Series(DECIDED_IN, index=t.index, dtype=object)
+    return t["allocator"].map(lambda v: v if isinstance(v, str) and v not in ("", UNTIMED) else DECIDED_IN)
+
+
+def decided(frame: pd.DataFrame) -> pd.Series:
+    """Which rows of ``frame`` were measured in the condition decisions are read in (DECIDED_IN)."""
+    return _condition(frame) == DECIDED_IN
+
+
+def _plain(t: pd.DataFrame, slice_key: dict, shape: dict, impl: str) -> dict | None:
+    """``impl`` in a plain process in the row's setting: at the row's shape where measured there (else any shape),
+    at the largest N, with the warm heap's time at the same point where the run has it."""
+    here = t[(t["impl"] == impl) & (t[list(slice_key)] == pd.Series(slice_key)).all(axis=1)]
+    plain = here[here["condition"] == PLAIN]
+    if plain.empty:
+        return None
+    at_shape = plain[(plain[SHAPE] == pd.Series(shape)).all(axis=1)]
+    plain = at_shape if len(at_shape) else plain
+    top = plain.sort_values(["seq_len"] + SHAPE, kind="stable").iloc[-1]
+    same = {k: top[k] for k in SHAPE + ["seq_len"]}
+    pick = lambda frame: frame[(frame[list(same)] == pd.Series(same)).all(axis=1)]["time_median"]  # noqa: E731
+    seconds = float(pick(plain).median())
+    warm = pick(here[here["condition"] == DECIDED_IN])
+    out = {"n": int(top["seq_len"]), **{k: (None if pd.isna(top[k]) else int(top[k])) for k in SHAPE},
+           "time": num(seconds, 4), "warm_time": None, "ratio_to_warm": None}
+    if len(warm):
+        out.update(warm_time=num(float(warm.median()), 4), ratio_to_warm=num(seconds / float(warm.median()), 4))
+    return out
 
 
 def decide(frame: pd.DataFrame, facts: dict[str, dict]) -> list[dict]:
     """One row per setting with a candidate timed: its shape, representative N, fastest and runner-up there,
     share of the copy roof, and its standing against every baseline (primary first)."""
-    t = timed(frame)
+    every = timed(frame).copy()
+    every["condition"] = _condition(every)
+    slice_keys = [k for k in SLICE if k != "allocator"]
+    # one decision per setting, in the warm heap (a point naming "warm" and one naming none are the same setting)
+    t = every[every["condition"] == DECIDED_IN].copy()
+    frame = frame[decided(frame)].copy()
+    for f in (t, frame):
+        if "allocator" in f.columns:
+            f["allocator"] = UNTIMED
     ships = candidates(facts)
     t_cand = t[t["impl"].isin(ships)]
     if t_cand.empty:
@@ -129,7 +174,9 @@ def decide(frame: pd.DataFrame, facts: dict[str, dict]) -> list[dict]:
                      "fastest": {"impl": fastest, "time": num(impl_times[n], 4)},
                      "runner_up": {"impl": ranked.index[1], "n": compared, "time": num(ranked.iloc[1], 4),
                                    "ratio": num(ranked.iloc[1] / ranked.iloc[0], 4)} if len(ranked) > 1 else None,
-                     "roof": _roof(streaming, key, fastest),
+                     "roof": _roof(streaming, key, fastest), "allocator": DECIDED_IN,
+                     "plain": _plain(every, dict(zip(slice_keys, (slice_key[SLICE.index(k)] for k in slice_keys))),
+                                     dict(zip(SHAPE, shape)), fastest),
                      "versus": [_versus(sl, key, fastest, b, impl_times, speedups, crossings) for b in bases]})
     return rows
 

@@ -530,7 +530,9 @@ def quantity_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
 def _setting_rows(frame: pd.DataFrame, row: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the timed points of a decision row's setting, those at its shape; softmax points match any C)."""
     t = analysis.timed(frame)
-    here = t[(t[analysis.SLICE] == pd.Series({k: row.get(k, analysis.UNTIMED) for k in analysis.SLICE})).all(axis=1)]
+    t = t[decision.decided(t)]  # the allocator condition decisions are read in; "warm" named or not
+    keys = [k for k in analysis.SLICE if k != "allocator"]
+    here = t[(t[keys] == pd.Series({k: row.get(k, analysis.UNTIMED) for k in keys})).all(axis=1)]
     match = [k for k in analysis.SHAPE if k != "columns"]
     same = (here[match] == pd.Series({k: row[k] for k in match})).all(axis=1)
     columns = row["columns"] or 0
@@ -593,9 +595,9 @@ def decision_speedup(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> l
             top.set(xticks=[], yticks=[])
         top.set(title=_panel_title(row), ylabel=f"speedup t({base}) / t(impl)" if base else "")
         top.title.set_fontsize("medium")
-        roof = here[here["impl"].isin(ships) & (here["bytes_min"] > 0) & (here["copy_bw"] > 0)]
+        roof = here[here["impl"].isin(ships)]
         roof = roof.assign(elements=roof["batch"] * roof["seq_len"] * roof["width"],
-                           share=roof["bytes_min"] / roof["time_median"] / roof["copy_bw"])
+                           share=asymptotics.roof_share(roof)).dropna(subset=["share"])
         for impl in look.order(roof["impl"].unique()):
             r = roof[roof["impl"] == impl].groupby("elements")["share"].median()
             bottom.plot(r.index, r.values, color=look.colour(impl), marker=look.marker(impl), label=impl, lw=1.2,
@@ -608,11 +610,12 @@ def decision_speedup(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> l
             units(bottom.xaxis, "k")
             percent(bottom.yaxis)
         else:
-            bottom.text(0.5, 0.5, "no copy bandwidth in run.json", ha="center", va="center",
+            bottom.text(0.5, 0.5, "no memory roof in run.json", ha="center", va="center",
                         transform=bottom.transAxes, color="#555555")
             bottom.set(xticks=[], yticks=[])
-        bottom.set(xlabel="B·N·D (elements; dotted: 2^25)", ylabel="bytes_min / time / copy bandwidth")
+        bottom.set(xlabel="B·N·D (elements; dotted: 2^25)", ylabel="share of the memory roof")
     legend(fig, list(grid[0]) + list(grid[1]))
-    title = (f"Speedup over {base} (top) and share of the copy roof (bottom; dashed: 100 % of the run's start "
-             "reading)") if base else "Share of the copy roof (dashed: 100 % of the run's start reading)"
+    roof_words = ("share of the memory roof (reads over the read roof plus writes over the write roof where run.json "
+                  "has them, else bytes_min over the copy; dashed: 100 % of the run's start readings)")
+    title = f"Speedup over {base} (top) and {roof_words} (bottom)" if base else roof_words.capitalize()
     return [save(fig, out, kind, title, kind)]

@@ -8,17 +8,16 @@ The block lies between ``<!-- glance:start -->`` and ``<!-- glance:end -->``; ``
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 from fastformer_bench.report import asymptotics
 from fastformer_bench.report.decision import device_word, setting
-from fastformer_bench.report.fmt import count, pct, si, times
+from fastformer_bench.report.fmt import count, si, times
 from fastformer_bench.report.markdown import VERSION_KEYS
 from fastformer_bench.report.output import table
 from fastformer_bench.report.probe_decision import answer as probe_answer
-from fastformer_bench.report.sections.decision import roof_cell, versus_cells
+from fastformer_bench.report.sections.decision import plain_cell, roof_cell, roof_note, versus_cells
 
 START, END = "<!-- glance:start -->", "<!-- glance:end -->"
 README = "README.md"
@@ -64,15 +63,17 @@ def _shape(row: dict) -> str:
     return f"{row['batch']}, {row['width']}, {row['heads']}, {row['columns'] or '-'}"
 
 
-def _rows(summary: dict, base: str) -> list[dict]:
+def _rows(summary: dict, base: str, name: str) -> list[dict]:
     out = []
     for row in summary.get("decision") or []:
-        at_n, largest, _tail = versus_cells(row, base)
-        out.append({"device": device_word(row["device"]), "dtype, mode, threads": setting(row, device=False),
+        at_n, largest, _tail = versus_cells(row, base, mark="³")
+        out.append({"report": name, "device": device_word(row["device"]),
+                    "dtype, mode, threads": setting(row, device=False),
                     "B, D, H, C": _shape(row),
                     "fastest": f"`{row['fastest']['impl']}`",
-                    "time": f"{si(row['fastest']['time'], 's')} at N = {count(row['n'])}",
-                    "share of the copy roof ¹": roof_cell(row),
+                    "time ¹": f"{si(row['fastest']['time'], 's')} at N = {count(row['n'])}",
+                    "in a plain process ¹": plain_cell(row) if row["device"].partition("@")[0] == "cpu" else "–",
+                    "share of the memory roof ²": roof_cell(row),
                     f"× `{base}` at N = {count(asymptotics.SPEEDUP_N)}": at_n,
                     f"× `{base}` at the largest N both ran": largest})
     return out
@@ -80,21 +81,16 @@ def _rows(summary: dict, base: str) -> list[dict]:
 
 def _footnotes(speed: list[tuple[str, dict]], base: str) -> list[str]:
     rows = [r for _, s in speed for r in s.get("decision") or []]
-    power = int(math.log2(asymptotics.STREAMING_ELEMENTS))
-    out = [f"¹ bytes_min / time (the least traffic a call can make, over its time) at the points with B·N·D ≥ "
-           f"2^{power}, median, against the copy bandwidth the run measured at its start, and against the best copy "
-           "it measured."]
-    high = [r for r in rows if r["roof"] and r["roof"]["share_median"] > 1]
-    if high:
-        best = [r["roof"]["share_best_median"] for r in high if r["roof"].get("share_best_median") is not None]
-        out[0] += (f" Above 100 % ({'; '.join(setting(r) for r in high)}): the start-of-run copy reading was low, "
-                   "not the kernel faster than memory (the host's bandwidth moves within a run)"
-                   + (f"; against the best copy the run measured it is {pct(min(best))[:-2]}–{pct(max(best))}"
-                      if best else "") + ".")
+    out = ["¹ CPU times are of the harness's kept heap (allocator condition `warm`: glibc told to keep freed memory, "
+           "so a call does not page-fault fresh memory); “in a plain process” is the same implementation in a "
+           "process with the C library's defaults, what a user's `python` gets (each report's What your process "
+           "gets section has the remedies). GPU times: each report says how they were timed."]
+    if any(r["roof"] for r in rows):
+        out.append("²" + roof_note(rows).removeprefix("¹"))
     failed = sorted({(r["device"], v["status_at_n"]) for r in rows for v in r["versus"]
                      if v["baseline"] == base and v.get("status_at_n") not in (None, "not measured")})
     if failed:
-        out.append(f"² `{base}` has no time at N = {count(asymptotics.SPEEDUP_N)} in that run: "
+        out.append(f"³ `{base}` has no time at N = {count(asymptotics.SPEEDUP_N)} in that run: "
                    + "; ".join(f"its {device_word(d)} point there ended {status}" for d, status in failed) + ".")
     return out
 
@@ -128,9 +124,8 @@ def _probe(name: str, summary: dict) -> str:
     settings = env.get("settings") or {}
     rows = summary.get("decision") or []
     seeds = sorted({r["seeds"] for r in rows})
-    budget = f"{count(settings['steps'])} training steps unless noted, " if settings.get("steps") else ""
-    return (f"**The capability cost** ({_run(name, summary)}; {budget}{'/'.join(map(str, seeds))} seeds, "
-            f"C = 3): " + " ".join(probe_answer(rows, settings.get("steps"))))
+    return (f"**The capability cost** ({_run(name, summary)}; {'/'.join(map(str, seeds))} seeds, C = 3): "
+            + " ".join(probe_answer(rows, settings.get("steps"), settings)))
 
 
 def block(root: str | Path) -> str:
@@ -144,7 +139,7 @@ def block(root: str | Path) -> str:
     lines = [f"The fastest additive implementation per setting against the primary softmax baseline (`{base}`), "
              "from the committed reports (written by `python scripts/readme_glance.py` from their summary.json; "
              "do not edit by hand):", "", *[f"- {_run(n, s)}." for n, s in speed], "",
-             table([r for _, s in speed for r in _rows(s, base)]), ""]
+             table([r for n, s in speed for r in _rows(s, base, n)]), ""]
     lines += [line for note in _footnotes(speed, base) for line in (note, "")] if speed else []
     prose = [p for p in (_others(speed, base), _exponents(speed)) if p]
     lines += [" ".join(prose), ""] if prose else []

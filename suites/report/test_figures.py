@@ -50,9 +50,11 @@ def test_report_links_every_figure_and_leads_with_the_decision(built):
     assert text.index("## Answer") < text.index("## Decision") < text.index("](figures/decision_time.png)") \
         < text.index("## Findings") < text.index("## Figures") < text.index("## Tables") \
         < text.index("## Conventions and caveats") < text.index("## Environment")
-    # the three sentences of the answer, with the numbers of the decision's one row
+    # the answer's sentences, with the numbers of the decision's one row, then the allocator condition its CPU
+    # times were read in (this run measured no plain process, and says so)
     answer = text.split("## Answer\n\n")[1].split("\n")[0]
-    assert answer.count(". ") == 2 and "`eager`" in answer and "softmax_sdpa" in answer
+    assert answer.count(". ") == 3 and "`eager`" in answer and "softmax_sdpa" in answer
+    assert "allocator condition `warm`" in answer and "measured no plain process" in answer
     # synthetic times: compiled = 5e-7·N + 2e-4 s beats eager = 1e-6·N s past N = 400, and sdpa = 1e-8·N² s
     # from N ≈ 170 on (the fixed 2e-4 s and the wobble move it from 100); each times (D/64)
     fwd, fwd_bwd = summary["decision"]
@@ -129,9 +131,11 @@ def test_a_two_length_run_leads_with_its_answer_and_has_no_empty_heading(tmp_pat
     assert summary["time_fits"] == [] and summary["memory_fits"] == []
     assert text.index("## Answer") < text.index("## Decision") < text.index("## Findings")
     assert "No implementation was measured at 3 or more N at one shape, so no exponent was fitted." in text
-    assert "Peak memory:" not in text and "so the report gives no share of the copy roof" in text
+    assert "Peak memory:" not in text and "so the report gives no share of a memory roof" in text
     header = text.split("## Decision")[1].split("\n| ")[1]
-    assert "share of the copy roof" not in header and "at N = 8,192" not in header  # no value in any row
+    # no value in any row
+    assert "share of the memory roof" not in header and "in a plain process" not in header
+    assert "at N = 8,192" not in header
     assert_no_empty_heading(text)
 
 

@@ -9,9 +9,10 @@ import copy
 import subprocess
 import sys
 
+import pytest
 from testkit.synthetic_results import run_env, synthetic_records, write_results
 
-from fastformer_bench.report import load, sections
+from fastformer_bench.report import build_report, load, sections
 from fastformer_bench.report.sections import process
 
 #: seconds per condition at one size: plain worst, tcmalloc the best remedy (not thp, not warm)
@@ -20,16 +21,16 @@ TIMES = {"plain": 0.100, "warm": 0.040, "thp": 0.060, "tcmalloc": 0.038}
 READ_BW, WRITE_BW, READ, WRITTEN = 1e10, 5e9, 3e8, 1e8
 
 
-def _records(conditions=TIMES) -> list[dict]:
+def _records(conditions=TIMES, impl: str = "eager", n: int = 65536, warm_named: bool = False) -> list[dict]:
     records = synthetic_records()
-    base = next(r for r in records if r["impl"] == "eager" and r["mode"] == "fwd" and r["scope"] == "core"
+    base = next(r for r in records if r["impl"] == impl and r["mode"] == "fwd" and r["scope"] == "core"
                 and r["seq_len"] == 2048 and r["width"] == 256 and r["columns"] == 3)
     for condition, seconds in conditions.items():
         r = copy.deepcopy(base)
-        r.update(seq_len=65536, point_id=f"eager-n65536-{condition}", time_median=seconds, time_p20=seconds,
+        r.update(seq_len=n, point_id=f"{impl}-n{n}-{condition}", time_median=seconds, time_p20=seconds,
                  time_p80=seconds, samples=[seconds] * 3, bytes_read_min=READ, bytes_written_min=WRITTEN,
                  bytes_min=READ + WRITTEN)
-        if condition != "warm":  # a point naming no condition is measured warm
+        if condition != "warm" or warm_named:  # a point naming no condition is measured warm
             r["allocator"] = condition
         records.append(r)
     return records
@@ -104,3 +105,41 @@ def test_the_whole_report_places_the_section_and_never_imports_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     text = (tmp_path / "report" / "REPORT.md").read_text()
     assert text.index("## Findings") < text.index("## What your process gets") < text.index("## Environment")
+
+
+def _decision(tmp_path, env=None, **kwargs) -> tuple[list[dict], str]:
+    results = write_results(tmp_path / "results", _records(impl="compiled", **kwargs), env or _env())
+    summary = build_report([str(results)], str(tmp_path / "report"))
+    return summary["decision"], (tmp_path / "report" / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("warm_named", [False, True])
+def test_the_decision_is_read_in_the_warm_heap_and_quotes_the_plain_process(tmp_path, warm_named):
+    rows, text = _decision(tmp_path, warm_named=warm_named)
+    # as many rows as settings: the plain, thp and tcmalloc points make no row of their own, and a point that
+    # names warm is the same setting as one that names no condition
+    assert len(rows) == 2 and all(r["allocator"] == "warm" for r in rows)
+    fwd = next(r for r in rows if r["mode"] == "fwd")
+    assert fwd["fastest"] == {"impl": "compiled", "time": 0.04} and fwd["n"] == 65536  # warm's 40 ms, not plain's
+    assert fwd["plain"] == {"n": 65536, "batch": fwd["batch"], "width": 256, "heads": fwd["heads"], "columns": 3,
+                            "masked": fwd["plain"]["masked"], "time": 0.1, "warm_time": 0.04, "ratio_to_warm": 2.5}
+    answer = text.split("## Answer\n\n")[1].split("\n")[0]
+    assert "allocator condition `warm`" in answer and "100 ms at N = 65,536 (2.50× warm) for `compiled`" in answer
+    decision_table = text.split("## Decision")[1].split("## Findings")[0]
+    assert "in a plain process" in decision_table and "100 ms at N = 65,536 (2.50× warm)" in decision_table
+
+
+def test_the_decision_takes_its_share_against_the_matching_roof_and_says_why_above_100(tmp_path):
+    # B·N·D = 2^25: reads 3e8 / 1e10 + writes 1e8 / 5e9 = 0.05 s at the start-of-run roofs, over warm's 0.04 s
+    rows, text = _decision(tmp_path, n=131072)
+    matching = next(r for r in rows if r["mode"] == "fwd")["roof"]["matching"]
+    assert matching["share_median"] == 1.25 and matching["write_method"] == "plain"
+    assert "125 % of read 10 GB/s + write 5 GB/s" in text
+    assert "the write roof was timed with plain stores" in text  # the reason beside the share above 100 %
+    # the same run whose end-of-run roofs read twice as fast: the start was the slow reading, and it says so
+    env = {**_env(), "roofs_end": [{**_env()["roofs"][0], "read_bytes_per_s": 2 * READ_BW,
+                                    "write_bytes_per_s": 2 * WRITE_BW}]}
+    rows, text = _decision(tmp_path / "again", env=env, n=131072)
+    matching = next(r for r in rows if r["mode"] == "fwd")["roof"]["matching"]
+    assert matching["share_best_median"] == 0.625
+    assert "the roof read at the run's start was low" in text and "plain stores" not in text.split("## Findings")[0]

@@ -39,6 +39,8 @@ WHY_CACHE = ("its inputs fit in the last-level cache, so part of its reads never
 WHY_STORES = ("the write roof is timed with plain stores, each destination line read for ownership before it is "
               "written, so code that writes with non-temporal (streaming) stores moves less traffic per byte "
               "written than the roof assumes")
+WHY_OVERLAP = ("its reads and writes overlap, and the read and write roofs, each timed alone, do not add up to the "
+               "least time of a mix of both")
 
 
 def _conditions(t: pd.DataFrame) -> pd.Series:
@@ -115,7 +117,7 @@ def section(s: dict, runs: list[dict]) -> list[str]:
             seconds = r["conditions"].get(c)
             part = share(r, seconds, roof)
             if part is not None and part > 1:
-                above.append((r, c, part))
+                above.append((r, c, part, roof.get("write_method")))
             cells[c] = "-" if seconds is None else (
                 f"{si(seconds, 's')}" + (f" ({times(ratios[c])})" if c in ratios and c != WARM else "")
                 + (f", {pct(part)}" if part is not None else ""))
@@ -138,8 +140,8 @@ def section(s: dict, runs: list[dict]) -> list[str]:
            "(bytes_read_min / read roof + bytes_written_min / write roof, over the time) where run.json has "
            "those roofs.", ""]
     out += lines + ([""] if lines else []) + [table(rows), ""]
-    for r, c, part in above:
-        why = WHY_CACHE if not r.get("past_llc") else WHY_STORES
+    for r, c, part, method in above:
+        why = WHY_CACHE if not r.get("past_llc") else WHY_STORES if method in (None, "plain") else WHY_OVERLAP
         out.append(f"- Above 100 %: {r['impl']} at N = {count(r['seq_len'])} under {c} reaches {pct(part)} of "
                    f"the matching roof because {why}.")
     return out + ([""] if above else [])

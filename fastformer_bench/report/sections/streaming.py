@@ -1,5 +1,6 @@
-"""Far past the cache (B·N·D >= 2^25): each implementation's share of the copy bandwidth and of the GEMM roof, and
-the points timed while the host's memory bandwidth sagged."""
+"""Far past the cache (B·N·D >= 2^25): each implementation's share of the memory roofs (the read/write roof matching
+its traffic where the run measured one, and the copy) and of the GEMM roof, and the points timed while the host's
+memory bandwidth sagged."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def _other_copy_readings(row: dict) -> str:
     return out
 
 
+def _matching(r: dict) -> str:
+    """'; 80% of the read/write roof matching its traffic (read 25.0 GB/s + write 26.7 GB/s, non-temporal)'."""
+    m = r.get("matching")
+    if not m:
+        return ""
+    method = f", {m['write_method']} stores" if m.get("write_method") else ""
+    text = (f"; {m['share_median'] * 100:.0f}% of the roof matching its reads and writes (read "
+            f"{si(m['read_bytes_per_s'], 'B/s')} + write {si(m['write_bytes_per_s'], 'B/s')}{method}; "
+            f"{m['share_min'] * 100:.0f}–{m['share_max'] * 100:.0f}%)")
+    if m.get("share_best_median") is not None:
+        text += f", {m['share_best_median'] * 100:.0f}% of the best read and write readings"
+    return text
+
+
 def conclusions(s: dict) -> list[str]:
     out = []
     for r in s.get("streaming", []):
@@ -38,15 +53,20 @@ def conclusions(s: dict) -> list[str]:
         out.append(f"- {r['impl']} ({slice_of(r)}) at B·N·D >= 2^{int(math.log2(s['streaming_elements']))} "
                    f"(N = {', '.join(map(count, r['n_values']))}): bytes_min / time = {r['share_median'] * 100:.0f}% "
                    f"of the same run's copy bandwidth {si(r['copy_bytes_per_s'], 'B/s')} (median of {r['points']}; "
-                   f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){_other_copy_readings(r)}{gemm}.")
+                   f"{r['share_min'] * 100:.0f}–{r['share_max'] * 100:.0f}%){_other_copy_readings(r)}"
+                   f"{_matching(r)}{gemm}.")
     return out
 
 
 def tables(s: dict) -> list[str]:
     rows = s.get("streaming", [])
     same_time = any(x.get("share_now_median") is not None for x in rows)
+    matching = any(x.get("matching") for x in rows)
     return titled("Share of the roofs at B·N·D >= 2^25", [
         {"slice": slice_of(r), "impl": r["impl"], "N": ", ".join(map(count, r["n_values"])),
+         **({"reads / read roof + writes / write roof, over time (median, min-max)":
+             f"{r['matching']['share_median']:.3f} ({r['matching']['share_min']:.3f}-"
+             f"{r['matching']['share_max']:.3f})" if r.get("matching") else "-"} if matching else {}),
          "bytes_min / time / copy (median, min-max)":
          f"{r['share_median']:.3f} ({r['share_min']:.3f}-{r['share_max']:.3f})",
          **({"/ same-time copy (median)": short(r.get("share_now_median"))} if same_time else {}),
