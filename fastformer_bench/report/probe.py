@@ -446,11 +446,24 @@ def _lr_budget(h: dict) -> str:
             f"{lr.get('additive', '-')})")
 
 
+def _identity(h: dict) -> str:
+    """What makes two headlines one comparison: everything but the sweep that listed it."""
+    return json.dumps({k: v for k, v in h.items() if k != "sweep"}, sort_keys=True, default=str)
+
+
 def _comparisons(summary: dict, steps: int | None) -> list[str]:
     lines = ["## Every comparison", "", f"- {summary['points']} points: "
              + ", ".join(f"{c} {status}" for status, c in summary["status_counts"].items()) + "."]
+    sweeps: dict[tuple, list[str]] = {}
+    for h in summary["headlines"]:  # a comparison on two sweeps (N and pairs, say) is listed once, naming both
+        sweeps.setdefault(_identity(h), []).append(h["sweep"])
     for h in summary["headlines"]:
-        sweep = f" ({h['sweep']} sweep)" if h["sweep"] != "length" else ""
+        names = sweeps.pop(_identity(h), None)
+        if names is None:
+            continue
+        named = [n for n in names if n != "length"]
+        sweep = (f" ({' and '.join(named)} sweep{'s' if len(named) > 1 else ''}"
+                 + (", also the length sweep" if "length" in names and named else "") + ")") if named else ""
         said = (f"softmax ahead by {h['gap_points']:+.1f} points" if h.get("conclusive") is not False else
                 f"inconclusive: {h.get('control_note') or 'the control missed the bar'}")
         at = where(h, h["steps"]) + _lr_budget(h) if _lr_budget(h) else where(h, steps)
@@ -511,8 +524,8 @@ def render(summary: dict, runs: list[dict]) -> str:
     headline = [f for f in summary["figures"] if f["kind"] in HEADLINE_KINDS]
     lines = [f"# {title(runs)}", "",
              f"Results: {', '.join(r['label'] for r in runs)}. Regenerate with `fastformer-bench report`; do not edit "
-             "by hand.", "", "## Answer", "", " ".join(probe_decision.answer(summary.get("decision") or [], steps)),
-             ""]
+             "by hand.", "", "## Answer", "",
+             " ".join(probe_decision.answer(summary.get("decision") or [], steps, settings)), ""]
     lines += _decision(summary, steps, headline)
     if summary.get("speed"):
         lines += probe_speed.section(summary["speed"]["join"], summary["speed"]["inputs"], steps,

@@ -105,7 +105,32 @@ def _against(row: dict) -> str:
     return f"{mine} for both" if mine == theirs else f"{mine} against {theirs}"
 
 
-def answer(rows: list[dict], steps: int | None) -> list[str]:
+def training_conditions(settings: dict) -> str | None:
+    """The training the answer's accuracies come from, in one clause: 'float32 on the CPU, one thread per model,
+    the best of learning rates 0.001 / 0.003 / 0.01 per mixer and seed on 128 validation sequences, 300 steps, a
+    cell doubled up to 1,200 where its control missed 95 %'; None without settings."""
+    if not settings:
+        return None
+    threads = settings.get("threads")
+    parts = ["float32 on the CPU" + (f", {count(threads)} thread{'s' if threads != 1 else ''} per model"
+                                      if threads else "")]
+    lrs = settings.get("lrs") or []
+    if len(lrs) > 1:
+        validation = (f" on {count(settings['val_examples'])} validation sequences"
+                      if settings.get("val_examples") else "")
+        parts.append(f"the best of learning rates {' / '.join(f'{lr:g}' for lr in lrs)} per mixer and seed"
+                     + validation)
+    elif lrs:
+        parts.append(f"learning rate {lrs[0]:g}")
+    if settings.get("steps"):
+        cap = settings.get("max_steps")
+        parts.append(f"{count(settings['steps'])} steps" + (
+            f", a cell doubled up to {count(cap)} where its control missed {pct1(settings.get('bar', 0.95))[:-2]} %"
+            if cap and cap > settings["steps"] else ""))
+    return ", ".join(parts)
+
+
+def answer(rows: list[dict], steps: int | None, settings: dict | None = None) -> list[str]:
     """A sentence per task kind the training could teach, and one for the tasks it could not."""
     out = []
     for kind in sorted({r["kind"] for r in rows if r["control"]["passed"]}, key=str):
@@ -130,6 +155,8 @@ def answer(rows: list[dict], steps: int | None) -> list[str]:
                          for r in failed)
         out.append(f"Softmax attention did not learn {names} within this budget ({best}), so the probe cannot "
                    "tell what additive attention gives up there.")
+    if out and training_conditions(settings or {}):
+        out.append(f"Trained with {training_conditions(settings)}.")
     return out or ["The run compared no task between the two mixers at C = 3."]
 
 

@@ -278,6 +278,27 @@ def test_the_probe_report_draws_accuracy_against_pairs_with_each_grids_steps(tmp
             "2.6 % [1.6 %–3.6 %] (3 seeds)") in text
 
 
+def test_a_comparison_on_the_length_and_the_pairs_sweep_is_listed_once_naming_both(tmp_path):
+    from fastformer_bench.report import build_report
+
+    # N = 64 and 256 at 4 pairs (the length sweep), 4 and 16 pairs at N = 64 (the pairs sweep): N = 64 at 4 pairs
+    # is on both
+    points = [{"mixer": mixer, "pairs": pairs, "seq_len": n, "seed": seed,
+               "accuracy": (1.0 if mixer == "softmax" else 0.5) / pairs + 0.01 * seed + 0.001 * n / 64}
+              for mixer in ("additive", "softmax") for n, pairs in ((64, 4), (256, 4), (64, 16)) for seed in (0, 1)]
+    out = _probe_run(tmp_path, 3, points, task="mqar", width=16, heads=2, layers=1, vocab=130, chance=1 / 65,
+                     steps=10)
+    summary = build_report([str(out)], str(tmp_path / "report"))
+    assert sorted(h["sweep"] for h in summary["headlines"] if (h["seq_len"], h["pairs"]) == (64, 4)) == [
+        "length", "pairs"]  # the summary keeps both sweeps' lists whole
+    listed = [line for line in (tmp_path / "report" / "REPORT.md").read_text().split("## Every comparison")[1]
+              .split("\n## ")[0].splitlines() if line.startswith("- mqar")]
+    assert len(listed) == 3, listed
+    assert sum("N = 64, width 16, 4 pairs" in line for line in listed) == 1
+    assert any("N = 64, width 16, 4 pairs" in line and "(pairs sweep, also the length sweep)" in line
+               for line in listed)
+
+
 def test_a_resumed_session_under_other_conditions_is_stated_in_the_conditions():
     from fastformer_bench.report.probe import _session_lines
 
