@@ -1,0 +1,115 @@
+"""Does the `plain` figure the suite stores agree with a plain script timing the same call? (issue 32)
+
+For each ok CPU forward point that a results folder holds under the `plain` allocator condition, fresh Python
+processes time the call the way a user's script would, independently of the harness's timer: an environment
+without any allocator setting (MALLOC_*, GLIBC_TUNABLES, LD_PRELOAD, THP_MEM_ALLOC_ENABLE, JEMALLOC_*,
+TCMALLOC_*), pinned to the CPUs the point was timed on, torch at the point's thread count, inputs from
+torch.randn, ``fastformer_bench.additive_attention(x, w, None, impl=...)`` called twice untimed, then timed
+``--calls`` times with time.perf_counter. Each point in ``--processes`` processes; the script's figure is the
+median over all their calls.
+
+    python scripts/plain_check.py results/cpu --json results/cpu/plain-check.json
+
+Prints one line per point (stored median, the script's median, their ratio) and the largest distance from 1;
+exits 1 where a ratio lies outside 1 ± ``--tolerance`` (0.15, the issue's bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+#: what a user's `python` does not have: every variable that changes the C library's or torch's allocator
+_ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
+_ALLOCATOR_PREFIXES = ("MALLOC_", "JEMALLOC_", "TCMALLOC_")
+
+_CHILD = """
+import json, os, sys, time
+os.sched_setaffinity(0, set(json.loads(sys.argv[1])))
+import torch
+import fastformer_bench as fb
+torch.set_num_threads(int(sys.argv[2]))
+C, B, N, D, H = map(int, sys.argv[3:8])
+impl, calls = sys.argv[8], int(sys.argv[9])
+x, w = torch.randn(C, B, N, D), torch.randn(C - 1, H, D // H)
+for _ in range(2):
+    fb.additive_attention(x, w, None, impl=impl)
+times = []
+for _ in range(calls):
+    start = time.perf_counter()
+    fb.additive_attention(x, w, None, impl=impl)
+    times.append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+
+
+def plain_environment() -> dict[str, str]:
+    """This process's environment less every allocator setting: what `python` gets in a fresh shell."""
+    return {k: v for k, v in os.environ.items()
+            if k not in _ALLOCATOR_VARIABLES and not k.startswith(_ALLOCATOR_PREFIXES)}
+
+
+def plain_points(results: Path) -> list[dict]:
+    """The ok unmasked CPU core forward points measured under the plain condition, in the file's order."""
+    points = []
+    for line in (results / "points.jsonl").read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if (record.get("allocator") == "plain" and record.get("status") == "ok" and record.get("device") == "cpu"
+                and record.get("mode") == "fwd" and record.get("scope") == "core"
+                and record.get("family") == "additive" and not record.get("masked")):
+            points.append(record)
+    return points
+
+
+def time_in_plain_process(record: dict, calls: int) -> list[float]:
+    cpus = record.get("cpu_affinity") or sorted(os.sched_getaffinity(0))[-int(record.get("threads") or 1):]
+    args = [json.dumps(sorted(cpus)), str(record.get("threads") or 1), str(record["columns"]),
+            str(record["batch"]), str(record["seq_len"]), str(record["width"]), str(record["heads"]),
+            record["impl"], str(calls)]
+    done = subprocess.run([sys.executable, "-c", _CHILD, *args], env=plain_environment(), capture_output=True,
+                          text=True, check=True, timeout=1800)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="a results folder (points.jsonl)")
+    parser.add_argument("--calls", type=int, default=15, help="timed calls per process")
+    parser.add_argument("--processes", type=int, default=4, help="fresh processes per point")
+    parser.add_argument("--tolerance", type=float, default=0.15)
+    parser.add_argument("--json", type=Path, help="also write the comparison here")
+    args = parser.parse_args(argv)
+    if not (args.results / "points.jsonl").is_file():
+        print(f"{args.results} holds no points.jsonl.", file=sys.stderr)
+        return 2
+    points = plain_points(args.results)
+    if not points:
+        print(f"{args.results} holds no ok plain-condition CPU forward point to check.", file=sys.stderr)
+        return 2
+    rows = []
+    for record in points:
+        times = [t for _ in range(args.processes) for t in time_in_plain_process(record, args.calls)]
+        script = statistics.median(times)
+        row = {"impl": record["impl"], "seq_len": record["seq_len"], "width": record["width"],
+               "batch": record["batch"], "threads": record.get("threads"), "stored_s": record["time_median"],
+               "script_s": script, "script_min_s": min(times), "script_max_s": max(times),
+               "ratio": record["time_median"] / script, "calls": len(times)}
+        rows.append(row)
+        print(f"{row['impl']:>9} N={row['seq_len']:>7} D={row['width']} B={row['batch']} threads={row['threads']}: "
+              f"stored {row['stored_s'] * 1e3:8.2f} ms, script {script * 1e3:8.2f} ms "
+              f"({min(times) * 1e3:.2f}-{max(times) * 1e3:.2f}), stored / script {row['ratio']:.3f}", flush=True)
+    worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
+    print(f"largest distance from 1: {worst['ratio']:.3f} ({worst['impl']}, N = {worst['seq_len']})")
+    if args.json:
+        args.json.write_text(json.dumps({"tolerance": args.tolerance, "calls_per_process": args.calls,
+                                         "processes": args.processes, "points": rows}, indent=1) + "\n")
+    return 0 if abs(worst["ratio"] - 1) <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

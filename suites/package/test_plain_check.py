@@ -1,0 +1,66 @@
+"""scripts/plain_check.py, the check that the suite's stored `plain` figure is what a plain script gets: which
+points it checks, that its processes carry no allocator setting, and that it refuses what it cannot check."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "plain_check.py"
+
+
+@pytest.fixture(scope="module")
+def plain_check():
+    spec = importlib.util.spec_from_file_location("plain_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(**changes) -> dict:
+    record = {"impl": "eager", "family": "additive", "device": "cpu", "mode": "fwd", "scope": "core",
+              "status": "ok", "allocator": "plain", "masked": False, "columns": 3, "batch": 1, "seq_len": 64,
+              "width": 16, "heads": 2, "threads": 1, "time_median": 1e-3}
+    return {**record, **changes}
+
+
+def test_its_processes_get_no_allocator_setting(plain_check, monkeypatch):
+    for name, value in {"MALLOC_ARENA_MAX": "1", "LD_PRELOAD": "libtcmalloc_minimal.so.4", "GLIBC_TUNABLES":
+                        "glibc.malloc.mmap_max=0", "THP_MEM_ALLOC_ENABLE": "1", "TCMALLOC_RELEASE_RATE": "0",
+                        "JEMALLOC_CONF": "x", "MALLOC_TRIM_THRESHOLD_": "-1"}.items():
+        monkeypatch.setenv(name, value)
+    env = plain_check.plain_environment()
+    assert not [k for k in env if k.startswith(("MALLOC_", "JEMALLOC_", "TCMALLOC_"))]
+    assert not {"LD_PRELOAD", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE"} & set(env)
+    assert env["PATH"] == os.environ["PATH"]
+
+
+def test_it_checks_only_ok_plain_unmasked_cpu_forward_points(plain_check, tmp_path):
+    kept = _record(seq_len=128)
+    others = [_record(allocator=None), _record(allocator="warm"), _record(status="incorrect"),
+              _record(mode="fwd_bwd"), _record(masked=True), _record(device="cuda"), _record(scope="layer"),
+              _record(family="softmax", impl="softmax_sdpa")]
+    (tmp_path / "points.jsonl").write_text("\n".join(json.dumps(r) for r in [*others, kept]) + "\n")
+    assert plain_check.plain_points(tmp_path) == [kept]
+
+
+def test_a_folder_it_cannot_check_is_one_sentence_and_exit_2(plain_check, tmp_path, capsys):
+    assert plain_check.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith("holds no points.jsonl.")
+    (tmp_path / "points.jsonl").write_text(json.dumps(_record(allocator="warm")) + "\n")
+    assert plain_check.main([str(tmp_path)]) == 2
+    assert "no ok plain-condition CPU forward point" in capsys.readouterr().err
+
+
+def test_a_point_is_timed_in_fresh_processes_and_compared(plain_check, tmp_path, capsys):
+    (tmp_path / "points.jsonl").write_text(json.dumps(_record(time_median=1e3)) + "\n")  # far from any real time
+    out = tmp_path / "check.json"
+    assert plain_check.main([str(tmp_path), "--calls", "3", "--processes", "1", "--json", str(out)]) == 1
+    (row,) = json.loads(out.read_text())["points"]
+    assert row["calls"] == 3 and 0 < row["script_min_s"] <= row["script_s"] <= row["script_max_s"]
+    assert row["ratio"] == pytest.approx(1e3 / row["script_s"]) and row["ratio"] > 1.15
+    assert "stored / script" in capsys.readouterr().out
