@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 1, args.seq_len, args.width, generator=gen)
     w = torch.randn(2, 8, args.width // 8, generator=gen) / (args.width // 8) ** 0.5
-    reason = fb.impls.get(args.impl).unsupported_reason("cpu", torch.float32)
+    reason = fb.registry.get(args.impl).unsupported_reason("cpu", torch.float32)
     if reason is not None:
         print(f"{args.impl} cannot run here: {reason}", file=sys.stderr)
         return 2

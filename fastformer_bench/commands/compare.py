@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", metavar="A", help="the run compared against: a results directory (points + run.json)")
     parser.add_argument("b", metavar="B", help="the run compared: a results directory")
     parser.add_argument("--normalize", action="store_true",
-                        help="scale B's memory-bound (linear) points by the runs' copy-bandwidth ratio, as the "
-                             "gate's --normalize does")
+                        help="experimental (docs/gate.md §4): scale B's memory-bound (linear) points by the runs' "
+                             "copy-bandwidth ratio, as the gate's --normalize does")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="name the points only one run holds (the files always name them)")
     for flag, what in (("--markdown", "markdown"), ("--json", "JSON")):

@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "preset)")
     parser.add_argument("--impl", metavar="I[,I...]", help="implementations to measure (the baseline side)")
     parser.add_argument("--normalize", action="store_true",
-                        help="stored baseline: scale memory-bound points by the runs' copy-bandwidth ratio instead of "
-                             "refusing runs whose bandwidths differ by more than 10 %%")
+                        help="experimental (docs/gate.md §4: an A/A check left normalised ratios 0.74-1.20 "
+                             "from 1): stored baseline: scale memory-bound points by the runs' copy-bandwidth ratio "
+                             "instead of refusing runs whose bandwidths differ by more than 10 %%")
     parser.add_argument("--candidate-impl", metavar="I[,I...]",
                         help="the candidate measures these instead, paired by position with --impl")
     axes.add_overrides(parser, modes.RUN_AXES)

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "on GitHub or GitLab; else no links)")
     show.add_argument("--repo", default=".", help="the repository whose origin names the commit URL (default: here)")
     show.add_argument("--normalize", action="store_true",
-                      help="scale memory-bound points by the runs' copy bandwidth (else differing runs exit 2)")
+                      help="experimental (docs/gate.md §4): scale memory-bound points by the runs' copy bandwidth "
+                           "(else differing runs exit 2)")
     show.add_argument("--margin", type=float, default=0.02, help="smallest step reported, as a fraction (default 0.02)")
 
 
