@@ -121,6 +121,9 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
     t["share_best"] = t["bytes_min"] / t["time_median"] / t["copy_best"]
     t["share_now"] = t["bytes_min"] / t["time_median"] / t["copy_bytes_per_s_now"]
     t["flop_rate"] = t["flops"] / t["time_median"]
+    # the faster of the start and end readings of each roof: the best the run measured
+    t["read_best"] = t[["read_bw", "read_bw_end"]].max(axis=1, skipna=True)
+    t["write_best"] = t[["write_bw", "write_bw_end"]].max(axis=1, skipna=True)
     t["share_matching"] = _roof_time(t, "read_bw", "write_bw") / t["time_median"]
     t["share_matching_best"] = _roof_time(t, "read_best", "write_best") / t["time_median"]
     rows = []
@@ -145,7 +148,6 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
 def roof_share(t: pd.DataFrame) -> pd.Series:
     """Each point's share of its memory roof: the read/write roof matching its traffic where the run measured one,
     else bytes_min over the copy bandwidth (runs before those roofs); NaN where neither can be taken."""
-    t = t.copy()
     matching = _roof_time(t, "read_bw", "write_bw") / t["time_median"]
     copy = (t["bytes_min"] / t["time_median"] / t["copy_bw"]).where((t["bytes_min"] > 0) & (t["copy_bw"] > 0))
     return matching.fillna(copy)
@@ -155,9 +157,6 @@ def _roof_time(t: pd.DataFrame, read: str, write: str) -> pd.Series:
     """Seconds the point's least reads and writes take at the read and write roofs (NaN where a count or a roof is
     missing): the roof that matches the point's traffic, where the copy roof would bill a forward that mostly
     reads at a copy's rate."""
-    if read not in t.columns:
-        t[read] = t[["read_bw", "read_bw_end"]].max(axis=1, skipna=True)
-        t[write] = t[["write_bw", "write_bw_end"]].max(axis=1, skipna=True)
     ok = (t["bytes_read_min"] > 0) & (t["bytes_written_min"] >= 0) & (t[read] > 0) & (t[write] > 0)
     return (t["bytes_read_min"] / t[read] + t["bytes_written_min"] / t[write]).where(ok)
 

@@ -102,7 +102,8 @@ def _roof(streaming: list[dict], key: dict, impl: str) -> dict | None:
 DECIDED_IN, PLAIN = "warm", "plain"
 
 
-def _condition(t: pd.DataFrame) -> pd.Series:
+def condition(t: pd.DataFrame) -> pd.Series:
+    """Each row's allocator condition: the one it names, else DECIDED_IN (the sweep process's own)."""
     if "allocator" not in t.columns:
         return pd.Series(DECIDED_IN, index=t.index, dtype=object)
     return t["allocator"].map(lambda v: v if isinstance(v, str) and v not in ("", UNTIMED) else DECIDED_IN)
@@ -110,7 +111,7 @@ def _condition(t: pd.DataFrame) -> pd.Series:
 
 def decided(frame: pd.DataFrame) -> pd.Series:
     """Which rows of ``frame`` were measured in the condition decisions are read in (DECIDED_IN)."""
-    return _condition(frame) == DECIDED_IN
+    return condition(frame) == DECIDED_IN
 
 
 def _plain(t: pd.DataFrame, slice_key: dict, shape: dict, impl: str) -> dict | None:
@@ -138,7 +139,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, dict]) -> list[dict]:
     """One row per setting with a candidate timed: its shape, representative N, fastest and runner-up there,
     share of the copy roof, and its standing against every baseline (primary first)."""
     every = timed(frame).copy()
-    every["condition"] = _condition(every)
+    every["condition"] = condition(every)
     slice_keys = [k for k in SLICE if k != "allocator"]
     # one decision per setting, in the warm heap (a point naming "warm" and one naming none are the same setting)
     t = every[every["condition"] == DECIDED_IN].copy()

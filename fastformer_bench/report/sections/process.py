@@ -13,7 +13,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench import axes
-from fastformer_bench.report.analysis import SHAPE, SLICE, UNTIMED, key_dict, past_llc
+from fastformer_bench.report.analysis import SHAPE, SLICE, key_dict, past_llc
+from fastformer_bench.report.decision import condition
 from fastformer_bench.report.fmt import count, pct, si, times
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.report.output import table
@@ -43,12 +44,6 @@ WHY_OVERLAP = ("its reads and writes overlap, and the read and write roofs, each
                "least time of a mix of both")
 
 
-def _conditions(t: pd.DataFrame) -> pd.Series:
-    if "allocator" not in t.columns:
-        return pd.Series([WARM] * len(t), index=t.index, dtype=object)
-    return t["allocator"].map(lambda v: v if isinstance(v, str) and v and v != UNTIMED else WARM)
-
-
 def _number(g: pd.DataFrame, column: str) -> float | None:
     if column not in g.columns:
         return None
@@ -58,7 +53,7 @@ def _number(g: pd.DataFrame, column: str) -> float | None:
 
 def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
     t = timed(frame).copy()
-    t["condition"] = _conditions(t)
+    t["condition"] = condition(t)
     if t["condition"].nunique() < 2:
         return {}
     known = [c for c in ORDER if c in set(t["condition"])] + sorted(set(t["condition"]) - set(ORDER))
