@@ -97,6 +97,15 @@ ALLOCATOR_PRELOADS = {"jemalloc": "libjemalloc.so.2", "tcmalloc": "libtcmalloc_m
 ALLOCATOR_PACKAGES = {"jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}
 #: read by torch's CPU allocator when it first allocates: 2 MiB-aligned blocks madvise(MADV_HUGEPAGE)d
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
+#: what a user puts in a process's environment to get each condition other than plain: warm is the harness's
+#: mallopt settings as glibc tunables (2^64 - 1 is SIZE_MAX, a heap never trimmed); torch reads
+#: THP_MEM_ALLOC_ENABLE; ld.so finds a bare soname in LD_PRELOAD on the library path
+REMEDY_ENV = {
+    "warm": {"GLIBC_TUNABLES": f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={2**64 - 1}:"
+                               "glibc.malloc.arena_max=1"},
+    "thp": {THP_ENV: "1"},
+    **{name: {"LD_PRELOAD": library} for name, library in ALLOCATOR_PRELOADS.items()},
+}
 #: the method axes' value for a CUDA point whose grid names none: device time without launch cost, L2 cold as
 #: inside a model (a CPU point has neither: it is timed by the wall clock)
 CUDA_DEFAULTS = {"timing": "graph", "cache": "cold"}

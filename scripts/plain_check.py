@@ -1,4 +1,5 @@
 """Does the `plain` figure the suite stores agree with a plain script timing the same call? (issue 32)
+With ``--condition``, does a stored remedy's figure hold for the one-line setting the report tells a user to type?
 
 For each ok CPU forward point that a results folder holds under the `plain` allocator condition, fresh Python
 processes time the call the way a user's script would, independently of the harness's timer: an environment
@@ -8,7 +9,13 @@ torch.randn, ``fastformer_bench.additive_attention(x, w, None, impl=...)`` calle
 ``--calls`` times with time.perf_counter. Each point in ``--processes`` processes; the script's figure is the
 median over all their calls.
 
+``--condition warm|thp|jemalloc|tcmalloc`` checks the points stored under that condition instead, timed in
+processes whose environment is the plain one plus the condition's setting as the report's remedy spells it
+(axes.REMEDY_ENV: e.g. warm's three MALLOC_* variables rather than the harness's mallopt calls, tcmalloc's
+``LD_PRELOAD`` of a bare soname). Points that name no condition (measured warm) are not checked.
+
     python scripts/plain_check.py results/cpu --json results/cpu/plain-check.json
+    python scripts/plain_check.py results/cpu --condition warm --json results/cpu/warm-env-check.json
 
 Prints one line per point (stored median, the script's median, their ratio) and the largest distance from 1;
 exits 1 where a ratio lies outside 1 ± ``--tolerance`` (0.15, the issue's bound).
@@ -23,6 +30,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from fastformer_bench.axes import REMEDY_ENV
 
 #: what a user's `python` does not have: every variable that changes the C library's or torch's allocator
 _ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
@@ -54,25 +63,30 @@ def plain_environment() -> dict[str, str]:
             if k not in _ALLOCATOR_VARIABLES and not k.startswith(_ALLOCATOR_PREFIXES)}
 
 
-def plain_points(results: Path) -> list[dict]:
-    """The ok unmasked CPU core forward points measured under the plain condition, in the file's order."""
+def condition_environment(condition: str) -> dict[str, str]:
+    """The plain environment plus ``condition``'s own setting (none for plain)."""
+    return {**plain_environment(), **REMEDY_ENV.get(condition, {})}
+
+
+def plain_points(results: Path, condition: str = "plain") -> list[dict]:
+    """The ok unmasked CPU core forward points measured under ``condition``, in the file's order."""
     points = []
     for line in (results / "points.jsonl").read_text().splitlines():
         record = json.loads(line) if line.strip() else {}
-        if (record.get("allocator") == "plain" and record.get("status") == "ok" and record.get("device") == "cpu"
+        if (record.get("allocator") == condition and record.get("status") == "ok" and record.get("device") == "cpu"
                 and record.get("mode") == "fwd" and record.get("scope") == "core"
                 and record.get("family") == "additive" and not record.get("masked")):
             points.append(record)
     return points
 
 
-def time_in_plain_process(record: dict, calls: int) -> list[float]:
+def time_in_plain_process(record: dict, calls: int, condition: str = "plain") -> list[float]:
     cpus = record.get("cpu_affinity") or sorted(os.sched_getaffinity(0))[-int(record.get("threads") or 1):]
     args = [json.dumps(sorted(cpus)), str(record.get("threads") or 1), str(record["columns"]),
             str(record["batch"]), str(record["seq_len"]), str(record["width"]), str(record["heads"]),
             record["impl"], str(calls)]
-    done = subprocess.run([sys.executable, "-c", _CHILD, *args], env=plain_environment(), capture_output=True,
-                          text=True, check=True, timeout=1800)
+    done = subprocess.run([sys.executable, "-c", _CHILD, *args], env=condition_environment(condition),
+                          capture_output=True, text=True, check=True, timeout=1800)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -81,19 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="a results folder (points.jsonl)")
     parser.add_argument("--calls", type=int, default=15, help="timed calls per process")
     parser.add_argument("--processes", type=int, default=4, help="fresh processes per point")
+    parser.add_argument("--condition", default="plain", choices=["plain", *REMEDY_ENV],
+                        help="the allocator condition whose stored points to check (default plain)")
     parser.add_argument("--tolerance", type=float, default=0.15)
     parser.add_argument("--json", type=Path, help="also write the comparison here")
     args = parser.parse_args(argv)
     if not (args.results / "points.jsonl").is_file():
         print(f"{args.results} holds no points.jsonl.", file=sys.stderr)
         return 2
-    points = plain_points(args.results)
+    points = plain_points(args.results, args.condition)
     if not points:
-        print(f"{args.results} holds no ok plain-condition CPU forward point to check.", file=sys.stderr)
+        print(f"{args.results} holds no ok {args.condition}-condition CPU forward point to check.",
+              file=sys.stderr)
         return 2
     rows = []
     for record in points:
-        times = [t for _ in range(args.processes) for t in time_in_plain_process(record, args.calls)]
+        times = [t for _ in range(args.processes) for t in time_in_plain_process(record, args.calls, args.condition)]
         script = statistics.median(times)
         row = {"impl": record["impl"], "seq_len": record["seq_len"], "width": record["width"],
                "batch": record["batch"], "threads": record.get("threads"), "stored_s": record["time_median"],
@@ -106,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
     print(f"largest distance from 1: {worst['ratio']:.3f} ({worst['impl']}, N = {worst['seq_len']})")
     if args.json:
-        args.json.write_text(json.dumps({"tolerance": args.tolerance, "calls_per_process": args.calls,
+        args.json.write_text(json.dumps({"condition": args.condition,
+                                         "environment": REMEDY_ENV.get(args.condition, {}),
+                                         "tolerance": args.tolerance, "calls_per_process": args.calls,
                                          "processes": args.processes, "points": rows}, indent=1) + "\n")
     return 0 if abs(worst["ratio"] - 1) <= args.tolerance else 1
 

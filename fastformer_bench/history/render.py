@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from fastformer_bench.history import findings
 from fastformer_bench.history.store import check_one_machine, entries
 from fastformer_bench.history.trend import DEFAULT_MARGIN, outliers, series, steps
-from fastformer_bench.report.figures import save, style, units
 from fastformer_bench.report.fmt import pct
+from fastformer_bench.report.plotting import save, style, units
 
 MAX_PANELS = 12
 

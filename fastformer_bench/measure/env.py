@@ -163,11 +163,46 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
         "cudnn_version": _try(torch.backends.cudnn.version) if cuda_ok else None,
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
         "argv": list(sys.argv if argv is None else argv),
+        "kernel_memory": kernel_memory(),
     }
     env.update(contention.cpu_contention())
     env.update(_gpu())
     env.update(_git_state())
     return env
+
+
+def kernel_memory(root: str | os.PathLike = "/") -> dict:
+    """What the kernel does to a process's memory behind the allocator: the transparent-huge-page modes, the swap
+    size, and every DAMON worker with its monitored space and scheme actions (a running paddr ``pageout`` scheme
+    reclaims idle pages, so memory a kept heap holds between calls can fault in again). Unreadable: left out."""
+    base = Path(root)
+
+    def read(*parts: str) -> str | None:
+        try:
+            return (base.joinpath(*parts)).read_text().strip()
+        except OSError:
+            return None
+
+    facts: dict = {}
+    for name in ("enabled", "defrag"):
+        value = read("sys/kernel/mm/transparent_hugepage", name)
+        if value:  # the mode in brackets: "always [madvise] never"
+            facts[f"thp_{name}"] = value.partition("[")[2].partition("]")[0] or value
+    meminfo = read("proc/meminfo") or ""
+    swap = [line.split()[1] for line in meminfo.splitlines() if line.startswith("SwapTotal:")]
+    if swap:
+        facts["swap_bytes"] = int(swap[0]) * 1024
+    kdamonds = base / "sys/kernel/mm/damon/admin/kdamonds"
+    workers = []
+    for worker in sorted(kdamonds.glob("[0-9]*"), key=lambda p: int(p.name)) if kdamonds.is_dir() else []:
+        for context in sorted(worker.glob("contexts/[0-9]*")):
+            actions = [read(str(a.relative_to(base))) for a in sorted(context.glob("schemes/[0-9]*/action"))]
+            workers.append({"state": read(str((worker / "state").relative_to(base))),
+                            "operations": read(str((context / "operations").relative_to(base))),
+                            "actions": [a for a in actions if a]})
+    if kdamonds.is_dir():
+        facts["damon"] = workers
+    return facts
 
 
 def copy_bandwidths(devices: Iterable[str]) -> dict[str, float | None]:

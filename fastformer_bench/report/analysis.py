@@ -79,6 +79,8 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     for col in METHOD:  # UNTIMED: a CPU point, or a CUDA one before these axes (grouping keys must not be NaN)
         values = f[col] if col in f.columns else pd.Series([None] * len(f), index=f.index, dtype=object)
         f[col] = values.map(lambda v: v if isinstance(v, str) and v else UNTIMED)
+    if "allocator" in METHOD:  # a point naming warm was measured as one naming none (axes.ALLOCATORS): one slice
+        f.loc[f["allocator"] == "warm", "allocator"] = UNTIMED
     f["input_bytes"] = input_bytes(f)
     return f.sort_values(SLICE + ["impl"] + SHAPE + ["seq_len", "point_id"], kind="stable").reset_index(drop=True)
 

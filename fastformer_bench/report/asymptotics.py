@@ -158,7 +158,13 @@ def _roof_time(t: pd.DataFrame, read: str, write: str) -> pd.Series:
     missing): the roof that matches the point's traffic, where the copy roof would bill a forward that mostly
     reads at a copy's rate."""
     ok = (t["bytes_read_min"] > 0) & (t["bytes_written_min"] >= 0) & (t[read] > 0) & (t[write] > 0)
-    return (t["bytes_read_min"] / t[read] + t["bytes_written_min"] / t[write]).where(ok)
+    return least_seconds(t["bytes_read_min"], t["bytes_written_min"], t[read], t[write]).where(ok)
+
+
+def least_seconds(read, written, read_per_s, write_per_s):
+    """Seconds ``read`` bytes take at the read roof plus ``written`` bytes at the write roof: the least time of a
+    call's traffic (numbers or Series alike)."""
+    return read / read_per_s + written / write_per_s
 
 
 def _matching(g: pd.DataFrame) -> dict | None:

@@ -19,6 +19,15 @@ from fastformer_bench.report.numbers import num, timed
 #: and, at a fixed token budget, changes B with N)
 CORE = "core"
 DEVICE_WORDS = {"cpu": "CPU", "cuda": "GPU"}
+#: how each timing method (a record's timing_method) reads in the Answer
+TIMING_WORDS = {
+    "perf_counter": "wall-clock time around each call, by perf_counter",
+    "graph": "device time of CUDA-graph replays, launch cost excluded",
+    "launch": "CUDA events around calls launched from Python, launch cost included",
+    "cuda_event+l2_flush": "CUDA events around calls launched from Python, the L2 flushed before each",
+}
+#: a CUDA row's method axes in words (a CPU row has none)
+_AXIS_WORDS = {"timing": {"graph": "CUDA-graph timing", "launch": "launch timing"}, "cache": "{} L2"}
 
 
 def candidates(facts: dict[str, dict]) -> set[str]:
@@ -176,10 +185,19 @@ def decide(frame: pd.DataFrame, facts: dict[str, dict]) -> list[dict]:
                      "runner_up": {"impl": ranked.index[1], "n": compared, "time": num(ranked.iloc[1], 4),
                                    "ratio": num(ranked.iloc[1] / ranked.iloc[0], 4)} if len(ranked) > 1 else None,
                      "roof": _roof(streaming, key, fastest), "allocator": DECIDED_IN,
+                     "timing_method": _timing_method(g[g["impl"] == fastest]),
                      "plain": _plain(every, dict(zip(slice_keys, (slice_key[SLICE.index(k)] for k in slice_keys))),
                                      dict(zip(SHAPE, shape)), fastest),
                      "versus": [_versus(sl, key, fastest, b, impl_times, speedups, crossings) for b in bases]})
     return rows
+
+
+def _timing_method(points: pd.DataFrame) -> str | None:
+    """The timing method most of the fastest's points were timed with (None where the records do not say)."""
+    if "timing_method" not in points.columns:
+        return None
+    methods = points["timing_method"].dropna()
+    return str(methods.mode().iloc[0]) if len(methods) else None
 
 
 def device_word(device: str) -> str:
@@ -195,7 +213,10 @@ def setting(row: dict, device: bool = True) -> str:
     text = " ".join(words)
     if str(row["device"]).partition("@")[0] == "cpu" and row.get("threads"):
         text += f", {row['threads']} thread{'s' if row['threads'] != 1 else ''}"
-    return text
+    # graph- and launch-timed (cold- and warm-L2) rows of one dtype and mode are different settings: name them
+    method = [_AXIS_WORDS["timing"].get(row.get("timing"), "") if k == "timing" else _AXIS_WORDS[k].format(row[k])
+              for k in ("timing", "cache") if row.get(k) not in (None, UNTIMED)]
+    return text + "".join(f", {m}" for m in method if m)
 
 
 def shape(row: dict) -> str:

@@ -1,219 +1,42 @@
-"""The report's figures: seaborn styling on matplotlib's Agg canvas, written as PNG.
+"""The report's figures, drawn with report/plotting.py (seaborn's style on matplotlib's Agg canvas) as PNG.
 
-Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot) inside an rc context, so building a report
-changes no global matplotlib state and needs no display. Every figure kind returns a list of entries
-``{"kind", "file", "title"}`` under the kind ``spec.SPECS`` gives it (also its files' prefix); a kind without
-data returns none. Only status == "ok" points are drawn (plus the OOM markers): an incorrect point's time is
-never plotted. Colours, markers and legend order follow each implementation's ``display_order`` fact, never its name.
+Every figure kind returns a list of entries ``{"kind", "file", "title"}`` under the kind ``spec.SPECS`` gives
+it (also its files' prefix); a kind without data returns none. Only status == "ok" points are drawn (plus the OOM
+markers): an incorrect point's time is never plotted. Colours, markers and legend order follow each
+implementation's ``display_order`` fact, never its name.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import textwrap
 import warnings
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import (
-    EngFormatter,
-    FixedLocator,
-    FuncFormatter,
-    LogFormatter,
-    NullFormatter,
-    PercentFormatter,
-)
 from matplotlib.transforms import blended_transform_factory
 
 from fastformer_bench.report import analysis, asymptotics, decision, quantities
 from fastformer_bench.report.fmt import si, sig
-
-#: colour and marker of display_order 0, 1, ...: the same implementation looks the same in every figure
-#: (colour-blind-safe order); an implementation beyond these or without an order gets a stable extra one
-COLOURS = ["#555555", "#0072B2", "#009E73", "#CC79A7", "#B2182B", "#E69F00"]
-MARKERS = ["s", "o", "^", "D", "v", "P"]
-_EXTRA_COLOURS = ["#56B4E9", "#8C564B", "#BCBD22", "#17BECF", "#7F3C8D", "#11A579", "#E73F74", "#3969AC"]
-_EXTRA_MARKERS = ["<", ">", "h", "*", "p", "X", "d", "8"]
-_RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
-       "figure.dpi": 100, "savefig.dpi": 100, "font.family": "DejaVu Sans", "svg.hashsalt": "fastformer-bench"}
-N_LABEL = "sequence length N (tokens; k = 1024)"
-TIME_LABEL = "time per call"
-MAX_FACETS = 12
-
-
-def _stable_index(name: str, size: int) -> int:
-    # crc32, not hash(): Python salts str hashes per process, and an unknown impl must keep its colour.
-    return zlib.crc32(name.encode()) % size
-
-
-def colour(impl: str, order: int | None) -> str:
-    if order is not None and 0 <= order < len(COLOURS):
-        return COLOURS[order]
-    return _EXTRA_COLOURS[_stable_index(impl, len(_EXTRA_COLOURS))]
-
-
-def marker(impl: str, order: int | None) -> str:
-    if order is not None and 0 <= order < len(MARKERS):
-        return MARKERS[order]
-    return _EXTRA_MARKERS[_stable_index(impl, len(_EXTRA_MARKERS))]
-
-
-@dataclass(frozen=True)
-class Look:
-    """How each implementation of one report is drawn and in which order, from its records' facts."""
-
-    facts: dict[str, dict]
-
-    def _order(self, impl: str) -> int | None:
-        return self.facts.get(impl, {}).get("display_order")
-
-    def colour(self, impl: str) -> str:
-        return colour(impl, self._order(impl))
-
-    def marker(self, impl: str) -> str:
-        return marker(impl, self._order(impl))
-
-    def order(self, impls) -> list[str]:
-        return analysis.impl_order(impls, self.facts)
-
-    def primary(self) -> str | None:
-        found = analysis.baselines(self.facts)
-        return found[0] if found else None
-
-    def words(self) -> dict[str, str]:
-        """What spec templates name: the primary baseline, and its name less its family prefix (file tag)."""
-        base = self.primary()
-        if base is None:
-            return {"baseline": "baseline", "baseline_tag": "baseline"}
-        return {"baseline": base, "baseline_tag": base.removeprefix(f"{self.facts[base]['family']}_")}
-
-
-def style():
-    """The rc context every figure is drawn in (no global matplotlib state changes)."""
-    return mpl.rc_context(_RC)
-
-
-def _new(count: int, ncols: int = 3, size: tuple[float, float] = (4.4, 3.4)) -> tuple[Figure, list]:
-    cols = min(count, ncols)
-    rows = math.ceil(count / cols)
-    fig = Figure(figsize=(size[0] * cols + 1.8, size[1] * rows + 0.7), layout="constrained")
-    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
-    for ax in axes[count:]:
-        ax.set_visible(False)
-    return fig, axes[:count]
-
-
-def _sci(value: float, _pos=None) -> str:
-    mantissa, exponent = f"{value:.0e}".split("e")
-    return f"${mantissa}\\times10^{{{int(exponent)}}}$" if mantissa != "1" else f"$10^{{{int(exponent)}}}$"
-
-
-def units(axis: Axis, unit: str) -> None:
-    """Label ``axis`` with SI prefixes ('1 ms', '10 µs', '100 MB/s'); unit '×' for factors ('1,000×', '0.5×'),
-    '' for plain numbers ('0.1', '1,000'), 'k' for counts with SI prefixes ('100 k', '10 M')."""
-    if unit in ("×", ""):
-        axis.set_major_formatter(FuncFormatter(lambda value, _pos=None: f"{value:,.6g}{unit}"))
-    else:
-        axis.set_major_formatter(EngFormatter(unit="" if unit == "k" else unit, sep=" ", usetex=False,
-                                              useMathText=False))
-
-
-def percent(axis: Axis) -> None:
-    """Label ``axis``, holding shares (1.0 = all), in percent."""
-    axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-
-
-def n_tick(n: int) -> str:
-    """A sequence length as a tick label: '512', '8k' (8,192), '128k' (131,072): k = 1024, as context lengths go."""
-    return str(n) if n < 1024 else f"{n // 1024}k" if n % 1024 == 0 else f"{n:,}"
-
-
-def log_ticks(low: float, high: float) -> list[float]:
-    """Ticks for a log axis spanning less than two decades: the 1-2-5 steps inside it, or finer steps where fewer
-    than two of those fall inside (matplotlib would fall back to linear steps, which crowd at the top)."""
-    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
-    for steps in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
-        ticks = [m * 10.0**e for e in decades for m in steps if low <= m * 10.0**e <= high]
-        if len(ticks) >= 2:
-            return ticks
-    return [low, high]
-
-
-def _tidy_log_ticks(fig: Figure) -> None:
-    # Over two decades the decade labels suffice (minor labels would collide); over less, label 1-2-5 steps so
-    # that every axis carries at least two numbers.
-    for ax in fig.axes:
-        for axis, scale, lims in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
-                                  (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
-            # an axis with ticks of its own (each N measured) keeps them
-            if scale != "log" or min(lims) <= 0 or isinstance(axis.get_major_locator(), FixedLocator):
-                continue
-            if max(lims) / min(lims) < 100:
-                axis.set_major_locator(FixedLocator(log_ticks(min(lims), max(lims))))
-                if isinstance(axis.get_major_formatter(), LogFormatter):  # the default: no unit was set
-                    axis.set_major_formatter(FuncFormatter(_sci))
-            axis.set_minor_formatter(NullFormatter())
-
-
-def save(fig: Figure, directory: Path, name: str, title: str, kind: str) -> dict:
-    """Write ``fig`` to directory/name.png under ``title``; its entry in the summary's figure list."""
-    _tidy_log_ticks(fig)
-    # Wrapped to the figure's width: a one-panel figure must not crop a long title.
-    width = max(40, int(fig.get_figwidth() * 72 / 6.5))
-    # "B = 8" stays on one line: its spaces are held while wrapping
-    lines = (textwrap.fill(line.replace(" = ", "\x01=\x01"), width).replace("\x01", " ") for line in title.split("\n"))
-    fig.suptitle("\n".join(lines), fontsize="large")
-    fig.savefig(directory / f"{name}.png", format="png", metadata={"Software": None})
-    return {"kind": kind, "file": f"figures/{name}.png", "title": title}
-
-
-def legend(fig: Figure, axes: list, extra: list | None = None) -> None:
-    """One legend for the whole figure, below its panels: every label the axes carry, once, then ``extra``."""
-    seen: dict[str, object] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(label, handle)
-    handles = list(seen.values()) + [h for h, _ in extra or []]
-    labels = list(seen) + [lab for _, lab in extra or []]
-    if handles:
-        # Below the panels, so a long title never runs into it.
-        ncols = min(len(handles), 8 if fig.get_figwidth() > 9 else 4)
-        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
-
-
-def _n_axis(ax, ns) -> None:
-    ns = sorted({int(n) for n in ns})
-    if len(ns) > 1 and ns[-1] / ns[0] >= 4:
-        ax.set_xscale("log", base=2)
-    step = max(1, math.ceil(len(ns) / 7))
-    ax.set_xticks(ns[::step], labels=[n_tick(n) for n in ns[::step]])
-    ax.minorticks_off()
-    ax.set_xlabel(N_LABEL)
-
-
-def _log_y(ax, values) -> None:
-    v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
-    if len(v) and v.max() / v.min() >= 10:
-        ax.set_yscale("log")
-
-
-def _line(ax, g: pd.DataFrame, x: str, y: str, impl: str, look: Look, band: tuple[str, str] | None = None,
-          **style) -> None:
-    cols = [y] + list(band or [])
-    per = g.groupby(x)[cols].median().sort_index()
-    ax.plot(per.index, per[y], color=look.colour(impl), marker=look.marker(impl), label=impl, lw=1.6, ms=5,
-            **style)
-    if band is not None and per[list(band)].notna().all().all():
-        ax.fill_between(per.index, per[band[0]], per[band[1]], color=look.colour(impl), alpha=0.2, lw=0)
+from fastformer_bench.report.plotting import (
+    MAX_FACETS,
+    N_LABEL,
+    TIME_LABEL,
+    Look,
+    legend,
+    line,
+    log_y,
+    n_axis,
+    n_tick,
+    new_figure,
+    percent,
+    save,
+    units,
+)
 
 
 def _slice_word(name: str, value) -> str:
@@ -275,12 +98,12 @@ def time_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[dic
         for combo in _combos(s):
             rows = _combo_rows(s, combo)
             facets = list(rows.groupby(["width", "heads"], sort=True))
-            fig, axes = _new(len(facets))
+            fig, axes = new_figure(len(facets))
             for ax, ((width, heads), g) in zip(axes, facets):
                 for impl in look.order(g["impl"].unique()):
-                    _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
-                _n_axis(ax, g["seq_len"])
-                _log_y(ax, g["time_median"])
+                    line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
+                n_axis(ax, g["seq_len"])
+                log_y(ax, g["time_median"])
                 ax.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
                 units(ax.yaxis, "s")
             legend(fig, axes)
@@ -297,13 +120,13 @@ def memory_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[d
         for combo in _combos(s):
             rows = _combo_rows(s, combo)
             facets = list(rows.groupby(["width", "heads"], sort=True))
-            fig, axes = _new(len(facets))
+            fig, axes = new_figure(len(facets))
             any_oom = False
             for ax, ((width, heads), g) in zip(axes, facets):
                 ok = g[g["status"] == "ok"]
                 for impl in look.order(g["impl"].unique()):
                     if (ok["impl"] == impl).any():
-                        _line(ax, ok[ok["impl"] == impl], "seq_len", "peak_bytes", impl, look)
+                        line(ax, ok[ok["impl"] == impl], "seq_len", "peak_bytes", impl, look)
                     oom = g[(g["impl"] == impl) & (g["status"] == "oom")]["seq_len"]
                     if len(oom):
                         any_oom = True
@@ -311,8 +134,8 @@ def memory_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[d
                         ax.axvline(at, color=look.colour(impl), ls="--", lw=1.2)
                         ax.plot([at], [0.96], transform=blended_transform_factory(ax.transData, ax.transAxes),
                                 marker="X", ms=10, color=look.colour(impl), mec="black", clip_on=False)
-                _n_axis(ax, g["seq_len"])
-                _log_y(ax, ok["peak_bytes"])
+                n_axis(ax, g["seq_len"])
+                log_y(ax, ok["peak_bytes"])
                 ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="peak memory beyond inputs")
                 units(ax.yaxis, "B")
             extra = [(Line2D([], [], color="black", ls="--", marker="X", mec="black"), "first OOM N")] if any_oom \
@@ -337,7 +160,7 @@ def speedup_heatmap(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> li
             g = _combo_rows(s, combo)
             impls = look.order(g["impl"].unique())
             ns, widths = sorted(g["seq_len"].unique()), sorted(g["width"].unique())
-            fig, axes = _new(len(impls), ncols=1, size=(0.8 * len(ns) + 2.6, max(2.4, 0.45 * len(widths) + 1.5)))
+            fig, axes = new_figure(len(impls), ncols=1, size=(0.8 * len(ns) + 2.6, max(2.4, 0.45 * len(widths) + 1.5)))
             # One colour scale for every panel, symmetric in log2 so that "as fast" is always white.
             limit = max(1.0, float(np.abs(np.log2(g["speedup"])).max()))
             for ax, impl in zip(axes, impls):
@@ -371,13 +194,13 @@ def column_effect(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
         facets = [(k, g) for k, g in s.groupby(shape_keys, sort=True) if g["columns"].nunique() >= 2][:MAX_FACETS]
         if not facets:
             continue
-        fig, axes = _new(len(facets))
+        fig, axes = new_figure(len(facets))
         for ax, ((batch, n, width, heads, masked), g) in zip(axes, facets):
             for impl in look.order(g["impl"].unique()):
-                _line(ax, g[g["impl"] == impl], "columns", "time_median", impl, look, ("time_p20", "time_p80"))
+                line(ax, g[g["impl"] == impl], "columns", "time_median", impl, look, ("time_p20", "time_p80"))
             cs = sorted(g["columns"].unique())
             ax.set_xticks(cs, labels=[str(c) for c in cs])
-            _log_y(ax, g["time_median"])
+            log_y(ax, g["time_median"])
             ax.set(title=f"B = {batch}, N = {n}, D = {width}, H = {heads}" + (", masked" if masked else ""),
                    xlabel="column count C (aggregated columns + 1)", ylabel=TIME_LABEL)
             units(ax.yaxis, "s")
@@ -394,7 +217,7 @@ def throughput(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[di
         intensity=lambda d: d["flops"] / d["bytes_min"])
     entries = []
     for key, s in _per_slice(t, analysis.SLICE):
-        fig, (left, right) = _new(2, size=(5.2, 3.9))
+        fig, (left, right) = new_figure(2, size=(5.2, 3.9))
         for impl in look.order(s["impl"].unique()):
             g = s[s["impl"] == impl]
             style = {"color": look.colour(impl), "marker": look.marker(impl), "s": 28, "alpha": 0.8,
@@ -415,7 +238,7 @@ def throughput(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[di
             right.text(xs[0], g * 1.15, f"GEMM {si(g, 'FLOP/s')}", fontsize=7, va="bottom")
             for bw in copy:  # the attainable roof: memory-bound left of the ridge, compute-bound right of it
                 right.plot(xs, np.minimum(bw * xs, g), color="black", lw=1.6, alpha=0.6)
-        _n_axis(left, s["seq_len"])
+        n_axis(left, s["seq_len"])
         left.set_yscale("log")
         left.set(ylabel="achieved bandwidth bytes_min / time", title="bandwidth vs N")
         right.set(xscale="log", yscale="log", xlabel="arithmetic intensity flops / bytes_min (FLOP/byte)",
@@ -440,14 +263,14 @@ def token_budget(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list[
     entries = []
     for key, s in _per_slice(data, [k for k in analysis.SLICE if k != "scope"]):  # all layer scope
         facets = list(s.groupby(["width", "heads"], sort=True))
-        fig, axes = _new(len(facets), size=(5.6, 3.8))
+        fig, axes = new_figure(len(facets), size=(5.6, 3.8))
         for ax, ((width, heads), g) in zip(axes, facets):
             for impl in look.order(g["impl"].unique()):
-                _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
-            _n_axis(ax, g["seq_len"])
+                line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
+            n_axis(ax, g["seq_len"])
             batches = g.groupby("seq_len")["batch"].first()
             ax.set_xticks(list(batches.index), labels=[f"{n_tick(n)}\nB={b}" for n, b in batches.items()])
-            _log_y(ax, g["time_median"])
+            log_y(ax, g["time_median"])
             ax.set(title=f"width D = {width}, heads H = {heads}", ylabel="time per layer call")
             units(ax.yaxis, "s")
         legend(fig, axes)
@@ -477,17 +300,17 @@ def fwd_vs_fwd_bwd(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> lis
                 top, bottom = grid[0][col], grid[1][col]
                 for impl in look.order(g["impl"].unique()):
                     gi = g[g["impl"] == impl]
-                    _line(top, gi, "seq_len", "fwd", impl, look)
-                    _line(top, gi, "seq_len", "fwd_bwd", impl, look, ls="--")
-                    _line(bottom, gi.assign(ratio=gi["fwd_bwd"] / gi["fwd"]), "seq_len", "ratio", impl, look)
-                _log_y(top, pd.concat([g["fwd"], g["fwd_bwd"]]))
+                    line(top, gi, "seq_len", "fwd", impl, look)
+                    line(top, gi, "seq_len", "fwd_bwd", impl, look, ls="--")
+                    line(bottom, gi.assign(ratio=gi["fwd_bwd"] / gi["fwd"]), "seq_len", "ratio", impl, look)
+                log_y(top, pd.concat([g["fwd"], g["fwd_bwd"]]))
                 top.set(title=f"width D = {width}, heads H = {heads}", ylabel=TIME_LABEL)
                 units(top.yaxis, "s")
                 # From zero, so that sample noise is not blown up into a pattern.
                 ratios = g["fwd_bwd"] / g["fwd"]
                 bottom.set(ylabel="time ratio fwd_bwd / fwd", ylim=(0, float(ratios.max()) * 1.15))
                 units(bottom.yaxis, "×")
-                _n_axis(bottom, g["seq_len"])
+                n_axis(bottom, g["seq_len"])
             styles = [(Line2D([], [], color="black"), "fwd (solid)"),
                       (Line2D([], [], color="black", ls="--"), "fwd_bwd (dashed)")]
             legend(fig, [grid[1][0]], styles)
@@ -511,9 +334,9 @@ def quantity_vs_n(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
                     for row, (y, label) in enumerate(panels):
                         ax = grid[row][col]
                         for impl in look.order(g["impl"].unique()):
-                            _line(ax, g[g["impl"] == impl], "seq_len", y, impl, look)
-                        _log_y(ax, g[y])
-                        _n_axis(ax, g["seq_len"])
+                            line(ax, g[g["impl"] == impl], "seq_len", y, impl, look)
+                        log_y(ax, g[y])
+                        n_axis(ax, g["seq_len"])
                         ax.set(ylabel=label, xlabel=N_LABEL if row == len(panels) - 1 else "")
                         units(ax.yaxis, spec["unit"])
                     grid[0][col].set(title=f"width D = {width}, heads H = {heads}")
@@ -548,13 +371,13 @@ def decision_time(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> list
     rows = decision.decide(frame, look.facts)
     if not rows:
         return []
-    fig, axes = _new(len(rows), size=(4.6, 3.7))
+    fig, axes = new_figure(len(rows), size=(4.6, 3.7))
     for ax, row in zip(axes, rows):
         _, g = _setting_rows(frame, row)
         for impl in look.order(g["impl"].unique()):
-            _line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
-        _n_axis(ax, g["seq_len"])
-        _log_y(ax, g["time_median"])
+            line(ax, g[g["impl"] == impl], "seq_len", "time_median", impl, look, ("time_p20", "time_p80"))
+        n_axis(ax, g["seq_len"])
+        log_y(ax, g["time_median"])
         ax.set(title=_panel_title(row), ylabel=TIME_LABEL)
         ax.title.set_fontsize("medium")
         units(ax.yaxis, "s")
@@ -587,7 +410,7 @@ def decision_speedup(frame: pd.DataFrame, out: Path, look: Look, kind: str) -> l
         if drawn:
             top.axhline(1.0, color="black", lw=1.0, ls=":")
             top.set_yscale("log")
-            _n_axis(top, ratio.index.union(b.index))
+            n_axis(top, ratio.index.union(b.index))
             units(top.yaxis, "×")
         else:
             top.text(0.5, 0.5, f"no {base or 'softmax baseline'} point\nin this setting", ha="center", va="center",

@@ -14,8 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fastformer_bench.report import output, probe_cells, probe_decision, probe_speed, probe_theory
-from fastformer_bench.report.figures import legend, n_tick, percent, save, style, units
 from fastformer_bench.report.fmt import count
+from fastformer_bench.report.plotting import legend, n_tick, percent, save, style, units
 from fastformer_bench.report.probe_decision import MIXER_COLOURS, pct1, where
 
 MIXER_MARKERS = {"additive": "o", "softmax": "s"}

@@ -16,9 +16,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fastformer_bench.report import probe_cells
-from fastformer_bench.report.figures import legend, percent, save, style
 from fastformer_bench.report.fmt import count
 from fastformer_bench.report.fmt import pct as percentage
+from fastformer_bench.report.plotting import legend, percent, save, style
 
 MIXER_COLOURS = {"additive": "#0072B2", "softmax": "#B2182B"}
 

@@ -18,8 +18,8 @@ import math
 from matplotlib.figure import Figure
 
 from fastformer_bench.report import probe_cells
-from fastformer_bench.report.figures import legend, percent, save, style, units
 from fastformer_bench.report.fmt import count, si, times
+from fastformer_bench.report.plotting import legend, percent, save, style, units
 from fastformer_bench.report.probe_decision import MIXER_COLOURS, passed, pct1, where
 
 #: how the figure tells the additive implementations apart: the probe's own first (filled), the others by name

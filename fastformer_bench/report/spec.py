@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fastformer_bench.report import analysis, figures
+from fastformer_bench.report import analysis, figures, plotting
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class FigureSpec:
     title: str
     text: str
     #: draw(frame, directory, look, kind) -> entries {"kind", "file", "title"}; none when there is no data
-    draw: Callable[[pd.DataFrame, Path, figures.Look, str], list[dict]]
+    draw: Callable[[pd.DataFrame, Path, plotting.Look, str], list[dict]]
     #: why the kind may have nothing to draw (said in REPORT.md instead of a figure)
     why: str
     #: nothing to draw: no section and no skipped entry at all (a quantity no record has is not news)
@@ -88,10 +88,10 @@ def render_all(frame: pd.DataFrame, directory: str | Path, unreadable: int = 0) 
     directory.mkdir(parents=True, exist_ok=True)
     for stale in sorted(directory.glob("*.png")):  # figures of an earlier report must not linger beside new ones
         stale.unlink()
-    look = figures.Look(analysis.impl_facts(frame))
+    look = plotting.Look(analysis.impl_facts(frame))
     words = look.words()
     entries = []
-    with figures.style():
+    with plotting.style():
         for spec in HEADLINES + SPECS:
             kind = spec.kind.format(**words)
             drawn = spec.draw(frame, directory, look, kind)

@@ -69,3 +69,42 @@ def test_a_failed_allocation_leaves_large_blocks_reused_where_glibc():
     faults = float(done.stdout.split()[-1])
     pages = 2**28 // 4096
     assert faults < pages / 10, f"{faults:.0f} page faults per reused 256 MiB block ({pages} pages in it)"
+
+
+# A user's script under a given environment: whether glibc serves a 64 MiB block with its own mmap, and the free
+# bytes its heap keeps after a 64 MiB tensor is freed (mallinfo2: the allocator's own books, which no kernel
+# reclaim of idle pages moves, where page-fault counts on this VM swung 0-12,288 per block run to run).
+_HEAP = """
+import json, torch
+from fastformer_bench.measure.allocator import _libc, _Mallinfo2, large_blocks_mapped
+libc = _libc()
+libc.mallinfo2.restype = _Mallinfo2
+torch.ones(2**24)
+print(json.dumps({"mapped": large_blocks_mapped(), "kept": libc.mallinfo2().fordblks}))
+"""
+
+
+@pytest.mark.parametrize("setting", ["environment", "plain"])
+def test_the_warm_remedy_typed_as_environment_keeps_freed_blocks_as_the_harness_does(setting):
+    # The report tells a user to get the warm heap with axes.REMEDY_ENV["warm"] (glibc's tunables, read at
+    # start-up) where the harness calls mallopt: the one-liner must turn glibc's own mmaps off and keep the block.
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from fastformer_bench.axes import REMEDY_ENV
+
+    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("glibc's tunables only")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    if setting == "environment":
+        env.update(REMEDY_ENV["warm"])
+    done = subprocess.run([sys.executable, "-c", _HEAP], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    heap = json.loads(done.stdout.strip().splitlines()[-1])
+    if setting == "environment":
+        assert heap["mapped"] is False and heap["kept"] >= 2**26, f"{REMEDY_ENV['warm']} left glibc {heap}"
+    else:  # the control: glibc's defaults map the block and hand it back on free
+        assert heap["mapped"] is True and heap["kept"] < 2**26, heap

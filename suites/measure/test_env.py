@@ -149,3 +149,26 @@ def test_machine_roofs_cover_each_device_and_thread_count(monkeypatch):
     assert found["copy_bytes_per_s"] == {"cpu": 10.0}  # at the setting, as before the roofs
     # no point at the setting: its copy bandwidth is still measured there, for the old readers
     assert machine_roofs([tiny(threads=2)], threads=1)["copy_bytes_per_s"] == {"cpu": 70.0}
+
+
+def test_kernel_memory_reads_huge_pages_swap_and_damon_schemes_from_the_given_root(tmp_path):
+    from fastformer_bench.measure.env import kernel_memory
+
+    def write(path: str, text: str) -> None:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+
+    write("sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n")
+    write("sys/kernel/mm/transparent_hugepage/defrag", "always defer defer+madvise [madvise] never\n")
+    write("proc/meminfo", "MemTotal:  24683836 kB\nSwapTotal:       2048 kB\n")
+    damon = "sys/kernel/mm/damon/admin/kdamonds"
+    write(f"{damon}/0/state", "on\n")
+    write(f"{damon}/0/contexts/0/operations", "paddr\n")
+    write(f"{damon}/0/contexts/0/schemes/0/action", "pageout\n")
+    write(f"{damon}/0/contexts/0/schemes/1/action", "lru_prio\n")
+    write(f"{damon}/1/state", "off\n")
+    assert kernel_memory(tmp_path) == {
+        "thp_enabled": "madvise", "thp_defrag": "madvise", "swap_bytes": 2048 * 1024,
+        # a worker with no monitoring context (kdamond 1) monitors nothing, so it names nothing
+        "damon": [{"state": "on", "operations": "paddr", "actions": ["pageout", "lru_prio"]}]}
+    assert kernel_memory(tmp_path / "nowhere") == {}  # nothing readable: nothing claimed

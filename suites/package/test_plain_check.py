@@ -64,3 +64,20 @@ def test_a_point_is_timed_in_fresh_processes_and_compared(plain_check, tmp_path,
     assert row["calls"] == 3 and 0 < row["script_min_s"] <= row["script_s"] <= row["script_max_s"]
     assert row["ratio"] == pytest.approx(1e3 / row["script_s"]) and row["ratio"] > 1.15
     assert "stored / script" in capsys.readouterr().out
+
+
+def test_a_condition_is_checked_under_the_setting_the_report_tells_users_to_type(plain_check, monkeypatch, tmp_path):
+    from fastformer_bench.axes import REMEDY_ENV
+    from fastformer_bench.report.sections.process import REMEDIES
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the caller's own setting never leaks into a check
+    env = plain_check.condition_environment("warm")
+    assert {k: env[k] for k in REMEDY_ENV["warm"]} == REMEDY_ENV["warm"] and "MALLOC_ARENA_MAX" not in env
+    assert plain_check.condition_environment("tcmalloc")["LD_PRELOAD"] == "libtcmalloc_minimal.so.4"
+    assert "LD_PRELOAD" not in plain_check.condition_environment("plain")
+    for condition, setting in REMEDY_ENV.items():  # the report's one-liner is exactly what is checked
+        assert REMEDIES[condition].startswith("`" + " ".join(f"{k}={v}" for k, v in setting.items()) + "`")
+    stored = [_record(allocator="warm", seq_len=256), _record(allocator=None), _record()]
+    (tmp_path / "points.jsonl").write_text("\n".join(json.dumps(r) for r in stored) + "\n")
+    assert plain_check.plain_points(tmp_path, "warm") == [stored[0]]  # a point naming no condition is not checked
+    assert plain_check.main([str(tmp_path), "--condition", "thp"]) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from testkit.synthetic_results import synthetic_records, write_results
 
-from fastformer_bench.report import build_report, figures, spec
+from fastformer_bench.report import build_report, plotting, spec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -149,19 +149,19 @@ def assert_no_empty_heading(text: str) -> None:
 
 
 def test_colours_and_order_follow_the_display_order_not_the_name():
-    assert len(set(figures.COLOURS)) == len(figures.COLOURS) and len(set(figures.MARKERS)) == len(figures.MARKERS)
-    assert figures.colour("anything", 1) == figures.colour("else", 1) == figures.COLOURS[1]
+    assert len(set(plotting.COLOURS)) == len(plotting.COLOURS) and len(set(plotting.MARKERS)) == len(plotting.MARKERS)
+    assert plotting.colour("anything", 1) == plotting.colour("else", 1) == plotting.COLOURS[1]
     # beyond the list, or without an order: an extra colour chosen by name, stable across calls and processes
-    assert figures.colour("someone_new", 7) == figures.colour("someone_new", None) in figures._EXTRA_COLOURS
-    assert figures.marker("someone_new", 7) in figures._EXTRA_MARKERS
-    look = figures.Look({"b": {"display_order": 5}, "a": {"display_order": 1}, "z": {"display_order": None}})
+    assert plotting.colour("someone_new", 7) == plotting.colour("someone_new", None) in plotting._EXTRA_COLOURS
+    assert plotting.marker("someone_new", 7) in plotting._EXTRA_MARKERS
+    look = plotting.Look({"b": {"display_order": 5}, "a": {"display_order": 1}, "z": {"display_order": None}})
     assert look.order(["zeta", "z", "b", "a"]) == ["a", "b", "z", "zeta"]
-    assert look.colour("b") == figures.COLOURS[5] and look.marker("a") == figures.MARKERS[1]
+    assert look.colour("b") == plotting.COLOURS[5] and look.marker("a") == plotting.MARKERS[1]
 
 
 def test_the_baseline_tag_is_the_name_less_its_family():
-    look = figures.Look({"fast_one": {"family": "fast", "baseline_rank": 2, "display_order": 0},
+    look = plotting.Look({"fast_one": {"family": "fast", "baseline_rank": 2, "display_order": 0},
                          "softmax_flash": {"family": "softmax", "baseline_rank": 1, "display_order": 1}})
     assert look.words() == {"baseline": "softmax_flash", "baseline_tag": "flash"}
     assert spec.SPEEDUP.owns("speedup_vs_flash") and not spec.SPEEDUP.owns("time_vs_n")
-    assert figures.Look({}).words() == {"baseline": "baseline", "baseline_tag": "baseline"}
+    assert plotting.Look({}).words() == {"baseline": "baseline", "baseline_tag": "baseline"}

@@ -113,3 +113,17 @@ def test_bound_at_needs_a_launch_timed_row():
     assert launch.bound_at(s, {"timing": "launch", "device": "cuda", "cache": "warm"}, "eager", 16)
     assert not launch.bound_at(s, {"timing": "graph", "device": "cuda", "cache": "warm"}, "eager", 16)
     assert not launch.bound_at(s, {"timing": "launch", "device": "cuda", "cache": "warm"}, "eager", 32)
+
+
+def test_the_decision_names_each_method_and_the_answer_how_its_times_were_taken(report):
+    from fastformer_bench.report.decision import TIMING_WORDS, setting
+
+    summary, text, _ = report
+    cuda = [r for r in summary["decision"] if r["device"] == "cuda"]
+    assert sorted(r["timing_method"] for r in cuda) == ["graph", "launch"]
+    # one dtype and mode timed two ways are two settings, and read as two
+    assert sorted(setting(r) for r in cuda) == ["GPU bfloat16 fwd, CUDA-graph timing, warm L2",
+                                                "GPU bfloat16 fwd, launch timing, warm L2"]
+    answer = text.split("## Answer\n\n", 1)[1].split("\n", 1)[0]
+    assert f"{TIMING_WORDS['graph']} in bfloat16 fwd, CUDA-graph timing, warm L2" in answer
+    assert f"{TIMING_WORDS['launch']} in bfloat16 fwd, launch timing, warm L2" in answer

@@ -62,9 +62,41 @@ def test_times_ratios_to_warm_and_the_remedy_with_its_effect(tmp_path):
     assert text.startswith("## What your process gets")
     assert "100 ms (2.50×)" in text and "(0.400×)" not in text
     assert "`LD_PRELOAD=libtcmalloc_minimal.so.4`: 2.63×" in text  # the table's remedy column
-    assert "`THP_MEM_ALLOC_ENABLE=1`:" not in text and "`MALLOC_MMAP_MAX_=0" not in text
-    assert "a plain process takes 100 ms, 2.50× the warm heap's 40 ms" in text
-    assert "brings it to 38 ms, 2.63× faster" in text
+    assert "`THP_MEM_ALLOC_ENABLE=1`:" not in text and "`GLIBC_TUNABLES=" not in text
+    bullet = next(line for line in text.splitlines() if line.startswith("- eager"))
+    assert "N = 65,536: a plain process takes 2.50× the warm heap's time" in bullet
+    assert "`tcmalloc` at N = 65,536 (2.63× faster than plain)" in bullet
+    # each remedy named once, as a user types it: only the ones some size needed
+    assert "`tcmalloc`: `LD_PRELOAD=libtcmalloc_minimal.so.4` (Debian's libtcmalloc-minimal4)" in text
+    assert text.count("`LD_PRELOAD=libtcmalloc_minimal.so.4` (Debian") == 1 and "`thp`: " not in text
+
+
+@pytest.mark.parametrize("times", [
+    {"plain": 0.030, "warm": 0.040, "tcmalloc": 0.035},  # plain is the fastest: nothing to remedy
+    {"plain": 0.040, "warm": 0.041, "tcmalloc": 0.038},  # tcmalloc's median is lower, but the spreads overlap
+])
+def test_no_remedy_is_named_where_none_is_faster_than_plain_beyond_the_spreads(tmp_path, times):
+    records = _records(times)
+    for r in records:
+        if r.get("point_id", "").startswith("eager-n65536"):  # each condition's p20-p80: ±5 % of its median
+            r.update(time_p20=r["time_median"] * 0.95, time_p80=r["time_median"] * 1.05)
+    frame, runs = load([str(write_results(tmp_path / "results", records, _env()))])
+    summary = sections.summarize(frame)
+    (row,) = summary["process"]["rows"]
+    assert row["remedy"] is None
+    text = "\n".join(process.section(summary, runs))
+    assert "none needed" in text and "faster than plain)" not in text and "`LD_PRELOAD" not in text
+    assert "none needed at N = 65,536 (no condition faster than plain beyond the spreads)" in text
+
+
+def test_a_remedy_beyond_the_spreads_is_named(tmp_path):
+    records = _records({"plain": 0.040, "warm": 0.041, "tcmalloc": 0.030})
+    for r in records:
+        if r.get("point_id", "").startswith("eager-n65536"):
+            r.update(time_p20=r["time_median"] * 0.95, time_p80=r["time_median"] * 1.05)
+    frame, _ = load([str(write_results(tmp_path / "results", records, _env()))])
+    (row,) = sections.summarize(frame)["process"]["rows"]
+    assert row["remedy"] == {"condition": "tcmalloc", "plain_over_remedy": 1.333}
 
 
 def test_shares_against_the_matching_roof_and_why_above_100(tmp_path):
@@ -94,6 +126,7 @@ def test_without_plain_there_is_no_remedy_and_without_roofs_no_share(tmp_path):
     (row,) = summary["process"]["rows"]
     assert "remedy" not in row and row["ratio_to_warm"]["thp"] == 1.25
     text = "\n".join(process.section(summary, runs))
+    assert "none needed" not in text  # without a plain point there is nothing to remedy, not "none needed"
     assert "Above 100 %" not in text and " %" not in text.split("| slice")[1]
 
 

@@ -68,7 +68,22 @@ def answer(s: dict, machine: str) -> list[str]:
         by = {w: [r for r in rows if r["fastest"]["impl"] == w] for w in winners}
         one = (f"On {machine}, the fastest additive implementation depends on the setting: "
                + "; ".join(f"`{w}` in {_settings(by[w])}" for w in winners) + ".")
-    return [one, _versus_sentence(rows), _roof_sentence(rows)] + _process_sentence(rows)
+    return [_timed_with(one, rows), _versus_sentence(rows), _roof_sentence(rows)] + _process_sentence(rows)
+
+
+def _timed_with(sentence: str, rows: list[dict]) -> str:
+    """The first sentence with how its times were taken: one method for every setting, else each setting's."""
+    methods = {r.get("timing_method") for r in rows} - {None}
+    if not methods:
+        return sentence
+    if len(methods) == 1:
+        (method,) = methods
+        clause = f"times are {decision.TIMING_WORDS.get(method, method)}"
+    else:
+        clause = "times are " + "; ".join(
+            f"{decision.TIMING_WORDS.get(r['timing_method'], r['timing_method'])} in {setting(r, device=False)}"
+            for r in rows if r.get("timing_method"))
+    return f"{sentence[:-1]} ({clause})."
 
 
 def plain_cell(row: dict) -> str:

@@ -14,8 +14,9 @@ import pandas as pd
 
 from fastformer_bench import axes
 from fastformer_bench.report.analysis import SHAPE, SLICE, key_dict, past_llc
+from fastformer_bench.report.asymptotics import least_seconds
 from fastformer_bench.report.decision import condition
-from fastformer_bench.report.fmt import count, pct, si, times
+from fastformer_bench.report.fmt import count, n_range, pct, si, times
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.report.output import table
 from fastformer_bench.report.sections.rows import slice_of
@@ -23,15 +24,12 @@ from fastformer_bench.report.sections.rows import slice_of
 PLAIN, WARM = "plain", "warm"
 #: the conditions in the order a table shows them (axes.ALLOCATORS), then any other a record names
 ORDER = axes.ALLOCATORS
-#: what a user sets to get a condition: the environment of the process (glibc reads MALLOC_* at start-up, torch
-#: reads THP_MEM_ALLOC_ENABLE before its first allocation; Debian's library names for LD_PRELOAD)
-REMEDIES = {
-    WARM: "`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=18446744073709551615 MALLOC_ARENA_MAX=1` (glibc: keep freed "
-          "memory in the process; the harness's own mallopt settings as environment)",
-    "thp": f"`{axes.THP_ENV}=1` (torch asks for transparent huge pages for large CPU tensors)",
-    **{name: f"`LD_PRELOAD={library}` (Debian's {axes.ALLOCATOR_PACKAGES[name]})"
-       for name, library in axes.ALLOCATOR_PRELOADS.items()},
-}
+#: what a user sets to get a condition (axes.REMEDY_ENV), as a shell prefix, and what it does
+_DOES = {WARM: "glibc: keep freed memory in the process; the harness's own mallopt settings as environment",
+         "thp": "torch asks for transparent huge pages for large CPU tensors",
+         **{name: f"Debian's {axes.ALLOCATOR_PACKAGES[name]}" for name in axes.ALLOCATOR_PRELOADS}}
+REMEDIES = {name: "`" + " ".join(f"{k}={v}" for k, v in env.items()) + f"` ({_DOES[name]})"
+            for name, env in axes.REMEDY_ENV.items()}
 #: the grouping of one comparison: everything but the allocator, then the size
 _KEYS = [k for k in SLICE if k != "allocator"] + ["impl"] + SHAPE + ["seq_len"]
 #: why a share can exceed 100 % of the matching roof (one sentence each)
@@ -60,8 +58,8 @@ def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
     t["past_llc"] = past_llc(t)
     rows = []
     for key, g in t.groupby(_KEYS, sort=True):
-        by = {c: float(g.loc[g["condition"] == c, "time_median"].median()) for c in known
-              if (g["condition"] == c).any()}
+        spread = {c: _band(g[g["condition"] == c]) for c in known if (g["condition"] == c).any()}
+        by = {c: band[0] for c, band in spread.items()}
         if len(by) < 2:
             continue
         row = {**key_dict(_KEYS, key), "conditions": {c: num(v, 4) for c, v in by.items()},
@@ -70,12 +68,24 @@ def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
         if WARM in by:
             row["ratio_to_warm"] = {c: num(v / by[WARM], 4) for c, v in by.items()}
         if PLAIN in by:
-            fixes = {c: v for c, v in by.items() if c != PLAIN and c in REMEDIES}
+            # a remedy counts only where it is faster than plain beyond both spreads: its p80 below plain's p20
+            fixes = {c: by[c] for c in by if c != PLAIN and c in REMEDIES and spread[c][2] < spread[PLAIN][1]}
             if fixes:
                 best = min(fixes, key=lambda c: (fixes[c], ORDER.index(c)))
                 row["remedy"] = {"condition": best, "plain_over_remedy": num(by[PLAIN] / fixes[best], 4)}
+            else:
+                row["remedy"] = None
         rows.append(row)
     return {"process": {"conditions": known, "rows": rows}} if rows else {}
+
+
+def _band(g: pd.DataFrame) -> tuple[float, float, float]:
+    """(median, p20, p80) of one condition's points, each the median over the points (p20/p80 fall back to the
+    median where a record lacks them)."""
+    median = float(g["time_median"].median())
+    low, high = (float(pd.to_numeric(g[c], errors="coerce").median()) if c in g.columns else median
+                 for c in ("time_p20", "time_p80"))
+    return median, (median if pd.isna(low) else low), (median if pd.isna(high) else high)
 
 
 def _roof(runs: list[dict], device: str, threads) -> dict | None:
@@ -93,7 +103,7 @@ def share(row: dict, seconds: float, roof: dict | None) -> float | None:
     read, written = row.get("bytes_read_min"), row.get("bytes_written_min")
     if roof is None or not read or written is None or not seconds:
         return None
-    return (read / roof["read_bytes_per_s"] + written / roof["write_bytes_per_s"]) / seconds
+    return least_seconds(read, written, roof["read_bytes_per_s"], roof["write_bytes_per_s"]) / seconds
 
 
 def section(s: dict, runs: list[dict]) -> list[str]:
@@ -102,7 +112,7 @@ def section(s: dict, runs: list[dict]) -> list[str]:
     if not found:
         return []
     conditions = found["conditions"]
-    rows, lines, above = [], [], []
+    rows, above = [], []
     for r in found["rows"]:
         roof = _roof(runs, r.get("device", ""), r.get("threads"))
         ratios = r.get("ratio_to_warm") or {}
@@ -117,23 +127,20 @@ def section(s: dict, runs: list[dict]) -> list[str]:
                 f"{si(seconds, 's')}" + (f" ({times(ratios[c])})" if c in ratios and c != WARM else "")
                 + (f", {pct(part)}" if part is not None else ""))
         remedy = r.get("remedy")
-        cells["remedy (plain / with it)"] = (f"{REMEDIES[remedy['condition']].split(' (')[0]}: "
-                                             f"{times(remedy['plain_over_remedy'])}") if remedy else "-"
+        cells["remedy (plain / with it)"] = (
+            f"{REMEDIES[remedy['condition']].split(' (')[0]}: {times(remedy['plain_over_remedy'])}" if remedy
+            else "none needed" if "remedy" in r else "-")
         rows.append(cells)
-        if remedy:
-            lines.append(f"- {r['impl']} ({slice_of(r)}) at N = {count(r['seq_len'])}, D = {count(r['width'])}, "
-                         f"B = {count(r['batch'])}: a plain process takes {si(r['conditions'][PLAIN], 's')}"
-                         + (f", {times(ratios[PLAIN])} the warm heap's {si(r['conditions'][WARM], 's')}"
-                            if PLAIN in ratios else "")
-                         + f"; {REMEDIES[remedy['condition']]} brings it to "
-                         f"{si(r['conditions'][remedy['condition']], 's')}, {times(remedy['plain_over_remedy'])} "
-                         f"faster.")
+    named = [c for c in conditions if any((r.get("remedy") or {}).get("condition") == c for r in found["rows"])]
+    lines = (["Remedies, as a user sets them: " + "; ".join(f"`{c}`: {REMEDIES[c]}" for c in named) + ".", ""]
+             if named else []) + _summary_lines(found["rows"])
     out = ["## What your process gets", "",
            "The same calls timed in processes whose allocator differs (measure/allocator.py; docs/measuring.md §6): "
            "`plain` is what a user's `python` gets, `warm` the harness's kept heap. Each cell: the median time, "
            "its ratio to `warm` in brackets, and the share of the roof matching the point's reads and writes "
            "(bytes_read_min / read roof + bytes_written_min / write roof, over the time) where run.json has "
-           "those roofs.", ""]
+           "those roofs. A remedy is named only where it is faster than plain beyond both spreads (its p80 below "
+           "plain's p20).", ""]
     out += lines + ([""] if lines else []) + [table(rows), ""]
     for r, c, part, method in above:
         why = WHY_CACHE if not r.get("past_llc") else WHY_STORES if method in (None, "plain") else WHY_OVERLAP
@@ -141,3 +148,40 @@ def section(s: dict, runs: list[dict]) -> list[str]:
                    f"the matching roof because {why}.")
     return out + ([""] if above else [])
 
+
+def _summary_lines(found: list[dict]) -> list[str]:
+    """One bullet per implementation, setting and width: how far a plain process is from the warm heap over the
+    sizes measured, which remedy closed the gap at which N (with its measured effect), and where none was needed."""
+    lines = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in found:
+        if PLAIN in r["conditions"]:
+            groups.setdefault((r["impl"], slice_of(r), r["width"], r["batch"]), []).append(r)
+    for (impl, where, width, batch), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seq_len"])
+        ratios = [r["ratio_to_warm"][PLAIN] for r in rs if PLAIN in (r.get("ratio_to_warm") or {})]
+        head = (f"- {impl} ({where}), D = {count(width)}, B = {count(batch)}, "
+                f"N = {n_range(rs[0]['seq_len'], rs[-1]['seq_len'])}: a plain process takes "
+                + (f"{_span(ratios)} the warm heap's time" if ratios else
+                   f"{_span([r['conditions'][PLAIN] for r in rs], 's')}"))
+        fixed: dict[str, list[dict]] = {}
+        for r in rs:
+            if r.get("remedy"):
+                fixed.setdefault(r["remedy"]["condition"], []).append(r)
+        parts = [f"`{c}` at N = {', '.join(count(r['seq_len']) for r in got)} "
+                 f"({_span([r['remedy']['plain_over_remedy'] for r in got])} faster than plain)"
+                 for c, got in sorted(fixed.items(), key=lambda item: -len(item[1]))]
+        unneeded = [count(r["seq_len"]) for r in rs if "remedy" in r and not r["remedy"]]
+        if unneeded:
+            parts.append(f"none needed at N = {', '.join(unneeded)} (no condition faster than plain beyond the "
+                         f"spreads)")
+        lines.append(head + ("; " + "; ".join(parts) if parts else "") + ".")
+    return lines
+
+
+def _span(values: list[float], unit: str | None = None) -> str:
+    """'1.26×' or '0.968–3.27×' ('28.8 ms–36.1 ms' with a unit)."""
+    low, high = min(values), max(values)
+    show = (lambda v: si(v, unit)) if unit else (lambda v: times(v)[:-1])
+    text = show(low) if low == high else f"{show(low)}–{show(high)}"
+    return text if unit else f"{text}×"
