@@ -143,6 +143,17 @@ BY_NAME = {axis.name: axis for axis in AXES}
 NAMES = tuple(BY_NAME)
 
 
+#: how a method axis reads beside a slice or setting ('CUDA-graph timing', 'cold L2', 'plain allocator')
+_METHOD_WORDS = {"timing": {"graph": "CUDA-graph timing", "launch": "launch timing"}, "cache": "{} L2",
+                 "allocator": "{} allocator"}
+
+
+def method_words(name: str, value) -> str:
+    """A method axis' value in words, e.g. method_words('timing', 'graph') == 'CUDA-graph timing'."""
+    words = _METHOD_WORDS.get(name, "{}")
+    return words.get(value, f"{value} {name}") if isinstance(words, dict) else words.format(value)
+
+
 def get(name: str) -> Axis:
     if name not in BY_NAME:
         raise ValueError(f"unknown axis {name!r}; known: {', '.join(NAMES)}.")

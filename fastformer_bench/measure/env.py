@@ -177,18 +177,18 @@ def kernel_memory(root: str | os.PathLike = "/") -> dict:
     reclaims idle pages, so memory a kept heap holds between calls can fault in again). Unreadable: left out."""
     base = Path(root)
 
-    def read(*parts: str) -> str | None:
+    def read(path: Path) -> str | None:
         try:
-            return (base.joinpath(*parts)).read_text().strip()
+            return path.read_text().strip()
         except OSError:
             return None
 
     facts: dict = {}
     for name in ("enabled", "defrag"):
-        value = read("sys/kernel/mm/transparent_hugepage", name)
+        value = read(base / "sys/kernel/mm/transparent_hugepage" / name)
         if value:  # the mode in brackets: "always [madvise] never"
             facts[f"thp_{name}"] = value.partition("[")[2].partition("]")[0] or value
-    meminfo = read("proc/meminfo") or ""
+    meminfo = read(base / "proc/meminfo") or ""
     swap = [line.split()[1] for line in meminfo.splitlines() if line.startswith("SwapTotal:")]
     if swap:
         facts["swap_bytes"] = int(swap[0]) * 1024
@@ -196,9 +196,8 @@ def kernel_memory(root: str | os.PathLike = "/") -> dict:
     workers = []
     for worker in sorted(kdamonds.glob("[0-9]*"), key=lambda p: int(p.name)) if kdamonds.is_dir() else []:
         for context in sorted(worker.glob("contexts/[0-9]*")):
-            actions = [read(str(a.relative_to(base))) for a in sorted(context.glob("schemes/[0-9]*/action"))]
-            workers.append({"state": read(str((worker / "state").relative_to(base))),
-                            "operations": read(str((context / "operations").relative_to(base))),
+            actions = [read(a) for a in sorted(context.glob("schemes/[0-9]*/action"))]
+            workers.append({"state": read(worker / "state"), "operations": read(context / "operations"),
                             "actions": [a for a in actions if a]})
     if kdamonds.is_dir():
         facts["damon"] = workers

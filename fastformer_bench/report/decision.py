@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from fastformer_bench import axes
 from fastformer_bench.report import asymptotics
 from fastformer_bench.report.analysis import MATCH, SHAPE, SLICE, UNTIMED, baselines, crossovers, key_dict
 from fastformer_bench.report.numbers import num, timed
@@ -26,8 +27,6 @@ TIMING_WORDS = {
     "launch": "CUDA events around calls launched from Python, launch cost included",
     "cuda_event+l2_flush": "CUDA events around calls launched from Python, the L2 flushed before each",
 }
-#: a CUDA row's method axes in words (a CPU row has none)
-_AXIS_WORDS = {"timing": {"graph": "CUDA-graph timing", "launch": "launch timing"}, "cache": "{} L2"}
 
 
 def candidates(facts: dict[str, dict]) -> set[str]:
@@ -214,9 +213,8 @@ def setting(row: dict, device: bool = True) -> str:
     if str(row["device"]).partition("@")[0] == "cpu" and row.get("threads"):
         text += f", {row['threads']} thread{'s' if row['threads'] != 1 else ''}"
     # graph- and launch-timed (cold- and warm-L2) rows of one dtype and mode are different settings: name them
-    method = [_AXIS_WORDS["timing"].get(row.get("timing"), "") if k == "timing" else _AXIS_WORDS[k].format(row[k])
-              for k in ("timing", "cache") if row.get(k) not in (None, UNTIMED)]
-    return text + "".join(f", {m}" for m in method if m)
+    return text + "".join(f", {axes.method_words(k, row[k])}" for k in ("timing", "cache")
+                          if row.get(k) not in (None, UNTIMED))
 
 
 def shape(row: dict) -> str:

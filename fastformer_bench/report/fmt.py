@@ -7,6 +7,7 @@ on counts and ratios (``1,380×``, ``N = 131,072``), percentages with a space (`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 _PREFIXES = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")]
 
@@ -56,6 +57,14 @@ def count(value) -> str:
     return "-" if value is None else f"{round(value):,}"
 
 
+def span(values: Iterable[float], show: Callable[[float], str], suffix: str = "") -> str:
+    """The range of ``values``, each end as ``show`` writes it and once when both ends read alike, then ``suffix``:
+    '0.968–3.27×', '62–71 %', '28.8 ms–36.1 ms', '1.26×'."""
+    values = list(values)
+    low, high = show(min(values)), show(max(values))
+    return (low if low == high else f"{low}–{high}") + suffix
+
+
 def n_range(low, high) -> str:
     """'16,384–131,072' (one value when both ends agree)."""
-    return count(low) if low == high else f"{count(low)}–{count(high)}"
+    return span([low, high], count)

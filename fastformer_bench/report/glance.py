@@ -86,7 +86,8 @@ def _footnotes(speed: list[tuple[str, dict]], base: str) -> list[str]:
            "process with the C library's defaults, what a user's `python` gets (each report's What your process "
            "gets section has the remedies). GPU times: each report says how they were timed."]
     if any(r["roof"] for r in rows):
-        out.append("²" + roof_note(rows).removeprefix("¹"))
+        report = {id(r): name for name, s in speed for r in s.get("decision") or []}
+        out.append("²" + roof_note(rows, name=lambda r: f"{setting(r)} ({report[id(r)]})").removeprefix("¹"))
     failed = sorted({(r["device"], v["status_at_n"]) for r in rows for v in r["versus"]
                      if v["baseline"] == base and v.get("status_at_n") not in (None, "not measured")})
     if failed:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fastformer_bench.report import glance
+from fastformer_bench.report.decision import setting
 from fastformer_bench.report.sections.decision import above_roof, plain_cell
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +28,12 @@ def test_the_block_carries_each_setting_its_conditions_and_footnotes():
         assert f"`{row['fastest']['impl']}`" in line and f"{row['batch']}, {row['width']}, {row['heads']}" in line
         # a CPU row quotes its plain-process figure beside the warm heap's (or says it was not measured)
         assert (plain_cell(row) in line) if row["device"] == "cpu" else ("| –" in line)
-    high = [r for r in rows if r["roof"] and above_roof(r)]
-    if high:  # a share above 100 % says why
-        assert "Above 100 %" in text and all(above_roof(r) in text for r in high)
+    high = [(name, r) for name, s in glance.summaries(ROOT) if s in speed for r in s["decision"]
+            if r["roof"] and above_roof(r)]
+    # a share above 100 % says why, naming the setting and the report it is in (settings repeat across reports)
+    named = [note.split(", because")[0] for note in text.split(" Above 100 % in ")[1:]]
+    assert all(any(f"{setting(r)} ({name})" in note for note in named) for name, r in high)
+    assert len(named) <= len(high)
     assert "allocator condition `warm`" in text
     for s in speed:
         env = s["environment"][0]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 
 from fastformer_bench.report import asymptotics, decision
 from fastformer_bench.report.decision import setting, shape
-from fastformer_bench.report.fmt import count, pct, si, times
+from fastformer_bench.report.fmt import count, pct, si, span, times
 from fastformer_bench.report.output import table
 
 
@@ -148,7 +149,7 @@ def _roof_sentence(rows: list[dict]) -> str:
 
 def _above_reasons(rows: list[dict]) -> list[str]:
     """Why shares exceed 100 %, one clause per reason: the settings whose start-of-run roofs read low together."""
-    low = [r for r in rows if above_roof(r) and share(r)[1] is not None and share(r)[1] <= 1 < share(r)[0]]
+    low = [r for r in rows if _low_start(r)]
     out = []
     if low:
         best = [share(r)[1] for r in low]
@@ -159,9 +160,14 @@ def _above_reasons(rows: list[dict]) -> list[str]:
     return out
 
 
+def _low_start(row: dict) -> bool:
+    """Above 100 % of the start-of-run roofs but not of the best readings: the start's reading was low."""
+    start, best = share(row)
+    return best is not None and best <= 1 < start
+
+
 def _span(shares: list[float]) -> str:
-    low, high = min(shares), max(shares)
-    return pct(low) if pct(low) == pct(high) else f"{pct(low)[:-2]}–{pct(high)}"
+    return span(shares, lambda share: pct(share)[:-2], " %")
 
 
 _NO_ROOF = f"– (no point at B·N·D ≥ 2^{int(math.log2(asymptotics.STREAMING_ELEMENTS))})"
@@ -268,19 +274,30 @@ def _said(cells: list[dict]) -> list[dict]:
     return [{k: v for k, v in c.items() if k not in empty} for c in cells]
 
 
-def roof_note(rows: list[dict]) -> str:
-    """Footnote ¹: what the share of the memory roof is, and why any row's exceeds 100 %."""
+def roof_note(rows: list[dict], name: Callable[[dict], str] | None = None) -> str:
+    """Footnote ¹: what the share of the memory roof is, and why any row's exceeds 100 %, one sentence per reason
+    naming its rows by ``name`` (by default their settings)."""
     power = int(math.log2(asymptotics.STREAMING_ELEMENTS))
     with_roof = [r for r in rows if r["roof"]]
+    several_devices = len({r["device"] for r in with_roof}) > 1
+    name = name or (lambda r: setting(r, device=several_devices))
     text = (f"¹ At the points with B·N·D ≥ 2^{power}, median: the time the least traffic of a call takes at the "
             "memory roofs, over its time. Where the run measured read and write roofs, the roof matches the call's "
             "mix: bytes_read_min over the read roof (a reduction) plus bytes_written_min over the write roof (a "
             "fill, non-temporal where the CPU has it); otherwise bytes_min over the copy bandwidth. Each against "
             "the roofs measured at the run's start, and against the best readings of the run (the host's "
             "bandwidth moves within a run).")
-    high = [(r, why) for r in with_roof for why in [above_roof(r)] if why]
-    if high:
-        text += " Above 100 %: " + "; ".join(f"{setting(r)}: {why}" for r, why in high) + "."
+    low = [r for r in with_roof if _low_start(r)]
+    if low:
+        text += (f" Above 100 % in {'; '.join(name(r) for r in low)}, because the roofs read at the run's start were "
+                 f"low, not the kernel faster than memory: against the best readings of the run "
+                 f"{'it is' if len(low) == 1 else 'they are'} {_span([share(r)[1] for r in low])}.")
+    reasons: dict[str, list[str]] = {}
+    for r in with_roof:
+        why = above_roof(r)
+        if why and r not in low:
+            reasons.setdefault(why, []).append(name(r))
+    text += "".join(f" Above 100 % in {'; '.join(names)}, because {why}." for why, names in reasons.items())
     return text
 
 

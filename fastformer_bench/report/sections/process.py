@@ -16,7 +16,7 @@ from fastformer_bench import axes
 from fastformer_bench.report.analysis import SHAPE, SLICE, key_dict, past_llc
 from fastformer_bench.report.asymptotics import least_seconds
 from fastformer_bench.report.decision import condition
-from fastformer_bench.report.fmt import count, n_range, pct, si, times
+from fastformer_bench.report.fmt import count, n_range, pct, si, sig, span, times
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.report.output import table
 from fastformer_bench.report.sections.rows import slice_of
@@ -162,14 +162,14 @@ def _summary_lines(found: list[dict]) -> list[str]:
         ratios = [r["ratio_to_warm"][PLAIN] for r in rs if PLAIN in (r.get("ratio_to_warm") or {})]
         head = (f"- {impl} ({where}), D = {count(width)}, B = {count(batch)}, "
                 f"N = {n_range(rs[0]['seq_len'], rs[-1]['seq_len'])}: a plain process takes "
-                + (f"{_span(ratios)} the warm heap's time" if ratios else
-                   f"{_span([r['conditions'][PLAIN] for r in rs], 's')}"))
+                + (f"{span(ratios, sig, '×')} the warm heap's time" if ratios else
+                   span([r['conditions'][PLAIN] for r in rs], lambda v: si(v, 's'))))
         fixed: dict[str, list[dict]] = {}
         for r in rs:
             if r.get("remedy"):
                 fixed.setdefault(r["remedy"]["condition"], []).append(r)
         parts = [f"`{c}` at N = {', '.join(count(r['seq_len']) for r in got)} "
-                 f"({_span([r['remedy']['plain_over_remedy'] for r in got])} faster than plain)"
+                 f"({span([r['remedy']['plain_over_remedy'] for r in got], sig, '×')} faster than plain)"
                  for c, got in sorted(fixed.items(), key=lambda item: -len(item[1]))]
         unneeded = [count(r["seq_len"]) for r in rs if "remedy" in r and not r["remedy"]]
         if unneeded:
@@ -177,11 +177,3 @@ def _summary_lines(found: list[dict]) -> list[str]:
                          f"spreads)")
         lines.append(head + ("; " + "; ".join(parts) if parts else "") + ".")
     return lines
-
-
-def _span(values: list[float], unit: str | None = None) -> str:
-    """'1.26×' or '0.968–3.27×' ('28.8 ms–36.1 ms' with a unit)."""
-    low, high = min(values), max(values)
-    show = (lambda v: si(v, unit)) if unit else (lambda v: times(v)[:-1])
-    text = show(low) if low == high else f"{show(low)}–{show(high)}"
-    return text if unit else f"{text}×"

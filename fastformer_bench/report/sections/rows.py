@@ -13,14 +13,10 @@ def threads(row: dict) -> str:
     return f"{count} thread{'s' if count != 1 else ''}" if count else "threads not recorded"
 
 
-#: how a CUDA row's method keys read (a CPU row has none: report.analysis.key_dict leaves them out)
-_METHOD_WORDS = {"timing": "{} timing", "cache": "{} L2", "allocator": "{} allocator"}
-
-
 def slice_of(row: dict) -> str:
     """e.g. 'cpu float32 fwd core 2 threads', 'cuda bfloat16 fwd core 16 threads launch timing warm L2': the row's
-    slice axes in words, then how it was timed where it says."""
-    return " ".join(threads(row) if k == "threads" else _METHOD_WORDS.get(k, "{}").format(row[k])
+    slice axes in words, then how it was timed where it says (a CPU row names no timing or cache)."""
+    return " ".join(threads(row) if k == "threads" else axes.method_words(k, row[k])
                     for k in axes.names(axes.SLICE, axes.METHOD) if k in row)
 
 
