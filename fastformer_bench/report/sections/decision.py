@@ -149,15 +149,22 @@ def _roof_sentence(rows: list[dict]) -> str:
 
 def _above_reasons(rows: list[dict]) -> list[str]:
     """Why shares exceed 100 %, one clause per reason: the settings whose start-of-run roofs read low together."""
-    low = [r for r in rows if _low_start(r)]
+    low, other = _above(rows)
     out = []
     if low:
         best = [share(r)[1] for r in low]
         out.append(f"the roofs read at the run's start were low in {_settings(low)}, not the kernel faster than "
                    f"memory (the host's bandwidth moves within a run): against the best readings it is "
                    f"{_span(best)}")
-    out += [f"{setting(r, device=False)}: {above_roof(r)}" for r in rows if above_roof(r) and r not in low]
+    out += [f"{setting(r, device=False)}: {why}" for r, why in other]
     return out
+
+
+def _above(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """The rows above 100 % of their start-of-run roofs: those whose start reading was low (against the best readings
+    they are not above), and every other with its reason."""
+    low = [r for r in rows if _low_start(r)]
+    return low, [(r, why) for r in rows if r not in low for why in [above_roof(r)] if why]
 
 
 def _low_start(row: dict) -> bool:
@@ -287,16 +294,14 @@ def roof_note(rows: list[dict], name: Callable[[dict], str] | None = None) -> st
             "fill, non-temporal where the CPU has it); otherwise bytes_min over the copy bandwidth. Each against "
             "the roofs measured at the run's start, and against the best readings of the run (the host's "
             "bandwidth moves within a run).")
-    low = [r for r in with_roof if _low_start(r)]
+    low, other = _above(with_roof)
     if low:
         text += (f" Above 100 % in {'; '.join(name(r) for r in low)}, because the roofs read at the run's start were "
                  f"low, not the kernel faster than memory: against the best readings of the run "
                  f"{'it is' if len(low) == 1 else 'they are'} {_span([share(r)[1] for r in low])}.")
     reasons: dict[str, list[str]] = {}
-    for r in with_roof:
-        why = above_roof(r)
-        if why and r not in low:
-            reasons.setdefault(why, []).append(name(r))
+    for r, why in other:
+        reasons.setdefault(why, []).append(name(r))
     text += "".join(f" Above 100 % in {'; '.join(names)}, because {why}." for why, names in reasons.items())
     return text
 
