@@ -22,6 +22,7 @@ import torch
 from fastformer_bench import axes as axis_table
 from fastformer_bench import impls as registry
 from fastformer_bench import measure, reference_chunked
+from fastformer_bench.impls import buffer_cache
 from fastformer_bench.impls.softmax import last_sdpa_backend, reset_sdpa_backend, sdpa_softmax_attention
 from fastformer_bench.measure import allocator, memory_cap, timing
 from fastformer_bench.measure.cuda_timing import TimingUnsupported
@@ -386,5 +387,6 @@ def _measure_point(problem: Problem, settings: Settings, run_id: str, preset: st
         del inputs, step, subject
         gc.collect()
         allocator.release_heap()
+        buffer_cache.release()
         if problem.device == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -18,9 +18,10 @@ It happens in ``supports`` (which the API and the harness call before the first 
 implementation does not count as compiling. Threads: ``torch.get_num_threads()`` at each call. Without a C++
 compiler, ``supports`` says so and the implementation is unsupported.
 
-The large buffers it allocates (forward's output, backward's dx) get transparent-huge-page advice before the
-kernels first touch them (``advise_huge_pages``); ``out=`` (api.additive_attention) hands the kernels the caller's
-buffer instead of a fresh one.
+The large buffers it allocates (forward's output, backward's dx) come from a cache of mapped memory
+(``buffer_cache``: a freed one is reused by the next call of that size instead of being faulted in and zeroed
+afresh) with transparent-huge-page advice (``advise_huge_pages``); ``out=`` (api.additive_attention) hands the
+kernels the caller's buffer instead.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-from fastformer_bench.impls import ADDITIVE, Impl
+from fastformer_bench.impls import ADDITIVE, Impl, buffer_cache
 from fastformer_bench.impls.checks import check_additive, check_device
 
 _SOURCE = Path(__file__).with_name("additive_stream.cpp")
@@ -248,6 +249,10 @@ def advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _output(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A buffer the kernels overwrite entirely: a cached one where large (buffer_cache), with huge-page advice."""
+    return advise_huge_pages(buffer_cache.empty(shape, dtype))
+
 
 def _row_major(t: torch.Tensor) -> torch.Tensor:
     """t [..., D] with unit stride along D (any other strides): the kernels' layout."""
@@ -291,7 +296,7 @@ def _forward(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None, chunk_
     m = torch.empty((C - 1, B, H), dtype=acc)
     l = torch.empty_like(m)
     if out is None:
-        out = advise_huge_pages(torch.empty((B, N, D), dtype=x.dtype))
+        out = _output((B, N, D), x.dtype)
     _kernel("forward", x.dtype)(x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), C, B, N, H, Dh,
                                 wa.data_ptr(), mptr, mb, mn, out.data_ptr(), u.data_ptr(), g.data_ptr(),
                                 m.data_ptr(), l.data_ptr(), torch.get_num_threads(), chunk_n)
@@ -307,7 +312,7 @@ def _backward(dout: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mask: torch.
     mptr, mb, mn = _mask_args(mask)
     wa, scale = _scaled_queries(w, acc)
     dout = _row_major(dout.to(dtype))
-    dx = advise_huge_pages(torch.empty((C, B, N, D), dtype=dtype)) if want_dx else None
+    dx = _output((C, B, N, D), dtype) if want_dx else None
     dw = torch.empty((C - 1, H, Dh), dtype=acc)
     _kernel("backward", dtype)(x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), dout.data_ptr(),
                                dout.stride(0), dout.stride(1), C, B, N, H, Dh, wa.data_ptr(), scale, u.data_ptr(),

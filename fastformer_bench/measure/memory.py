@@ -3,7 +3,9 @@
 CUDA: the caching allocator's peak counter, reset just before the call.
 CPU: the running total of torch's own allocations and frees during the call, as the profiler records them
 (``profile_memory=True``); its maximum is the peak. Memory outside torch's allocator (oneDNN/MKL scratch,
-Python objects) is not seen. Where the profiler cannot say, Linux's high-water mark of the resident set
+Python objects) is not seen, except the stream kernels' cached output buffers (impls/buffer_cache.py), whose
+peak lent out during the call is added (an upper bound where both peak at once; the stream kernels allocate
+little else through torch). Where the profiler cannot say, Linux's high-water mark of the resident set
 (VmHWM, reset through /proc/self/clear_refs, after glibc hands its free heap pages back) stands in; it
 counts the whole process and only pages the call touches, so it is coarser.
 
@@ -21,6 +23,7 @@ from collections.abc import Callable
 
 import torch
 
+from fastformer_bench.impls import buffer_cache
 from fastformer_bench.measure import Meter, Subject, allocator, memory_cap
 
 # Kineto (the profiler's backend) logs every profiler start/stop to stderr at its default level, which
@@ -71,6 +74,7 @@ def _allocation_events(nodes) -> list[tuple[int, int]]:
 def _profiler_peak(step: Callable[[], object]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
+    buffer_cache.reset_peak()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         # A marker allocation proves the profiler sees allocations at all, so an empty stream after it means
         # a call that allocates nothing, not a profiler that records nothing.
@@ -85,12 +89,14 @@ def _profiler_peak(step: Callable[[], object]) -> int:
     for _, size in events[1:]:
         running += size
         peak = max(peak, running)
-    return peak
+    return peak + buffer_cache.stats()["peak_bytes"]
 
 
 def _vmhwm_peak(step: Callable[[], object]) -> int | None:
-    # glibc's free heap pages go back to the OS first, so the call must touch fresh pages that RSS can see.
+    # glibc's free heap pages and the idle cached buffers go back to the OS first, so the call must touch fresh
+    # pages that RSS can see.
     allocator.release_heap()
+    buffer_cache.release()
     rss = memory_cap.process_status_bytes("VmRSS")
     if not memory_cap.reset_rss_high_water_mark():
         return None

@@ -166,6 +166,34 @@ def test_nan_in_padding_never_leaks(dtype):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("mask_kind", [None, "holes"], ids=["nomask", "holes"])
+def test_reused_buffers_are_overwritten_everywhere(monkeypatch, mask_kind):
+    """Forward's out and backward's dx come from the buffer cache, whose memory holds what its last user left:
+    with every cached buffer full of NaN first, the results equal those in fresh torch.empty memory, bit for bit
+    (padding rows included, which the kernels must zero themselves)."""
+    import gc
+
+    from fastformer_bench.impls import buffer_cache
+
+    x, w, mask, go = make_case(3, 2, 40, 2, 16, mask_kind, seed=19)
+    monkeypatch.setenv("FASTFORMER_BENCH_STREAM_CACHE_MIB", "0")
+    fresh = run(streamed(4), x.float(), w.float(), mask, go.float())
+    monkeypatch.setenv("FASTFORMER_BENCH_STREAM_CACHE_MIB", "64")
+    monkeypatch.setattr(buffer_cache, "MIN_BYTES", 1)  # this test's small buffers go through the cache too
+    buffer_cache.release()
+    poison = [buffer_cache.empty((1 << 19,), torch.float32).fill_(float("nan")) for _ in range(4)]
+    del poison  # four idle 2 MiB mappings full of NaN: every buffer below 2 MiB takes one of them
+    gc.collect()
+    hits = buffer_cache.stats()["hits"]
+    reused = run(streamed(4), x.float(), w.float(), mask, go.float())
+    assert buffer_cache.stats()["hits"] >= hits + 2, "out and dx should both have come from the cache"
+    for a, b in zip(reused, fresh):
+        assert torch.equal(a, b)
+    del reused
+    gc.collect()
+    buffer_cache.release()
+
+
 def test_backward_saves_only_small_tensors():
     """Besides the inputs (x, w, mask), everything saved for backward is O(B·H·Dh): no [B, N, D] tensor."""
     C, B, N, H, Dh = 3, 2, 64, 2, 8

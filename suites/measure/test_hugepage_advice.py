@@ -9,24 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from testkit.smaps import huge_page_advised
 
 from fastformer_bench.impls import additive_stream as stream
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 ALLOWS = THP.exists() and ("[madvise]" in THP.read_text() or "[always]" in THP.read_text())
-
-
-def _advised(address: int) -> bool:
-    """Whether the mapping holding ``address`` carries the huge-page advice (VmFlags ``hg``)."""
-    inside = False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split(" ", 1)[0]
-        if "-" in head and not head.endswith(":"):
-            lo, hi = (int(v, 16) for v in head.split("-"))
-            inside = lo <= address < hi
-        elif inside and line.startswith("VmFlags:"):
-            return "hg" in line.split()[1:]
-    return False
 
 
 @pytest.fixture
@@ -48,7 +36,7 @@ def test_large_buffer_is_advised_and_small_one_is_not():
     stream._madvise.cache_clear()
     big = stream.advise_huge_pages(torch.empty(3 * stream.HUGE_PAGE_MIN_BYTES // 4))
     middle = (big.data_ptr() + big.numel() * 2) // (2 << 20) * (2 << 20)
-    assert _advised(middle)
+    assert huge_page_advised(middle)
     small = stream.advise_huge_pages(torch.empty(1024))
     assert small.numel() == 1024  # returned as is; a heap block this small is never given the advice
     assert stream.advise_huge_pages(big) is big

@@ -56,6 +56,24 @@ def test_eager_forward_peak_is_a_few_outputs():
     assert out_bytes <= peak <= 3 * out_bytes
 
 
+@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+def test_stream_peak_counts_its_cached_buffers(mode):
+    """The stream kernels' outputs come from impls/buffer_cache.py, which torch's profiler does not see; the peak
+    still counts them: the output in fwd, the output and the C-column dx in fwd_bwd."""
+    from fastformer_bench.impls import buffer_cache
+    from fastformer_bench.impls.additive_stream import STREAM
+
+    if STREAM.unsupported_reason("cpu", torch.float32) is not None:
+        pytest.skip(str(STREAM.unsupported_reason("cpu", torch.float32)))
+    p = Problem(impl="stream", batch=1, seq_len=8192, width=256, heads=4, mode=mode)
+    out_bytes = p.batch * p.seq_len * p.width * 4
+    assert out_bytes >= buffer_cache.MIN_BYTES
+    peak, method = peak_memory(make_step(p, make_inputs(p)), "cpu")
+    assert method == "torch_profiler_memory"
+    want = out_bytes * (1 + p.columns if mode == "fwd_bwd" else 1)
+    assert want <= peak <= 1.1 * want + MiB
+
+
 def test_quadratic_reference_needs_the_pairwise_matrix():
     p = Problem(impl="reference", batch=1, seq_len=512, width=32, heads=2)
     peak, _ = peak_memory(make_step(p, make_inputs(p)), "cpu")
