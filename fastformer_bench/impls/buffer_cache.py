@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import math
 import mmap
 import os
 import threading
@@ -145,9 +146,7 @@ _CACHE = _Cache()
 def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised contiguous CPU tensor for a kernel that writes every element: from the cache where it is
     MIN_BYTES or more and the cache is on, else torch.empty."""
-    numel = 1
-    for size in shape:
-        numel *= size
+    numel = math.prod(shape)
     nbytes = numel * dtype.itemsize
     if nbytes < MIN_BYTES or limit_bytes() == 0 or not hasattr(mmap, "MAP_PRIVATE"):
         return torch.empty(shape, dtype=dtype)
