@@ -17,8 +17,13 @@ processes whose environment is the plain one plus the condition's setting as the
     python scripts/plain_check.py results/cpu --json results/cpu/plain-check.json
     python scripts/plain_check.py results/cpu --condition warm --json results/cpu/warm-env-check.json
 
-Prints one line per point (stored median, the script's median, their ratio) and the largest distance from 1;
-exits 1 where a ratio lies outside 1 ± ``--tolerance`` (0.15, the issue's bound).
+``--remeasure`` tells the host's drift from the method: just before a point's script processes, the harness
+measures that one point again (``fastformer-bench run`` on a one-point preset with the stored run's settings, in
+a temporary folder), so harness and script time the same call minutes apart rather than the run's length apart.
+
+Prints one line per point (stored median, the script's median, their ratio; with ``--remeasure`` also the
+harness's new median and its ratio to the script) and the largest distance from 1; exits 1 where a stored /
+script ratio lies outside 1 ± ``--tolerance`` (0.15, the issue's bound).
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from fastformer_bench.axes import NAMES as AXIS_NAMES
 from fastformer_bench.axes import REMEDY_ENV
+from fastformer_bench.problem import Problem
 
 #: what a user's `python` does not have: every variable that changes the C library's or torch's allocator
 _ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
@@ -90,6 +98,44 @@ def time_in_plain_process(record: dict, calls: int, condition: str = "plain") ->
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def point_axes(record: dict, settings: dict) -> dict:
+    """The grid values that make ``record``'s very point (its point id): every axis the record names, less
+    ``threads`` where its grid left that axis to the run's setting (a point id without it)."""
+    axes = {name: record[name] for name in AXIS_NAMES if record.get(name) is not None}
+    if Problem(**axes).point_id != record.get("point_id") and axes.get("threads") == settings.get("threads"):
+        axes.pop("threads")
+    return axes
+
+
+def one_point_preset(record: dict, settings: dict) -> str:
+    """A preset (TOML text) of the stored run's settings and one grid holding exactly ``record``'s point; no
+    FLOP cross-check or energy reading (they do not change the time) and no revisits."""
+    settings = {**settings, "count_flops": False, "measure_energy": False, "revisits": 0}
+    lines = ['name = "plain-check-point"', 'description = "one stored point, measured again by plain_check"',
+             "[settings]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in sorted(settings.items()) if value is not None]
+    lines.append("[[grid]]")
+    lines += [f"{axis} = [{json.dumps(value)}]" for axis, value in point_axes(record, settings).items()]
+    return "\n".join(lines) + "\n"
+
+
+def remeasure(record: dict, settings: dict) -> float:
+    """The harness's median for ``record``'s point, measured now in a fresh ``run``; raises RuntimeError where
+    the point does not come back ok."""
+    with tempfile.TemporaryDirectory(prefix="plain-check-") as folder:
+        preset = Path(folder) / "point.toml"
+        preset.write_text(one_point_preset(record, settings))
+        out = Path(folder) / "results"
+        done = subprocess.run([sys.executable, "-m", "fastformer_bench", "run", "--preset", str(preset), "--out",
+                               str(out), "--no-progress"], capture_output=True, text=True, timeout=3600)
+        lines = (out / "points.jsonl").read_text().splitlines() if (out / "points.jsonl").exists() else []
+        records = [json.loads(line) for line in lines if line.strip()]
+        if done.returncode != 0 or len(records) != 1 or records[0].get("status") != "ok":
+            why = records[0].get("reason") if len(records) == 1 else (done.stderr.strip().splitlines() or ["?"])[-1]
+            raise RuntimeError(f"the harness did not measure {record['impl']} N = {record['seq_len']} again: {why}")
+        return records[0]["time_median"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="a results folder (points.jsonl)")
@@ -99,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the allocator condition whose stored points to check (default plain)")
     parser.add_argument("--tolerance", type=float, default=0.15)
     parser.add_argument("--json", type=Path, help="also write the comparison here")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="measure each point again with the harness just before its script processes")
     args = parser.parse_args(argv)
     if not (args.results / "points.jsonl").is_file():
         print(f"{args.results} holds no points.jsonl.", file=sys.stderr)
@@ -108,25 +156,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.results} holds no ok {args.condition}-condition CPU forward point to check.",
               file=sys.stderr)
         return 2
+    settings = {}
+    if args.remeasure:
+        try:
+            settings = json.loads((args.results / "run.json").read_text())["settings"]
+        except (OSError, ValueError, KeyError):
+            print(f"{args.results} has no run.json with the run's settings, which --remeasure needs.",
+                  file=sys.stderr)
+            return 2
     rows = []
     for record in points:
+        again = remeasure(record, settings) if args.remeasure else None
         times = [t for _ in range(args.processes) for t in time_in_plain_process(record, args.calls, args.condition)]
         script = statistics.median(times)
         row = {"impl": record["impl"], "seq_len": record["seq_len"], "width": record["width"],
                "batch": record["batch"], "threads": record.get("threads"), "stored_s": record["time_median"],
                "script_s": script, "script_min_s": min(times), "script_max_s": max(times),
                "ratio": record["time_median"] / script, "calls": len(times)}
+        if again is not None:
+            row.update(remeasured_s=again, remeasured_ratio=again / script)
         rows.append(row)
         print(f"{row['impl']:>9} N={row['seq_len']:>7} D={row['width']} B={row['batch']} threads={row['threads']}: "
               f"stored {row['stored_s'] * 1e3:8.2f} ms, script {script * 1e3:8.2f} ms "
-              f"({min(times) * 1e3:.2f}-{max(times) * 1e3:.2f}), stored / script {row['ratio']:.3f}", flush=True)
+              f"({min(times) * 1e3:.2f}-{max(times) * 1e3:.2f}), stored / script {row['ratio']:.3f}"
+              + (f"; measured again {again * 1e3:8.2f} ms, again / script {again / script:.3f}"
+                 if again is not None else ""), flush=True)
     worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
     print(f"largest distance from 1: {worst['ratio']:.3f} ({worst['impl']}, N = {worst['seq_len']})")
+    if args.remeasure:
+        again = max(rows, key=lambda r: abs(r["remeasured_ratio"] - 1))
+        inside = sum(abs(r["remeasured_ratio"] - 1) <= args.tolerance for r in rows)
+        print(f"measured again / script: {inside} of {len(rows)} within {args.tolerance:.0%}, largest distance "
+              f"{again['remeasured_ratio']:.3f} ({again['impl']}, N = {again['seq_len']})")
     if args.json:
         args.json.write_text(json.dumps({"condition": args.condition,
                                          "environment": REMEDY_ENV.get(args.condition, {}),
                                          "tolerance": args.tolerance, "calls_per_process": args.calls,
-                                         "processes": args.processes, "points": rows}, indent=1) + "\n")
+                                         "processes": args.processes, "remeasured": args.remeasure,
+                                         "points": rows}, indent=1) + "\n")
     return 0 if abs(worst["ratio"] - 1) <= args.tolerance else 1
 
 

@@ -81,3 +81,43 @@ def test_a_condition_is_checked_under_the_setting_the_report_tells_users_to_type
     (tmp_path / "points.jsonl").write_text("\n".join(json.dumps(r) for r in stored) + "\n")
     assert plain_check.plain_points(tmp_path, "warm") == [stored[0]]  # a point naming no condition is not checked
     assert plain_check.main([str(tmp_path), "--condition", "thp"]) == 2
+
+
+def test_a_point_measured_again_is_exactly_the_stored_one(plain_check, tmp_path):
+    """--remeasure's one-point preset expands to the stored point (the same point id) with the run's settings,
+    less the FLOP cross-check, energy and revisits, which do not change the time."""
+    from fastformer_bench import presets
+
+    folder = Path(__file__).resolve().parents[2] / "results" / "cpu-process"
+    settings = json.loads((folder / "run.json").read_text())["settings"]
+    for record in plain_check.plain_points(folder):
+        path = tmp_path / "point.toml"
+        path.write_text(plain_check.one_point_preset(record, settings))
+        preset = presets.load(str(path))
+        problems, skipped = presets.expand(preset)
+        assert [p.point_id for p in problems] == [record["point_id"]] and not skipped
+        chosen = presets.settings_for(preset)
+        assert (chosen.pin_cpus, chosen.min_time_s, chosen.max_spread) == (
+            settings["pin_cpus"], settings["min_time_s"], settings["max_spread"])
+        assert (chosen.revisits, chosen.count_flops, chosen.measure_energy) == (0, False, False)
+
+
+def test_remeasure_runs_the_harness_on_the_point_then_the_script(plain_check, tmp_path, capsys):
+    from fastformer_bench.problem import Problem
+
+    problem = Problem(impl="eager", batch=1, seq_len=64, width=16, heads=2, allocator="plain")
+    record = {**_record(), **problem.params(), "threads": 1, "point_id": problem.point_id, "time_median": 1e3}
+    (tmp_path / "points.jsonl").write_text(json.dumps(record) + "\n")
+    settings = {"threads": 1, "pin_cpus": False, "warmup_s": 0.01, "min_time_s": 0.02, "min_samples": 3,
+                "max_samples": 5, "max_spread": 10.0, "max_attempts": 1, "revisits": 2, "time_limit_s": 120}
+    (tmp_path / "run.json").write_text(json.dumps({"settings": settings}))
+    out = tmp_path / "check.json"
+    code = plain_check.main([str(tmp_path), "--calls", "3", "--processes", "1", "--remeasure", "--json", str(out)])
+    assert code == 1  # the stored 1000 s is far from the script's time; the new harness figure is not
+    (row,) = json.loads(out.read_text())["points"]
+    assert 0 < row["remeasured_s"] < 1
+    assert row["remeasured_ratio"] == pytest.approx(row["remeasured_s"] / row["script_s"])
+    assert "measured again / script: " in capsys.readouterr().out
+    (tmp_path / "run.json").unlink()
+    assert plain_check.main([str(tmp_path), "--remeasure"]) == 2
+    assert "run.json" in capsys.readouterr().err
