@@ -14,8 +14,9 @@ advice (``MADV_HUGEPAGE``) on its 2 MiB-aligned part; its contents are whatever 
 buffers the kernels overwrite entirely are taken from here.
 
 Bound: idle buffers are kept up to ``FASTFORMER_BENCH_STREAM_CACHE_MIB`` MiB (default: an eighth of physical
-memory; 0 turns the cache off), oldest unmapped first; ``release()`` unmaps every idle one (the harness does
-between points). Torch's profiler does not see these buffers: ``stats()`` counts them for measure/memory.py.
+memory; 0 turns the cache off), oldest unmapped first, checked whenever the cache lends a buffer; ``release()`` unmaps
+every idle one (the harness does between points), as does a mapping that fails for lack of memory before its
+one retry. Torch's profiler does not see these buffers: ``stats()`` counts them for measure/memory.py.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def limit_bytes() -> int:
             mib = float(text)
         except ValueError:
             raise ValueError(f"{_ENV} must be a number of MiB (0 turns the cache off), got {text!r}.") from None
-        if mib < 0:
-            raise ValueError(f"{_ENV} must be a number of MiB >= 0, got {text!r}.")
+        if not math.isfinite(mib) or mib < 0:
+            raise ValueError(f"{_ENV} must be a finite number of MiB >= 0, got {text!r}.")
         return int(mib * (1 << 20))
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
@@ -54,15 +55,18 @@ def limit_bytes() -> int:
 
 
 @functools.cache
-def _holder_type(nbytes: int) -> type:
-    """A ctypes array type of ``nbytes`` whose instances hand their mapping back to the cache when they die."""
+def _holder_type(usable: int) -> type:
+    """A ctypes array type of ``usable`` bytes whose instances hand their mapping back to the cache when they die.
+
+    The finalizer only queues the return (a deque append, atomic and lock-free): it can run inside the cache's
+    own methods, wherever the garbage collector or a dropped tensor fires, so the bookkeeping is left to them."""
     def __del__(self) -> None:
         try:
-            _CACHE.give_back(self._mapping, self._nbytes, self._window)
+            _CACHE.returned.append((self._mapping, self._nbytes, self._window))
         except Exception:  # at interpreter shutdown the cache may already be gone: the OS takes the memory back
             pass
 
-    return type(f"CachedBuffer{nbytes}", (ctypes.c_char * nbytes,), {"__del__": __del__})
+    return type(f"CachedBuffer{usable}", (ctypes.c_char * usable,), {"__del__": __del__})
 
 
 class _Mapping:
@@ -91,6 +95,7 @@ class _Cache:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._idle: collections.OrderedDict[int, _Mapping] = collections.OrderedDict()  # id -> mapping, oldest first
+        self.returned: collections.deque = collections.deque()  # (mapping, nbytes, window) from finalizers
         self.idle_bytes = 0
         self.in_use_bytes = 0
         self.window = 0  # bumped by reset_peak: frees of buffers lent before it do not lower the peak's count
@@ -99,9 +104,26 @@ class _Cache:
         self.hits = 0
         self.misses = 0
 
-    def take(self, nbytes: int) -> ctypes.Array:
+    def settle(self, keep: int | None = None) -> None:
+        """Take in the buffers given back since the last call, then unmap the oldest idle ones past ``keep`` bytes
+        (None: none). Call with the lock held."""
+        while self.returned:
+            mapping, nbytes, window = self.returned.popleft()
+            self.in_use_bytes -= nbytes
+            if window == self.window:
+                self.window_bytes -= nbytes
+            if mapping is not None:
+                self._idle[id(mapping)] = mapping
+                self.idle_bytes += mapping.usable
+        while keep is not None and self._idle and self.idle_bytes > keep:
+            _, oldest = self._idle.popitem(last=False)
+            self.idle_bytes -= oldest.usable
+            oldest.close()
+
+    def take(self, nbytes: int, limit: int) -> ctypes.Array:
         usable = -(-nbytes // _HUGE_PAGE) * _HUGE_PAGE
         with self._lock:
+            self.settle(limit)
             mapping = next((m for m in self._idle.values() if m.usable == usable), None)
             if mapping is not None:
                 del self._idle[id(mapping)]
@@ -113,31 +135,23 @@ class _Cache:
             self.window_bytes += nbytes
             self.peak_bytes = max(self.peak_bytes, self.window_bytes)
             window = self.window
-        if mapping is None:
-            try:
-                mapping = _Mapping(usable)
-            except BaseException:
-                self.give_back(None, nbytes, window)
-                raise
-        holder = _holder_type(nbytes).from_address(mapping.address)
+        try:
+            if mapping is None:
+                mapping = self._map(usable)
+            holder = _holder_type(usable).from_address(mapping.address)
+        except BaseException:
+            self.returned.append((mapping, nbytes, window))
+            raise
         holder._mapping, holder._nbytes, holder._window = mapping, nbytes, window
         return holder
 
-    def give_back(self, mapping: _Mapping | None, nbytes: int, window: int) -> None:
-        with self._lock:
-            self.in_use_bytes -= nbytes
-            if window == self.window:
-                self.window_bytes -= nbytes
-            if mapping is not None:
-                self._idle[id(mapping)] = mapping
-                self.idle_bytes += mapping.usable
-                self._trim(limit_bytes())
-
-    def _trim(self, keep: int) -> None:
-        while self._idle and self.idle_bytes > keep:
-            _, oldest = self._idle.popitem(last=False)
-            self.idle_bytes -= oldest.usable
-            oldest.close()
+    def _map(self, usable: int) -> _Mapping:
+        try:
+            return _Mapping(usable)
+        except OSError:  # out of memory or address space (the harness caps it): idle buffers first, then again
+            with self._lock:
+                self.settle(0)
+            return _Mapping(usable)
 
 
 _CACHE = _Cache()
@@ -148,16 +162,18 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     MIN_BYTES or more and the cache is on, else torch.empty."""
     numel = math.prod(shape)
     nbytes = numel * dtype.itemsize
-    if nbytes < MIN_BYTES or limit_bytes() == 0 or not hasattr(mmap, "MAP_PRIVATE"):
+    limit = limit_bytes()
+    if nbytes < MIN_BYTES or limit == 0 or not hasattr(mmap, "MAP_PRIVATE"):
         return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(_CACHE.take(nbytes), dtype=dtype, count=numel).view(shape)
+    return torch.frombuffer(_CACHE.take(nbytes, limit), dtype=dtype, count=numel).view(shape)
 
 
 def release() -> int:
     """Unmap every idle cached buffer; the bytes released."""
     with _CACHE._lock:
+        _CACHE.settle()
         before = _CACHE.idle_bytes
-        _CACHE._trim(0)
+        _CACHE.settle(0)
         return before
 
 
@@ -166,6 +182,7 @@ def stats() -> dict[str, int]:
     lent after it (as torch's profiler ignores frees of blocks allocated before it started); idle_bytes; hits
     and misses."""
     with _CACHE._lock:
+        _CACHE.settle()
         return {"in_use_bytes": _CACHE.in_use_bytes, "peak_bytes": _CACHE.peak_bytes,
                 "idle_bytes": _CACHE.idle_bytes, "hits": _CACHE.hits, "misses": _CACHE.misses}
 
@@ -173,5 +190,6 @@ def stats() -> dict[str, int]:
 def reset_peak() -> None:
     """Start the peak over at 0: buffers lent before now no longer count, lent or given back."""
     with _CACHE._lock:
+        _CACHE.settle()
         _CACHE.window += 1
         _CACHE.window_bytes = _CACHE.peak_bytes = 0

@@ -166,8 +166,9 @@ def test_nan_in_padding_never_leaks(dtype):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("mask_kind", [None, "holes"], ids=["nomask", "holes"])
-def test_reused_buffers_are_overwritten_everywhere(monkeypatch, mask_kind):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("mask_kind", MASKS, ids=["nomask", "ragged", "holes"])
+def test_reused_buffers_are_overwritten_everywhere(monkeypatch, mask_kind, dtype):
     """Forward's out and backward's dx come from the buffer cache, whose memory holds what its last user left:
     with every cached buffer full of NaN first, the results equal those in fresh torch.empty memory, bit for bit
     (padding rows included, which the kernels must zero themselves)."""
@@ -177,7 +178,7 @@ def test_reused_buffers_are_overwritten_everywhere(monkeypatch, mask_kind):
 
     x, w, mask, go = make_case(3, 2, 40, 2, 16, mask_kind, seed=19)
     monkeypatch.setenv("FASTFORMER_BENCH_STREAM_CACHE_MIB", "0")
-    fresh = run(streamed(4), x.float(), w.float(), mask, go.float())
+    fresh = run(streamed(4), x.to(dtype), w.to(dtype), mask, go.to(dtype))
     monkeypatch.setenv("FASTFORMER_BENCH_STREAM_CACHE_MIB", "64")
     monkeypatch.setattr(buffer_cache, "MIN_BYTES", 1)  # this test's small buffers go through the cache too
     buffer_cache.release()
@@ -185,7 +186,7 @@ def test_reused_buffers_are_overwritten_everywhere(monkeypatch, mask_kind):
     del poison  # four idle 2 MiB mappings full of NaN: every buffer below 2 MiB takes one of them
     gc.collect()
     hits = buffer_cache.stats()["hits"]
-    reused = run(streamed(4), x.float(), w.float(), mask, go.float())
+    reused = run(streamed(4), x.to(dtype), w.to(dtype), mask, go.to(dtype))
     assert buffer_cache.stats()["hits"] >= hits + 2, "out and dx should both have come from the cache"
     for a, b in zip(reused, fresh):
         assert torch.equal(a, b)

@@ -68,15 +68,56 @@ def test_small_buffers_and_a_zero_limit_bypass_the_cache(monkeypatch):
 
 
 def test_idle_buffers_stay_within_the_limit(monkeypatch):
-    monkeypatch.setenv("FASTFORMER_BENCH_STREAM_CACHE_MIB", str(3 * buffer_cache.MIN_BYTES // MiB // 2))
+    mapped = -(-SIZE[0] * SIZE[1] * 4 // (2 * MiB)) * 2 * MiB  # each buffer's mapping: whole 2 MiB pages
+    monkeypatch.setenv("FASTFORMER_BENCH_STREAM_CACHE_MIB", str(2.5 * mapped / MiB))
     held = [buffer_cache.empty(SIZE, torch.float32) for _ in range(3)]
     del held
     gc.collect()
-    assert 0 < buffer_cache.stats()["idle_bytes"] <= buffer_cache.limit_bytes()
+    buffer_cache.empty((1024,), torch.float32)  # below the threshold: lends nothing, so trims nothing
+    assert buffer_cache.stats()["idle_bytes"] == 3 * mapped
+    again = buffer_cache.empty(SIZE, torch.float32)  # lending trims the idle ones to the limit first (two left)
+    assert buffer_cache.stats()["idle_bytes"] == mapped  # ... and lends one of those
+    del again
     assert buffer_cache.release() > 0 and buffer_cache.stats()["idle_bytes"] == 0
 
 
-@pytest.mark.parametrize("text", ["lots", "-1"])
+def test_a_buffer_freed_inside_the_cache_waits_for_its_bookkeeping():
+    """A finalizer can fire while the cache's own code runs (the collector, a tensor dropped mid-call): it only
+    queues the return, and the cache takes it in at its next use."""
+    t = buffer_cache.empty(SIZE, torch.float32)
+    buffer_cache.stats()  # settles anything an earlier test left queued
+    with buffer_cache._CACHE._lock:
+        idle_before, queued = dict(buffer_cache._CACHE._idle), len(buffer_cache._CACHE.returned)
+        del t
+        gc.collect()
+        assert buffer_cache._CACHE._idle == idle_before and len(buffer_cache._CACHE.returned) == queued + 1
+    assert buffer_cache.stats()["idle_bytes"] > 0 and not buffer_cache._CACHE.returned
+
+
+def test_a_mapping_that_fails_for_memory_releases_the_idle_ones_and_retries(monkeypatch):
+    idle = buffer_cache.empty(SIZE, torch.float32)
+    del idle
+    other = (SIZE[0], SIZE[1] * 2)  # no idle match: a new mapping
+    real, calls = buffer_cache._Mapping, []
+
+    def refuse_once(usable):
+        calls.append(buffer_cache._CACHE.idle_bytes)
+        if len(calls) == 1:
+            raise OSError(12, "Cannot allocate memory")
+        return real(usable)
+
+    monkeypatch.setattr(buffer_cache, "_Mapping", refuse_once)
+    t = buffer_cache.empty(other, torch.float32).fill_(1.0)
+    assert calls[0] > 0 and calls[1] == 0  # the idle buffer was unmapped before the retry
+    assert float(t.sum()) == t.numel()
+    before = buffer_cache.stats()
+    monkeypatch.setattr(buffer_cache, "_Mapping", lambda usable: (_ for _ in ()).throw(OSError(12, "no")))
+    with pytest.raises(OSError):
+        buffer_cache.empty((SIZE[0], SIZE[1] * 3), torch.float32)
+    assert buffer_cache.stats()["in_use_bytes"] == before["in_use_bytes"]  # a failed take lends nothing
+
+
+@pytest.mark.parametrize("text", ["lots", "-1", "nan", "inf"])
 def test_a_bad_limit_is_one_clear_value_error(monkeypatch, text):
     monkeypatch.setenv("FASTFORMER_BENCH_STREAM_CACHE_MIB", text)
     with pytest.raises(ValueError, match="FASTFORMER_BENCH_STREAM_CACHE_MIB"):

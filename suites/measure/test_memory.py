@@ -68,7 +68,10 @@ def test_stream_peak_counts_its_cached_buffers(mode):
     p = Problem(impl="stream", batch=1, seq_len=8192, width=256, heads=4, mode=mode)
     out_bytes = p.batch * p.seq_len * p.width * 4
     assert out_bytes >= buffer_cache.MIN_BYTES
+    used = buffer_cache.stats()
     peak, method = peak_memory(make_step(p, make_inputs(p)), "cpu")
+    after = buffer_cache.stats()
+    assert after["hits"] + after["misses"] > used["hits"] + used["misses"]  # the buffers did come from the cache
     assert method == "torch_profiler_memory"
     want = out_bytes * (1 + p.columns if mode == "fwd_bwd" else 1)
     assert want <= peak <= 1.1 * want + MiB
