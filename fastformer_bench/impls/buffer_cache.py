@@ -162,8 +162,10 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     MIN_BYTES or more and the cache is on, else torch.empty."""
     numel = math.prod(shape)
     nbytes = numel * dtype.itemsize
+    if nbytes < MIN_BYTES or not hasattr(mmap, "MAP_PRIVATE"):
+        return torch.empty(shape, dtype=dtype)
     limit = limit_bytes()
-    if nbytes < MIN_BYTES or limit == 0 or not hasattr(mmap, "MAP_PRIVATE"):
+    if limit == 0:
         return torch.empty(shape, dtype=dtype)
     return torch.frombuffer(_CACHE.take(nbytes, limit), dtype=dtype, count=numel).view(shape)
 
