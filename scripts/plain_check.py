@@ -40,6 +40,7 @@ from pathlib import Path
 from fastformer_bench.axes import NAMES as AXIS_NAMES
 from fastformer_bench.axes import REMEDY_ENV
 from fastformer_bench.problem import Problem
+from fastformer_bench.results import ResultsError, read_points, read_run
 
 #: what a user's `python` does not have: every variable that changes the C library's or torch's allocator
 _ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
@@ -128,8 +129,7 @@ def remeasure(record: dict, settings: dict) -> float:
         out = Path(folder) / "results"
         done = subprocess.run([sys.executable, "-m", "fastformer_bench", "run", "--preset", str(preset), "--out",
                                str(out), "--no-progress"], capture_output=True, text=True, timeout=3600)
-        lines = (out / "points.jsonl").read_text().splitlines() if (out / "points.jsonl").exists() else []
-        records = [json.loads(line) for line in lines if line.strip()]
+        records = read_points(out / "points.jsonl") if (out / "points.jsonl").exists() else []
         if done.returncode != 0 or len(records) != 1 or records[0].get("status") != "ok":
             why = records[0].get("reason") if len(records) == 1 else (done.stderr.strip().splitlines() or ["?"])[-1]
             raise RuntimeError(f"the harness did not measure {record['impl']} N = {record['seq_len']} again: {why}")
@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = {}
     if args.remeasure:
         try:
-            settings = json.loads((args.results / "run.json").read_text())["settings"]
-        except (OSError, ValueError, KeyError):
+            settings = read_run(args.results).get("settings")
+        except ResultsError:
+            settings = None
+        if not settings:
             print(f"{args.results} has no run.json with the run's settings, which --remeasure needs.",
                   file=sys.stderr)
             return 2
