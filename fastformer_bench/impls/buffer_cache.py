@@ -79,11 +79,11 @@ class _Mapping:
         probe = ctypes.c_char.from_buffer(self.map)  # an export only while we read the address
         start = ctypes.addressof(probe)
         del probe
-        self.offset = -start % _HUGE_PAGE
-        self.address = start + self.offset
+        offset = -start % _HUGE_PAGE
+        self.address = start + offset
         if hasattr(mmap, "MADV_HUGEPAGE"):
             try:
-                self.map.madvise(mmap.MADV_HUGEPAGE, self.offset, usable)
+                self.map.madvise(mmap.MADV_HUGEPAGE, offset, usable)
             except OSError:
                 pass  # THP off or refused: 4 KiB pages, still reused
 
