@@ -17,7 +17,7 @@ from pathlib import Path
 from fastformer_bench.report import fmt
 
 NAME = "compare"
-HELP = "compare two stored runs point by point: B/A time ratios with 95% intervals, largest slowdown first"
+HELP = "compare two stored runs point by point: B/A time ratios with 95 %% intervals, largest slowdown first"
 COLUMNS = ("point", "A", "B", "B/A", "95% interval", "verdict", "note")
 #: the note column's width on the terminal; --markdown and --json carry every reason whole
 NOTE_WIDTH = 60

@@ -146,3 +146,26 @@ def test_report_takes_include_noisy_and_treats_noisy_points_as_ok(tmp_path):
     noisy_id = records[0]["point_id"]
     assert kept.loc[kept["point_id"] == noisy_id, "status"].tolist() == ["noisy"]
     assert shown.loc[shown["point_id"] == noisy_id, "status"].tolist() == ["ok"]
+
+
+def _parsers():
+    """The top-level parser and every subcommand's, nested ones (history's) included."""
+    from fastformer_bench.cli import build_parser
+
+    found, todo = [], [build_parser()]
+    while todo:
+        parser = todo.pop()
+        found.append(pytest.param(parser, id=parser.prog))
+        for action in parser._subparsers._group_actions if parser._subparsers else ():
+            todo += action.choices.values()
+    return found
+
+
+@pytest.mark.parametrize("parser", _parsers())
+def test_every_help_page_renders(parser):
+    # argparse %-formats every help string: a bare "95%" raised TypeError on `fastformer-bench --help`
+    text = parser.format_help()
+    assert parser.prog in text
+    for action in parser._actions:
+        for flag in action.option_strings:
+            assert flag in text
