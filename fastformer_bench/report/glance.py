@@ -70,7 +70,8 @@ def _rows(summary: dict, base: str, name: str) -> list[dict]:
         out.append({"report": name, "device": device_word(row["device"]),
                     "dtype, mode, threads": setting(row, device=False),
                     "B, D, H, C": _shape(row),
-                    "fastest": f"`{row['fastest']['impl']}`",
+                    "fastest": f"`{row['fastest']['impl']}`" + (" (the only one run)" if row.get("candidates") == 1
+                                                                  else ""),
                     "time ¹": f"{si(row['fastest']['time'], 's')} at N = {count(row['n'])}",
                     "in a plain process ¹": plain_cell(row) if row["device"].partition("@")[0] == "cpu" else "–",
                     "share of the memory roof ²": roof_cell(row),

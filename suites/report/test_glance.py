@@ -26,6 +26,8 @@ def test_the_block_carries_each_setting_its_conditions_and_footnotes():
     assert len(table) == len(rows)
     for line, row in zip(table, rows):
         assert f"`{row['fastest']['impl']}`" in line and f"{row['batch']}, {row['width']}, {row['heads']}" in line
+        # "fastest" of one: a setting where only one additive implementation ran says so
+        assert ("(the only one run)" in line) == (row["candidates"] == 1)
         # a CPU row quotes its plain-process figure beside the warm heap's (or says it was not measured)
         assert (plain_cell(row) in line) if row["device"] == "cpu" else ("| –" in line)
     high = [(name, r) for name, s in glance.summaries(ROOT) if s in speed for r in s["decision"]
