@@ -24,6 +24,15 @@ a temporary folder), so harness and script time the same call minutes apart rath
 Prints one line per point (stored median, the script's median, their ratio; with ``--remeasure`` also the
 harness's new median and its ratio to the script) and the largest distance from 1; exits 1 where a stored /
 script ratio lies outside 1 ± ``--tolerance`` (0.15, the issue's bound).
+
+``--remeasure --rounds R`` (R >= 3) decides the method question on a host whose speed drifts within seconds, where
+one harness figure against one batch of script calls is a coin toss (docs/measuring.md §6). Each point gets R rounds
+of one harness measurement and one script process side by side, in alternating order; the harness / script ratio is
+the gate's paired-rounds estimate (gate/stats.measure_rounds: geometric mean of the rounds' ratios of medians,
+Student's t interval on their logarithms, the start order a term of its own where each order has two rounds), and
+the verdict is "agrees" where the whole 95 % interval lies inside 1 ± tolerance, "differs" where it lies wholly
+outside, "undecided" where it straddles a bound (the host's noise is wider than the check). Then the exit code is
+the verdicts': 0 all agree, 1 any differs, 3 otherwise.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from pathlib import Path
 
 from fastformer_bench.axes import NAMES as AXIS_NAMES
 from fastformer_bench.axes import REMEDY_ENV
+from fastformer_bench.gate.stats import measure_rounds
 from fastformer_bench.problem import Problem
 from fastformer_bench.results import ResultsError, read_points, read_run
 
@@ -120,9 +130,9 @@ def one_point_preset(record: dict, settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def remeasure(record: dict, settings: dict) -> float:
-    """The harness's median for ``record``'s point, measured now in a fresh ``run``; raises RuntimeError where
-    the point does not come back ok."""
+def remeasure(record: dict, settings: dict) -> dict:
+    """``record``'s point measured now by the harness in a fresh ``run`` (its new record: ``time_median``,
+    ``samples``); raises RuntimeError where the point does not come back ok."""
     with tempfile.TemporaryDirectory(prefix="plain-check-") as folder:
         preset = Path(folder) / "point.toml"
         preset.write_text(one_point_preset(record, settings))
@@ -133,7 +143,42 @@ def remeasure(record: dict, settings: dict) -> float:
         if done.returncode != 0 or len(records) != 1 or records[0].get("status") != "ok":
             why = records[0].get("reason") if len(records) == 1 else (done.stderr.strip().splitlines() or ["?"])[-1]
             raise RuntimeError(f"the harness did not measure {record['impl']} N = {record['seq_len']} again: {why}")
-        return records[0]["time_median"]
+        return records[0]
+
+
+#: exit code of --rounds when no point differs but some could not be decided
+UNDECIDED_EXIT = 3
+
+
+def verdict(low: float | None, high: float | None, tolerance: float) -> str:
+    """"agrees" where the interval [low, high] lies inside 1 ± tolerance, "differs" where it lies wholly outside,
+    "undecided" where it straddles a bound (or is missing)."""
+    if low is None or high is None:
+        return "undecided"
+    if 1 - tolerance <= low and high <= 1 + tolerance:
+        return "agrees"
+    if high < 1 - tolerance or low > 1 + tolerance:
+        return "differs"
+    return "undecided"
+
+
+def paired_rounds(record: dict, settings: dict, rounds: int, calls: int, condition: str) -> dict:
+    """``rounds`` rounds of one harness measurement and one script process, the harness first in even rounds:
+    the harness / script ratio with its 95 % interval (gate/stats.measure_rounds) and every round's medians."""
+    harness, script, harness_first = [], [], []
+    for index in range(rounds):
+        first = index % 2 == 0
+        if not first:
+            script.append(time_in_plain_process(record, calls, condition))
+        again = remeasure(record, settings)
+        harness.append(again.get("samples") or [again["time_median"]])
+        if first:
+            script.append(time_in_plain_process(record, calls, condition))
+        harness_first.append(first)
+    found = measure_rounds(script, harness, candidate_first=harness_first)
+    return {"ratio": found.ratio, "ci_low": found.ci_low, "ci_high": found.ci_high, "harness_first": harness_first,
+            "harness_medians_s": [statistics.median(h) for h in harness],
+            "script_medians_s": [statistics.median(t) for t in script]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the comparison here")
     parser.add_argument("--remeasure", action="store_true",
                         help="measure each point again with the harness just before its script processes")
+    parser.add_argument("--rounds", type=int,
+                        help="with --remeasure: R >= 3 paired rounds of harness and script per point, and a "
+                             "verdict from the interval of their ratio (agrees / differs / undecided)")
     args = parser.parse_args(argv)
+    if args.rounds is not None and (not args.remeasure or args.rounds < 3):
+        print("--rounds takes --remeasure and at least 3 rounds (the interval needs two degrees of freedom).",
+              file=sys.stderr)
+        return 2
     if not (args.results / "points.jsonl").is_file():
         print(f"{args.results} holds no points.jsonl.", file=sys.stderr)
         return 2
@@ -168,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     rows = []
     for record in points:
-        again = remeasure(record, settings) if args.remeasure else None
+        again = remeasure(record, settings)["time_median"] if args.remeasure and args.rounds is None else None
         times = [t for _ in range(args.processes) for t in time_in_plain_process(record, args.calls, args.condition)]
         script = statistics.median(times)
         row = {"impl": record["impl"], "seq_len": record["seq_len"], "width": record["width"],
@@ -177,15 +229,25 @@ def main(argv: list[str] | None = None) -> int:
                "ratio": record["time_median"] / script, "calls": len(times)}
         if again is not None:
             row.update(remeasured_s=again, remeasured_ratio=again / script)
+        if args.rounds is not None:
+            paired = paired_rounds(record, settings, args.rounds, args.calls, args.condition)
+            row.update(paired=paired, verdict=verdict(paired["ci_low"], paired["ci_high"], args.tolerance))
         rows.append(row)
         print(f"{row['impl']:>9} N={row['seq_len']:>7} D={row['width']} B={row['batch']} threads={row['threads']}: "
               f"stored {row['stored_s'] * 1e3:8.2f} ms, script {script * 1e3:8.2f} ms "
               f"({min(times) * 1e3:.2f}-{max(times) * 1e3:.2f}), stored / script {row['ratio']:.3f}"
               + (f"; measured again {again * 1e3:8.2f} ms, again / script {again / script:.3f}"
                  if again is not None else ""), flush=True)
+        if args.rounds is not None:
+            paired = row["paired"]
+            interval = (f"{paired['ci_low']:.3f}-{paired['ci_high']:.3f}" if paired["ci_low"] is not None
+                        else "no interval")
+            each = ", ".join(f"{h / t:.2f}" for h, t in zip(paired["harness_medians_s"], paired["script_medians_s"]))
+            print(f"{'':>9} {args.rounds} paired rounds: harness / script {paired['ratio']:.3f} (95 % interval "
+                  f"{interval}; rounds {each}): {row['verdict']}", flush=True)
     worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
     print(f"largest distance from 1: {worst['ratio']:.3f} ({worst['impl']}, N = {worst['seq_len']})")
-    if args.remeasure:
+    if args.remeasure and args.rounds is None:
         again = max(rows, key=lambda r: abs(r["remeasured_ratio"] - 1))
         inside = sum(abs(r["remeasured_ratio"] - 1) <= args.tolerance for r in rows)
         print(f"measured again / script: {inside} of {len(rows)} within {args.tolerance:.0%}, largest distance "
@@ -195,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
                                          "environment": REMEDY_ENV.get(args.condition, {}),
                                          "tolerance": args.tolerance, "calls_per_process": args.calls,
                                          "processes": args.processes, "remeasured": args.remeasure,
-                                         "points": rows}, indent=1) + "\n")
+                                         "rounds": args.rounds, "points": rows}, indent=1) + "\n")
+    if args.rounds is not None:
+        verdicts = [row["verdict"] for row in rows]
+        print(f"paired rounds: {verdicts.count('agrees')} agree, {verdicts.count('differs')} differ, "
+              f"{verdicts.count('undecided')} undecided (tolerance {args.tolerance:.0%})")
+        return 1 if "differs" in verdicts else 0 if set(verdicts) == {"agrees"} else UNDECIDED_EXIT
     return 0 if abs(worst["ratio"] - 1) <= args.tolerance else 1
 
 

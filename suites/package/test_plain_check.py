@@ -121,3 +121,65 @@ def test_remeasure_runs_the_harness_on_the_point_then_the_script(plain_check, tm
     (tmp_path / "run.json").unlink()
     assert plain_check.main([str(tmp_path), "--remeasure"]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (0.90, 1.10, "agrees"), (0.85, 1.15, "agrees"), (0.50, 0.80, "differs"), (1.20, 1.40, "differs"),
+    (0.80, 1.10, "undecided"), (0.95, 1.30, "undecided"), (0.50, 1.50, "undecided"), (None, None, "undecided")])
+def test_a_verdict_needs_the_whole_interval_on_one_side_of_the_tolerance(plain_check, low, high, expected):
+    assert plain_check.verdict(low, high, 0.15) == expected
+
+
+def _fake_rounds(plain_check, monkeypatch, harness_medians: list[float], script_medians: list[float]) -> list[str]:
+    """Harness and script stand-ins returning the given medians round after round; the log of who ran when."""
+    log: list[str] = []
+    harness, script = iter(harness_medians), iter(script_medians)
+
+    def fake_remeasure(record, settings):
+        value = next(harness)
+        log.append("harness")
+        return {"time_median": value, "samples": [value * f for f in (0.98, 1.0, 1.02)]}
+
+    def fake_script(record, calls, condition="plain"):
+        value = next(script)
+        log.append("script")
+        return [value * f for f in (0.97, 1.0, 1.03)]
+
+    monkeypatch.setattr(plain_check, "remeasure", fake_remeasure)
+    monkeypatch.setattr(plain_check, "time_in_plain_process", fake_script)
+    return log
+
+
+def test_paired_rounds_alternate_their_order_and_give_the_ratio_an_interval(plain_check, monkeypatch):
+    log = _fake_rounds(plain_check, monkeypatch, [1.0, 1.1, 0.9, 1.05], [1.0, 1.0, 1.0, 1.0])
+    found = plain_check.paired_rounds(_record(), {}, rounds=4, calls=3, condition="plain")
+    assert log == ["harness", "script", "script", "harness", "harness", "script", "script", "harness"]
+    assert found["harness_first"] == [True, False, True, False]
+    assert found["harness_medians_s"] == pytest.approx([1.0, 1.1, 0.9, 1.05])
+    assert found["ci_low"] < found["ratio"] < found["ci_high"]
+    assert found["ratio"] == pytest.approx((1.0 * 1.1 * 0.9 * 1.05) ** 0.25, rel=0.02)
+
+
+@pytest.mark.parametrize("harness, expected_exit, verdict", [
+    ([1.00, 1.01, 0.99, 1.00], 0, "agrees"),            # rounds agree tightly
+    ([0.50, 0.52, 0.49, 0.51], 1, "differs"),           # the harness is twice as fast every round
+    ([0.70, 0.75, 1.30, 1.25], 3, "undecided")])        # a host drifting wider than the tolerance
+def test_rounds_decide_the_exit_code(plain_check, monkeypatch, tmp_path, capsys, harness, expected_exit, verdict):
+    (tmp_path / "points.jsonl").write_text(json.dumps(_record()) + "\n")
+    (tmp_path / "run.json").write_text(json.dumps({"settings": {"threads": 1}}))
+    # the four processes of the stored / script comparison come first, then the rounds
+    _fake_rounds(plain_check, monkeypatch, harness, [1.0] * 4 + [1.0] * 4)
+    out = tmp_path / "check.json"
+    code = plain_check.main([str(tmp_path), "--calls", "3", "--processes", "4", "--remeasure", "--rounds", "4",
+                             "--json", str(out)])
+    assert code == expected_exit
+    (row,) = json.loads(out.read_text())["points"]
+    assert row["verdict"] == verdict and len(row["paired"]["script_medians_s"]) == 4
+    assert f"): {verdict}" in capsys.readouterr().out
+
+
+def test_rounds_need_remeasure_and_three_rounds(plain_check, tmp_path, capsys):
+    (tmp_path / "points.jsonl").write_text(json.dumps(_record()) + "\n")
+    assert plain_check.main([str(tmp_path), "--rounds", "4"]) == 2
+    assert plain_check.main([str(tmp_path), "--remeasure", "--rounds", "2"]) == 2
+    assert "at least 3 rounds" in capsys.readouterr().err
