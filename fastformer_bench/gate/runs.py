@@ -79,6 +79,7 @@ def _run_facts(directory: str | Path, run: dict, records: list[dict], devices: s
     bandwidths = {d: stored.copy_bandwidth(run, d) for d in sorted(devices)}
     return {"path": str(directory), "run_id": run.get("run_id"), "git_commit": run.get("git_commit"),
             "started_at": run.get("started_at"), "fingerprint": stored.fingerprint(run, records),
+            "hardware": stored.cpu_hardware(run) if "cpu" in devices else {},
             "copy_bytes_per_s": {d: bw for d, bw in bandwidths.items() if bw is not None}}
 
 
@@ -86,6 +87,7 @@ def _banner(a: dict, b: dict, ratios: dict[str, float], normalize: bool) -> list
     """One line per way the two runs are not comparable as they are: the gate's refusals, as warnings."""
     lines = []
     diff = stored.differences(a["fingerprint"], b["fingerprint"])
+    diff += stored.hardware_differences(a.get("hardware", {}), b.get("hardware", {}))
     if diff:
         lines.append(f"measured on other hardware or software (A vs B: {'; '.join(diff)}): the ratios compare "
                      "the machines as much as the code")

@@ -1,8 +1,9 @@
 """A stored baseline: committed results compared only with results from the same hardware and software.
 
 The fingerprint is what makes two wall times comparable at all: the device kind(s) measured, the CPU model
-(CPU points) or GPU name (CUDA points), the torch version, and the CPU thread count (CPU points). Anything else
-in run.json (hostname, git commit, library versions the kernels never call) may differ.
+(CPU points) or GPU name (CUDA points), the torch version, and the CPU thread count (CPU points), and where both
+runs recorded them the CPU's signature and cache sizes (cpu_hardware: one CPU name can cover two generations).
+Anything else in run.json (hostname, git commit, library versions the kernels never call) may differ.
 The machine's state must match too: the same machine type measured 21 or 41 GB/s of copy bandwidth on different
 days, and memory-bound times followed it. Two runs whose copy bandwidths (run.json, measured at the start and
 end of each run) differ by more than BANDWIDTH_TOLERANCE are refused unless ``--normalize`` scales the
@@ -101,6 +102,31 @@ def fingerprint(run: dict, records: list[dict]) -> dict:
     return found
 
 
+def cpu_hardware(run: dict) -> dict:
+    """What a masked CPU name hides, where the run recorded it: the CPU's signature (family, model, stepping)
+    and its cache sizes per level."""
+    found = {}
+    if run.get("cpu_signature"):
+        found["cpu_signature"] = run["cpu_signature"]
+    caches = run.get("cpu_caches_bytes")
+    if isinstance(caches, dict) and caches:
+        found["cpu_caches"] = ", ".join(f"{level} {_binary(size)}" for level, size in sorted(caches.items()))
+    return found
+
+
+def _binary(size: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def hardware_differences(a: dict, b: dict) -> list[str]:
+    """The CPU facts (two cpu_hardware results) both runs recorded and that differ: one CPU name can cover two
+    generations."""
+    return [f"{key} {a[key]!r} vs {b[key]!r}" for key in sorted(set(a) & set(b)) if a[key] != b[key]]
+
+
 def differences(baseline: dict, candidate: dict) -> list[str]:
     return [f"{key} {baseline.get(key)!r} vs {candidate.get(key)!r}" for key in FINGERPRINT
             if (key in baseline or key in candidate) and baseline.get(key) != candidate.get(key)]
@@ -116,8 +142,12 @@ def load(directory: str | Path) -> tuple[dict, list[dict]]:
 
 def check_comparable(baseline_dir: str | Path, base_run: dict, base_records: list[dict], cand_run: dict,
                      cand_records: list[dict]) -> None:
-    """ValueError (one line, exit 2) naming every fingerprint field that differs."""
-    diff = differences(fingerprint(base_run, base_records), fingerprint(cand_run, cand_records))
+    """ValueError (one line, exit 2) naming every fingerprint field that differs, and the CPU's hardware facts
+    where both runs measured CPU points and recorded them."""
+    base_fp, cand_fp = fingerprint(base_run, base_records), fingerprint(cand_run, cand_records)
+    diff = differences(base_fp, cand_fp)
+    if "cpu" in str(base_fp.get("device")).split(",") and "cpu" in str(cand_fp.get("device")).split(","):
+        diff += hardware_differences(cpu_hardware(base_run), cpu_hardware(cand_run))
     if diff:
         raise ValueError(f"the stored baseline {baseline_dir} was measured elsewhere (baseline vs candidate: "
                          f"{'; '.join(diff)}); re-measure the baseline here or use --baseline-rev.")

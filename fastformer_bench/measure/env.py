@@ -52,6 +52,27 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def cpu_signature(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's vendor, family, model and stepping ("AuthenticAMD family 25 model 1 stepping 1"), None where
+    unreadable: a hypervisor may name every generation "AMD EPYC", and this VM has been both a 512 KiB-L2 and a
+    1 MiB-L2 part under that name, twice as fast at the same code."""
+    wanted = {"vendor_id": None, "cpu family": None, "model": None, "stepping": None}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, colon, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor's block is enough
+                if colon and key.strip() in wanted:
+                    wanted[key.strip()] = value.strip()
+    except OSError:
+        return None
+    if wanted["cpu family"] is None or wanted["model"] is None:
+        return None
+    return (f"{wanted['vendor_id'] or 'unknown vendor'} family {wanted['cpu family']} model {wanted['model']}"
+            + (f" stepping {wanted['stepping']}" if wanted["stepping"] is not None else ""))
+
+
 def _size_bytes(text: str) -> int:
     """sysfs cache sizes: "32K", "512K", "32768K", "8M" (binary units)."""
     text = text.strip().upper()
@@ -151,6 +172,7 @@ def collect_env(threads: int | None = None, argv: list[str] | None = None) -> di
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
+        "cpu_signature": cpu_signature(),
         "cpu_caches_bytes": caches,
         "last_level_cache_bytes": max(caches.values(), default=None),
         "logical_cores": os.cpu_count(),

@@ -90,7 +90,8 @@ def _machine_columns(frame, envs: list[dict]) -> None:
 
 
 #: run.json keys that tell machines apart: hosts that agree on all of them are one machine in the report
-MACHINE_KEYS = ("cpu_model", "logical_cores", "last_level_cache_bytes", "gpu_name", "gpu_memory_bytes")
+MACHINE_KEYS = ("cpu_model", "cpu_signature", "cpu_caches_bytes", "logical_cores", "last_level_cache_bytes",
+                "gpu_name", "gpu_memory_bytes")
 
 
 def _machines(env: dict) -> dict[str, dict]:

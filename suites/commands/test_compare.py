@@ -89,7 +89,8 @@ def test_the_json_schema(tmp_path, capsys):
     report = _json(capsys, *_pair(tmp_path))
     assert set(report) == {"a", "b", "banner", "normalized", "bandwidth_ratios", "summary", "method", "points",
                            "only_a", "only_b"}
-    assert set(report["a"]) == {"path", "run_id", "git_commit", "started_at", "fingerprint", "copy_bytes_per_s"}
+    assert set(report["a"]) == {"path", "run_id", "git_commit", "started_at", "fingerprint", "hardware",
+                                "copy_bytes_per_s"}
     assert report["a"]["copy_bytes_per_s"] == {"cpu": 20e9} and report["bandwidth_ratios"] == {"cpu": 1.0}
     assert set(report["points"][0]) == {
         "label", "axes", "status_a", "status_b", "reason_a", "reason_b", "median_a", "median_b", "samples_a",
@@ -140,6 +141,17 @@ def test_other_copy_bandwidths_are_a_banner_and_normalize_scales_memory_bound_po
     assert normalized[SLOW]["ratio"] == pytest.approx(2 * plain[SLOW]["ratio"]) and normalized[SLOW]["scaled"]
     assert normalized[SAME]["ratio"] == plain[SAME]["ratio"] and not normalized[SAME]["scaled"]
     assert [p["label"] for p in scaled["points"]][:2] == [SLOW, SAME]
+
+
+def test_another_cpu_generation_under_the_same_name_is_a_banner(tmp_path, capsys):
+    a, b = _pair(tmp_path)
+    for path, l2 in ((a, 2**20), (b, 2**19)):
+        run = json.loads((path / "run.json").read_text())
+        (path / "run.json").write_text(json.dumps({**run, "cpu_caches_bytes": {"L1d": 2**15, "L2": l2}}))
+    report = _json(capsys, a, b)
+    assert len(report["banner"]) == 1
+    assert "cpu_caches 'L1d 32 KiB, L2 1 MiB' vs 'L1d 32 KiB, L2 512 KiB'" in report["banner"][0]
+    assert report["points"][0]["ratio"] == pytest.approx(1.25, abs=0.01)
 
 
 def test_another_fingerprint_is_a_banner_not_a_refusal(tmp_path, capsys):

@@ -499,6 +499,25 @@ def test_stored_baseline_from_another_machine_is_refused_in_one_line(tmp_path):
     assert "cpu_model 'AMD EPYC' vs 'Intel Xeon'" in lines[0] and "torch" in lines[0]
 
 
+def test_stored_baseline_on_another_cpu_generation_under_the_same_name_is_refused(tmp_path):
+    # "AMD EPYC" both times, but 1 MiB of L2 one day and 512 KiB the other: twice as fast at the same code
+    base = _results(tmp_path / "base", "AMD EPYC", "2.13.0+cpu")
+    cand = _results(tmp_path / "cand", "AMD EPYC", "2.13.0+cpu")
+    for path, l2, signature in ((base, 2**20, "AuthenticAMD family 25 model 17 stepping 1"),
+                                (cand, 2**19, "AuthenticAMD family 25 model 1 stepping 1")):
+        run = json.loads((path / "run.json").read_text())
+        run.update(cpu_caches_bytes={"L1d": 2**15, "L2": l2, "L3": 2**25}, cpu_signature=signature)
+        (path / "run.json").write_text(json.dumps(run))
+    done = _gate("--baseline-results", str(base), "--candidate-results", str(cand))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "L2 1 MiB" in done.stderr and "L2 512 KiB" in done.stderr and "model 17" in done.stderr
+    # a run that did not record the facts (older results) is compared on the fingerprint alone
+    run = json.loads((base / "run.json").read_text())
+    del run["cpu_caches_bytes"], run["cpu_signature"]
+    (base / "run.json").write_text(json.dumps(run))
+    assert _gate("--baseline-results", str(base), "--candidate-results", str(cand)).returncode == 0
+
+
 def test_stored_baseline_with_the_same_fingerprint_is_compared(tmp_path):
     base = _results(tmp_path / "base", "AMD EPYC", "2.13.0+cpu")
     same = _results(tmp_path / "same", "AMD EPYC", "2.13.0+cpu")

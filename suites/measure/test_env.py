@@ -172,3 +172,18 @@ def test_kernel_memory_reads_huge_pages_swap_and_damon_schemes_from_the_given_ro
         # a worker with no monitoring context (kdamond 1) monitors nothing, so it names nothing
         "damon": [{"state": "on", "operations": "paddr", "actions": ["pageout", "lru_prio"]}]}
     assert kernel_memory(tmp_path / "nowhere") == {}  # nothing readable: nothing claimed
+
+
+def test_the_cpu_signature_is_the_first_processors_family_model_and_stepping(tmp_path):
+    from fastformer_bench.measure.env import cpu_signature
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nvendor_id\t: Other\n"
+                    "cpu family\t: 6\nmodel\t\t: 85\n")
+    assert cpu_signature(str(info)) == "AuthenticAMD family 25 model 17 stepping 1"
+    info.write_text("processor\t: 0\nmodel name\t: some ARM core\n")  # no family/model lines: nothing to say
+    assert cpu_signature(str(info)) is None
+    assert cpu_signature(str(tmp_path / "missing")) is None
+    if Path("/proc/cpuinfo").exists() and "cpu family" in Path("/proc/cpuinfo").read_text():
+        assert collect_env()["cpu_signature"] == cpu_signature()

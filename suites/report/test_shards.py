@@ -80,12 +80,14 @@ def test_points_are_dealt_into_non_empty_shards_each_point_once():
         split(ids, 0)
 
 
-def _two_hosts(tmp_path, second_cpu: str) -> list[dict]:
+def _two_hosts(tmp_path, second_cpu: str, second_l2: int = 2**20) -> list[dict]:
     records = [r for r in synthetic_records() if r["device"] == "cpu"]
     _write(tmp_path / "points.8_0.jsonl", [{**r, "host": "node-a"} for r in records[::2]])
     _write(tmp_path / "points.8_1.jsonl", [{**r, "host": "node-b"} for r in records[1::2]])
     hosts = {"node-a": {"cpu_model": "CPU A", "copy_bytes_per_s": {"cpu": 1e10}, "jobs": [{"job": "8_0"}]},
              "node-b": {"cpu_model": second_cpu, "copy_bytes_per_s": {"cpu": 4e10}, "jobs": [{"job": "8_1"}]}}
+    hosts["node-a"]["cpu_caches_bytes"] = {"L2": 2**20, "L3": 2**25}
+    hosts["node-b"]["cpu_caches_bytes"] = {"L2": second_l2, "L3": 2**25}
     (tmp_path / "run.json").write_text(json.dumps({**run_env(), "cpu_model": "CPU A", "hosts": hosts}))
     return records
 
@@ -106,3 +108,10 @@ def test_hosts_of_one_kind_of_machine_are_reported_as_one(tmp_path):
     _two_hosts(tmp_path, "CPU A")
     frame, runs = report.load([str(tmp_path)])
     assert set(frame["device"]) == {"cpu"} and len(runs) == 1
+
+
+def test_hosts_under_one_cpu_name_with_other_caches_are_kept_apart(tmp_path):
+    # one marketing name over two generations (1 MiB against 512 KiB of L2): two machines, not one
+    _two_hosts(tmp_path, "CPU A", second_l2=2**19)
+    frame, runs = report.load([str(tmp_path)])
+    assert sorted(frame["device"].unique()) == ["cpu@node-a", "cpu@node-b"] and len(runs) == 2
