@@ -79,7 +79,7 @@ def _run_facts(directory: str | Path, run: dict, records: list[dict], devices: s
     bandwidths = {d: stored.copy_bandwidth(run, d) for d in sorted(devices)}
     return {"path": str(directory), "run_id": run.get("run_id"), "git_commit": run.get("git_commit"),
             "started_at": run.get("started_at"), "fingerprint": stored.fingerprint(run, records),
-            "hardware": stored.cpu_hardware(run) if "cpu" in devices else {},
+            "hardware": stored.cpu_hardware(run, records),
             "copy_bytes_per_s": {d: bw for d, bw in bandwidths.items() if bw is not None}}
 
 

@@ -102,10 +102,12 @@ def fingerprint(run: dict, records: list[dict]) -> dict:
     return found
 
 
-def cpu_hardware(run: dict) -> dict:
-    """What a masked CPU name hides, where the run recorded it: the CPU's signature (family, model, stepping)
-    and its cache sizes per level."""
+def cpu_hardware(run: dict, records: list[dict]) -> dict:
+    """What a masked CPU name hides, where the run recorded it and measured CPU points: the CPU's signature
+    (family, model, stepping) and its cache sizes per level."""
     found = {}
+    if not any(r.get("device") == "cpu" for r in records):
+        return found
     if run.get("cpu_signature"):
         found["cpu_signature"] = run["cpu_signature"]
     caches = run.get("cpu_caches_bytes")
@@ -144,10 +146,8 @@ def check_comparable(baseline_dir: str | Path, base_run: dict, base_records: lis
                      cand_records: list[dict]) -> None:
     """ValueError (one line, exit 2) naming every fingerprint field that differs, and the CPU's hardware facts
     where both runs measured CPU points and recorded them."""
-    base_fp, cand_fp = fingerprint(base_run, base_records), fingerprint(cand_run, cand_records)
-    diff = differences(base_fp, cand_fp)
-    if "cpu" in str(base_fp.get("device")).split(",") and "cpu" in str(cand_fp.get("device")).split(","):
-        diff += hardware_differences(cpu_hardware(base_run), cpu_hardware(cand_run))
+    diff = differences(fingerprint(base_run, base_records), fingerprint(cand_run, cand_records))
+    diff += hardware_differences(cpu_hardware(base_run, base_records), cpu_hardware(cand_run, cand_records))
     if diff:
         raise ValueError(f"the stored baseline {baseline_dir} was measured elsewhere (baseline vs candidate: "
                          f"{'; '.join(diff)}); re-measure the baseline here or use --baseline-rev.")
