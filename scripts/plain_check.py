@@ -90,8 +90,7 @@ def condition_environment(condition: str) -> dict[str, str]:
 def plain_points(results: Path, condition: str = "plain") -> list[dict]:
     """The ok unmasked CPU core forward points measured under ``condition``, in the file's order."""
     points = []
-    for line in (results / "points.jsonl").read_text().splitlines():
-        record = json.loads(line) if line.strip() else {}
+    for record in read_points(results / "points.jsonl"):
         if (record.get("allocator") == condition and record.get("status") == "ok" and record.get("device") == "cpu"
                 and record.get("mode") == "fwd" and record.get("scope") == "core"
                 and record.get("family") == "additive" and not record.get("masked")):
@@ -203,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.results / "points.jsonl").is_file():
         print(f"{args.results} holds no points.jsonl.", file=sys.stderr)
         return 2
-    points = plain_points(args.results, args.condition)
+    try:
+        points = plain_points(args.results, args.condition)
+    except ResultsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if not points:
         print(f"{args.results} holds no ok {args.condition}-condition CPU forward point to check.",
               file=sys.stderr)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fastformer_bench.results import new_record
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "plain_check.py"
 
 
@@ -22,10 +24,11 @@ def plain_check():
 
 
 def _record(**changes) -> dict:
-    record = {"impl": "eager", "family": "additive", "device": "cpu", "mode": "fwd", "scope": "core",
-              "status": "ok", "allocator": "plain", "masked": False, "columns": 3, "batch": 1, "seq_len": 64,
-              "width": 16, "heads": 2, "threads": 1, "time_median": 1e-3}
-    return {**record, **changes}
+    fields = {"impl": "eager", "family": "additive", "device": "cpu", "dtype": "float32", "mode": "fwd",
+              "scope": "core", "status": "ok", "allocator": "plain", "masked": False, "columns": 3, "batch": 1,
+              "seq_len": 64, "width": 16, "heads": 2, "threads": 1, "time_median": 1e-3, **changes}
+    point_id = "-".join(f"{name}={fields[name]}" for name in sorted(fields) if name != "time_median")
+    return new_record(point_id=point_id, **fields)
 
 
 def test_its_processes_get_no_allocator_setting(plain_check, monkeypatch):
@@ -54,6 +57,10 @@ def test_a_folder_it_cannot_check_is_one_sentence_and_exit_2(plain_check, tmp_pa
     (tmp_path / "points.jsonl").write_text(json.dumps(_record(allocator="warm")) + "\n")
     assert plain_check.main([str(tmp_path)]) == 2
     assert "no ok plain-condition CPU forward point" in capsys.readouterr().err
+    (tmp_path / "points.jsonl").write_text(json.dumps(_record()) + "\n{not json\n")
+    assert plain_check.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "points.jsonl:2 is not valid JSON" in err
 
 
 def test_a_point_is_timed_in_fresh_processes_and_compared(plain_check, tmp_path, capsys):
