@@ -488,13 +488,17 @@ def format_plan(plan: Plan) -> list[str]:
                      f"{_label(p, 'cache'):5s} {p.batch:3d} {p.seq_len:8d} {p.width:5d} {p.heads:3d} "
                      f"{p.columns:2d} {point.call_s * 1e3:9.3f} {point.seconds:8.1f} {running:7.1f} "
                      f"{point.peak_bytes / 1e9:8.1f}  {', '.join(note)}".rstrip())
-    for problem, reason in [*plan.skipped, *plan.unplanned]:
+    for problem, reason in plan.skipped:
         lines.append(f"   -  {problem.impl:13s} {problem.dtype:9s} {problem.mode:8s} not planned: {reason}")
+    for reason, impl_counts in _grouped(plan.unplanned).items():
+        counts = ", ".join(f"{impl} {count}" for impl, count in impl_counts.items())
+        lines.append(f"   -  {sum(impl_counts.values())} points not planned ({counts}): {reason}")
     largest = plan.largest
     lines.append(f"points: {len(plan.points)} planned, {len(plan.skipped)} skipped, {len(plan.unplanned)} not "
                  f"planned; the process's start and end: {plan.process_s:.0f} s")
     parts = ", ".join(f"{part} {seconds:.0f} s" for part, seconds in plan.by_part().items())
-    lines.append(f"by part: {parts}")
+    if parts:
+        lines.append(f"by part: {parts}")
     if largest is not None:
         p = largest.problem
         against = largest.reference if largest.check == "whole" else "the chunked core"
@@ -509,5 +513,15 @@ def format_plan(plan: Plan) -> list[str]:
     expected = [p for p in plan.points if p.expected == "oom"]
     lines.append(f"above the device's memory: {len(over)} unexpected, {len(expected)} expected oom; past the point "
                  f"time limit: {len(late)}")
-    lines.append(f"{TOTAL_LINE} {plan.total_s:.1f} s ({plan.total_s / 60:.1f} min)")
+    left_out = f"; the {len(plan.unplanned)} points not planned are not in it" if plan.unplanned else ""
+    lines.append(f"{TOTAL_LINE} {plan.total_s:.1f} s ({plan.total_s / 60:.1f} min){left_out}")
     return lines
+
+
+def _grouped(unplanned: list) -> dict[str, dict[str, int]]:
+    """Points not planned by reason, each reason's count per implementation, in the sweep's order."""
+    grouped: dict[str, dict[str, int]] = {}
+    for problem, reason in unplanned:
+        counts = grouped.setdefault(reason, {})
+        counts[problem.impl] = counts.get(problem.impl, 0) + 1
+    return grouped

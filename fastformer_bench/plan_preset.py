@@ -65,7 +65,7 @@ def plan_preset(name_or_path: str, device: str = DEFAULT_DEVICE, overrides: dict
     points, unplanned = [], []
     for problem in problems:
         if problem.device != "cuda":
-            unplanned.append((problem, "a CPU point: the plan models GPU points only"))
+            unplanned.append((problem, "CPU points: the plan models GPU points only"))
             continue
         planned = plan_point(problem, chosen, model, compiled)
         if any(_selected(problem, selector) for selector in selectors):

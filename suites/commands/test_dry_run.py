@@ -187,3 +187,17 @@ def test_the_model_explains_the_first_gpu_session(stage):
     predicted = host.process_start_s + sum(plan.plan_point(p, settings, plan.DEVICES["h200"], seen, host=host).seconds
                                            for p in problems)
     assert 0.6 * limit <= predicted <= 1.15 * limit
+
+
+def test_a_cpu_preset_dry_run_says_in_one_line_what_it_does_not_plan(capsys):
+    assert cli.main(["run", "--preset", "quick", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    problems, _ = presets.expand(presets.load("quick"))
+    (unplanned,) = [line for line in out.splitlines() if "not planned (" in line]
+    counts = dict(re.findall(r"(\w+) (\d+)", unplanned.split("(", 1)[1].split(")")[0]))
+    assert {impl: int(n) for impl, n in counts.items()} == {
+        impl: sum(p.impl == impl for p in problems) for impl in {p.impl for p in problems}}
+    assert unplanned.endswith("the plan models GPU points only")
+    total = next(line for line in out.splitlines() if line.startswith(plan.TOTAL_LINE))
+    assert total.endswith(f"the {len(problems)} points not planned are not in it")
+    assert not [line for line in out.splitlines() if POINT_LINE.match(line)] and "by part" not in out
