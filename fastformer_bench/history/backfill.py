@@ -28,10 +28,9 @@ import numpy as np
 from fastformer_bench import impls, presets, results
 from fastformer_bench.gate.ab import claim_for, interleaved, sampling
 from fastformer_bench.gate.sides import GateError, package_tree, worktree
-from fastformer_bench.gate.stored import fingerprint
-from fastformer_bench.history.store import add, add_failure, filed
+from fastformer_bench.history.store import add, add_failure, filed, machine_fingerprint
 from fastformer_bench.measure.bandwidth import last_level_cache_bytes
-from fastformer_bench.measure.env import copy_bandwidth, cpu_model
+from fastformer_bench.measure.env import copy_bandwidth, cpu_caches, cpu_model, cpu_signature
 from fastformer_bench.measure.flops import analytic_flops, minimal_bytes
 from fastformer_bench.presets import Preset
 from fastformer_bench.problem import Problem
@@ -66,13 +65,16 @@ def commits(repo: str | Path, spec: str, step: int = 1) -> list[str]:
 
 
 def machine(problems: list, settings: dict) -> dict:
-    """This machine's fingerprint for ``problems`` (stored.fingerprint, as `history add` of a run here gives)."""
+    """This machine's fingerprint for ``problems`` (store.machine_fingerprint, as `history add` of a run here
+    gives)."""
     try:
         torch_version = version("torch")
     except PackageNotFoundError:
         torch_version = None
-    run = {"cpu_model": cpu_model(), "torch": torch_version, "torch_threads": settings.get("threads")}
-    return fingerprint(run, [{"device": p.device, "threads": p.threads or settings.get("threads")} for p in problems])
+    run = {"cpu_model": cpu_model(), "cpu_signature": cpu_signature(), "cpu_caches_bytes": cpu_caches(),
+           "torch": torch_version, "torch_threads": settings.get("threads")}
+    return machine_fingerprint(run, [{"device": p.device, "threads": p.threads or settings.get("threads")}
+                                     for p in problems])
 
 
 def _subject(repo: Path, commit: str) -> str:
@@ -129,7 +131,8 @@ def measure(repo: Path, commit: str, loaded: Preset, out: Path, *, cpus: set[int
     for problem, measured in zip(problems, found):
         store.append(_record(problem.params(), measured, loaded, run_id, cpu))
     store.write_run({"run_id": run_id, "git_commit": commit, "preset": loaded.name, "settings": settings,
-                     "cpu_model": cpu, "last_level_cache_bytes": last_level_cache_bytes(), "torch": version("torch"),
+                     "cpu_model": cpu, "cpu_signature": cpu_signature(), "cpu_caches_bytes": cpu_caches(),
+                     "last_level_cache_bytes": last_level_cache_bytes(), "torch": version("torch"),
                      "torch_threads": settings.get("threads"),
                      "copy_bytes_per_s": {"cpu": bandwidth}, "started_at": started.isoformat(),
                      "ended_at": datetime.now(timezone.utc).isoformat(), "harness": HARNESS})

@@ -93,7 +93,8 @@ def answer(summary: dict) -> str:
 
 def _markdown(summary: dict) -> str:
     lines = ["# Performance history", "", answer(summary), "",
-             "Per machine (its fingerprint: device, CPU model, torch, threads), the median time per call of each "
+             "Per machine (its fingerprint: device, CPU model, torch, threads, and the CPU's signature and cache sizes "
+             "where the run recorded them), the median time per call of each "
              "point at each filed commit, in commit order. Steps: PELT change points (ruptures) on log medians, "
              f"kept when the 95 % bootstrap interval of the step's ratio lies beyond {pct(summary['margin'])}"
              + ("; memory-bound points scaled by the runs' copy bandwidth." if summary["normalized"] else "."), ""]

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fastformer_bench.gate.compare import point_key, point_label
-from fastformer_bench.gate.stored import FINGERPRINT, fingerprint, load
+from fastformer_bench.gate.stored import FINGERPRINT, cpu_hardware, fingerprint, hardware_differences, load
 
 
 def machine_key(found: dict) -> str:
@@ -24,6 +24,13 @@ def machine_key(found: dict) -> str:
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", words).strip("-")[:60]
     digest = hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:8]
     return f"{slug}-{digest}"
+
+
+def machine_fingerprint(run: dict, records: list[dict]) -> dict:
+    """The stored gate's fingerprint plus the CPU facts a masked CPU name hides, where the run recorded them: one
+    name can cover two generations, and their times must not make one trend. A run without them keeps the folder
+    runs filed before them."""
+    return {**fingerprint(run, records), **cpu_hardware(run, records)}
 
 
 def _commit_facts(repo: Path, commit: str) -> tuple[str | None, str | None]:
@@ -56,7 +63,7 @@ def _timed(results: str | Path) -> tuple[dict, dict, list[dict]]:
             points.append({**point, "median": r["time_median"], "p20": r.get("time_p20"), "p80": r.get("time_p80")})
         elif r.get("status") in GAP_STATUSES:
             points.append({**point, "status": r["status"], "reason": r.get("reason")})
-    return run, fingerprint(run, records), points
+    return run, machine_fingerprint(run, records), points
 
 
 def _counted(report: Path) -> tuple[dict, dict, list[dict]]:
@@ -163,7 +170,8 @@ def entries(history: str | Path) -> dict[str, list[dict]]:
 def check_one_machine(filed: list[dict], normalize: bool) -> None:
     """Entries of one folder must share a fingerprint; their bandwidths may differ only with ``normalize``."""
     prints = {json.dumps({k: e["fingerprint"].get(k) for k in FINGERPRINT}, sort_keys=True) for e in filed}
-    if len(prints) > 1:
+    hardware = [{k: v for k, v in e["fingerprint"].items() if k not in FINGERPRINT} for e in filed]
+    if len(prints) > 1 or any(hardware_differences(hardware[0], other) for other in hardware[1:]):
         raise ValueError("one history folder holds runs of different machines; file each machine's runs apart.")
     bandwidths = [e.get("copy_bytes_per_s") for e in filed if e.get("copy_bytes_per_s")]
     if not normalize and bandwidths and max(bandwidths) / min(bandwidths) > 1.15:

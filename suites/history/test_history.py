@@ -110,6 +110,28 @@ def test_runs_of_different_machines_are_filed_apart(tmp_path):
     assert len(history.entries(store)) == 2
 
 
+def test_one_cpu_name_over_two_generations_makes_two_trends(tmp_path):
+    """The VM's "AMD EPYC" was two parts (docs/gate.md §4); a run recording its CPU's signature and caches is
+    filed by them, and one that recorded neither keeps the folder runs were filed in before."""
+    store = tmp_path / "h"
+    unrecorded = history.add(_filed_run(tmp_path, 0, 1.0), store).parent
+    zen3 = {"cpu_signature": "AuthenticAMD family 25 model 1 stepping 1", "cpu_caches_bytes": {"L2": 2**19}}
+    zen4 = {"cpu_signature": "AuthenticAMD family 25 model 17 stepping 1", "cpu_caches_bytes": {"L2": 2**20}}
+    first = history.add(_filed_run(tmp_path, 1, 1.0, **zen3), store).parent
+    again = history.add(_filed_run(tmp_path, 2, 1.0, **zen3), store).parent
+    other = history.add(_filed_run(tmp_path, 3, 1.0, **zen4), store).parent
+    assert first == again and len({unrecorded, first, other}) == 3
+    assert unrecorded.name.startswith("cpu-Synthetic-CPU-2-")  # the name runs before had: nothing re-filed
+    entries = history.entries(store)
+    assert sorted(len(filed) for filed in entries.values()) == [1, 1, 2]
+    (zen3_entries,) = [filed for filed in entries.values() if len(filed) == 2]
+    history.check_one_machine(zen3_entries, normalize=False)
+    mixed = [zen3_entries[0], {**zen3_entries[1], "fingerprint": {**zen3_entries[1]["fingerprint"],
+                                                                  "cpu_caches": "L2 1 MiB"}}]
+    with pytest.raises(ValueError, match="different machines"):
+        history.check_one_machine(mixed, normalize=False)
+
+
 @pytest.mark.parametrize("values", [[1.0, 1.0, 1.0], []])
 def test_short_histories_have_no_steps(values):
     assert history.steps(values, COMMITS[:len(values)]) == []
