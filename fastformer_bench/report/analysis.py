@@ -98,6 +98,20 @@ def past_llc(f: pd.DataFrame) -> pd.Series:
     return f["input_bytes"] > f["llc_bytes"]
 
 
+def roof_time(t: pd.DataFrame, read: str, write: str) -> pd.Series:
+    """Seconds the point's least reads and writes take at the read and write roofs (NaN where a count or a roof is
+    missing): the roof that matches the point's traffic, where the copy roof would bill a forward that mostly
+    reads at a copy's rate."""
+    ok = (t["bytes_read_min"] > 0) & (t["bytes_written_min"] >= 0) & (t[read] > 0) & (t[write] > 0)
+    return least_seconds(t["bytes_read_min"], t["bytes_written_min"], t[read], t[write]).where(ok)
+
+
+def least_seconds(read, written, read_per_s, write_per_s):
+    """Seconds ``read`` bytes take at the read roof plus ``written`` bytes at the write roof: the least time of a
+    call's traffic (numbers or Series alike)."""
+    return read / read_per_s + written / write_per_s
+
+
 def _whole(value) -> int | None:
     # pandas turns a column of ints with a None in it into floats with NaN
     return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) \
@@ -355,11 +369,14 @@ def target_checks(time_fits: list[dict], facts: dict[str, dict]) -> list[dict]:
 
 
 def throughput(frame: pd.DataFrame) -> list[dict]:
-    """Best achieved bandwidth (bytes_min / time) and FLOP/s per implementation, against the copy bandwidth."""
+    """Best achieved bandwidth (bytes_min / time) and FLOP/s per implementation, against the copy bandwidth and,
+    where the run measured read and write roofs, the best share of the roof matching each point's reads and
+    writes (the copy's 2 bytes per byte bill a forward that mostly reads at a copy's rate)."""
     t = timed(frame).copy()
     t["bw"] = t["bytes_min"] / t["time_median"]
     t["flop_rate"] = t["flops"] / t["time_median"]
     t["past_llc"] = past_llc(t)
+    t["share_matching"] = roof_time(t, "read_bw", "write_bw") / t["time_median"]
     keys = SLICE + ["impl"]
     rows = []
     for key, g in t.groupby(keys, sort=True):
@@ -373,8 +390,22 @@ def throughput(frame: pd.DataFrame) -> list[dict]:
                      if best is not None else None,
                      "copy_bytes_per_s": num(copy, 4),
                      "fraction_of_copy": num(best["bw"] / copy, 3) if best is not None and copy > 0 else None,
-                     "best_flops_per_s": num(rate["flop_rate"].max(), 4) if len(rate) else None})
+                     "best_flops_per_s": num(rate["flop_rate"].max(), 4) if len(rate) else None,
+                     **_best_matching(g)})
     return rows
+
+
+def _best_matching(g: pd.DataFrame) -> dict:
+    """The best share of the matching read/write roof in one slice, where and against which roofs; {} where no
+    point has both counts and both roofs (runs before those roofs)."""
+    shares = g["share_matching"].dropna()
+    if shares.empty:
+        return {}
+    best = g.loc[shares.idxmax()]
+    return {"matching_share_max": num(best["share_matching"], 3),
+            "matching_at": {"seq_len": int(best["seq_len"]), "width": int(best["width"]),
+                            "past_llc": bool(best["past_llc"])},
+            "read_bytes_per_s": num(best["read_bw"], 4), "write_bytes_per_s": num(best["write_bw"], 4)}
 
 
 def fwd_bwd(frame: pd.DataFrame) -> list[dict]:

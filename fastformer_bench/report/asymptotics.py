@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from fastformer_bench.report.analysis import PAST_LLC, SHAPE, SLICE, crossovers, impl_facts, key_dict
+from fastformer_bench.report.analysis import PAST_LLC, SHAPE, SLICE, crossovers, impl_facts, key_dict, roof_time
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.results import SLUMP_SHARE
 
@@ -124,8 +124,8 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
     # the faster of the start and end readings of each roof: the best the run measured
     t["read_best"] = t[["read_bw", "read_bw_end"]].max(axis=1, skipna=True)
     t["write_best"] = t[["write_bw", "write_bw_end"]].max(axis=1, skipna=True)
-    t["share_matching"] = _roof_time(t, "read_bw", "write_bw") / t["time_median"]
-    t["share_matching_best"] = _roof_time(t, "read_best", "write_best") / t["time_median"]
+    t["share_matching"] = roof_time(t, "read_bw", "write_bw") / t["time_median"]
+    t["share_matching_best"] = roof_time(t, "read_best", "write_best") / t["time_median"]
     rows = []
     for key, g in t.groupby(SLICE + ["impl"], sort=True):
         gemm = g["gemm_flops"].max()
@@ -148,23 +148,9 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
 def roof_share(t: pd.DataFrame) -> pd.Series:
     """Each point's share of its memory roof: the read/write roof matching its traffic where the run measured one,
     else bytes_min over the copy bandwidth (runs before those roofs); NaN where neither can be taken."""
-    matching = _roof_time(t, "read_bw", "write_bw") / t["time_median"]
+    matching = roof_time(t, "read_bw", "write_bw") / t["time_median"]
     copy = (t["bytes_min"] / t["time_median"] / t["copy_bw"]).where((t["bytes_min"] > 0) & (t["copy_bw"] > 0))
     return matching.fillna(copy)
-
-
-def _roof_time(t: pd.DataFrame, read: str, write: str) -> pd.Series:
-    """Seconds the point's least reads and writes take at the read and write roofs (NaN where a count or a roof is
-    missing): the roof that matches the point's traffic, where the copy roof would bill a forward that mostly
-    reads at a copy's rate."""
-    ok = (t["bytes_read_min"] > 0) & (t["bytes_written_min"] >= 0) & (t[read] > 0) & (t[write] > 0)
-    return least_seconds(t["bytes_read_min"], t["bytes_written_min"], t[read], t[write]).where(ok)
-
-
-def least_seconds(read, written, read_per_s, write_per_s):
-    """Seconds ``read`` bytes take at the read roof plus ``written`` bytes at the write roof: the least time of a
-    call's traffic (numbers or Series alike)."""
-    return read / read_per_s + written / write_per_s
 
 
 def _matching(g: pd.DataFrame) -> dict | None:

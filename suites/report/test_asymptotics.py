@@ -260,3 +260,36 @@ def test_above_the_copy_bandwidth_is_called_cache_resident_only_where_the_inputs
     assert "likely stayed in cache" in sentence(2048)  # 3 columns x 2048 x 256 x 4 bytes: 6 MiB, inside 32 MiB
     past = sentence(65536)
     assert "likely stayed in cache" not in past and "the copy reading, not a cache, is what to doubt" in past
+
+
+def test_the_finding_takes_the_roofs_matching_the_reads_and_writes_where_the_run_measured_them(tmp_path):
+    """A forward that mostly reads, past the cache, at 1.2x bytes_min over the copy reading (the 103 % of
+    reports/cpu's stream fwd_bwd): against the read and write roofs it is below 100 %, and no sentence doubts a roof;
+    a point beyond those roofs too still gets one."""
+    from fastformer_bench.report.sections import throughput
+
+    read_bw, write_bw, copy = 20e9, 24e9, 15e9
+    roofs = [{"device": "cpu", "threads": 2, "copy_bytes_per_s": copy, "read_bytes_per_s": read_bw,
+              "write_bytes_per_s": write_bw, "write_method": "non-temporal"}]
+
+    def row(n: int, seconds_per_byte_min: float) -> dict:
+        base = _cache_step_records()[0]
+        read, written = 3 * n * 256 * 4, n * 256 * 4
+        t = (read + written) * seconds_per_byte_min
+        record = {**base, "point_id": f"mix-{n}", "mode": "fwd", "seq_len": n, "width": 256, "heads": 8,
+                  "batch": 1, "threads": 2, "time_median": t, "time_p20": t, "time_p80": t, "samples": [t] * 3,
+                  "bytes_read_min": read, "bytes_written_min": written, "bytes_min": read + written}
+        frame, _ = load([str(write_results(tmp_path / f"{n}-{seconds_per_byte_min}", [record],
+                                           _env(roofs=roofs, copy_bytes_per_s={"cpu": copy})))])
+        return next(r for r in analysis.throughput(frame) if r["impl"] == "eager")
+
+    within = row(65536, 1 / (1.2 * copy))
+    assert within["fraction_of_copy"] == pytest.approx(1.2, rel=1e-3)
+    expected = (3 / read_bw + 1 / write_bw) / 4 * 1.2 * copy  # the least time at the matching roofs over the time
+    assert within["matching_share_max"] == pytest.approx(expected, rel=1e-3) and within["matching_share_max"] < 1
+    sentence = throughput.bandwidth_sentence(within)
+    assert f"= {round(100 * expected)} % of the roofs matching its reads and writes" in sentence
+    assert "doubt" not in sentence and "cache" not in sentence
+    beyond = throughput.bandwidth_sentence(row(65536, 1 / (2.0 * copy)))
+    assert "above the roof with inputs larger than the last-level cache, so the roof readings, not a cache, are " \
+        "what to doubt" in beyond

@@ -13,8 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from fastformer_bench import axes
-from fastformer_bench.report.analysis import SHAPE, SLICE, key_dict, past_llc
-from fastformer_bench.report.asymptotics import least_seconds
+from fastformer_bench.report.analysis import SHAPE, SLICE, key_dict, least_seconds, past_llc
 from fastformer_bench.report.decision import condition
 from fastformer_bench.report.fmt import count, n_range, pct, si, sig, span, times
 from fastformer_bench.report.numbers import num, timed

@@ -1,4 +1,5 @@
-"""Achieved bandwidth and FLOP/s: each implementation's best bytes_min / time against the copy bandwidth."""
+"""Achieved bandwidth and FLOP/s: each implementation's best share of its memory roof (the read and write roofs
+matching its traffic, else the copy bandwidth) and its best FLOP/s."""
 
 from __future__ import annotations
 
@@ -15,17 +16,26 @@ def summarize(frame: pd.DataFrame, facts: dict[str, dict]) -> dict:
 
 
 def bandwidth_sentence(t: dict) -> str:
-    """One implementation's best bytes_min / time against the copy bandwidth. Above the copy bandwidth means a
-    cache-resident working set only where the inputs fit the last-level cache; past it, the copy reading was low
-    (it varies within a run on shared machines)."""
-    frac = f" = {pct(t['fraction_of_copy'])} of the copy bandwidth {si(t['copy_bytes_per_s'], 'B/s')}" \
-        if t["fraction_of_copy"] is not None else ""
-    at = t["best_bw_at"]
-    if (t["fraction_of_copy"] or 0) > 1:
-        frac += (", above that copy reading with inputs larger than the last-level cache, so the copy reading, not a "
-                 "cache, is what to doubt" if at.get("past_llc") else
-                 ", above the copy bandwidth, so that working set likely stayed in cache")
-    return (f"- {t['impl']} ({slice_of(t)}) reaches at most {si(t['best_bytes_per_s'], 'B/s')}{frac} "
+    """One implementation's best share of its memory roof: the read and write roofs matching its traffic where the
+    run measured them, else bytes_min / time against the copy bandwidth. Above the roof means a cache-resident
+    working set only where the inputs fit the last-level cache; past it, the roof reading was low (it varies
+    within a run on shared machines)."""
+    if t.get("matching_share_max") is not None:
+        share, at = t["matching_share_max"], t["matching_at"]
+        text = (f" = {pct(share)} of the roofs matching its reads and writes (read "
+                f"{si(t['read_bytes_per_s'], 'B/s')}, write {si(t['write_bytes_per_s'], 'B/s')})")
+        doubted = "roof readings, not a cache, are"
+    else:
+        share, at = t["fraction_of_copy"], t["best_bw_at"]
+        text = f" = {pct(share)} of the copy bandwidth {si(t['copy_bytes_per_s'], 'B/s')}" if share is not None else ""
+        doubted = "copy reading, not a cache, is"
+    if (share or 0) > 1:
+        text += (f", above the roof with inputs larger than the last-level cache, so the {doubted} what to "
+                 "doubt" if at.get("past_llc") else
+                 ", above the roof, so that working set likely stayed in cache")
+    bandwidth = f"{si(t['best_bytes_per_s'], 'B/s')} of bytes_min / time" if t.get("matching_share_max") is not None \
+        else si(t["best_bytes_per_s"], "B/s")
+    return (f"- {t['impl']} ({slice_of(t)}) reaches at most {bandwidth}{text} "
             f"(at N = {count(at['seq_len'])}, width {at['width']}); best {si(t['best_flops_per_s'], 'FLOP/s')}.")
 
 
@@ -36,6 +46,17 @@ def conclusions(s: dict) -> list[str]:
 def tables(s: dict) -> list[str]:
     return titled("Achieved bandwidth and FLOP/s", [
         {"slice": slice_of(t), "impl": t["impl"], "best bytes_min / time": si(t["best_bytes_per_s"], "B/s"),
-         "copy bandwidth": si(t["copy_bytes_per_s"], "B/s"),
-         "fraction": "-" if t["fraction_of_copy"] is None else f"{t['fraction_of_copy']:.3f}",
+         "roof": _roof_text(t), "best share of the roof": _share_text(t),
          "best FLOP/s": si(t["best_flops_per_s"], "FLOP/s")} for t in s["throughput"]])
+
+
+def _roof_text(t: dict) -> str:
+    if t.get("matching_share_max") is not None:
+        return f"read {si(t['read_bytes_per_s'], 'B/s')}, write {si(t['write_bytes_per_s'], 'B/s')}"
+    return f"copy {si(t['copy_bytes_per_s'], 'B/s')}"
+
+
+def _share_text(t: dict) -> str:
+    share = t.get("matching_share_max")
+    share = t["fraction_of_copy"] if share is None else share
+    return "-" if share is None else pct(share) + (" (see the finding)" if share > 1 else "")
