@@ -272,7 +272,7 @@ def test_the_finding_takes_the_roofs_matching_the_reads_and_writes_where_the_run
     roofs = [{"device": "cpu", "threads": 2, "copy_bytes_per_s": copy, "read_bytes_per_s": read_bw,
               "write_bytes_per_s": write_bw, "write_method": "non-temporal"}]
 
-    def row(n: int, seconds_per_byte_min: float) -> dict:
+    def row(n: int, seconds_per_byte_min: float, **env) -> dict:
         base = _cache_step_records()[0]
         read, written = 3 * n * 256 * 4, n * 256 * 4
         t = (read + written) * seconds_per_byte_min
@@ -280,7 +280,7 @@ def test_the_finding_takes_the_roofs_matching_the_reads_and_writes_where_the_run
                   "batch": 1, "threads": 2, "time_median": t, "time_p20": t, "time_p80": t, "samples": [t] * 3,
                   "bytes_read_min": read, "bytes_written_min": written, "bytes_min": read + written}
         frame, _ = load([str(write_results(tmp_path / f"{n}-{seconds_per_byte_min}", [record],
-                                           _env(roofs=roofs, copy_bytes_per_s={"cpu": copy})))])
+                                           _env(roofs=roofs, copy_bytes_per_s={"cpu": copy}, **env)))])
         return next(r for r in analysis.throughput(frame) if r["impl"] == "eager")
 
     within = row(65536, 1 / (1.2 * copy))
@@ -293,3 +293,9 @@ def test_the_finding_takes_the_roofs_matching_the_reads_and_writes_where_the_run
     beyond = throughput.bandwidth_sentence(row(65536, 1 / (2.0 * copy)))
     assert "above the roof with inputs larger than the last-level cache, so the roof readings, not a cache, are " \
         "what to doubt" in beyond
+    # the end-of-run readings twice the start's: the start's were low, and the sentence says how far below it is
+    faster = [{**roofs[0], "read_bytes_per_s": 2 * read_bw, "write_bytes_per_s": 2 * write_bw}]
+    low = row(65536, 1 / (2.0 * copy), roofs_end=faster)
+    assert low["matching_share_best"] == pytest.approx(low["matching_share_max"] / 2, rel=1e-2)
+    assert (f"those readings were low (against the run's best readings it is {round(50 * low['matching_share_max'])}"
+            " %)") in throughput.bandwidth_sentence(low)

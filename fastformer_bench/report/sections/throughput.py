@@ -29,10 +29,13 @@ def bandwidth_sentence(t: dict) -> str:
         share, at = t["fraction_of_copy"], t["best_bw_at"]
         text = f" = {pct(share)} of the copy bandwidth {si(t['copy_bytes_per_s'], 'B/s')}" if share is not None else ""
         doubted = "copy reading, not a cache, is"
-    if (share or 0) > 1:
-        text += (f", above the roof with inputs larger than the last-level cache, so the {doubted} what to "
-                 "doubt" if at.get("past_llc") else
-                 ", above the roof, so that working set likely stayed in cache")
+    if (share or 0) > 1 and not at.get("past_llc"):
+        text += ", above the roof, so that working set likely stayed in cache"
+    elif (share or 0) > 1 and (t.get("matching_share_best") or 2) <= 1:
+        text += (", above the roofs read at the run's start with inputs larger than the last-level cache: those "
+                 f"readings were low (against the run's best readings it is {pct(t['matching_share_best'])})")
+    elif (share or 0) > 1:
+        text += f", above the roof with inputs larger than the last-level cache, so the {doubted} what to doubt"
     bandwidth = f"{si(t['best_bytes_per_s'], 'B/s')} of bytes_min / time" if t.get("matching_share_max") is not None \
         else si(t["best_bytes_per_s"], "B/s")
     return (f"- {t['impl']} ({slice_of(t)}) reaches at most {bandwidth}{text} "
