@@ -106,6 +106,16 @@ def roof_time(t: pd.DataFrame, read: str, write: str) -> pd.Series:
     return least_seconds(t["bytes_read_min"], t["bytes_written_min"], t[read], t[write]).where(ok)
 
 
+def add_matching_shares(t: pd.DataFrame) -> None:
+    """Adds to ``t`` each point's share of the matching roofs read at the run's start (``share_matching``) and of
+    the faster of each roof's start and end readings (``read_best``, ``write_best``, ``share_matching_best``): the
+    host's bandwidth moves within a run."""
+    t["read_best"] = t[["read_bw", "read_bw_end"]].max(axis=1, skipna=True)
+    t["write_best"] = t[["write_bw", "write_bw_end"]].max(axis=1, skipna=True)
+    t["share_matching"] = roof_time(t, "read_bw", "write_bw") / t["time_median"]
+    t["share_matching_best"] = roof_time(t, "read_best", "write_best") / t["time_median"]
+
+
 def least_seconds(read, written, read_per_s, write_per_s):
     """Seconds ``read`` bytes take at the read roof plus ``written`` bytes at the write roof: the least time of a
     call's traffic (numbers or Series alike)."""
@@ -376,11 +386,7 @@ def throughput(frame: pd.DataFrame) -> list[dict]:
     t["bw"] = t["bytes_min"] / t["time_median"]
     t["flop_rate"] = t["flops"] / t["time_median"]
     t["past_llc"] = past_llc(t)
-    t["share_matching"] = roof_time(t, "read_bw", "write_bw") / t["time_median"]
-    # the faster of each roof's start and end readings: the host's bandwidth moves within a run
-    t["read_best"] = t[["read_bw", "read_bw_end"]].max(axis=1, skipna=True)
-    t["write_best"] = t[["write_bw", "write_bw_end"]].max(axis=1, skipna=True)
-    t["share_matching_best"] = roof_time(t, "read_best", "write_best") / t["time_median"]
+    add_matching_shares(t)
     keys = SLICE + ["impl"]
     rows = []
     for key, g in t.groupby(keys, sort=True):

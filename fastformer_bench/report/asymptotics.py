@@ -13,7 +13,16 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from fastformer_bench.report.analysis import PAST_LLC, SHAPE, SLICE, crossovers, impl_facts, key_dict, roof_time
+from fastformer_bench.report.analysis import (
+    PAST_LLC,
+    SHAPE,
+    SLICE,
+    add_matching_shares,
+    crossovers,
+    impl_facts,
+    key_dict,
+    roof_time,
+)
 from fastformer_bench.report.numbers import num, timed
 from fastformer_bench.results import SLUMP_SHARE
 
@@ -121,11 +130,7 @@ def streaming_bandwidth(frame: pd.DataFrame) -> list[dict]:
     t["share_best"] = t["bytes_min"] / t["time_median"] / t["copy_best"]
     t["share_now"] = t["bytes_min"] / t["time_median"] / t["copy_bytes_per_s_now"]
     t["flop_rate"] = t["flops"] / t["time_median"]
-    # the faster of the start and end readings of each roof: the best the run measured
-    t["read_best"] = t[["read_bw", "read_bw_end"]].max(axis=1, skipna=True)
-    t["write_best"] = t[["write_bw", "write_bw_end"]].max(axis=1, skipna=True)
-    t["share_matching"] = roof_time(t, "read_bw", "write_bw") / t["time_median"]
-    t["share_matching_best"] = roof_time(t, "read_best", "write_best") / t["time_median"]
+    add_matching_shares(t)
     rows = []
     for key, g in t.groupby(SLICE + ["impl"], sort=True):
         gemm = g["gemm_flops"].max()
