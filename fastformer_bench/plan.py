@@ -33,6 +33,7 @@ result.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 
@@ -518,10 +519,9 @@ def format_plan(plan: Plan) -> list[str]:
     return lines
 
 
-def _grouped(unplanned: list) -> dict[str, dict[str, int]]:
+def _grouped(unplanned: list) -> dict[str, Counter]:
     """Points not planned by reason, each reason's count per implementation, in the sweep's order."""
-    grouped: dict[str, dict[str, int]] = {}
+    grouped: dict[str, Counter] = {}
     for problem, reason in unplanned:
-        counts = grouped.setdefault(reason, {})
-        counts[problem.impl] = counts.get(problem.impl, 0) + 1
+        grouped.setdefault(reason, Counter())[problem.impl] += 1
     return grouped
