@@ -127,3 +127,13 @@ def test_the_decision_names_each_method_and_the_answer_how_its_times_were_taken(
     answer = text.split("## Answer\n\n", 1)[1].split("\n", 1)[0]
     assert f"{TIMING_WORDS['graph']} in bfloat16 fwd, CUDA-graph timing, warm L2" in answer
     assert f"{TIMING_WORDS['launch']} in bfloat16 fwd, launch timing, warm L2" in answer
+
+
+def test_a_run_of_one_implementation_is_not_called_the_fastest(tmp_path):
+    records = [r for r in synthetic_records() if r["impl"] == "eager"]
+    results = write_results(tmp_path / "results", records)
+    build_report([str(results)], str(tmp_path / "report"))
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    answer = text.split("## Answer\n\n", 1)[1].split("\n", 1)[0]
+    assert "`eager` is the only additive implementation run in" in answer
+    assert "fastest additive" not in answer

@@ -57,8 +57,10 @@ def answer(s: dict, machine: str) -> list[str]:
     winners = sorted({r["fastest"]["impl"] for r in rows})
     if len(winners) == 1:
         every = "the one setting" if len(rows) == 1 else f"all {len(rows)} settings"
-        one = (f"On {machine}, `{winners[0]}` is the fastest additive implementation in {every} measured "
-               f"({_settings(rows)})")
+        # a run of one implementation says so rather than calling it the fastest of one
+        role = ("the only additive implementation run" if all(r.get("candidates") == 1 for r in rows)
+                else "the fastest additive implementation")
+        one = f"On {machine}, `{winners[0]}` is {role} in {every} measured ({_settings(rows)})"
         if first["runner_up"]:
             r = first["runner_up"]
             one += (f"; in {setting(first, device=False)} ({shape(first)}) it takes "
