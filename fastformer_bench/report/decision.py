@@ -199,6 +199,11 @@ def _timing_method(points: pd.DataFrame) -> str | None:
     return str(methods.mode().iloc[0]) if len(methods) else None
 
 
+def ran_alone(row: dict) -> bool:
+    """Whether a decision row's setting had one additive implementation: its fastest is the only one run."""
+    return row.get("candidates") == 1
+
+
 def device_word(device: str) -> str:
     """'CPU', 'GPU', or a cluster host's 'CPU (node-a)'."""
     base, _, host = str(device).partition("@")

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from fastformer_bench.report import asymptotics
-from fastformer_bench.report.decision import device_word, setting
+from fastformer_bench.report.decision import device_word, ran_alone, setting
 from fastformer_bench.report.fmt import count, si, times
 from fastformer_bench.report.markdown import VERSION_KEYS
 from fastformer_bench.report.output import table
@@ -70,8 +70,7 @@ def _rows(summary: dict, base: str, name: str) -> list[dict]:
         out.append({"report": name, "device": device_word(row["device"]),
                     "dtype, mode, threads": setting(row, device=False),
                     "B, D, H, C": _shape(row),
-                    "fastest": f"`{row['fastest']['impl']}`" + (" (the only one run)" if row.get("candidates") == 1
-                                                                  else ""),
+                    "fastest": f"`{row['fastest']['impl']}`" + (" (the only one run)" if ran_alone(row) else ""),
                     "time ¹": f"{si(row['fastest']['time'], 's')} at N = {count(row['n'])}",
                     "in a plain process ¹": plain_cell(row) if row["device"].partition("@")[0] == "cpu" else "–",
                     "share of the memory roof ²": roof_cell(row),

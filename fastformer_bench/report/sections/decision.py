@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from fastformer_bench.report import asymptotics, decision
-from fastformer_bench.report.decision import setting, shape
+from fastformer_bench.report.decision import ran_alone, setting, shape
 from fastformer_bench.report.fmt import count, pct, si, span, times
 from fastformer_bench.report.output import table
 
@@ -58,7 +58,7 @@ def answer(s: dict, machine: str) -> list[str]:
     if len(winners) == 1:
         every = "the one setting" if len(rows) == 1 else f"all {len(rows)} settings"
         # a run of one implementation says so rather than calling it the fastest of one
-        role = ("the only additive implementation run" if all(r.get("candidates") == 1 for r in rows)
+        role = ("the only additive implementation run" if all(map(ran_alone, rows))
                 else "the fastest additive implementation")
         one = f"On {machine}, `{winners[0]}` is {role} in {every} measured ({_settings(rows)})"
         if first["runner_up"]:
